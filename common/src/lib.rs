@@ -1,0 +1,19 @@
+//! Edgefleet contracts shared by the fleet service and the device agent.
+//!
+//! Everything that crosses a process boundary is defined here and only here: the signed
+//! per-device deployment [`manifest`], the [`reported`] state a device publishes, the
+//! [`telemetry`] envelope, the MQTT [`topics`], the model module image format
+//! ([`module_image`]), manifest [`signing`] (ed25519 over a canonical serialization) and
+//! registry password [`sealing`] (age, X25519). The crate does no I/O and knows no
+//! transport, so both sides and every test can use it without a runtime.
+
+pub mod manifest;
+pub mod module_image;
+pub mod reported;
+pub mod sealing;
+pub mod signing;
+pub mod telemetry;
+pub mod topics;
+
+/// Milliseconds since the Unix epoch: the one time representation of every contract.
+pub type UnixMillis = u64;

@@ -1,0 +1,124 @@
+//! The state a device reports (retained, on its reported topic) on every change and reconnect.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+use crate::manifest::ModuleKind;
+
+pub const REPORTED_SCHEMA_VERSION: &str = "1";
+
+/// Outcome of the last manifest the device received, as an HTTP-like code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(into = "u16", try_from = "u16")]
+#[schemars(with = "u16")]
+pub enum ApplyStatus {
+    /// 200: applied; every module is in its desired state.
+    Applied,
+    /// 400: the manifest could not be read (schema version, missing or bad field).
+    Invalid,
+    /// 412: the signature did not verify against the configured fleet key.
+    SignatureInvalid,
+    /// 417: a pull or an activation (load, canary) failed; the previous modules keep running.
+    ActivationFailed,
+    /// 500: the agent itself failed.
+    AgentError,
+}
+
+impl From<ApplyStatus> for u16 {
+    fn from(s: ApplyStatus) -> u16 {
+        match s {
+            ApplyStatus::Applied => 200,
+            ApplyStatus::Invalid => 400,
+            ApplyStatus::SignatureInvalid => 412,
+            ApplyStatus::ActivationFailed => 417,
+            ApplyStatus::AgentError => 500,
+        }
+    }
+}
+
+impl TryFrom<u16> for ApplyStatus {
+    type Error = String;
+    fn try_from(code: u16) -> Result<Self, String> {
+        Ok(match code {
+            200 => Self::Applied,
+            400 => Self::Invalid,
+            412 => Self::SignatureInvalid,
+            417 => Self::ActivationFailed,
+            500 => Self::AgentError,
+            other => return Err(format!("unknown status code {other}")),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedState {
+    pub schema_version: String,
+    pub device_id: String,
+    pub agent_version: String,
+    /// Version of the manifest currently applied (absent before the first one).
+    pub applied_version: Option<u64>,
+    /// What happened to the last manifest received (it may be newer than the applied one).
+    pub last_desired: Option<DesiredOutcome>,
+    pub modules: BTreeMap<String, ModuleState>,
+    pub outbox: OutboxState,
+    /// When the device produced this report.
+    pub reported_at_ms: UnixMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredOutcome {
+    pub version: Option<u64>,
+    pub status: ApplyStatus,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RuntimeStatus {
+    Pulling,
+    Running,
+    Stopped,
+    Backoff,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleState {
+    pub kind: ModuleKind,
+    pub runtime_status: RuntimeStatus,
+    /// The image reference the module runs.
+    pub image: String,
+    /// Manifest digest of the running image.
+    pub image_digest: Option<String>,
+    pub restart_count: u32,
+    pub exit_code: Option<i64>,
+    pub last_start_ms: Option<UnixMillis>,
+    pub last_error: Option<String>,
+    /// Inference counters of a model module.
+    pub inference: Option<InferenceStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceStats {
+    pub count: u64,
+    pub errors: u64,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxState {
+    /// Records accepted but not yet acknowledged by the broker.
+    pub depth: u64,
+    pub bytes: u64,
+    /// Records dropped by the byte cap or the TTL since the device started counting.
+    pub dropped: u64,
+}

@@ -1,0 +1,54 @@
+//! Test harness for Edgefleet's integration and end-to-end tests.
+//!
+//! It starts real services on 127.0.0.1 in temporary directories, each on a free port:
+//! [`Mosquitto`] (an MQTT broker with password authentication) and [`Registry`] (the CNCF
+//! distribution registry with htpasswd authentication, over HTTP or TLS with a generated test
+//! CA). They are stopped by PID when dropped. [`OciLayout`] writes model module images the way
+//! `docker build` of `images/model-module/Dockerfile` lays them out, and [`skopeo_push`] pushes
+//! them the way users do.
+//!
+//! A missing program fails the test with the Debian package to install: a test that needs a
+//! real service never passes without it.
+
+mod mosquitto;
+mod oci_layout;
+mod process;
+mod registry;
+
+use std::path::{Path, PathBuf};
+
+pub use mosquitto::Mosquitto;
+pub use oci_layout::{OciLayout, skopeo_push};
+pub use process::{ServiceProcess, free_port, require_program};
+pub use registry::{Registry, RegistryTls};
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The directory of a committed model (`tests/models/<name>`).
+pub fn model_dir(name: &str) -> PathBuf {
+    repo_root().join("tests").join("models").join(name)
+}
+
+/// The ONNX Runtime shared library: `ORT_DYLIB_PATH`, or the one scripts/provision-ort puts
+/// under target/. Panics with the command to run when neither exists.
+pub fn ort_library() -> PathBuf {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(path);
+    }
+    let path = repo_root()
+        .join("target/ort")
+        .join(std::env::consts::ARCH)
+        .join("libonnxruntime.so.1.31.1");
+    assert!(
+        path.exists(),
+        "ONNX Runtime library not found at {}: run scripts/provision-ort (or set ORT_DYLIB_PATH)",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,161 @@
+//! A real CNCF distribution registry (Debian `docker-registry`) with htpasswd authentication,
+//! over HTTP or over TLS with a test CA generated for the occasion.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::{ServiceProcess, free_port, require_program};
+
+/// The test CA and server certificate of a TLS registry.
+#[derive(Debug)]
+pub struct RegistryTls {
+    /// PEM of the CA that signed the registry's certificate (what clients must trust).
+    pub ca_pem: String,
+    /// A directory holding `ca.crt`, as `skopeo --dest-cert-dir` and Docker's
+    /// `certs.d/<host>` expect it.
+    pub cert_dir: PathBuf,
+}
+
+/// A running registry. Dropping it stops the process and removes its storage.
+#[derive(Debug)]
+pub struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+    username: String,
+    password: String,
+    tls: Option<RegistryTls>,
+    _process: ServiceProcess,
+}
+
+impl Registry {
+    /// A registry over plain HTTP accepting only `username`/`password`.
+    pub fn start(username: &str, password: &str) -> Self {
+        Self::start_inner(username, password, false)
+    }
+
+    /// A registry over HTTPS with a certificate for 127.0.0.1 and localhost signed by a new
+    /// test CA, accepting only `username`/`password`.
+    pub fn start_tls(username: &str, password: &str) -> Self {
+        Self::start_inner(username, password, true)
+    }
+
+    fn start_inner(username: &str, password: &str, tls: bool) -> Self {
+        let program = require_program("docker-registry", "docker-registry");
+        let htpasswd = require_program("htpasswd", "apache2-utils");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+
+        let out = Command::new(htpasswd)
+            .args(["-Bbn", username, password])
+            .output()
+            .expect("run htpasswd");
+        assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+        let htpasswd_path = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd_path, &out.stdout).expect("write htpasswd");
+
+        let tls = tls.then(|| write_test_certificates(dir.path()));
+        let tls_config = match &tls {
+            Some(_) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("server.crt").display(),
+                dir.path().join("server.key").display()
+            ),
+            None => String::new(),
+        };
+        let storage = dir.path().join("storage");
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: edgefleet-test-secret\n{tls_config}\
+             auth:\n  htpasswd:\n    realm: edgefleet-test\n    path: {htpasswd}\n",
+            storage = storage.display(),
+            htpasswd = htpasswd_path.display(),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+
+        let mut command = Command::new(program);
+        command.arg("serve").arg(&config_path);
+        let process =
+            ServiceProcess::spawn("docker-registry", command, &dir.path().join("registry.log"), port);
+        Self {
+            dir,
+            port,
+            username: username.to_owned(),
+            password: password.to_owned(),
+            tls,
+            _process: process,
+        }
+    }
+
+    /// `127.0.0.1:<port>`: the registry part of image references.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port>` or `https://...` for the TLS variant.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address())
+    }
+
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    pub fn tls(&self) -> Option<&RegistryTls> {
+        self.tls.as_ref()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A blocking HTTP client that trusts this registry's test CA.
+    pub fn http_client(&self) -> reqwest::blocking::Client {
+        let mut builder = reqwest::blocking::Client::builder();
+        if let Some(tls) = &self.tls {
+            let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).expect("test CA PEM");
+            builder = builder.add_root_certificate(ca);
+        }
+        builder.build().expect("HTTP client")
+    }
+}
+
+/// Writes `server.crt`/`server.key` for 127.0.0.1 and localhost, signed by a new CA whose
+/// certificate goes to `certs/ca.crt`.
+fn write_test_certificates(dir: &Path) -> RegistryTls {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Edgefleet test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "edgefleet test registry");
+    let server_cert = params.signed_by(&server_key, &issuer).expect("server certificate");
+
+    std::fs::write(dir.join("server.crt"), server_cert.pem()).expect("write server.crt");
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write server.key");
+    let cert_dir = dir.join("certs");
+    std::fs::create_dir_all(&cert_dir).expect("create certs dir");
+    std::fs::write(cert_dir.join("ca.crt"), ca_cert.pem()).expect("write ca.crt");
+    RegistryTls {
+        ca_pem: ca_cert.pem(),
+        cert_dir,
+    }
+}

@@ -1,0 +1,190 @@
+//! Manifest signing: round trips, tamper detection, deterministic bytes and distinct refusals.
+
+use std::collections::BTreeMap;
+
+use edgefleet_common::manifest::*;
+use edgefleet_common::reported::ApplyStatus;
+use edgefleet_common::sealing::SealedSecret;
+use edgefleet_common::signing::{FleetSigningKey, ManifestError};
+use proptest::prelude::*;
+use serde_json::json;
+
+fn name() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,11}"
+}
+
+fn module() -> impl Strategy<Value = Module> {
+    (
+        prop_oneof![Just(ModuleKind::Model), Just(ModuleKind::Container)],
+        "[a-z0-9.:/-]{1,30}@sha256:[0-9a-f]{64}",
+        prop_oneof![Just(DesiredStatus::Running), Just(DesiredStatus::Stopped)],
+        prop_oneof![
+            Just(RestartPolicy::Never),
+            Just(RestartPolicy::OnFailure),
+            Just(RestartPolicy::OnUnhealthy),
+            Just(RestartPolicy::Always)
+        ],
+        prop::collection::btree_map("[A-Z_]{1,8}", "\\PC{0,12}", 0..3),
+        prop::option::of(prop::collection::btree_map(name(), any::<i32>(), 0..3)),
+        prop::option::of((
+            any::<u16>(),
+            prop::collection::vec("[0-9a-f]{64}", 0..2),
+            any::<bool>(),
+            any::<u32>(),
+        )),
+    )
+        .prop_map(|(kind, image, status, restart_policy, env, opts, serving)| Module {
+            kind,
+            image,
+            status,
+            restart_policy,
+            env,
+            create_options: opts.map(|o| json!(o)),
+            serving: serving.map(|(port, keys, mqtt, ppm)| ModelServing {
+                http_port: port,
+                bind_address: "127.0.0.1".into(),
+                auth_key_sha256: keys,
+                mqtt_input: mqtt,
+                data_collection_ppm: ppm,
+            }),
+        })
+}
+
+fn manifest() -> impl Strategy<Value = Manifest> {
+    (
+        name(),
+        any::<u64>(),
+        prop::collection::btree_map(name(), (name(), name(), "\\PC{0,40}"), 0..3),
+        prop::collection::btree_map(name(), module(), 0..4),
+        (any::<u32>(), any::<u64>(), any::<u64>()),
+    )
+        .prop_map(|(device, version, regs, modules, (interval, cap, ttl))| {
+            let mut m = Manifest::new(device, version);
+            m.registry_credentials = regs
+                .into_iter()
+                .map(|(k, (address, username, sealed))| {
+                    let password = SealedSecret::from_armored(sealed);
+                    (k, RegistryCredential { address, username, password })
+                })
+                .collect::<BTreeMap<_, _>>();
+            m.modules = modules;
+            m.telemetry = TelemetrySettings {
+                interval_seconds: interval,
+                outbox_max_bytes: cap,
+                ttl_seconds: ttl,
+            };
+            m
+        })
+}
+
+fn fleet_key() -> FleetSigningKey {
+    FleetSigningKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("test key")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn a_signed_manifest_verifies_to_the_same_manifest(m in manifest()) {
+        let key = fleet_key();
+        let wire = key.sign(&m);
+        prop_assert_eq!(key.public_key().verify(&wire), Ok(m));
+    }
+
+    #[test]
+    fn any_single_byte_change_fails_verification(
+        m in manifest(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let key = fleet_key();
+        let mut wire = key.sign(&m);
+        let i = at.index(wire.len());
+        prop_assume!(wire[i] != byte);
+        wire[i] = byte;
+        prop_assert!(key.public_key().verify(&wire).is_err());
+    }
+
+    #[test]
+    fn the_same_manifest_always_serializes_to_the_same_bytes(m in manifest()) {
+        let key = fleet_key();
+        let wire = key.sign(&m);
+        prop_assert_eq!(&key.sign(&m.clone()), &wire);
+        let again = key.public_key().verify(&wire).expect("verifies");
+        prop_assert_eq!(key.sign(&again), wire);
+    }
+}
+
+#[test]
+fn an_unknown_schema_version_is_refused_as_invalid_and_named() {
+    let key = fleet_key();
+    let mut value = serde_json::to_value(Manifest::new("gw-01", 1)).expect("value");
+    value["schemaVersion"] = json!("2");
+    let err = key.public_key().verify(&key.sign_value(value)).unwrap_err();
+    assert_eq!(err, ManifestError::UnknownSchemaVersion { found: "2".into() });
+    assert_eq!(err.status(), ApplyStatus::Invalid);
+    assert!(err.to_string().contains("\"2\""), "{err}");
+}
+
+#[test]
+fn a_missing_field_is_refused_with_its_name() {
+    let key = fleet_key();
+    let mut value = serde_json::to_value(Manifest::new("gw-01", 1)).expect("value");
+    value.as_object_mut().expect("object").remove("deviceId");
+    let err = key.public_key().verify(&key.sign_value(value)).unwrap_err();
+    assert_eq!(err, ManifestError::MissingField { field: "deviceId".into() });
+    assert_eq!(err.to_string(), "manifest is missing required field `deviceId`");
+    assert_eq!(err.status(), ApplyStatus::Invalid);
+}
+
+#[test]
+fn a_changed_manifest_is_refused_as_a_bad_signature() {
+    let key = fleet_key();
+    let wire = String::from_utf8(key.sign(&Manifest::new("gw-01", 7))).expect("utf-8");
+    let tampered = wire.replace("\"version\":7", "\"version\":8");
+    assert_ne!(tampered, wire);
+    let err = key.public_key().verify(tampered.as_bytes()).unwrap_err();
+    assert!(matches!(err, ManifestError::BadSignature { .. }), "{err}");
+    assert_eq!(err.status(), ApplyStatus::SignatureInvalid);
+    assert_eq!(u16::from(err.status()), 412);
+}
+
+#[test]
+fn a_manifest_signed_by_another_fleet_names_both_keys() {
+    let other = FleetSigningKey::generate();
+    let wire = other.sign(&Manifest::new("gw-01", 1));
+    let err = fleet_key().public_key().verify(&wire).unwrap_err();
+    assert_eq!(
+        err,
+        ManifestError::UnknownKey {
+            found: other.public_key().key_id(),
+            expected: fleet_key().public_key().key_id(),
+        }
+    );
+    assert_eq!(err.status(), ApplyStatus::SignatureInvalid);
+}
+
+#[test]
+fn garbage_is_refused_as_malformed() {
+    let err = fleet_key().public_key().verify(b"not json").unwrap_err();
+    assert!(matches!(err, ManifestError::Malformed(_)), "{err}");
+}
+
+#[test]
+fn the_wire_form_is_canonical_json() {
+    let wire = fleet_key().sign(&Manifest::new("gw-01", 1));
+    let text = String::from_utf8(wire).expect("utf-8");
+    assert!(text.starts_with("{\"manifest\":{\"deviceId\":\"gw-01\",\"modules\":{},"), "{text}");
+    assert!(!text.contains(' ') && !text.contains('\n'));
+}
+
+#[test]
+fn keys_round_trip_through_base64() {
+    let key = FleetSigningKey::generate();
+    let again = FleetSigningKey::from_base64(&key.to_base64()).expect("seed");
+    assert_eq!(again.public_key(), key.public_key());
+    let public: edgefleet_common::signing::FleetPublicKey =
+        key.public_key().to_string().parse().expect("public key");
+    assert_eq!(public, key.public_key());
+    assert!("short".parse::<edgefleet_common::signing::FleetPublicKey>().is_err());
+}

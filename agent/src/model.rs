@@ -17,7 +17,9 @@ use crate::tensor_json::{self, RequestError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot load ONNX Runtime from {path}: {reason} (run scripts/provision-ort, or set onnxRuntimeLibrary in the agent config)")]
+    #[error(
+        "cannot load ONNX Runtime from {path}: {reason} (run scripts/provision-ort, or set onnxRuntimeLibrary in the agent config)"
+    )]
     Runtime { path: PathBuf, reason: String },
     #[error("cannot load model: {0}")]
     Load(String),
@@ -119,7 +121,10 @@ impl Model {
             .map_err(|e| ModelError::Inference(e.to_string()))?;
         let mut body = serde_json::Map::with_capacity(self.outputs.len());
         for (spec, (_, value)) in self.outputs.iter().zip(outputs.iter()) {
-            body.insert(spec.name.clone(), tensor_json::output_to_json(spec, &value)?);
+            body.insert(
+                spec.name.clone(),
+                tensor_json::output_to_json(spec, &value)?,
+            );
         }
         Ok(Value::Object(body))
     }
@@ -132,7 +137,9 @@ fn io_spec(what: &'static str, name: &str, ty: &ValueType) -> Result<IoSpec, Mod
         ty: format!("{ty:?}"),
     };
     let value = match ty {
-        ValueType::Tensor { ty: elem, shape, .. } => ValueSpec::Tensor {
+        ValueType::Tensor {
+            ty: elem, shape, ..
+        } => ValueSpec::Tensor {
             dtype: element_type(*elem).ok_or_else(unsupported)?,
             shape: shape.iter().copied().collect(),
         },

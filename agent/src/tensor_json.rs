@@ -14,7 +14,9 @@ use serde_json::{Map, Number, Value};
 /// because the caller reads it and fixes the request.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequestError {
-    #[error("request body must be a JSON object such as {{\"data\": [[...]]}} or one member per input ({expected})")]
+    #[error(
+        "request body must be a JSON object such as {{\"data\": [[...]]}} or one member per input ({expected})"
+    )]
     NotAnObject { expected: String },
     #[error("request is missing input {name:?}; the model takes {expected}")]
     MissingInput { name: String, expected: String },
@@ -28,7 +30,9 @@ pub enum RequestError {
         got: Vec<usize>,
         expected: String,
     },
-    #[error("input {name:?} holds {got}, which is not a {dtype} value; the model expects {expected}")]
+    #[error(
+        "input {name:?} holds {got}, which is not a {dtype} value; the model expects {expected}"
+    )]
     Dtype {
         name: String,
         got: String,
@@ -46,7 +50,13 @@ pub fn describe(spec: &IoSpec) -> String {
         ValueSpec::Tensor { dtype, shape } => {
             let dims: Vec<String> = shape
                 .iter()
-                .map(|d| if *d < 0 { "N".to_owned() } else { d.to_string() })
+                .map(|d| {
+                    if *d < 0 {
+                        "N".to_owned()
+                    } else {
+                        d.to_string()
+                    }
+                })
                 .collect();
             format!("{}[{}]", dtype_name(*dtype), dims.join(","))
         }
@@ -109,13 +119,15 @@ pub fn request_to_inputs(specs: &[IoSpec], request: &Value) -> Result<Feeds, Req
     specs
         .iter()
         .map(|spec| {
-            let key = if single_data { "data" } else { spec.name.as_str() };
-            let value = members
-                .get(key)
-                .ok_or_else(|| RequestError::MissingInput {
-                    name: spec.name.clone(),
-                    expected: expected(),
-                })?;
+            let key = if single_data {
+                "data"
+            } else {
+                spec.name.as_str()
+            };
+            let value = members.get(key).ok_or_else(|| RequestError::MissingInput {
+                name: spec.name.clone(),
+                expected: expected(),
+            })?;
             let input = tensor_input(spec, value)?;
             Ok((Cow::Owned(spec.name.clone()), input))
         })
@@ -134,7 +146,10 @@ fn tensor_input(spec: &IoSpec, value: &Value) -> Result<SessionInputValue<'stati
         expected: describe(spec),
     })?;
     let fits = got.len() == shape.len()
-        && got.iter().zip(shape).all(|(g, want)| *want < 0 || *g as i64 == *want);
+        && got
+            .iter()
+            .zip(shape)
+            .all(|(g, want)| *want < 0 || *g as i64 == *want);
     if !fits {
         return Err(RequestError::Shape {
             name: spec.name.clone(),
@@ -223,7 +238,9 @@ fn flatten(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
                     Some(_) => {}
                     None => shape.push(items.len()),
                 }
-                items.iter().all(|i| walk(i, depth + 1, shape, rank, leaves))
+                items
+                    .iter()
+                    .all(|i| walk(i, depth + 1, shape, rank, leaves))
             }
             leaf => {
                 match *rank {
@@ -242,9 +259,8 @@ fn flatten(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
 
 /// Converts one model output to JSON.
 pub fn output_to_json(spec: &IoSpec, value: &DynValue) -> Result<Value, crate::model::ModelError> {
-    let fail = |e: ort::Error| {
-        crate::model::ModelError::Inference(format!("output {:?}: {e}", spec.name))
-    };
+    let fail =
+        |e: ort::Error| crate::model::ModelError::Inference(format!("output {:?}: {e}", spec.name));
     match &spec.value {
         ValueSpec::Tensor { dtype, .. } => {
             macro_rules! nested {
@@ -294,7 +310,10 @@ pub fn output_to_json(spec: &IoSpec, value: &DynValue) -> Result<Value, crate::m
                             .collect(),
                     };
                     Ok(Value::Object(
-                        entries.into_iter().map(|(k, v)| (k, float(v))).collect::<Map<_, _>>(),
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k, float(v)))
+                            .collect::<Map<_, _>>(),
                     ))
                 })
                 .collect::<Result<Vec<_>, crate::model::ModelError>>()?;
@@ -353,6 +372,13 @@ mod tests {
         }
     }
 
+    fn refusal(result: Result<Feeds, RequestError>) -> RequestError {
+        match result {
+            Err(e) => e,
+            Ok(_) => panic!("the request was accepted"),
+        }
+    }
+
     #[test]
     fn nested_rows_flatten_to_shape_and_leaves() {
         let v = json!([[1, 2, 3], [4, 5, 6]]);
@@ -366,8 +392,10 @@ mod tests {
 
     #[test]
     fn a_wrong_shape_names_the_input_and_the_expected_shape() {
-        let err = request_to_inputs(&[spec(vec![-1, 10])], &json!({"data": [[1, 2, 3]]}))
-            .unwrap_err();
+        let err = refusal(request_to_inputs(
+            &[spec(vec![-1, 10])],
+            &json!({"data": [[1, 2, 3]]}),
+        ));
         assert_eq!(
             err.to_string(),
             "input \"X\" has shape [1, 3], but the model expects float32[N,10]"
@@ -376,8 +404,10 @@ mod tests {
 
     #[test]
     fn a_string_where_a_number_belongs_is_a_dtype_error() {
-        let err = request_to_inputs(&[spec(vec![-1, 2])], &json!({"data": [[1, "a"]]}))
-            .unwrap_err();
+        let err = refusal(request_to_inputs(
+            &[spec(vec![-1, 2])],
+            &json!({"data": [[1, "a"]]}),
+        ));
         assert!(matches!(err, RequestError::Dtype { .. }), "{err}");
         assert!(err.to_string().contains("\"a\""), "{err}");
     }
@@ -386,16 +416,19 @@ mod tests {
     fn unknown_members_and_non_objects_are_refused() {
         let specs = [spec(vec![-1, 2])];
         assert!(matches!(
-            request_to_inputs(&specs, &json!({"data": [[1, 2]], "extra": 1})),
-            Err(RequestError::UnknownField { .. })
+            refusal(request_to_inputs(
+                &specs,
+                &json!({"data": [[1, 2]], "extra": 1})
+            )),
+            RequestError::UnknownField { .. }
         ));
         assert!(matches!(
-            request_to_inputs(&specs, &json!([[1, 2]])),
-            Err(RequestError::NotAnObject { .. })
+            refusal(request_to_inputs(&specs, &json!([[1, 2]]))),
+            RequestError::NotAnObject { .. }
         ));
         assert!(matches!(
-            request_to_inputs(&specs, &json!({})),
-            Err(RequestError::MissingInput { .. })
+            refusal(request_to_inputs(&specs, &json!({}))),
+            RequestError::MissingInput { .. }
         ));
     }
 

@@ -63,7 +63,10 @@ pub enum ValueSpec {
     /// A tensor; `-1` marks a dimension fixed only at run time (usually the batch).
     Tensor { dtype: ElementType, shape: Vec<i64> },
     /// A sequence of maps, one per row, as scikit-learn classifiers' ZipMap output gives.
-    SequenceOfMaps { key: ElementType, value: ElementType },
+    SequenceOfMaps {
+        key: ElementType,
+        value: ElementType,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

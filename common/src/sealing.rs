@@ -35,9 +35,13 @@ impl SealedSecret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealingError {
-    #[error("invalid device public key {key:?}: {reason} (expected an age X25519 recipient starting with 'age1', as printed by `edgefleet-agent init`)")]
+    #[error(
+        "invalid device public key {key:?}: {reason} (expected an age X25519 recipient starting with 'age1', as printed by `edgefleet-agent init`)"
+    )]
     InvalidPublicKey { key: String, reason: String },
-    #[error("invalid device identity: {0} (expected an age X25519 identity starting with 'AGE-SECRET-KEY-1')")]
+    #[error(
+        "invalid device identity: {0} (expected an age X25519 identity starting with 'AGE-SECRET-KEY-1')"
+    )]
     InvalidIdentity(String),
     #[error("could not seal secret: {0}")]
     Encrypt(#[from] age::EncryptError),
@@ -135,10 +139,17 @@ mod tests {
         let device = DeviceIdentity::generate();
         let other = DeviceIdentity::generate();
         let sealed = device.public_key().seal("s3cret!").expect("seal");
-        assert!(sealed.as_armored().starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+        assert!(
+            sealed
+                .as_armored()
+                .starts_with("-----BEGIN AGE ENCRYPTED FILE-----")
+        );
         assert!(!sealed.as_armored().contains("s3cret"));
         assert_eq!(device.unseal(&sealed).expect("unseal"), "s3cret!");
-        assert!(matches!(other.unseal(&sealed), Err(SealingError::Decrypt(_))));
+        assert!(matches!(
+            other.unseal(&sealed),
+            Err(SealingError::Decrypt(_))
+        ));
     }
 
     #[test]
@@ -154,7 +165,10 @@ mod tests {
     fn a_malformed_public_key_is_named_in_the_error() {
         let err = "age1notakey".parse::<DevicePublicKey>().unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("age1notakey") && msg.contains("edgefleet-agent init"), "{msg}");
+        assert!(
+            msg.contains("age1notakey") && msg.contains("edgefleet-agent init"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -47,15 +47,21 @@ pub struct ManifestSignature {
 pub enum ManifestError {
     #[error("manifest is not a signed manifest envelope: {0}")]
     Malformed(String),
-    #[error("manifest schemaVersion {found:?} is not supported (this agent reads {MANIFEST_SCHEMA_VERSION:?}); upgrade the agent or render for this schema")]
+    #[error(
+        "manifest schemaVersion {found:?} is not supported (this agent reads {MANIFEST_SCHEMA_VERSION:?}); upgrade the agent or render for this schema"
+    )]
     UnknownSchemaVersion { found: String },
     #[error("manifest is missing required field `{field}`")]
     MissingField { field: String },
     #[error("manifest is invalid: {0}")]
     Invalid(String),
-    #[error("manifest signature is not valid for fleet key {key_id}: the manifest was changed after signing or signed by another key")]
+    #[error(
+        "manifest signature is not valid for fleet key {key_id}: the manifest was changed after signing or signed by another key"
+    )]
     BadSignature { key_id: String },
-    #[error("manifest was signed by key {found}, but this device trusts fleet key {expected}; check fleetPublicKey in the agent config")]
+    #[error(
+        "manifest was signed by key {found}, but this device trusts fleet key {expected}; check fleetPublicKey in the agent config"
+    )]
     UnknownKey { found: String, expected: String },
     #[error("manifest signature algorithm {0:?} is not supported (expected \"ed25519\")")]
     UnsupportedAlgorithm(String),

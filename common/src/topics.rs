@@ -11,7 +11,9 @@
 
 /// Why a name cannot be used in a topic.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{what} {name:?} cannot be used in an MQTT topic: use 1-128 characters of letters, digits, '-', '_' and '.'")]
+#[error(
+    "{what} {name:?} cannot be used in an MQTT topic: use 1-128 characters of letters, digits, '-', '_' and '.'"
+)]
 pub struct TopicNameError {
     pub what: &'static str,
     pub name: String,
@@ -132,24 +134,45 @@ mod tests {
         let t = DeviceTopics::new("plant", "gw-01").expect("valid names");
         assert_eq!(t.desired(), "edgefleet/plant/devices/gw-01/desired");
         assert_eq!(t.reported(), "edgefleet/plant/devices/gw-01/reported");
-        assert_eq!(t.telemetry("diabetes"), "edgefleet/plant/devices/gw-01/telemetry/diabetes");
-        assert_eq!(t.input("diabetes"), "edgefleet/plant/devices/gw-01/inputs/diabetes");
-        assert_eq!(t.command("logs"), "edgefleet/plant/devices/gw-01/commands/logs");
-        assert_eq!(t.command_result("logs"), "edgefleet/plant/devices/gw-01/commands/logs/result");
+        assert_eq!(
+            t.telemetry("diabetes"),
+            "edgefleet/plant/devices/gw-01/telemetry/diabetes"
+        );
+        assert_eq!(
+            t.input("diabetes"),
+            "edgefleet/plant/devices/gw-01/inputs/diabetes"
+        );
+        assert_eq!(
+            t.command("logs"),
+            "edgefleet/plant/devices/gw-01/commands/logs"
+        );
+        assert_eq!(
+            t.command_result("logs"),
+            "edgefleet/plant/devices/gw-01/commands/logs/result"
+        );
     }
 
     #[test]
     fn the_fleet_reads_back_what_devices_publish() {
         let d = DeviceTopics::new("plant", "gw-01").expect("valid names");
         let f = FleetTopics::new("plant").expect("valid name");
-        assert_eq!(f.parse(&d.reported()), Some(DeviceTopic::Reported { device_id: "gw-01" }));
+        assert_eq!(
+            f.parse(&d.reported()),
+            Some(DeviceTopic::Reported { device_id: "gw-01" })
+        );
         assert_eq!(
             f.parse(&d.telemetry("m")),
-            Some(DeviceTopic::Telemetry { device_id: "gw-01", module: "m" })
+            Some(DeviceTopic::Telemetry {
+                device_id: "gw-01",
+                module: "m"
+            })
         );
         assert_eq!(
             f.parse(&d.command_result("logs")),
-            Some(DeviceTopic::CommandResult { device_id: "gw-01", name: "logs" })
+            Some(DeviceTopic::CommandResult {
+                device_id: "gw-01",
+                name: "logs"
+            })
         );
         assert_eq!(f.parse(&d.desired()), None);
         assert_eq!(f.parse("edgefleet/other/devices/gw-01/reported"), None);

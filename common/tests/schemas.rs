@@ -13,8 +13,14 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
         ("manifest.schema.json", schemars::schema_for!(Manifest)),
         ("module.schema.json", schemars::schema_for!(ModuleMetadata)),
-        ("reported-state.schema.json", schemars::schema_for!(ReportedState)),
-        ("telemetry.schema.json", schemars::schema_for!(TelemetryEnvelope)),
+        (
+            "reported-state.schema.json",
+            schemars::schema_for!(ReportedState),
+        ),
+        (
+            "telemetry.schema.json",
+            schemars::schema_for!(TelemetryEnvelope),
+        ),
     ]
 }
 

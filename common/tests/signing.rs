@@ -33,21 +33,23 @@ fn module() -> impl Strategy<Value = Module> {
             any::<u32>(),
         )),
     )
-        .prop_map(|(kind, image, status, restart_policy, env, opts, serving)| Module {
-            kind,
-            image,
-            status,
-            restart_policy,
-            env,
-            create_options: opts.map(|o| json!(o)),
-            serving: serving.map(|(port, keys, mqtt, ppm)| ModelServing {
-                http_port: port,
-                bind_address: "127.0.0.1".into(),
-                auth_key_sha256: keys,
-                mqtt_input: mqtt,
-                data_collection_ppm: ppm,
-            }),
-        })
+        .prop_map(
+            |(kind, image, status, restart_policy, env, opts, serving)| Module {
+                kind,
+                image,
+                status,
+                restart_policy,
+                env,
+                create_options: opts.map(|o| json!(o)),
+                serving: serving.map(|(port, keys, mqtt, ppm)| ModelServing {
+                    http_port: port,
+                    bind_address: "127.0.0.1".into(),
+                    auth_key_sha256: keys,
+                    mqtt_input: mqtt,
+                    data_collection_ppm: ppm,
+                }),
+            },
+        )
 }
 
 fn manifest() -> impl Strategy<Value = Manifest> {
@@ -64,7 +66,14 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 .into_iter()
                 .map(|(k, (address, username, sealed))| {
                     let password = SealedSecret::from_armored(sealed);
-                    (k, RegistryCredential { address, username, password })
+                    (
+                        k,
+                        RegistryCredential {
+                            address,
+                            username,
+                            password,
+                        },
+                    )
                 })
                 .collect::<BTreeMap<_, _>>();
             m.modules = modules;
@@ -121,7 +130,10 @@ fn an_unknown_schema_version_is_refused_as_invalid_and_named() {
     let mut value = serde_json::to_value(Manifest::new("gw-01", 1)).expect("value");
     value["schemaVersion"] = json!("2");
     let err = key.public_key().verify(&key.sign_value(value)).unwrap_err();
-    assert_eq!(err, ManifestError::UnknownSchemaVersion { found: "2".into() });
+    assert_eq!(
+        err,
+        ManifestError::UnknownSchemaVersion { found: "2".into() }
+    );
     assert_eq!(err.status(), ApplyStatus::Invalid);
     assert!(err.to_string().contains("\"2\""), "{err}");
 }
@@ -132,8 +144,16 @@ fn a_missing_field_is_refused_with_its_name() {
     let mut value = serde_json::to_value(Manifest::new("gw-01", 1)).expect("value");
     value.as_object_mut().expect("object").remove("deviceId");
     let err = key.public_key().verify(&key.sign_value(value)).unwrap_err();
-    assert_eq!(err, ManifestError::MissingField { field: "deviceId".into() });
-    assert_eq!(err.to_string(), "manifest is missing required field `deviceId`");
+    assert_eq!(
+        err,
+        ManifestError::MissingField {
+            field: "deviceId".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "manifest is missing required field `deviceId`"
+    );
     assert_eq!(err.status(), ApplyStatus::Invalid);
 }
 
@@ -174,7 +194,10 @@ fn garbage_is_refused_as_malformed() {
 fn the_wire_form_is_canonical_json() {
     let wire = fleet_key().sign(&Manifest::new("gw-01", 1));
     let text = String::from_utf8(wire).expect("utf-8");
-    assert!(text.starts_with("{\"manifest\":{\"deviceId\":\"gw-01\",\"modules\":{},"), "{text}");
+    assert!(
+        text.starts_with("{\"manifest\":{\"deviceId\":\"gw-01\",\"modules\":{},"),
+        "{text}"
+    );
     assert!(!text.contains(' ') && !text.contains('\n'));
 }
 
@@ -186,5 +209,9 @@ fn keys_round_trip_through_base64() {
     let public: edgefleet_common::signing::FleetPublicKey =
         key.public_key().to_string().parse().expect("public key");
     assert_eq!(public, key.public_key());
-    assert!("short".parse::<edgefleet_common::signing::FleetPublicKey>().is_err());
+    assert!(
+        "short"
+            .parse::<edgefleet_common::signing::FleetPublicKey>()
+            .is_err()
+    );
 }

@@ -123,10 +123,26 @@ impl Mosquitto {
     }
 
     /// Runs `mosquitto_pub` as `user` (an independent client to check what crosses the wire).
-    pub fn publish(&self, user: &str, password: &str, topic: &str, payload: &str, retain: bool) -> bool {
+    pub fn publish(
+        &self,
+        user: &str,
+        password: &str,
+        topic: &str,
+        payload: &str,
+        retain: bool,
+    ) -> bool {
         let mut cmd = Command::new(require_program("mosquitto_pub", "mosquitto-clients"));
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-u", user, "-P", password])
-            .args(["-q", "1", "-t", topic, "-m", payload]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-u",
+            user,
+            "-P",
+            password,
+        ])
+        .args(["-q", "1", "-t", topic, "-m", payload]);
         if retain {
             cmd.arg("-r");
         }
@@ -135,10 +151,34 @@ impl Mosquitto {
 
     /// Runs `mosquitto_sub` as `user` and returns up to `count` messages (`topic payload`
     /// lines) received within `timeout_secs`.
-    pub fn subscribe(&self, user: &str, password: &str, topic: &str, count: usize, timeout_secs: u32) -> Vec<String> {
+    pub fn subscribe(
+        &self,
+        user: &str,
+        password: &str,
+        topic: &str,
+        count: usize,
+        timeout_secs: u32,
+    ) -> Vec<String> {
         let out = Command::new(require_program("mosquitto_sub", "mosquitto-clients"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-u", user, "-P", password])
-            .args(["-t", topic, "-v", "-C", &count.to_string(), "-W", &timeout_secs.to_string()])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-u",
+                user,
+                "-P",
+                password,
+            ])
+            .args([
+                "-t",
+                topic,
+                "-v",
+                "-C",
+                &count.to_string(),
+                "-W",
+                &timeout_secs.to_string(),
+            ])
             .output()
             .expect("run mosquitto_sub");
         String::from_utf8_lossy(&out.stdout)

@@ -87,8 +87,11 @@ impl OciLayout {
             }],
         });
         std::fs::write(dir.path().join("index.json"), index.to_string()).expect("index.json");
-        std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-            .expect("oci-layout");
+        std::fs::write(
+            dir.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .expect("oci-layout");
         Self {
             dir,
             manifest_digest,
@@ -107,24 +110,26 @@ fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut dirs: Vec<String> = Vec::new();
     for (path, bytes) in files {
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            if !dirs.iter().any(|d| d == parent) {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                header.set_mtime(0);
-                builder
-                    .append_data(&mut header, format!("{parent}/"), std::io::empty())
-                    .expect("tar dir");
-                dirs.push(parent.to_owned());
-            }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && !dirs.iter().any(|d| d == parent)
+        {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            header.set_mtime(0);
+            builder
+                .append_data(&mut header, format!("{parent}/"), std::io::empty())
+                .expect("tar dir");
+            dirs.push(parent.to_owned());
         }
         let mut header = tar::Header::new_gnu();
         header.set_mode(0o644);
         header.set_size(bytes.len() as u64);
         header.set_mtime(0);
-        builder.append_data(&mut header, path, *bytes).expect("tar file");
+        builder
+            .append_data(&mut header, path, *bytes)
+            .expect("tar file");
     }
     builder.into_inner().expect("tar")
 }
@@ -147,8 +152,13 @@ pub fn skopeo_push(
         None => cmd.arg("--dest-tls-verify=false"),
     };
     cmd.arg(format!("oci:{}:latest", layout.path().display()))
-        .arg(format!("docker://{}/{repository}:{tag}", registry.address()));
-    let out = cmd.output().map_err(|e| format!("cannot run skopeo: {e}"))?;
+        .arg(format!(
+            "docker://{}/{repository}:{tag}",
+            registry.address()
+        ));
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run skopeo: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {

@@ -49,7 +49,11 @@ impl Registry {
             .args(["-Bbn", username, password])
             .output()
             .expect("run htpasswd");
-        assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "htpasswd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let htpasswd_path = dir.path().join("htpasswd");
         std::fs::write(&htpasswd_path, &out.stdout).expect("write htpasswd");
 
@@ -77,8 +81,12 @@ impl Registry {
 
         let mut command = Command::new(program);
         command.arg("serve").arg(&config_path);
-        let process =
-            ServiceProcess::spawn("docker-registry", command, &dir.path().join("registry.log"), port);
+        let process = ServiceProcess::spawn(
+            "docker-registry",
+            command,
+            &dir.path().join("registry.log"),
+            port,
+        );
         Self {
             dir,
             port,
@@ -147,7 +155,9 @@ fn write_test_certificates(dir: &Path) -> RegistryTls {
     params
         .distinguished_name
         .push(DnType::CommonName, "edgefleet test registry");
-    let server_cert = params.signed_by(&server_key, &issuer).expect("server certificate");
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
 
     std::fs::write(dir.join("server.crt"), server_cert.pem()).expect("write server.crt");
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write server.key");

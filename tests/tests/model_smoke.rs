@@ -12,7 +12,10 @@ use serde_json::Value;
 fn assert_close(path: &str, ours: &Value, reference: &Value) {
     match (ours, reference) {
         (Value::Number(a), Value::Number(b)) => {
-            let (a, b) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
             let tolerance = 1e-5 * b.abs().max(1e-6);
             assert!((a - b).abs() <= tolerance, "{path}: {a} != {b}");
         }
@@ -38,12 +41,13 @@ fn assert_close(path: &str, ours: &Value, reference: &Value) {
 
 fn check_model(runtime: OnnxRuntime, dir: &Path) {
     let bytes = std::fs::read(dir.join("model.onnx")).expect("model.onnx");
-    let reference: Value = serde_json::from_slice(
-        &std::fs::read(dir.join("reference.json")).expect("reference.json"),
-    )
-    .expect("reference JSON");
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
+            .expect("reference JSON");
     let model = runtime.model(&bytes).expect("model loads");
-    let response = model.score(&reference["inputs"]).expect("model scores its reference inputs");
+    let response = model
+        .score(&reference["inputs"])
+        .expect("model scores its reference inputs");
     assert_close(&dir.display().to_string(), &response, &reference["outputs"]);
 
     // The sample request body uses the single-input form {"data": ...}.

@@ -1,7 +1,18 @@
 //! edgefleet-agent: the on-device daemon.
 //!
-//! It pulls model module images, runs them in-process with ONNX Runtime ([`model`]) and
-//! serves them locally; requests and responses are converted by [`tensor_json`].
+//! [`agent`] wires the tasks: the [`link`] (MQTT session), the [`store`] (one redb file), the
+//! telemetry [`outbox`], the [`puller`] (OCI images into a content-addressed cache) and the
+//! served [`model_module`]s with their [`scoring_api`]. The [`reconciler`] decides what to do
+//! with a manifest; [`model`] and [`tensor_json`] run ONNX models and convert their data.
 
+pub mod agent;
+pub mod config;
+pub mod link;
 pub mod model;
+pub mod model_module;
+pub mod outbox;
+pub mod puller;
+pub mod reconciler;
+pub mod scoring_api;
+pub mod store;
 pub mod tensor_json;

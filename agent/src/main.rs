@@ -1,31 +1,55 @@
-//! edgefleet-agent: parse arguments, run the command, map errors to exit codes.
+//! edgefleet-agent: parse arguments, load the configuration, run the command, and map errors
+//! to exit codes (documented in `--help`): 0 success, 1 runtime failure, 2 bad usage,
+//! 78 bad configuration (so a service manager does not restart-loop on a broken config).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use edgefleet_agent::config::{Config, ConfigError, DEFAULT_CONFIG};
 use edgefleet_agent::model::OnnxRuntime;
+use edgefleet_agent::store::Store;
 use edgefleet_agent::tensor_json::describe;
+use edgefleet_common::sealing::DeviceIdentity;
+
+/// Exit code for a configuration error (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
 
 /// The Edgefleet device agent.
 #[derive(Debug, Parser)]
-#[command(name = "edgefleet-agent", version, about)]
+#[command(
+    name = "edgefleet-agent",
+    version,
+    about,
+    after_help = "Exit codes: 0 success, 1 failure, 2 bad usage, 78 bad configuration."
+)]
 struct Cli {
-    /// The ONNX Runtime shared library (libonnxruntime.so.1.31.1).
-    #[arg(
-        long,
-        env = "ORT_DYLIB_PATH",
-        global = true,
-        default_value = "/usr/lib/edgefleet/libonnxruntime.so.1.31.1"
-    )]
-    onnx_runtime: PathBuf,
+    /// The configuration file (TOML; see `print-default-config`).
+    #[arg(long, short, env = "EDGEFLEET_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the data directory and the device keypair (files 0600); print the public key.
+    Init {
+        /// The data directory (default: data_dir from the configuration).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the agent.
+    Run,
+    /// Print the default configuration file.
+    PrintDefaultConfig,
+    /// Print what the local store holds: applied manifest, modules, telemetry outbox.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with an ONNX model file directly, without a deployment.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -49,38 +73,169 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edgefleet-agent: {e:#}");
-            ExitCode::FAILURE
+            let config = e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some());
+            ExitCode::from(if config { EXIT_CONFIG } else { 1 })
         }
     }
 }
 
+fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    Config::load(path, std::env::vars())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Model(command) => {
-            let runtime = OnnxRuntime::load(&cli.onnx_runtime)?;
-            let path = match &command {
-                ModelCommand::Inspect { model } | ModelCommand::Score { model, .. } => model,
+        Command::PrintDefaultConfig => print!("{DEFAULT_CONFIG}"),
+        Command::Init { data_dir } => {
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => Config::load_unchecked(cli.config.as_deref(), std::env::vars())?.data_dir,
             };
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let model = runtime
-                .model(&bytes)
-                .with_context(|| format!("{}", path.display()))?;
-            match command {
-                ModelCommand::Inspect { .. } => {
-                    for spec in model.inputs() {
-                        println!("input  {}: {}", spec.name, describe(spec));
-                    }
-                    for spec in model.outputs() {
-                        println!("output {}: {}", spec.name, describe(spec));
-                    }
-                }
-                ModelCommand::Score { request, .. } => {
-                    let body: serde_json::Value =
-                        serde_json::from_str(&request).context("the request is not valid JSON")?;
-                    println!("{}", model.score(&body)?);
-                }
+            init(&data_dir)?;
+        }
+        Command::Run => {
+            let config = load_config(cli.config.as_deref())?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(edgefleet_agent::agent::run(config, shutdown_signal()))?;
+        }
+        Command::Status { json } => status(&load_config(cli.config.as_deref())?, json)?,
+        Command::Model(command) => model_command(
+            &Config::load_unchecked(cli.config.as_deref(), std::env::vars())?,
+            command,
+        )?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let key_path = data_dir.join("device.key");
+    let identity = if key_path.exists() {
+        let text = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?;
+        text.parse::<DeviceIdentity>()
+            .with_context(|| format!("{}", key_path.display()))?
+    } else {
+        let identity = DeviceIdentity::generate();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .with_context(|| format!("cannot create {}", key_path.display()))?;
+        std::io::Write::write_all(
+            &mut file,
+            format!("{}\n", identity.to_secret_string()).as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+        file.sync_all()?;
+        eprintln!("created the device key {}", key_path.display());
+        identity
+    };
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+    println!("{}", identity.public_key());
+    Ok(())
+}
+
+fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(&config.store_path()).with_context(|| {
+        format!(
+            "cannot open the agent store {} (is the agent running? it holds the store open)",
+            config.store_path().display()
+        )
+    })?;
+    let key = config.fleet_key()?;
+    let applied = store.applied()?.and_then(|w| key.verify(&w).ok());
+    let outcome = store.outcome()?;
+    let modules = store.modules()?;
+    let outbox = store.outbox_state()?;
+    if json {
+        let doc = serde_json::json!({
+            "deviceId": config.device_id,
+            "appliedVersion": applied.as_ref().map(|m| m.version),
+            "lastDesired": outcome,
+            "modules": modules.iter().map(|(k, r)| (k.clone(), serde_json::json!({"image": r.image, "digest": r.digest}))).collect::<serde_json::Map<_, _>>(),
+            "outbox": outbox,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("device          {}", config.device_id);
+    match &applied {
+        Some(m) => println!("applied         version {}", m.version),
+        None => println!("applied         nothing yet"),
+    }
+    if let Some(o) = &outcome {
+        let version = o.version.map_or("-".to_owned(), |v| v.to_string());
+        println!(
+            "last manifest   version {version}: {} {}",
+            u16::from(o.status),
+            o.message
+        );
+    }
+    for (name, r) in &modules {
+        println!("module          {name}: {} ({})", r.image, r.digest);
+    }
+    println!(
+        "outbox          {} record(s), {} bytes, {} dropped",
+        outbox.depth, outbox.bytes, outbox.dropped
+    );
+    Ok(())
+}
+
+fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.onnx_runtime_library.clone());
+    let runtime = OnnxRuntime::load(&library)?;
+    let path = match &command {
+        ModelCommand::Inspect { model } | ModelCommand::Score { model, .. } => model,
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let model = runtime
+        .model(&bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    match command {
+        ModelCommand::Inspect { .. } => {
+            for spec in model.inputs() {
+                println!("input  {}: {}", spec.name, describe(spec));
             }
+            for spec in model.outputs() {
+                println!("output {}: {}", spec.name, describe(spec));
+            }
+        }
+        ModelCommand::Score { request, .. } => {
+            let body: serde_json::Value =
+                serde_json::from_str(&request).context("the request is not valid JSON")?;
+            println!("{}", model.score(&body)?);
         }
     }
     Ok(())

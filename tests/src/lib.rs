@@ -10,6 +10,7 @@
 //! A missing program fails the test with the Debian package to install: a test that needs a
 //! real service never passes without it.
 
+mod agent_process;
 mod mosquitto;
 mod oci_layout;
 mod process;
@@ -17,6 +18,7 @@ mod registry;
 
 use std::path::{Path, PathBuf};
 
+pub use agent_process::{AgentProcess, AgentSetup, wait_for};
 pub use mosquitto::Mosquitto;
 pub use oci_layout::{OciLayout, skopeo_push};
 pub use process::{ServiceProcess, free_port, require_program};
@@ -51,4 +53,19 @@ pub fn ort_library() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Installs ring as the process's TLS crypto provider (Edgefleet builds rustls without a
+/// default provider); harmless when one is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A blocking HTTP client for local endpoints.
+pub fn http_client() -> reqwest::blocking::Client {
+    install_crypto_provider();
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
 }

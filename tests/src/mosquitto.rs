@@ -188,6 +188,41 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// Runs `mosquitto_sub` with a persistent session (`client_id`, clean session off, QoS 1):
+    /// messages published while it is away are queued by the broker (across broker restarts,
+    /// persistence is on) and delivered on the next call with the same `client_id`.
+    pub fn subscribe_session(
+        &self,
+        user: &str,
+        password: &str,
+        client_id: &str,
+        topic: &str,
+        count: usize,
+        timeout_secs: u32,
+    ) -> Vec<String> {
+        let out = Command::new(require_program("mosquitto_sub", "mosquitto-clients"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-u",
+                user,
+                "-P",
+                password,
+            ])
+            .args(["-c", "-i", client_id, "-q", "1", "-t", topic, "-v"])
+            .args(["-C", &count.to_string(), "-W", &timeout_secs.to_string()])
+            .output()
+            .expect("run mosquitto_sub");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Default for Mosquitto {
     fn default() -> Self {
         Self::new()

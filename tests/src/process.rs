@@ -40,7 +40,14 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Spawns `command` with stdout and stderr appended to `log`, then waits until `port`
     /// accepts TCP connections.
-    pub fn spawn(name: &str, mut command: Command, log: &Path, port: u16) -> Self {
+    pub fn spawn(name: &str, command: Command, log: &Path, port: u16) -> Self {
+        let mut service = Self::spawn_unchecked(name, command, log);
+        service.wait_for_port(port);
+        service
+    }
+
+    /// Spawns `command` with output appended to `log`, without waiting for a port.
+    pub fn spawn_unchecked(name: &str, mut command: Command, log: &Path) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,13 +60,24 @@ impl ServiceProcess {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let mut service = Self {
+        Self {
             name: name.to_owned(),
             child: Some(child),
             log: log.to_owned(),
-        };
-        service.wait_for_port(port);
-        service
+        }
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn wait_for_port(&mut self, port: u16) {

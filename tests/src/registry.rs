@@ -126,6 +126,7 @@ impl Registry {
 
     /// A blocking HTTP client that trusts this registry's test CA.
     pub fn http_client(&self) -> reqwest::blocking::Client {
+        crate::install_crypto_provider();
         let mut builder = reqwest::blocking::Client::builder();
         if let Some(tls) = &self.tls {
             let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).expect("test CA PEM");

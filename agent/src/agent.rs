@@ -1,0 +1,724 @@
+//! The agent: wires the store, the outbox, the MQTT link and the served model modules, and
+//! executes the reconciler's plan whenever a verified manifest arrives.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind};
+use edgefleet_common::reported::{
+    ApplyStatus, DesiredOutcome, ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
+};
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_common::signing::FleetPublicKey;
+use edgefleet_common::telemetry::TelemetryKind;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::link::{self, Inbound};
+use crate::model::OnnxRuntime;
+use crate::model_module::{ActiveModel, ModelModule, canary, metadata_from_model};
+use crate::outbox::{Outbox, now_ms};
+use crate::puller::{Puller, PullerSettings};
+use crate::reconciler::{ActualModule, Operation, plan};
+use crate::scoring_api;
+use crate::store::{ModuleRecord, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("device identity {path}: {reason} (run `edgefleet-agent init` first)")]
+    Identity { path: String, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// First retry of a manifest that did not fully apply; doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(15);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// The HTTP server of one model module.
+#[derive(Debug)]
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Served {
+    module: Arc<ModelModule>,
+    server: Option<Server>,
+}
+
+/// Reads the device identity written by `edgefleet-agent init`.
+pub fn load_identity(config: &Config) -> Result<DeviceIdentity, AgentError> {
+    let path = config.identity_path();
+    let fail = |reason: String| AgentError::Identity {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    text.parse()
+        .map_err(|e: edgefleet_common::sealing::SealingError| fail(e.to_string()))
+}
+
+struct Agent {
+    config: Config,
+    store: Store,
+    outbox: Outbox,
+    puller: Puller,
+    runtime: OnnxRuntime,
+    identity: DeviceIdentity,
+    fleet_key: FleetPublicKey,
+    modules: BTreeMap<String, Served>,
+    /// Modules the desired manifest wants but that are not serving what it asks, and why.
+    failures: BTreeMap<String, String>,
+    desired: Option<(Manifest, Vec<u8>)>,
+    applied_version: Option<u64>,
+    outcome: Option<DesiredOutcome>,
+    reported: watch::Sender<Vec<u8>>,
+    retry_at: Option<Instant>,
+    retry_backoff: Duration,
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fleet_key = config.fleet_key()?;
+    let identity = load_identity(&config)?;
+    std::fs::create_dir_all(config.blobs_dir())
+        .map_err(|e| AgentError::Io(format!("{}: {e}", config.blobs_dir().display())))?;
+    let store = Store::open(&config.store_path())?;
+    let runtime = OnnxRuntime::load(&config.onnx_runtime_library)?;
+    let outbox = Outbox::start(
+        store.clone(),
+        config.device_id.clone(),
+        config.telemetry.outbox_max_bytes,
+    );
+    let extra_ca_pem = if config.registry.ca_file.is_empty() {
+        None
+    } else {
+        Some(std::fs::read(&config.registry.ca_file).map_err(|e| {
+            AgentError::Io(format!(
+                "config field `registry.ca_file` {}: {e}",
+                config.registry.ca_file
+            ))
+        })?)
+    };
+    let puller = Puller::new(
+        PullerSettings {
+            blobs_dir: config.blobs_dir(),
+            insecure_registries: config.registry.insecure.clone(),
+            extra_ca_pem,
+            cache_budget_bytes: config.storage.cache_budget_bytes,
+            min_free_bytes: config.storage.min_free_bytes,
+        },
+        store.clone(),
+    );
+    let (reported, reported_rx) = watch::channel(Vec::new());
+    let mut agent = Agent {
+        config: config.clone(),
+        store: store.clone(),
+        outbox: outbox.clone(),
+        puller,
+        runtime,
+        identity,
+        fleet_key,
+        modules: BTreeMap::new(),
+        failures: BTreeMap::new(),
+        desired: None,
+        applied_version: None,
+        outcome: None,
+        reported,
+        retry_at: None,
+        retry_backoff: RETRY_MIN,
+    };
+    agent.restore().await?;
+    agent.report();
+
+    let (inbound_tx, mut inbound) = mpsc::channel(1024);
+    let (stop_link, link_stop_rx) = watch::channel(false);
+    let link = tokio::spawn(link::run(
+        config.clone(),
+        store,
+        outbox,
+        reported_rx,
+        inbound_tx,
+        link_stop_rx,
+    ));
+
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(u64::from(agent.telemetry_interval())));
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        let retry = agent.retry_at;
+        tokio::select! {
+            () = &mut shutdown => break,
+            message = inbound.recv() => match message {
+                Some(Inbound::Desired(wire)) => agent.on_desired(wire).await,
+                Some(Inbound::Input { module, payload }) => agent.on_input(&module, payload),
+                None => break,
+            },
+            () = async { if let Some(at) = retry { tokio::time::sleep_until(at.into()).await } }, if retry.is_some() => {
+                agent.retry_at = None;
+                if let Some((manifest, wire)) = agent.desired.clone() {
+                    tracing::info!(version = manifest.version, "retrying the manifest");
+                    agent.apply(manifest, wire).await;
+                }
+            }
+            _ = tick.tick() => agent.on_tick().await,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_link.send(true);
+    let _ = link.await;
+    for (_, served) in std::mem::take(&mut agent.modules) {
+        if let Some(server) = served.server {
+            let _ = server.stop.send(());
+        }
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn telemetry_interval(&self) -> u32 {
+        self.desired
+            .as_ref()
+            .map_or(60, |(m, _)| m.telemetry.interval_seconds)
+            .max(1)
+    }
+
+    /// Serves again what was applied before the restart, from the cache, without the network.
+    async fn restore(&mut self) -> Result<(), AgentError> {
+        self.outcome = self.store.outcome()?;
+        let applied = self
+            .store
+            .applied()?
+            .and_then(|wire| self.fleet_key.verify(&wire).ok().map(|m| (m, wire)));
+        let records = self.store.modules()?;
+        if let Some((manifest, _)) = &applied {
+            self.applied_version = Some(manifest.version);
+            self.outbox
+                .set_max_bytes(manifest.telemetry.outbox_max_bytes);
+        }
+        let specs: BTreeMap<String, Module> = applied
+            .as_ref()
+            .map(|(m, _)| m.modules.clone())
+            .unwrap_or_default();
+        for (name, record) in records {
+            let serving = specs.get(&name).and_then(|m| m.serving.clone());
+            match self.load_cached(&name, &record) {
+                Ok(active) => {
+                    if let Err(e) = self.install(&name, active, serving) {
+                        self.failures.insert(name, e);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(module = %name, error = %e, "cached module could not be restored");
+                    self.failures.insert(name, e);
+                }
+            }
+        }
+        let desired = self
+            .store
+            .desired()?
+            .and_then(|wire| self.fleet_key.verify(&wire).ok().map(|m| (m, wire)));
+        self.desired = desired.or(applied);
+        if let Some((manifest, _)) = &self.desired
+            && (Some(manifest.version) != self.applied_version || !self.failures.is_empty())
+        {
+            self.retry_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn load_cached(&self, name: &str, record: &ModuleRecord) -> Result<ActiveModel, String> {
+        let (bytes, metadata) = self
+            .puller
+            .load_cached(&record.blobs)
+            .map_err(|e| e.to_string())?;
+        let model = self.runtime.model(&bytes).map_err(|e| e.to_string())?;
+        let metadata = metadata.unwrap_or_else(|| metadata_from_model(name, &model));
+        Ok(ActiveModel {
+            model,
+            metadata,
+            image: record.image.clone(),
+            digest: record.digest.clone(),
+            blobs: record.blobs.clone(),
+        })
+    }
+
+    async fn on_desired(&mut self, wire: Vec<u8>) {
+        let manifest = match self.fleet_key.verify(&wire) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "manifest refused");
+                self.set_outcome(None, e.status(), e.to_string());
+                return;
+            }
+        };
+        if manifest.device_id != self.config.device_id {
+            let message = format!(
+                "manifest is for device {:?}, this is {:?}",
+                manifest.device_id, self.config.device_id
+            );
+            self.set_outcome(Some(manifest.version), ApplyStatus::Invalid, message);
+            return;
+        }
+        if let Some(applied) = self.applied_version
+            && manifest.version < applied
+        {
+            tracing::info!(
+                version = manifest.version,
+                applied,
+                "ignoring an older manifest"
+            );
+            return;
+        }
+        if self.desired.as_ref().is_some_and(|(_, w)| *w == wire)
+            && self.applied_version == Some(manifest.version)
+            && self.failures.is_empty()
+        {
+            self.report();
+            return;
+        }
+        if let Err(e) = self.store.put_desired(&wire) {
+            self.set_outcome(
+                Some(manifest.version),
+                ApplyStatus::AgentError,
+                e.to_string(),
+            );
+            return;
+        }
+        self.retry_backoff = RETRY_MIN;
+        self.apply(manifest, wire).await;
+    }
+
+    fn actual(&self) -> BTreeMap<String, ActualModule> {
+        self.modules
+            .iter()
+            .filter(|(name, _)| !self.failures.contains_key(*name))
+            .map(|(name, s)| {
+                let active = s.module.active();
+                let serving = s.server.as_ref().map(|_| (*s.module.serving()).clone());
+                (
+                    name.clone(),
+                    ActualModule {
+                        image: active.image.clone(),
+                        serving,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn apply(&mut self, manifest: Manifest, wire: Vec<u8>) {
+        self.desired = Some((manifest.clone(), wire.clone()));
+        self.outbox
+            .set_max_bytes(manifest.telemetry.outbox_max_bytes);
+        self.failures
+            .retain(|name, _| manifest.modules.contains_key(name));
+        let mut errors = Vec::new();
+        for op in plan(&manifest, &self.actual()) {
+            match op {
+                Operation::Remove(name) => {
+                    self.remove(&name);
+                    self.failures.remove(&name);
+                }
+                Operation::Unsupported(name) => {
+                    let message =
+                        "container modules are not supported by this agent yet".to_owned();
+                    errors.push(format!("module {name}: {message}"));
+                    self.failures.insert(name, message);
+                }
+                Operation::Reconfigure(name) => {
+                    let serving = manifest.modules.get(&name).and_then(|m| m.serving.clone());
+                    match self.reconfigure(&name, serving) {
+                        Ok(()) => {
+                            self.failures.remove(&name);
+                        }
+                        Err(e) => {
+                            errors.push(format!("module {name}: {e}"));
+                            self.failures.insert(name, e);
+                        }
+                    }
+                }
+                Operation::Activate(name) => {
+                    let Some(module) = manifest.modules.get(&name) else {
+                        continue;
+                    };
+                    let result = match self.activate(&manifest, &name, module).await {
+                        Ok(active) => self.install(&name, active, module.serving.clone()),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => {
+                            self.failures.remove(&name);
+                        }
+                        Err(e) => {
+                            let e = match self.modules.get(&name) {
+                                Some(s) => {
+                                    format!("{e}; still serving {}", s.module.active().image)
+                                }
+                                None => e,
+                            };
+                            tracing::warn!(module = %name, error = %e, "activation failed");
+                            errors.push(format!("module {name}: {e}"));
+                            self.failures.insert(name, e);
+                        }
+                    }
+                }
+            }
+        }
+        let records = self.records();
+        let version = manifest.version;
+        if errors.is_empty() {
+            if let Err(e) = self.store.put_applied(Some(&wire), &records) {
+                self.set_outcome(Some(version), ApplyStatus::AgentError, e.to_string());
+                return;
+            }
+            self.applied_version = Some(version);
+            self.retry_backoff = RETRY_MIN;
+            let keep: Vec<String> = records.values().flat_map(|r| r.blobs.clone()).collect();
+            if let Err(e) = self.puller.collect_garbage(&keep) {
+                tracing::warn!(error = %e, "cache clean-up failed");
+            }
+            let message = format!("applied {} module(s)", self.modules.len());
+            self.set_outcome(Some(version), ApplyStatus::Applied, message);
+        } else {
+            let _ = self.store.put_applied(None, &records);
+            self.retry_at = Some(Instant::now() + self.retry_backoff);
+            self.retry_backoff = (self.retry_backoff * 2).min(RETRY_MAX);
+            self.set_outcome(
+                Some(version),
+                ApplyStatus::ActivationFailed,
+                errors.join("; "),
+            );
+        }
+    }
+
+    fn records(&self) -> BTreeMap<String, ModuleRecord> {
+        self.modules
+            .iter()
+            .map(|(name, s)| {
+                let a = s.module.active();
+                (
+                    name.clone(),
+                    ModuleRecord {
+                        image: a.image.clone(),
+                        digest: a.digest.clone(),
+                        blobs: a.blobs.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Pull, load and canary a module's image. Nothing changes for the running modules.
+    async fn activate(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        module: &Module,
+    ) -> Result<ActiveModel, String> {
+        let credential = manifest.credential_for_image(&module.image);
+        let password = match credential {
+            Some(c) => Some(self.identity.unseal(&c.password).map_err(|e| {
+                format!(
+                    "registry {}: cannot unseal the password sealed for this device: {e}",
+                    c.address
+                )
+            })?),
+            None => None,
+        };
+        let pulled = self
+            .puller
+            .pull_model(&module.image, credential.zip(password.as_deref()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let runtime = self.runtime;
+        let name = name.to_owned();
+        let image = module.image.clone();
+        tokio::task::spawn_blocking(move || {
+            let model = runtime
+                .model(&pulled.model)
+                .map_err(|e| format!("model of {image} does not load: {e}"))?;
+            let metadata = pulled
+                .metadata
+                .unwrap_or_else(|| metadata_from_model(&name, &model));
+            canary(&model, &metadata).map_err(|e| format!("{image} failed its canary: {e}"))?;
+            Ok(ActiveModel {
+                model,
+                metadata,
+                image,
+                digest: pulled.digest,
+                blobs: pulled.blobs,
+            })
+        })
+        .await
+        .map_err(|e| format!("activation task failed: {e}"))?
+    }
+
+    /// Makes `active` the serving version of `name`, starting its server when needed.
+    fn install(
+        &mut self,
+        name: &str,
+        active: ActiveModel,
+        serving: Option<ModelServing>,
+    ) -> Result<(), String> {
+        if let Some(served) = self.modules.get(name) {
+            served.module.swap(active);
+            return self.reconfigure(name, serving);
+        }
+        let module = Arc::new(ModelModule::new(
+            name,
+            active,
+            serving.clone().unwrap_or_else(no_http),
+        ));
+        let server = match &serving {
+            Some(s) => Some(self.start_server(module.clone(), s)?),
+            None => None,
+        };
+        tracing::info!(module = %name, image = %module.active().image, "serving");
+        self.modules
+            .insert(name.to_owned(), Served { module, server });
+        Ok(())
+    }
+
+    fn reconfigure(&mut self, name: &str, serving: Option<ModelServing>) -> Result<(), String> {
+        let Some(served) = self.modules.get(name) else {
+            return Err("module is not running".into());
+        };
+        let module = served.module.clone();
+        let want: Option<SocketAddr> = serving.as_ref().and_then(|s| addr(s).ok());
+        let have = served.server.as_ref().map(|s| s.addr);
+        module.set_serving(serving.clone().unwrap_or_else(no_http));
+        if want == have && serving.is_some() == have.is_some() {
+            return Ok(());
+        }
+        if let Some(served) = self.modules.get_mut(name)
+            && let Some(old) = served.server.take()
+        {
+            let _ = old.stop.send(());
+        }
+        let server = match &serving {
+            Some(s) => Some(self.start_server(module, s)?),
+            None => None,
+        };
+        if let Some(served) = self.modules.get_mut(name) {
+            served.server = server;
+        }
+        Ok(())
+    }
+
+    fn start_server(
+        &self,
+        module: Arc<ModelModule>,
+        serving: &ModelServing,
+    ) -> Result<Server, String> {
+        let addr = addr(serving)?;
+        let std_listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let router = scoring_api::router(
+            module,
+            self.outbox.clone(),
+            self.config.telemetry.max_request_bytes,
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(%addr, error = %e, "scoring API stopped");
+            }
+        });
+        Ok(Server { addr, stop })
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(served) = self.modules.remove(name) {
+            tracing::info!(module = %name, "removed");
+            if let Some(server) = served.server {
+                let _ = server.stop.send(());
+            }
+        }
+    }
+
+    /// Scores a message from a model module's MQTT input topic; the result is telemetry.
+    fn on_input(&self, name: &str, payload: Vec<u8>) {
+        let Some(served) = self.modules.get(name) else {
+            tracing::debug!(module = %name, "input for a module that is not running");
+            return;
+        };
+        if !served.module.serving().mqtt_input {
+            return;
+        }
+        let module = served.module.clone();
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let scored = tokio::task::spawn_blocking({
+                let module = module.clone();
+                move || {
+                    let request: serde_json::Value = serde_json::from_slice(&payload)
+                        .map_err(|e| format!("input is not valid JSON: {e}"))?;
+                    module
+                        .active()
+                        .model
+                        .score(&request)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("inference task failed: {e}")));
+            let latency_us = started.elapsed().as_micros() as u64;
+            module.observe(latency_us, scored.is_ok());
+            let (kind, body) = match scored {
+                Ok(outputs) => (
+                    TelemetryKind::Inference,
+                    json!({"source": "mqtt", "latencyUs": latency_us, "outputs": outputs}),
+                ),
+                Err(error) => (
+                    TelemetryKind::Event,
+                    json!({"source": "mqtt", "error": error}),
+                ),
+            };
+            if let Err(e) = outbox.record(&module.name, kind, body).await {
+                tracing::warn!(module = %module.name, error = %e, "inference record not accepted");
+            }
+        });
+    }
+
+    async fn on_tick(&mut self) {
+        if let Some((manifest, _)) = &self.desired {
+            let cutoff =
+                now_ms().saturating_sub(manifest.telemetry.ttl_seconds.saturating_mul(1000));
+            match self.store.expire_outbox(cutoff) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(expired = n, "telemetry older than its TTL dropped"),
+                Err(e) => tracing::error!(error = %e, "outbox expiry failed"),
+            }
+        }
+        let state = self.reported_state();
+        let body = json!({"modules": state.modules, "outbox": state.outbox});
+        let _ = self.outbox.submit("_agent", TelemetryKind::Metric, body);
+        self.report();
+    }
+
+    fn set_outcome(&mut self, version: Option<u64>, status: ApplyStatus, message: String) {
+        let outcome = DesiredOutcome {
+            version,
+            status,
+            message,
+        };
+        if let Err(e) = self.store.put_outcome(&outcome) {
+            tracing::error!(error = %e, "cannot store the manifest outcome");
+        }
+        self.outcome = Some(outcome);
+        self.report();
+    }
+
+    fn reported_state(&self) -> ReportedState {
+        let mut modules = BTreeMap::new();
+        for (name, served) in &self.modules {
+            let active = served.module.active();
+            modules.insert(
+                name.clone(),
+                ModuleState {
+                    kind: ModuleKind::Model,
+                    runtime_status: RuntimeStatus::Running,
+                    image: active.image.clone(),
+                    image_digest: Some(active.digest.clone()),
+                    restart_count: 0,
+                    exit_code: None,
+                    last_start_ms: None,
+                    last_error: self.failures.get(name).cloned(),
+                    inference: Some(served.module.stats()),
+                },
+            );
+        }
+        if let Some((manifest, _)) = &self.desired {
+            for (name, error) in &self.failures {
+                if self.modules.contains_key(name) {
+                    continue;
+                }
+                let (kind, image) = manifest
+                    .modules
+                    .get(name)
+                    .map_or((ModuleKind::Model, String::new()), |m| {
+                        (m.kind, m.image.clone())
+                    });
+                modules.insert(
+                    name.clone(),
+                    ModuleState {
+                        kind,
+                        runtime_status: RuntimeStatus::Failed,
+                        image,
+                        image_digest: None,
+                        restart_count: 0,
+                        exit_code: None,
+                        last_start_ms: None,
+                        last_error: Some(error.clone()),
+                        inference: None,
+                    },
+                );
+            }
+        }
+        ReportedState {
+            schema_version: REPORTED_SCHEMA_VERSION.to_owned(),
+            device_id: self.config.device_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            applied_version: self.applied_version,
+            last_desired: self.outcome.clone(),
+            modules,
+            outbox: self.store.outbox_state().unwrap_or_default(),
+            reported_at_ms: now_ms(),
+        }
+    }
+
+    fn report(&self) {
+        let state = self.reported_state();
+        if let Ok(bytes) = serde_json::to_vec(&state) {
+            self.reported.send_replace(bytes);
+        }
+    }
+}
+
+fn addr(serving: &ModelServing) -> Result<SocketAddr, String> {
+    format!("{}:{}", serving.bind_address, serving.http_port)
+        .parse()
+        .map_err(|e| {
+            format!(
+                "invalid bind address {}:{}: {e}",
+                serving.bind_address, serving.http_port
+            )
+        })
+}
+
+/// Serving options of a model module without an HTTP endpoint (MQTT input only).
+fn no_http() -> ModelServing {
+    ModelServing {
+        http_port: 0,
+        bind_address: String::new(),
+        auth_key_sha256: Vec::new(),
+        mqtt_input: true,
+        data_collection_ppm: 0,
+    }
+}

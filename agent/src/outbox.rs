@@ -1,0 +1,225 @@
+//! The telemetry outbox: every record is committed to the store (fsync'd) before it counts as
+//! accepted, and leaves only when the broker has acknowledged it (see `link`).
+//!
+//! Producers hand records to one writer task that commits them in batches (group commit):
+//! many records cost one fsync, and producers never wait on the network.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edgefleet_common::UnixMillis;
+use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryKind};
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::store::{NewRecord, Store, StoreError};
+
+/// Most records the writer commits in one transaction.
+const MAX_BATCH: usize = 4096;
+/// Records waiting for the writer before producers are told to retry.
+const QUEUE: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(
+        "telemetry outbox is full in memory (the disk is too slow or stalled); record not accepted"
+    )]
+    Busy,
+    #[error("telemetry outbox stopped")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Pending {
+    module: String,
+    kind: TelemetryKind,
+    body: Value,
+    accepted: Option<oneshot::Sender<Result<u64, OutboxError>>>,
+}
+
+/// A handle to the outbox; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Pending>,
+    max_bytes: Arc<AtomicU64>,
+    /// Woken after each commit so the link publishes new records at once.
+    pub committed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Outbox {
+    /// Starts the writer task.
+    pub fn start(store: Store, device_id: String, max_bytes: u64) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let outbox = Self {
+            tx,
+            max_bytes: Arc::new(AtomicU64::new(max_bytes)),
+            committed: Arc::new(Notify::new()),
+        };
+        tokio::spawn(writer(
+            store,
+            device_id,
+            rx,
+            outbox.max_bytes.clone(),
+            outbox.committed.clone(),
+        ));
+        outbox
+    }
+
+    pub fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+    }
+
+    /// Records a telemetry body and returns its `seq` once it is durable.
+    pub async fn record(
+        &self,
+        module: &str,
+        kind: TelemetryKind,
+        body: Value,
+    ) -> Result<u64, OutboxError> {
+        let (accepted, rx) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                module: module.to_owned(),
+                kind,
+                body,
+                accepted: Some(accepted),
+            })
+            .await
+            .map_err(|_| OutboxError::Stopped)?;
+        rx.await.map_err(|_| OutboxError::Stopped)?
+    }
+
+    /// Queues a record without waiting for it to be durable (for request handlers that must
+    /// not wait on the disk). Fails at once when the writer is saturated.
+    pub fn submit(
+        &self,
+        module: &str,
+        kind: TelemetryKind,
+        body: Value,
+    ) -> Result<(), OutboxError> {
+        self.tx
+            .try_send(Pending {
+                module: module.to_owned(),
+                kind,
+                body,
+                accepted: None,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => OutboxError::Busy,
+                mpsc::error::TrySendError::Closed(_) => OutboxError::Stopped,
+            })
+    }
+}
+
+async fn writer(
+    store: Store,
+    device_id: String,
+    mut rx: mpsc::Receiver<Pending>,
+    max_bytes: Arc<AtomicU64>,
+    committed: Arc<Notify>,
+) {
+    let device_id: Arc<str> = device_id.into();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut records: Vec<NewRecord> = Vec::with_capacity(batch.len());
+        for p in batch {
+            acks.push(p.accepted);
+            let device_id = device_id.clone();
+            records.push(Box::new(move |seq| {
+                let envelope = TelemetryEnvelope {
+                    device_id: device_id.to_string(),
+                    module: p.module,
+                    seq,
+                    timestamp_ms: now,
+                    kind: p.kind,
+                    body: p.body,
+                };
+                frame(
+                    &envelope.module,
+                    &serde_json::to_vec(&envelope).unwrap_or_default(),
+                )
+            }));
+        }
+        let cap = max_bytes.load(Ordering::Relaxed);
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.append_outbox(now, records, cap))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::from_message(format!("outbox writer: {e}"))));
+        match result {
+            Ok(appended) => {
+                if appended.dropped > 0 {
+                    tracing::warn!(
+                        dropped = appended.dropped,
+                        "telemetry outbox over its byte cap: dropped the oldest records"
+                    );
+                }
+                for (i, ack) in acks.into_iter().enumerate() {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(appended.first_seq + i as u64));
+                    }
+                }
+                committed.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "telemetry records not accepted");
+                for ack in acks.into_iter().flatten() {
+                    let _ = ack.send(Err(OutboxError::Store(StoreError::from_message(
+                        e.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// An outbox payload: the module name (for the topic) and the envelope's JSON.
+pub fn frame(module: &str, json: &[u8]) -> Vec<u8> {
+    let name = module.as_bytes();
+    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(2 + name.len() + json.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&name[..len as usize]);
+    out.extend_from_slice(json);
+    out
+}
+
+/// The module name and the envelope's JSON of an outbox payload.
+pub fn unframe(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let len = u16::from_be_bytes(payload.get(..2)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(payload.get(2..2 + len)?).ok()?;
+    Some((name, payload.get(2 + len..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let f = frame("diabetes", b"{\"a\":1}");
+        assert_eq!(unframe(&f), Some(("diabetes", &b"{\"a\":1}"[..])));
+        assert_eq!(unframe(&[0]), None);
+    }
+}

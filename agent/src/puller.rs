@@ -1,0 +1,460 @@
+//! Pulls model module images: the image manifest pinned by digest, then each layer into a
+//! content-addressed cache (`blobs/sha256/<hex>`), verified against its digest. A layer already
+//! in the cache is never fetched again; an interrupted download resumes from its `.partial`
+//! file; the disk budget is checked before anything is downloaded.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+
+use edgefleet_common::manifest::RegistryCredential;
+use edgefleet_common::module_image::{MODEL_PATH, MODULE_JSON_PATH, ModuleMetadata, media_type};
+use futures_util::StreamExt as _;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::store::Store;
+
+/// Why a pull failed. The display names the registry, the image and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("pulling {image} from registry {registry}: {cause}")]
+pub struct PullError {
+    pub registry: String,
+    pub image: String,
+    pub cause: PullCause,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullCause {
+    #[error(
+        "unauthorized: the registry refused {who} (check the registry's user name and password in the fleet)"
+    )]
+    Unauthorized { who: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("the image reference is not pinned by digest (expected repository@sha256:...)")]
+    NotPinned,
+    #[error("invalid image reference: {0}")]
+    BadReference(String),
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "disk budget: the image needs {needed} more bytes but only {available} are allowed (storage.cache_budget_bytes, storage.min_free_bytes)"
+    )]
+    DiskBudget { needed: u64, available: u64 },
+    #[error("not a model module image: no {MODEL_PATH} in its layers")]
+    NotAModel,
+    #[error("invalid {MODULE_JSON_PATH}: {0}")]
+    BadModuleJson(String),
+    #[error("unsupported media type {0}")]
+    MediaType(String),
+    #[error("registry error: {0}")]
+    Registry(String),
+    #[error("cache: {0}")]
+    Cache(String),
+}
+
+/// A pulled model module image, its files read from the cached layers.
+#[derive(Debug)]
+pub struct PulledModel {
+    pub digest: String,
+    pub blobs: Vec<String>,
+    pub model: Vec<u8>,
+    pub metadata: Option<ModuleMetadata>,
+}
+
+/// Pull settings from the agent configuration.
+#[derive(Debug, Clone)]
+pub struct PullerSettings {
+    pub blobs_dir: PathBuf,
+    pub insecure_registries: Vec<String>,
+    pub extra_ca_pem: Option<Vec<u8>>,
+    pub cache_budget_bytes: u64,
+    pub min_free_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct Puller {
+    settings: PullerSettings,
+    store: Store,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Puller {
+    pub fn new(settings: PullerSettings, store: Store) -> Self {
+        Self { settings, store }
+    }
+
+    fn client(&self) -> Client {
+        let mut config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.settings.insecure_registries.clone()),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..ClientConfig::default()
+        };
+        if let Some(pem) = &self.settings.extra_ca_pem {
+            config
+                .extra_root_certificates
+                .push(oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone(),
+                });
+        }
+        Client::new(config)
+    }
+
+    /// Pulls `image` (pinned by digest) with `credential` (and its unsealed `password`).
+    pub async fn pull_model(
+        &self,
+        image: &str,
+        credential: Option<(&RegistryCredential, &str)>,
+    ) -> Result<PulledModel, PullError> {
+        let registry = image.split('/').next().unwrap_or_default().to_owned();
+        let fail = |cause| PullError {
+            registry: registry.clone(),
+            image: image.to_owned(),
+            cause,
+        };
+        let reference =
+            Reference::from_str(image).map_err(|e| fail(PullCause::BadReference(e.to_string())))?;
+        let pinned = reference
+            .digest()
+            .ok_or_else(|| fail(PullCause::NotPinned))?
+            .to_owned();
+        let (auth, who) = match credential {
+            Some((c, password)) => (
+                RegistryAuth::Basic(c.username.clone(), password.to_owned()),
+                format!("user {:?}", c.username),
+            ),
+            None => (RegistryAuth::Anonymous, "anonymous access".to_owned()),
+        };
+        let client = self.client();
+        let classify = |e: oci_client::errors::OciDistributionError| {
+            use oci_client::errors::OciDistributionError as E;
+            match e {
+                E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
+                    PullCause::Unauthorized { who: who.clone() }
+                }
+                E::ImageManifestNotFoundError(m) => PullCause::NotFound(m),
+                E::RegistryError { envelope, .. }
+                    if envelope.errors.iter().any(|x| {
+                        format!("{:?}", x.code).contains("Unknown")
+                            || format!("{:?}", x.code).contains("NotFound")
+                    }) =>
+                {
+                    PullCause::NotFound(format!(
+                        "{} does not exist in the registry",
+                        reference.whole()
+                    ))
+                }
+                E::ServerError { code: 404, .. } => PullCause::NotFound(format!(
+                    "{} does not exist in the registry",
+                    reference.whole()
+                )),
+                other => PullCause::Registry(other.to_string()),
+            }
+        };
+
+        let accepted = [
+            media_type::OCI_MANIFEST,
+            media_type::DOCKER_MANIFEST,
+            media_type::OCI_INDEX,
+            media_type::DOCKER_MANIFEST_LIST,
+        ];
+        let (raw, _) = client
+            .pull_manifest_raw(&reference, &auth, &accepted)
+            .await
+            .map_err(|e| fail(classify(e)))?;
+        let actual = sha256_hex(&raw);
+        if actual != pinned {
+            return Err(fail(PullCause::DigestMismatch {
+                what: "the image manifest".into(),
+                expected: pinned,
+                actual,
+            }));
+        }
+        let manifest = self
+            .image_manifest(&client, &reference, &auth, &raw, &classify)
+            .await
+            .map_err(fail)?;
+
+        self.check_budget(&manifest.layers).map_err(fail)?;
+        let mut blobs = Vec::new();
+        for layer in &manifest.layers {
+            self.fetch_blob(&client, &reference, layer, &classify)
+                .await
+                .map_err(fail)?;
+            blobs.push(layer.digest.clone());
+        }
+        let (model, metadata) = self.read_model(&manifest.layers).map_err(fail)?;
+        Ok(PulledModel {
+            digest: pinned,
+            blobs,
+            model,
+            metadata,
+        })
+    }
+
+    /// The image manifest, following an index to the entry for this machine when needed.
+    async fn image_manifest(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        raw: &[u8],
+        classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
+    ) -> Result<OciImageManifest, PullCause> {
+        let value: serde_json::Value = serde_json::from_slice(raw)
+            .map_err(|e| PullCause::Registry(format!("manifest is not JSON: {e}")))?;
+        if value.get("manifests").is_none() {
+            return serde_json::from_value(value)
+                .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")));
+        }
+        let index: OciImageIndex = serde_json::from_value(value)
+            .map_err(|e| PullCause::Registry(format!("invalid image index: {e}")))?;
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let entry = index
+            .manifests
+            .iter()
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.architecture.to_string() == arch)
+            })
+            .or_else(|| index.manifests.first())
+            .ok_or_else(|| PullCause::NotFound("the image index lists no manifests".into()))?;
+        let by_digest = reference.clone_with_digest(entry.digest.clone());
+        let (raw, _) = client
+            .pull_manifest_raw(
+                &by_digest,
+                auth,
+                &[media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST],
+            )
+            .await
+            .map_err(classify)?;
+        let actual = sha256_hex(&raw);
+        if actual != entry.digest {
+            return Err(PullCause::DigestMismatch {
+                what: "the platform manifest".into(),
+                expected: entry.digest.clone(),
+                actual,
+            });
+        }
+        serde_json::from_slice(&raw)
+            .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")))
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, PullCause> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                PullCause::MediaType(format!("digest {digest} (only sha256 is supported)"))
+            })?;
+        Ok(self.settings.blobs_dir.join("sha256").join(hex))
+    }
+
+    fn check_budget(&self, layers: &[OciDescriptor]) -> Result<(), PullCause> {
+        let cached = self
+            .store
+            .blobs()
+            .map_err(|e| PullCause::Cache(e.to_string()))?;
+        let needed: u64 = layers
+            .iter()
+            .filter(|l| !cached.contains_key(&l.digest))
+            .map(|l| l.size.max(0) as u64)
+            .sum();
+        if needed == 0 {
+            return Ok(());
+        }
+        let used: u64 = cached.values().sum();
+        let by_budget = self.settings.cache_budget_bytes.saturating_sub(used);
+        std::fs::create_dir_all(self.settings.blobs_dir.join("sha256"))
+            .map_err(|e| PullCause::Cache(format!("{}: {e}", self.settings.blobs_dir.display())))?;
+        let free = fs4::available_space(&self.settings.blobs_dir)
+            .map_err(|e| PullCause::Cache(format!("{}: {e}", self.settings.blobs_dir.display())))?;
+        let by_disk = free.saturating_sub(self.settings.min_free_bytes);
+        let available = by_budget.min(by_disk);
+        if needed > available {
+            return Err(PullCause::DiskBudget { needed, available });
+        }
+        Ok(())
+    }
+
+    /// Makes sure `layer` is in the cache, downloading (or resuming) it when it is not.
+    async fn fetch_blob(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        layer: &OciDescriptor,
+        classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
+    ) -> Result<(), PullCause> {
+        let path = self.blob_path(&layer.digest)?;
+        let cache_err = |e: std::io::Error| PullCause::Cache(format!("{}: {e}", path.display()));
+        if path.exists()
+            && self
+                .store
+                .blobs()
+                .map_err(|e| PullCause::Cache(e.to_string()))?
+                .contains_key(&layer.digest)
+        {
+            return Ok(());
+        }
+        let partial = path.with_extension("partial");
+        // Resume an interrupted download: hash what is already on disk and ask for the rest.
+        let existing = tokio::fs::read(&partial).await.unwrap_or_default();
+        let resumable = !existing.is_empty() && (existing.len() as i64) < layer.size;
+        let response = if resumable {
+            client
+                .pull_blob_stream_partial(reference, layer, existing.len() as u64, None)
+                .await
+                .map_err(classify)?
+        } else {
+            oci_client::client::BlobResponse::Full(
+                client
+                    .pull_blob_stream(reference, layer)
+                    .await
+                    .map_err(classify)?,
+            )
+        };
+        let mut hasher = Sha256::new();
+        let (mut stream, append) = match response {
+            oci_client::client::BlobResponse::Partial(s) => {
+                hasher.update(&existing);
+                (s.stream, true)
+            }
+            oci_client::client::BlobResponse::Full(s) => (s.stream, false),
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&partial)
+            .await
+            .map_err(cache_err)?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| PullCause::Registry(format!("downloading {}: {e}", layer.digest)))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(cache_err)?;
+        }
+        file.sync_all().await.map_err(cache_err)?;
+        drop(file);
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != layer.digest {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(PullCause::DigestMismatch {
+                what: format!("layer {}", layer.digest),
+                expected: layer.digest.clone(),
+                actual,
+            });
+        }
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(cache_err)?;
+        let size = tokio::fs::metadata(&path).await.map_err(cache_err)?.len();
+        self.store
+            .add_blob(&layer.digest, size)
+            .map_err(|e| PullCause::Cache(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads `model/model.onnx` and `model/module.json` from the cached layers (later layers
+    /// win, as in a container file system).
+    fn read_model(
+        &self,
+        layers: &[OciDescriptor],
+    ) -> Result<(Vec<u8>, Option<ModuleMetadata>), PullCause> {
+        let mut files: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for layer in layers {
+            let path = self.blob_path(&layer.digest)?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| PullCause::Cache(format!("{}: {e}", path.display())))?;
+            read_layer(&bytes, &mut files)
+                .map_err(|e| PullCause::Cache(format!("layer {}: {e}", layer.digest)))?;
+        }
+        let model = files.remove(MODEL_PATH).ok_or(PullCause::NotAModel)?;
+        let metadata = files
+            .remove(MODULE_JSON_PATH)
+            .map(|json| {
+                serde_json::from_slice(&json).map_err(|e| PullCause::BadModuleJson(e.to_string()))
+            })
+            .transpose()?;
+        Ok((model, metadata))
+    }
+
+    /// Removes cached blobs no module references any more.
+    pub fn collect_garbage(&self, keep: &[String]) -> Result<usize, PullCause> {
+        let cached = self
+            .store
+            .blobs()
+            .map_err(|e| PullCause::Cache(e.to_string()))?;
+        let unused: Vec<String> = cached.into_keys().filter(|d| !keep.contains(d)).collect();
+        for digest in &unused {
+            let _ = std::fs::remove_file(self.blob_path(digest)?);
+        }
+        self.store
+            .remove_blobs(&unused)
+            .map_err(|e| PullCause::Cache(e.to_string()))?;
+        Ok(unused.len())
+    }
+
+    /// Reads a model back from cached blobs (used at start, without the network).
+    pub fn load_cached(
+        &self,
+        blobs: &[String],
+    ) -> Result<(Vec<u8>, Option<ModuleMetadata>), PullCause> {
+        let layers: Vec<OciDescriptor> = blobs
+            .iter()
+            .map(|d| OciDescriptor {
+                digest: d.clone(),
+                ..OciDescriptor::default()
+            })
+            .collect();
+        self.read_model(&layers)
+    }
+
+    pub fn blobs_dir(&self) -> &Path {
+        &self.settings.blobs_dir
+    }
+}
+
+/// Collects the model files of one layer (tar, gzip-compressed or not).
+fn read_layer(bytes: &[u8], files: &mut BTreeMap<&str, Vec<u8>>) -> std::io::Result<()> {
+    let reader: Box<dyn std::io::Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let path = path.trim_start_matches("./").trim_start_matches('/');
+        for wanted in [MODEL_PATH, MODULE_JSON_PATH] {
+            if path == wanted {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut data)?;
+                files.insert(wanted, data);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The local scoring API of a model module, compatible with the Azure ML inference server:
+//! `GET /` answers `Healthy`, `POST /score` scores a JSON body, `GET /swagger.json` describes
+//! the module. When the manifest sets keys, `Authorization: Bearer <key>` is required.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use edgefleet_common::module_image::{ElementType, IoSpec, ModuleMetadata, ValueSpec};
+use edgefleet_common::telemetry::TelemetryKind;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::model::ModelError;
+use crate::model_module::ModelModule;
+use crate::outbox::Outbox;
+
+#[derive(Clone)]
+struct Api {
+    module: Arc<ModelModule>,
+    outbox: Outbox,
+    max_body: usize,
+}
+
+/// The router for one model module.
+pub fn router(module: Arc<ModelModule>, outbox: Outbox, max_body: usize) -> Router {
+    Router::new()
+        .route("/", get(|| async { "Healthy" }))
+        .route("/score", get(score_get).post(score))
+        .route("/swagger.json", get(swagger))
+        .with_state(Api {
+            module,
+            outbox,
+            max_body,
+        })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn authorized(api: &Api, headers: &HeaderMap) -> bool {
+    let serving = api.module.serving();
+    if serving.auth_key_sha256.is_empty() {
+        return true;
+    }
+    let Some(key) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let digest = hex::encode(Sha256::digest(key.trim().as_bytes()));
+    serving
+        .auth_key_sha256
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(&digest))
+}
+
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "this scoring endpoint requires 'Authorization: Bearer <key>' with a key of the deployment",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+async fn score_get(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    "GET is not supported: POST a JSON body to /score (see /swagger.json)".into_response()
+}
+
+async fn score(State(api): State<Api>, request: Request) -> Response {
+    if !authorized(&api, request.headers()) {
+        return unauthorized();
+    }
+    let body: Bytes = match axum::body::to_bytes(request.into_body(), api.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "request body is larger than {} bytes (telemetry.max_request_bytes); send fewer rows per request",
+                    api.max_body
+                ),
+            );
+        }
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("request body is not valid JSON: {e}"),
+            );
+        }
+    };
+    let module = api.module.clone();
+    let started = Instant::now();
+    let scored = tokio::task::spawn_blocking(move || {
+        let active = module.active();
+        active.model.score(&request).map(|out| (request, out))
+    })
+    .await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    match scored {
+        Ok(Ok((request, output))) => {
+            api.module.observe(latency_us, true);
+            record(&api, &request, &output, latency_us);
+            axum::Json(output).into_response()
+        }
+        Ok(Err(ModelError::Request(e))) => {
+            api.module.observe(latency_us, false);
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Ok(Err(e)) => {
+            api.module.observe(latency_us, false);
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        Err(e) => {
+            api.module.observe(latency_us, false);
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("inference task failed: {e}"),
+            )
+        }
+    }
+}
+
+/// Sends the inference record and, at the configured rate, the collected inputs and outputs.
+fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
+    let name = &api.module.name;
+    let body = json!({ "source": "http", "latencyUs": latency_us, "outputs": output });
+    if let Err(e) = api.outbox.submit(name, TelemetryKind::Inference, body) {
+        tracing::warn!(module = %name, error = %e, "inference record not accepted");
+    }
+    let ppm = api.module.serving().data_collection_ppm;
+    if ppm > 0 && rand::random::<u32>() % 1_000_000 < ppm {
+        let body = json!({ "inputs": request, "outputs": output });
+        let _ = api.outbox.submit(name, TelemetryKind::CollectedData, body);
+    }
+}
+
+async fn swagger(State(api): State<Api>) -> Response {
+    let active = api.module.active();
+    let secured = !api.module.serving().auth_key_sha256.is_empty();
+    let doc = openapi(&api.module.name, &active.metadata, &active.digest, secured);
+    let mut response = Response::new(Body::from(doc.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn element_schema(dtype: ElementType) -> Value {
+    match dtype {
+        ElementType::Float32 | ElementType::Float64 => json!({"type": "number"}),
+        ElementType::Bool => json!({"type": "boolean"}),
+        ElementType::String => json!({"type": "string"}),
+        _ => json!({"type": "integer"}),
+    }
+}
+
+fn io_schema(spec: &IoSpec) -> Value {
+    match &spec.value {
+        ValueSpec::Tensor { dtype, shape } => {
+            shape
+                .iter()
+                .rev()
+                .fold(element_schema(*dtype), |items, dim| {
+                    let mut s = json!({"type": "array", "items": items});
+                    if *dim >= 0 {
+                        s["minItems"] = json!(dim);
+                        s["maxItems"] = json!(dim);
+                    }
+                    s
+                })
+        }
+        ValueSpec::SequenceOfMaps { value, .. } => json!({
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": element_schema(*value)}
+        }),
+    }
+}
+
+/// The OpenAPI 3 document of a model module.
+pub fn openapi(name: &str, metadata: &ModuleMetadata, digest: &str, secured: bool) -> Value {
+    let mut input_props = serde_json::Map::new();
+    if let [only] = metadata.inputs.as_slice() {
+        input_props.insert("data".into(), io_schema(only));
+    } else {
+        for spec in &metadata.inputs {
+            input_props.insert(spec.name.clone(), io_schema(spec));
+        }
+    }
+    let output_props: serde_json::Map<String, Value> = metadata
+        .outputs
+        .iter()
+        .map(|s| (s.name.clone(), io_schema(s)))
+        .collect();
+    let mut input = json!({"type": "object", "properties": input_props, "required": input_props.keys().collect::<Vec<_>>()});
+    let mut output = json!({"type": "object", "properties": output_props});
+    if let Some(sample) = &metadata.sample {
+        input["example"] = sample.input.clone();
+        output["example"] = sample.output.clone();
+    }
+    let mut doc = json!({
+        "openapi": "3.0.1",
+        "info": {
+            "title": format!("{name} scoring API"),
+            "description": metadata.description,
+            "version": format!("{} ({digest})", metadata.version),
+        },
+        "paths": {
+            "/": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Healthy", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/score": {"post": {
+                "summary": "Score one request",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceInput"}}}},
+                "responses": {
+                    "200": {"description": "Model outputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceOutput"}}}},
+                    "400": {"description": "The request does not fit the model's inputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}},
+                    "401": {"description": "Missing or wrong bearer key"}
+                }
+            }}
+        },
+        "components": {"schemas": {
+            "ServiceInput": input,
+            "ServiceOutput": output,
+            "ErrorResponse": {"type": "object", "properties": {"error": {"type": "string"}}}
+        }}
+    });
+    if secured {
+        doc["components"]["securitySchemes"] =
+            json!({"Bearer": {"type": "http", "scheme": "bearer"}});
+        doc["security"] = json!([{"Bearer": []}]);
+    }
+    doc
+}

@@ -1,0 +1,424 @@
+//! The agent's one database file (redb): desired and applied manifests, the outcome of the last
+//! manifest, activated modules, the blob cache index and the telemetry outbox.
+//!
+//! Writes that the agent acknowledges are committed with redb's default durability (fsync
+//! before `commit` returns). Outbox removals after a broker acknowledgement are the one
+//! exception: they commit without fsync, because losing one only means sending a record
+//! twice, which the fleet drops by `seq`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use edgefleet_common::UnixMillis;
+use edgefleet_common::reported::{DesiredOutcome, OutboxState};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
+/// seq -> 8-byte big-endian acceptance time (ms) followed by the envelope's JSON.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+const DESIRED: &str = "desired";
+const APPLIED: &str = "applied";
+const OUTCOME: &str = "outcome";
+const NEXT_SEQ: &str = "next_seq";
+const OUTBOX_BYTES: &str = "outbox_bytes";
+const DROPPED: &str = "dropped";
+
+#[derive(Debug, thiserror::Error)]
+#[error("agent store: {0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    pub fn from_message(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(e: E) -> Self {
+        Self(e.into().to_string())
+    }
+}
+
+/// A module the agent has activated, as it is remembered across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// The image reference from the manifest.
+    pub image: String,
+    /// The image manifest digest.
+    pub digest: String,
+    /// Blob digests the module needs from the cache.
+    pub blobs: Vec<String>,
+}
+
+/// One telemetry record waiting for the broker's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub seq: u64,
+    pub accepted_ms: UnixMillis,
+    pub payload: Vec<u8>,
+}
+
+/// A record to append; its `seq` is assigned by [`Store::append_outbox`].
+pub type NewRecord = Box<dyn FnOnce(u64) -> Vec<u8> + Send>;
+
+/// What one append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first_seq: u64,
+    pub count: u64,
+    /// Oldest records dropped to stay under the byte cap.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+fn u64_of(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(MODULES)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(OUTBOX)?;
+        }
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The last verified manifest received (wire bytes).
+    pub fn desired(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_meta(DESIRED)
+    }
+
+    pub fn put_desired(&self, wire: &[u8]) -> Result<(), StoreError> {
+        self.put_meta(DESIRED, wire)
+    }
+
+    /// The manifest whose modules are running (wire bytes).
+    pub fn applied(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_meta(APPLIED)
+    }
+
+    /// Records the modules running now and, when a manifest applied completely, that manifest,
+    /// in one commit.
+    pub fn put_applied(
+        &self,
+        wire: Option<&[u8]>,
+        modules: &BTreeMap<String, ModuleRecord>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            if let Some(wire) = wire {
+                txn.open_table(META)?.insert(APPLIED, wire)?;
+            }
+            let mut table = txn.open_table(MODULES)?;
+            table.retain(|_, _| false)?;
+            for (name, record) in modules {
+                let json = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+                table.insert(name.as_str(), json.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn outcome(&self) -> Result<Option<DesiredOutcome>, StoreError> {
+        Ok(self
+            .get_meta(OUTCOME)?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    pub fn put_outcome(&self, outcome: &DesiredOutcome) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(outcome).map_err(|e| StoreError(e.to_string()))?;
+        self.put_meta(OUTCOME, &json)
+    }
+
+    pub fn modules(&self) -> Result<BTreeMap<String, ModuleRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODULES)?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter()? {
+            let (name, json) = entry?;
+            if let Ok(record) = serde_json::from_slice(json.value()) {
+                out.insert(name.value().to_owned(), record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The blob cache index: digest -> size.
+    pub fn blobs(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter()? {
+            let (digest, size) = entry?;
+            out.insert(digest.value().to_owned(), size.value());
+        }
+        Ok(out)
+    }
+
+    pub fn add_blob(&self, digest: &str, size: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(BLOBS)?.insert(digest, size)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_blobs(&self, digests: &[String]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(BLOBS)?;
+            for d in digests {
+                table.remove(d.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Appends records durably, assigning consecutive `seq` numbers that continue across
+    /// restarts, then drops the oldest records while the outbox exceeds `max_bytes`.
+    pub fn append_outbox(
+        &self,
+        now_ms: UnixMillis,
+        records: Vec<NewRecord>,
+        max_bytes: u64,
+    ) -> Result<Appended, StoreError> {
+        let txn = self.db.begin_write()?;
+        let appended = {
+            let mut meta = txn.open_table(META)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let first_seq = u64_of(meta.get(NEXT_SEQ)?.as_ref().map(|v| v.value())).max(1);
+            let mut bytes = u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value()));
+            let mut seq = first_seq;
+            let mut value = Vec::new();
+            for make in records {
+                value.clear();
+                value.extend_from_slice(&now_ms.to_be_bytes());
+                value.extend_from_slice(&make(seq));
+                outbox.insert(seq, value.as_slice())?;
+                bytes += value.len() as u64;
+                seq += 1;
+            }
+            let mut dropped = 0;
+            while bytes > max_bytes {
+                let Some((_, v)) = outbox.pop_first()? else {
+                    break;
+                };
+                bytes = bytes.saturating_sub(v.value().len() as u64);
+                dropped += 1;
+            }
+            meta.insert(NEXT_SEQ, seq.to_be_bytes().as_slice())?;
+            meta.insert(OUTBOX_BYTES, bytes.to_be_bytes().as_slice())?;
+            if dropped > 0 {
+                let total = u64_of(meta.get(DROPPED)?.as_ref().map(|v| v.value())) + dropped;
+                meta.insert(DROPPED, total.to_be_bytes().as_slice())?;
+            }
+            Appended {
+                first_seq,
+                count: seq - first_seq,
+                dropped,
+            }
+        };
+        txn.commit()?;
+        Ok(appended)
+    }
+
+    /// Up to `limit` records with `seq > after`, oldest first.
+    pub fn outbox_after(&self, after: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+            let (seq, value) = entry?;
+            let value = value.value();
+            if value.len() < 8 {
+                continue;
+            }
+            let (time, payload) = value.split_at(8);
+            out.push(OutboxRecord {
+                seq: seq.value(),
+                accepted_ms: u64_of(Some(time)),
+                payload: payload.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes acknowledged records (without fsync: see the module documentation).
+    pub fn remove_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError(e.to_string()))?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut bytes = u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value()));
+            for seq in seqs {
+                if let Some(v) = outbox.remove(seq)? {
+                    bytes = bytes.saturating_sub(v.value().len() as u64);
+                }
+            }
+            meta.insert(OUTBOX_BYTES, bytes.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Drops records accepted before `cutoff_ms`; returns how many.
+    pub fn expire_outbox(&self, cutoff_ms: UnixMillis) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let expired = {
+            let mut meta = txn.open_table(META)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut bytes = u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value()));
+            let mut expired = 0;
+            loop {
+                let old = match outbox.first()? {
+                    Some((_, v)) => u64_of(v.value().get(..8)) < cutoff_ms,
+                    None => false,
+                };
+                if !old {
+                    break;
+                }
+                if let Some((_, v)) = outbox.pop_first()? {
+                    bytes = bytes.saturating_sub(v.value().len() as u64);
+                    expired += 1;
+                }
+            }
+            if expired > 0 {
+                meta.insert(OUTBOX_BYTES, bytes.to_be_bytes().as_slice())?;
+                let total = u64_of(meta.get(DROPPED)?.as_ref().map(|v| v.value())) + expired;
+                meta.insert(DROPPED, total.to_be_bytes().as_slice())?;
+            }
+            expired
+        };
+        txn.commit()?;
+        Ok(expired)
+    }
+
+    pub fn outbox_state(&self) -> Result<OutboxState, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let outbox = txn.open_table(OUTBOX)?;
+        Ok(OutboxState {
+            depth: outbox.len()?,
+            bytes: u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value())),
+            dropped: u64_of(meta.get(DROPPED)?.as_ref().map(|v| v.value())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(body: &'static str) -> NewRecord {
+        Box::new(move |seq| format!("{seq}:{body}").into_bytes())
+    }
+
+    #[test]
+    fn seq_continues_across_reopen_and_acknowledged_records_leave() {
+        let dir = tempfile_dir();
+        let path = dir.join("a.redb");
+        {
+            let store = Store::open(&path).expect("open");
+            let a = store
+                .append_outbox(1, vec![record("a"), record("b")], u64::MAX)
+                .expect("append");
+            assert_eq!((a.first_seq, a.count), (1, 2));
+        }
+        let store = Store::open(&path).expect("reopen");
+        let b = store
+            .append_outbox(2, vec![record("c")], u64::MAX)
+            .expect("append");
+        assert_eq!(b.first_seq, 3);
+        let all = store.outbox_after(0, 10).expect("read");
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(all[2].payload, b"3:c");
+        store.remove_outbox(&[1, 2]).expect("remove");
+        assert_eq!(store.outbox_after(0, 10).expect("read").len(), 1);
+        let state = store.outbox_state().expect("state");
+        assert_eq!(state.depth, 1);
+        assert_eq!(state.bytes, 8 + 3);
+    }
+
+    #[test]
+    fn the_byte_cap_drops_oldest_first_and_counts_them() {
+        let dir = tempfile_dir();
+        let store = Store::open(&dir.join("b.redb")).expect("open");
+        // Each record is 8 + 3 bytes; a cap of 25 keeps two.
+        store
+            .append_outbox(1, vec![record("a"), record("b"), record("c")], 25)
+            .expect("append");
+        let left: Vec<u64> = store
+            .outbox_after(0, 10)
+            .expect("read")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(left, vec![2, 3]);
+        assert_eq!(store.outbox_state().expect("state").dropped, 1);
+    }
+
+    #[test]
+    fn records_older_than_the_ttl_expire() {
+        let dir = tempfile_dir();
+        let store = Store::open(&dir.join("c.redb")).expect("open");
+        store
+            .append_outbox(100, vec![record("old")], u64::MAX)
+            .expect("append");
+        store
+            .append_outbox(200, vec![record("new")], u64::MAX)
+            .expect("append");
+        assert_eq!(store.expire_outbox(150).expect("expire"), 1);
+        assert_eq!(store.outbox_after(0, 10).expect("read")[0].seq, 2);
+        assert_eq!(store.outbox_state().expect("state").dropped, 1);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "edgefleet-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+}

@@ -1,0 +1,605 @@
+//! End to end: the real agent binary against a real mosquitto, a real registry with
+//! authentication and real ONNX Runtime. Manifests are signed with the common crate and images
+//! pushed with skopeo, as the fleet and users do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind, RegistryCredential};
+use edgefleet_common::sealing::DevicePublicKey;
+use edgefleet_common::signing::FleetSigningKey;
+use edgefleet_common::topics::DeviceTopics;
+use edgefleet_tests::{
+    AgentProcess, AgentSetup, Mosquitto, OciLayout, Registry, free_port, http_client, model_dir,
+    ort_library, skopeo_push, wait_for,
+};
+use serde_json::{Value, json};
+
+const FLEET: &str = "plant";
+const DEVICE: &str = "gw-01";
+const REGISTRY_USER: &str = "edge";
+const REGISTRY_PASSWORD: &str = "edge-pass";
+
+struct World {
+    broker: Mosquitto,
+    registry: Registry,
+    fleet_key: FleetSigningKey,
+    topics: DeviceTopics,
+}
+
+impl World {
+    fn new() -> Self {
+        let broker = Mosquitto::new()
+            .add_user(DEVICE, "device-pass")
+            .add_user("fleet", "fleet-pass")
+            .start();
+        Self {
+            broker,
+            registry: Registry::start(REGISTRY_USER, REGISTRY_PASSWORD),
+            fleet_key: FleetSigningKey::generate(),
+            topics: DeviceTopics::new(FLEET, DEVICE).expect("names"),
+        }
+    }
+
+    fn agent(&self) -> AgentProcess {
+        AgentProcess::init(
+            AgentSetup {
+                binary: env!("CARGO_BIN_EXE_edgefleet-agent").into(),
+                device_id: DEVICE.into(),
+                fleet: FLEET.into(),
+                fleet_public_key: self.fleet_key.public_key().to_string(),
+                mqtt_username: DEVICE.into(),
+                mqtt_password: "device-pass".into(),
+                insecure_registries: vec![self.registry.address()],
+                onnx_runtime_library: ort_library(),
+            },
+            &self.broker,
+        )
+    }
+
+    /// Pushes a model module image and returns its reference pinned by digest.
+    fn push(&self, repository: &str, model: &str, module_json: Option<Value>) -> String {
+        let bytes = std::fs::read(model_dir(model).join("model.onnx")).expect("model");
+        let json = module_json.map(|v| serde_json::to_vec(&v).expect("module.json"));
+        let layout = OciLayout::model_module(
+            &bytes,
+            json.as_deref(),
+            &[("org.edgefleet.model.name", model)],
+        );
+        skopeo_push(
+            &layout,
+            &self.registry,
+            repository,
+            "1",
+            REGISTRY_USER,
+            REGISTRY_PASSWORD,
+        )
+        .expect("push");
+        format!(
+            "{}/{repository}@{}",
+            self.registry.address(),
+            layout.manifest_digest
+        )
+    }
+
+    fn manifest(
+        &self,
+        agent: &AgentProcess,
+        version: u64,
+        password: &str,
+        modules: &[(&str, &str, u16)],
+    ) -> Manifest {
+        let device_key: DevicePublicKey = agent.public_key.parse().expect("device key");
+        let mut m = Manifest::new(DEVICE, version);
+        m.registry_credentials.insert(
+            "local".into(),
+            RegistryCredential {
+                address: self.registry.address(),
+                username: REGISTRY_USER.into(),
+                password: device_key.seal(password).expect("seal"),
+            },
+        );
+        for (name, image, port) in modules {
+            m.modules.insert(
+                (*name).into(),
+                Module {
+                    kind: ModuleKind::Model,
+                    image: (*image).into(),
+                    status: Default::default(),
+                    restart_policy: Default::default(),
+                    env: BTreeMap::new(),
+                    create_options: None,
+                    serving: Some(ModelServing {
+                        http_port: *port,
+                        bind_address: "127.0.0.1".into(),
+                        auth_key_sha256: vec![],
+                        mqtt_input: true,
+                        data_collection_ppm: 0,
+                    }),
+                },
+            );
+        }
+        m
+    }
+
+    fn publish_wire(&self, wire: &[u8]) {
+        let text = String::from_utf8(wire.to_vec()).expect("manifests are UTF-8");
+        assert!(
+            self.broker
+                .publish("fleet", "fleet-pass", &self.topics.desired(), &text, true)
+        );
+    }
+
+    fn publish(&self, manifest: &Manifest) {
+        self.publish_wire(&self.fleet_key.sign(manifest));
+    }
+
+    /// The device's retained reported state.
+    fn reported(&self) -> Option<Value> {
+        let lines = self
+            .broker
+            .subscribe("fleet", "fleet-pass", &self.topics.reported(), 1, 2);
+        let line = lines.first()?;
+        let (_, json) = line.split_once(' ')?;
+        serde_json::from_str(json).ok()
+    }
+
+    /// Waits until the reported state says `version` finished with `status`.
+    fn wait_outcome(&self, agent: &AgentProcess, version: u64, status: u16) -> Value {
+        wait_for(
+            &format!("manifest {version} to end with {status}"),
+            Duration::from_secs(60),
+            || {
+                let r = self.reported()?;
+                let d = &r["lastDesired"];
+                (d["version"] == json!(version) && d["status"] == json!(status)).then_some(r)
+            },
+        )
+        .tap_log(agent)
+    }
+}
+
+trait TapLog {
+    fn tap_log(self, agent: &AgentProcess) -> Self;
+}
+
+impl TapLog for String {
+    fn tap_log(self, agent: &AgentProcess) -> Self {
+        if std::env::var_os("EDGEFLEET_TEST_LOG").is_some() {
+            eprintln!("{}", agent.log());
+        }
+        self
+    }
+}
+
+impl TapLog for Value {
+    fn tap_log(self, agent: &AgentProcess) -> Self {
+        if std::env::var_os("EDGEFLEET_TEST_LOG").is_some() {
+            eprintln!("{}", agent.log());
+        }
+        self
+    }
+}
+
+/// module.json as the fleet packages it: the model's signature and a sample from the
+/// Python reference, optionally with a wrong sample output.
+fn diabetes_module_json(corrupt_sample_output: bool) -> Value {
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(model_dir("diabetes").join("reference.json")).expect("reference"),
+    )
+    .expect("json");
+    let mut output = json!({"variable": [reference["outputs"]["variable"][0].clone()]});
+    if corrupt_sample_output {
+        output = json!({"variable": [[1.0]]});
+    }
+    json!({
+        "schemaVersion": "1",
+        "name": "diabetes",
+        "version": 1,
+        "description": "ridge regression on scikit-learn's diabetes dataset",
+        "inputs": [{"name": "X", "type": "tensor", "dtype": "float32", "shape": [-1, 10]}],
+        "outputs": [{"name": "variable", "type": "tensor", "dtype": "float32", "shape": [-1, 1]}],
+        "sample": {"input": {"data": [reference["inputs"]["X"][0].clone()]}, "output": output},
+    })
+}
+
+fn score(port: u16, body: &str) -> (u16, Value) {
+    let response = http_client()
+        .post(format!("http://127.0.0.1:{port}/score"))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .expect("POST /score");
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+const QUICKSTART_REQUEST: &str = r#"{"data": [[1,2,3,4,5,6,7,8,9,10],[10,9,8,7,6,5,4,3,2,1]]}"#;
+
+fn assert_close(ours: &Value, reference: &Value) {
+    let (a, b) = (
+        ours.as_f64().expect("number"),
+        reference.as_f64().expect("number"),
+    );
+    assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-6), "{a} != {b}");
+}
+
+#[test]
+fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let image = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
+    let reported = world.wait_outcome(&agent, 1, 200);
+    assert_eq!(reported["appliedVersion"], 1);
+    let module = &reported["modules"]["diabetes"];
+    assert_eq!(module["runtimeStatus"], "running");
+    assert_eq!(module["image"], image.as_str());
+    assert_eq!(
+        Some(module["imageDigest"].as_str().unwrap_or_default()),
+        image.split('@').nth(1)
+    );
+
+    let (status, body) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200, "{body}");
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(model_dir("diabetes").join("reference.json")).expect("reference"),
+    )
+    .expect("json");
+    for row in 0..2 {
+        assert_close(
+            &body["variable"][row][0],
+            &reference["outputs"]["variable"][row][0],
+        );
+    }
+
+    let client = http_client();
+    let health = client
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .expect("GET /");
+    assert_eq!(health.text().expect("body"), "Healthy");
+    let swagger: Value = client
+        .get(format!("http://127.0.0.1:{port}/swagger.json"))
+        .send()
+        .expect("GET /swagger.json")
+        .json()
+        .expect("json");
+    assert_eq!(swagger["openapi"], "3.0.1");
+    assert!(swagger["components"]["schemas"]["ServiceInput"]["example"]["data"].is_array());
+
+    // The inference reaches the broker as telemetry: an envelope with the device, module and
+    // seq. A persistent session registered first receives what is published after.
+    let telemetry_topic = world.topics.telemetry("diabetes");
+    let collect = |count| {
+        world.broker.subscribe_session(
+            "fleet",
+            "fleet-pass",
+            "telemetry-check",
+            &telemetry_topic,
+            count,
+            2,
+        )
+    };
+    collect(1);
+    let (status, _) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200);
+    let line = wait_for("an inference record", Duration::from_secs(20), || {
+        collect(1).into_iter().next()
+    })
+    .tap_log(&agent);
+    let envelope: Value =
+        serde_json::from_str(line.split_once(' ').expect("topic payload").1).expect("json");
+    assert_eq!(envelope["deviceId"], DEVICE);
+    assert_eq!(envelope["module"], "diabetes");
+    assert_eq!(envelope["kind"], "inference");
+    assert!(envelope["seq"].as_u64().expect("seq") >= 1);
+    assert!(envelope["body"]["outputs"]["variable"].is_array());
+    agent.stop();
+}
+
+#[test]
+fn a_plain_digits_image_from_the_dockerfile_recipe_serves_probabilities_as_json() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    // No module.json: the layout `docker build images/model-module` gives.
+    let image = world.push("models/digits", "digits-zipmap", None);
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("digits", &image, port)]));
+    world.wait_outcome(&agent, 1, 200);
+    let sample =
+        std::fs::read_to_string(model_dir("digits-zipmap").join("sample.json")).expect("sample");
+    let (status, body) = score(port, &sample);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["output_label"], json!([0]));
+    let probabilities = body["output_probability"][0]
+        .as_object()
+        .expect("a {class: probability} object");
+    assert_eq!(probabilities.len(), 10);
+    assert!(probabilities["0"].as_f64().expect("number") > 0.9);
+    agent.stop();
+}
+
+#[test]
+fn a_wrong_registry_password_reports_417_naming_the_registry_and_the_old_model_keeps_answering() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let diabetes = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let digits = world.push("models/digits", "digits", None);
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
+    world.wait_outcome(&agent, 1, 200);
+
+    world.publish(&world.manifest(&agent, 2, "wrong-password", &[("m", &digits, port)]));
+    let reported = world.wait_outcome(&agent, 2, 417);
+    let message = reported["lastDesired"]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.contains(&world.registry.address()), "{message}");
+    assert!(message.contains("unauthorized"), "{message}");
+    assert!(
+        message.contains("\"edge\""),
+        "the user name is named: {message}"
+    );
+    assert!(
+        !message.contains("wrong-password"),
+        "the password never appears: {message}"
+    );
+    assert_eq!(reported["appliedVersion"], 1);
+    assert_eq!(reported["modules"]["m"]["image"], diabetes.as_str());
+
+    let (status, body) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200, "the previous model keeps answering: {body}");
+    assert!(body["variable"].is_array());
+    assert!(
+        !agent.log().contains("wrong-password"),
+        "the password never reaches the log"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_manifest_with_one_byte_changed_is_rejected_with_412_and_changes_nothing() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let diabetes = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
+    world.wait_outcome(&agent, 1, 200);
+
+    let other_port = free_port();
+    let wire = world.fleet_key.sign(&world.manifest(
+        &agent,
+        2,
+        REGISTRY_PASSWORD,
+        &[("m", &diabetes, other_port)],
+    ));
+    let text = String::from_utf8(wire).expect("utf-8");
+    let tampered = text.replacen(
+        &format!("\"httpPort\":{other_port}"),
+        &format!("\"httpPort\":{}", other_port ^ 1),
+        1,
+    );
+    assert_eq!(tampered.len(), text.len());
+    world.publish_wire(tampered.as_bytes());
+    let reported = wait_for("the 412", Duration::from_secs(30), || {
+        world
+            .reported()
+            .filter(|r| r["lastDesired"]["status"] == 412)
+    });
+    assert!(
+        reported["lastDesired"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("signature")
+    );
+    assert_eq!(reported["appliedVersion"], 1);
+    let (status, _) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200, "still serving on the old port");
+    agent.stop();
+}
+
+#[test]
+fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let good = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let bad = world.push(
+        "models/diabetes-bad",
+        "diabetes",
+        Some(diabetes_module_json(true)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &good, port)]));
+    world.wait_outcome(&agent, 1, 200);
+    let (_, before) = score(port, QUICKSTART_REQUEST);
+
+    world.publish(&world.manifest(&agent, 2, REGISTRY_PASSWORD, &[("m", &bad, port)]));
+    let reported = world.wait_outcome(&agent, 2, 417);
+    let message = reported["lastDesired"]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.contains("canary"), "{message}");
+    assert_eq!(
+        reported["modules"]["m"]["image"],
+        good.as_str(),
+        "still the previous version"
+    );
+    let (status, after) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200);
+    assert_eq!(after, before);
+    agent.stop();
+}
+
+#[test]
+fn malformed_score_bodies_get_400s_naming_the_problem_and_the_agent_stays_up() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let diabetes = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
+    world.wait_outcome(&agent, 1, 200);
+
+    let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let huge = format!("{{\"data\": [[{}]]}}", vec!["1.0"; 1_200_000].join(","));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("not JSON", "{\"data\": [[1,2".into(), "not valid JSON"),
+        ("empty", String::new(), "not valid JSON"),
+        ("an array", "[[1,2,3]]".into(), "JSON object"),
+        (
+            "wrong width",
+            "{\"data\": [[1,2,3]]}".into(),
+            "float32[N,10]",
+        ),
+        (
+            "ragged rows",
+            "{\"data\": [[1,2,3,4,5,6,7,8,9,10],[1]]}".into(),
+            "equal-length",
+        ),
+        (
+            "a string value",
+            "{\"data\": [[1,2,3,4,5,6,7,8,9,\"x\"]]}".into(),
+            "\"X\"",
+        ),
+        (
+            "an unknown member",
+            "{\"data\": [[1,2,3,4,5,6,7,8,9,10]], \"extra\": 1}".into(),
+            "extra",
+        ),
+        (
+            "deep nesting",
+            format!("{{\"data\": {nested}}}"),
+            "not valid JSON",
+        ),
+        ("an oversized body", huge, "larger than"),
+    ];
+    for (what, body, expected) in cases {
+        let (status, response) = score(port, &body);
+        assert_eq!(status, 400, "{what}: {response}");
+        let message = response["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{what}: {message:?} should mention {expected:?}"
+        );
+    }
+    assert!(agent.is_running(), "the agent survived: {}", agent.log());
+    let (status, _) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200);
+    agent.stop();
+}
+
+#[test]
+fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_without_gaps() {
+    const TOTAL: usize = 10_000;
+    let mut world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let diabetes = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
+    world.wait_outcome(&agent, 1, 200);
+
+    // A persistent subscriber: the broker keeps its queue across its own restart.
+    let topic = world.topics.telemetry("+");
+    let collect = |broker: &Mosquitto, count: usize| {
+        broker.subscribe_session("fleet", "fleet-pass", "telemetry-sink", &topic, count, 3)
+    };
+    collect(&world.broker, 1);
+
+    world.broker.stop();
+    let client = http_client();
+    let send = |n: usize| {
+        for _ in 0..n {
+            let response = client
+                .post(format!("http://127.0.0.1:{port}/score"))
+                .body(QUICKSTART_REQUEST)
+                .send()
+                .expect("POST /score while the uplink is down");
+            assert_eq!(response.status(), 200);
+        }
+    };
+    send(TOTAL / 2);
+    // The records are committed in batches within milliseconds; give the writer time, then
+    // kill the agent without any chance to flush.
+    std::thread::sleep(Duration::from_secs(2));
+    agent.kill();
+    agent.start();
+    wait_for(
+        "the agent to serve again from its cache",
+        Duration::from_secs(30),
+        || {
+            client
+                .get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    );
+    send(TOTAL / 2);
+    std::thread::sleep(Duration::from_secs(2));
+    world.broker.restart();
+
+    let mut seqs: BTreeMap<u64, String> = BTreeMap::new();
+    let mut inference = std::collections::BTreeSet::new();
+    wait_for("every record to arrive", Duration::from_secs(120), || {
+        for line in collect(&world.broker, 5_000) {
+            let Some((_, json)) = line.split_once(' ') else {
+                continue;
+            };
+            let envelope: Value = serde_json::from_str(json).expect("envelope JSON");
+            let seq = envelope["seq"].as_u64().expect("seq");
+            if envelope["kind"] == "inference" {
+                inference.insert(seq);
+            }
+            seqs.insert(
+                seq,
+                envelope["module"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+        (inference.len() >= TOTAL).then_some(())
+    });
+    assert_eq!(
+        inference.len(),
+        TOTAL,
+        "every accepted inference record arrived once (by seq)"
+    );
+    let first = *seqs.keys().next().expect("records");
+    let last = *seqs.keys().next_back().expect("records");
+    assert_eq!(
+        seqs.len() as u64,
+        last - first + 1,
+        "seq has no gaps from {first} to {last}"
+    );
+    agent.stop();
+}

@@ -29,13 +29,26 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let broker = Mosquitto::new()
+        Self::with_tls(false)
+    }
+
+    /// With `tls`, the broker serves MQTT over TLS and requires a client certificate, and the
+    /// registry serves HTTPS; both certificates come from test CAs.
+    fn with_tls(tls: bool) -> Self {
+        let mut broker = Mosquitto::new()
             .add_user(DEVICE, "device-pass")
-            .add_user("fleet", "fleet-pass")
-            .start();
+            .add_user("fleet", "fleet-pass");
+        if tls {
+            broker = broker.with_tls(true);
+        }
+        let registry = if tls {
+            Registry::start_tls(REGISTRY_USER, REGISTRY_PASSWORD)
+        } else {
+            Registry::start(REGISTRY_USER, REGISTRY_PASSWORD)
+        };
         Self {
-            broker,
-            registry: Registry::start(REGISTRY_USER, REGISTRY_PASSWORD),
+            broker: broker.start(),
+            registry,
             fleet_key: FleetSigningKey::generate(),
             topics: DeviceTopics::new(FLEET, DEVICE).expect("names"),
         }
@@ -50,8 +63,14 @@ impl World {
                 fleet_public_key: self.fleet_key.public_key().to_string(),
                 mqtt_username: DEVICE.into(),
                 mqtt_password: "device-pass".into(),
-                insecure_registries: vec![self.registry.address()],
+                insecure_registries: match self.registry.tls() {
+                    Some(_) => vec![],
+                    None => vec![self.registry.address()],
+                },
                 onnx_runtime_library: ort_library(),
+                mqtt_ca_file: self.broker.tls().map(|t| t.ca.ca_file()),
+                mqtt_client_cert: self.broker.tls().map(|t| t.ca.issue(DEVICE, &[DEVICE])),
+                registry_ca_file: self.registry.tls().map(|t| t.cert_dir.join("ca.crt")),
             },
             &self.broker,
         )
@@ -602,4 +621,195 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
         "seq has no gaps from {first} to {last}"
     );
     agent.stop();
+}
+
+#[test]
+fn over_a_tls_broker_with_a_client_certificate_and_a_tls_registry_the_agent_applies_and_serves() {
+    let world = World::with_tls(true);
+    let mut agent = world.agent();
+    agent.start();
+    let image = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
+    let reported = world.wait_outcome(&agent, 1, 200);
+    assert_eq!(reported["modules"]["diabetes"]["runtimeStatus"], "running");
+    let (status, _) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200);
+    agent.stop();
+}
+
+#[test]
+fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry() {
+    use sha2::Digest as _;
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let image = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    let mut manifest = world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &image, port)]);
+    if let Some(serving) = manifest
+        .modules
+        .get_mut("m")
+        .and_then(|m| m.serving.as_mut())
+    {
+        serving.auth_key_sha256 = vec![hex::encode(sha2::Sha256::digest(b"key-1"))];
+        serving.data_collection_ppm = 1_000_000;
+    }
+    world.publish(&manifest);
+    world.wait_outcome(&agent, 1, 200);
+
+    let telemetry = world.topics.telemetry("m");
+    let collect = |count| {
+        world
+            .broker
+            .subscribe_session("fleet", "fleet-pass", "sink", &telemetry, count, 2)
+    };
+    collect(1);
+
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{port}/score");
+    let post = |key: Option<&str>| {
+        let mut request = client.post(&url).body(QUICKSTART_REQUEST);
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        request.send().expect("POST /score").status().as_u16()
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some("wrong")), 401);
+    assert_eq!(post(Some("key-1")), 200);
+    let swagger: Value = client
+        .get(format!("http://127.0.0.1:{port}/swagger.json"))
+        .send()
+        .expect("swagger")
+        .json()
+        .expect("json");
+    assert_eq!(swagger["security"], json!([{"Bearer": []}]));
+
+    let input = world.topics.input("m");
+    assert!(world.broker.publish(
+        "fleet",
+        "fleet-pass",
+        &input,
+        r#"{"data": [[1,2,3,4,5,6,7,8,9,10]]}"#,
+        false
+    ));
+
+    let mut kinds = std::collections::BTreeMap::<String, Vec<Value>>::new();
+    wait_for(
+        "http, mqtt and collected-data records",
+        Duration::from_secs(30),
+        || {
+            for line in collect(10) {
+                let envelope: Value = serde_json::from_str(line.split_once(' ')?.1).ok()?;
+                let key = format!(
+                    "{}/{}",
+                    envelope["kind"].as_str()?,
+                    envelope["body"]["source"].as_str().unwrap_or("-")
+                );
+                kinds.entry(key).or_default().push(envelope);
+            }
+            (kinds.contains_key("inference/http")
+                && kinds.contains_key("inference/mqtt")
+                && kinds.contains_key("collected-data/-"))
+            .then_some(())
+        },
+    );
+    let mqtt = &kinds["inference/mqtt"][0];
+    assert_eq!(
+        mqtt["body"]["outputs"]["variable"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let collected = &kinds["collected-data/-"][0];
+    assert_eq!(collected["body"]["inputs"]["data"][0][0], 1);
+    agent.stop();
+}
+
+#[test]
+fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_reads_the_store() {
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let image = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &image, port)]));
+    world.wait_outcome(&agent, 1, 200);
+    agent.stop();
+
+    let status = agent
+        .command()
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(doc["appliedVersion"], 1);
+    assert_eq!(doc["modules"]["m"]["image"], image.as_str());
+    assert_eq!(doc["lastDesired"]["status"], 200);
+
+    let World {
+        broker,
+        registry,
+        fleet_key: _,
+        topics: _,
+    } = world;
+    drop(registry);
+    agent.start();
+    wait_for("serving from the cache", Duration::from_secs(30), || {
+        http_client()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == 200)
+    });
+    let (status, body) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200, "{body}");
+    agent.stop();
+    drop(broker);
+}
+
+#[test]
+fn a_bad_configuration_exits_78_naming_the_field_and_init_keeps_the_key_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let world = World::new();
+    let agent = world.agent();
+    let key = agent.data_dir().join("device.key");
+    let mode = std::fs::metadata(&key)
+        .expect("device.key")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = agent.command().arg("init").output().expect("init again");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        agent.public_key,
+        "init keeps the existing key"
+    );
+
+    let out = agent
+        .command()
+        .arg("run")
+        .env("EDGEFLEET_MQTT_URL", "http://broker")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("config field `mqtt.url`"), "{stderr}");
 }

@@ -19,6 +19,12 @@ pub struct AgentSetup {
     pub mqtt_password: String,
     pub insecure_registries: Vec<String>,
     pub onnx_runtime_library: PathBuf,
+    /// CA of a TLS broker (`mqtt.ca_file`).
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// Client certificate and key for brokers that require one.
+    pub mqtt_client_cert: Option<(PathBuf, PathBuf)>,
+    /// CA of a TLS registry (`registry.ca_file`).
+    pub registry_ca_file: Option<PathBuf>,
 }
 
 /// A device: its data directory, config file and (when running) its process.
@@ -70,6 +76,15 @@ impl AgentProcess {
             .iter()
             .map(|r| format!("{r:?}"))
             .collect();
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let (client_cert, client_key) = match &s.mqtt_client_cert {
+            Some((c, k)) => (c.display().to_string(), k.display().to_string()),
+            None => (String::new(), String::new()),
+        };
         let config = format!(
             "version = 1\n\
              device_id = {device:?}\n\
@@ -78,8 +93,9 @@ impl AgentProcess {
              data_dir = {data:?}\n\
              onnx_runtime_library = {ort:?}\n\
              [mqtt]\nurl = {url:?}\nusername = {user:?}\npassword = {password:?}\n\
+             ca_file = {mqtt_ca:?}\nclient_cert_file = {client_cert:?}\nclient_key_file = {client_key:?}\n\
              reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
-             [registry]\ninsecure = [{insecure}]\n",
+             [registry]\ninsecure = [{insecure}]\nca_file = {registry_ca:?}\n",
             device = s.device_id,
             fleet = s.fleet,
             key = s.fleet_public_key,
@@ -89,6 +105,8 @@ impl AgentProcess {
             user = s.mqtt_username,
             password = s.mqtt_password,
             insecure = insecure.join(", "),
+            mqtt_ca = path(&s.mqtt_ca_file),
+            registry_ca = path(&s.registry_ca_file),
         );
         std::fs::write(self.config_path(), config).expect("write agent.toml");
     }

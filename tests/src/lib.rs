@@ -15,14 +15,16 @@ mod mosquitto;
 mod oci_layout;
 mod process;
 mod registry;
+mod test_ca;
 
 use std::path::{Path, PathBuf};
 
 pub use agent_process::{AgentProcess, AgentSetup, wait_for};
-pub use mosquitto::Mosquitto;
+pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
 pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
+pub use test_ca::TestCa;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::{ServiceProcess, free_port, require_program};
+use crate::test_ca::TestCa;
 
 /// A mosquitto broker. Users are created with [`Mosquitto::add_user`] before [`Mosquitto::start`];
 /// persistence is on, so a broker stopped and started again keeps retained messages and
@@ -14,7 +15,15 @@ pub struct Mosquitto {
     port: u16,
     users: Vec<(String, String)>,
     acl: Option<String>,
+    tls: Option<MosquittoTls>,
     process: Option<ServiceProcess>,
+}
+
+/// The TLS listener's test CA and whether clients must present a certificate from it.
+#[derive(Debug)]
+pub struct MosquittoTls {
+    pub ca: TestCa,
+    pub require_client_certificate: bool,
 }
 
 impl Mosquitto {
@@ -26,6 +35,7 @@ impl Mosquitto {
             port: free_port(),
             users: Vec::new(),
             acl: None,
+            tls: None,
             process: None,
         }
     }
@@ -39,6 +49,22 @@ impl Mosquitto {
     pub fn with_acl(mut self, acl: &str) -> Self {
         self.acl = Some(acl.to_owned());
         self
+    }
+
+    /// Serves MQTT over TLS only, with a server certificate from a new test CA; with
+    /// `require_client_certificate`, clients must also present a certificate from that CA.
+    pub fn with_tls(mut self, require_client_certificate: bool) -> Self {
+        let ca = TestCa::new(&self.dir.path().join("tls"));
+        ca.server("broker");
+        self.tls = Some(MosquittoTls {
+            ca,
+            require_client_certificate,
+        });
+        self
+    }
+
+    pub fn tls(&self) -> Option<&MosquittoTls> {
+        self.tls.as_ref()
     }
 
     /// Writes the configuration and starts the broker; returns once it accepts connections.
@@ -78,6 +104,16 @@ impl Mosquitto {
             passwd = passwd.display(),
             dir = dir.display()
         );
+        if let Some(tls) = &self.tls {
+            let dir = self.dir.path().join("tls");
+            conf.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                dir.join("ca.crt").display(),
+                dir.join("broker.crt").display(),
+                dir.join("broker.key").display(),
+                tls.require_client_certificate
+            ));
+        }
         if let Some(acl) = &self.acl {
             let path = dir.join("acl");
             std::fs::write(&path, acl).expect("write acl");
@@ -113,9 +149,41 @@ impl Mosquitto {
         self.port
     }
 
-    /// `mqtt://127.0.0.1:<port>`
+    /// `mqtt://127.0.0.1:<port>`, or `mqtts://` for the TLS variant.
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Connection arguments for mosquitto_pub/mosquitto_sub.
+    fn client_args(&self, user: &str, password: &str) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-u",
+            user,
+            "-P",
+            password,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if let Some(tls) = &self.tls {
+            args.push("--cafile".into());
+            args.push(tls.ca.ca_file().display().to_string());
+            if tls.require_client_certificate {
+                let (crt, key) = tls.ca.issue("cli", &["cli"]);
+                args.extend([
+                    "--cert".into(),
+                    crt.display().to_string(),
+                    "--key".into(),
+                    key.display().to_string(),
+                ]);
+            }
+        }
+        args
     }
 
     pub fn dir(&self) -> &Path {
@@ -132,17 +200,8 @@ impl Mosquitto {
         retain: bool,
     ) -> bool {
         let mut cmd = Command::new(require_program("mosquitto_pub", "mosquitto-clients"));
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-u",
-            user,
-            "-P",
-            password,
-        ])
-        .args(["-q", "1", "-t", topic, "-m", payload]);
+        cmd.args(self.client_args(user, password))
+            .args(["-q", "1", "-t", topic, "-m", payload]);
         if retain {
             cmd.arg("-r");
         }
@@ -160,16 +219,7 @@ impl Mosquitto {
         timeout_secs: u32,
     ) -> Vec<String> {
         let out = Command::new(require_program("mosquitto_sub", "mosquitto-clients"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-u",
-                user,
-                "-P",
-                password,
-            ])
+            .args(self.client_args(user, password))
             .args([
                 "-t",
                 topic,
@@ -202,16 +252,7 @@ impl Mosquitto {
         timeout_secs: u32,
     ) -> Vec<String> {
         let out = Command::new(require_program("mosquitto_sub", "mosquitto-clients"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-u",
-                user,
-                "-P",
-                password,
-            ])
+            .args(self.client_args(user, password))
             .args(["-c", "-i", client_id, "-q", "1", "-t", topic, "-v"])
             .args(["-C", &count.to_string(), "-W", &timeout_secs.to_string()])
             .output()

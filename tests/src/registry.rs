@@ -136,37 +136,15 @@ impl Registry {
     }
 }
 
-/// Writes `server.crt`/`server.key` for 127.0.0.1 and localhost, signed by a new CA whose
-/// certificate goes to `certs/ca.crt`.
+/// Writes the registry's server certificate, signed by a new test CA, under `dir/certs`.
 fn write_test_certificates(dir: &Path) -> RegistryTls {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Edgefleet test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let server_key = KeyPair::generate().expect("server key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("server params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "edgefleet test registry");
-    let server_cert = params
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-
-    std::fs::write(dir.join("server.crt"), server_cert.pem()).expect("write server.crt");
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write server.key");
     let cert_dir = dir.join("certs");
-    std::fs::create_dir_all(&cert_dir).expect("create certs dir");
-    std::fs::write(cert_dir.join("ca.crt"), ca_cert.pem()).expect("write ca.crt");
+    let ca = crate::test_ca::TestCa::new(&cert_dir);
+    let (crt, key) = ca.server("server");
+    std::fs::rename(&crt, dir.join("server.crt")).expect("move server.crt");
+    std::fs::rename(&key, dir.join("server.key")).expect("move server.key");
     RegistryTls {
-        ca_pem: ca_cert.pem(),
+        ca_pem: ca.ca_pem.clone(),
         cert_dir,
     }
 }

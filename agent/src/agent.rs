@@ -93,7 +93,6 @@ struct Agent {
 
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let fleet_key = config.fleet_key()?;
     let identity = load_identity(&config)?;
     std::fs::create_dir_all(config.blobs_dir())

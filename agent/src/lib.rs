@@ -16,3 +16,10 @@ pub mod reconciler;
 pub mod scoring_api;
 pub mod store;
 pub mod tensor_json;
+
+/// Installs ring as rustls' process-wide crypto provider. The agent builds rustls without a
+/// default provider (ring needs no C toolchain beyond cc, which keeps cross builds simple), so
+/// every TLS user calls this first; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

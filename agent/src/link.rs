@@ -50,6 +50,7 @@ enum Tag {
 /// Builds the rustls configuration: the configured CA (or the system roots) and an optional
 /// client certificate.
 fn tls_config(config: &Config) -> Result<TlsConfiguration, LinkError> {
+    crate::install_crypto_provider();
     let m = &config.mqtt;
     let mut roots = rustls::RootCertStore::empty();
     if m.ca_file.is_empty() {

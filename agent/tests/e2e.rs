@@ -813,3 +813,58 @@ fn a_bad_configuration_exits_78_naming_the_field_and_init_keeps_the_key_private(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("config field `mqtt.url`"), "{stderr}");
 }
+
+#[test]
+fn requests_sent_while_a_new_version_is_activated_all_succeed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let world = World::new();
+    let mut agent = world.agent();
+    agent.start();
+    let v1 = world.push(
+        "models/diabetes",
+        "diabetes",
+        Some(diabetes_module_json(false)),
+    );
+    let mut v2_json = diabetes_module_json(false);
+    v2_json["version"] = json!(2);
+    let v2 = world.push("models/diabetes", "diabetes", Some(v2_json));
+    assert_ne!(v1, v2);
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &v1, port)]));
+    world.wait_outcome(&agent, 1, 200);
+
+    let stop = AtomicBool::new(false);
+    let (sent, failures) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let client = http_client();
+            let (mut sent, mut failures) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let response = client
+                    .post(format!("http://127.0.0.1:{port}/score"))
+                    .body(QUICKSTART_REQUEST)
+                    .send();
+                sent += 1;
+                match response {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (sent, failures)
+        });
+        world.publish(&world.manifest(&agent, 2, REGISTRY_PASSWORD, &[("m", &v2, port)]));
+        let reported = world.wait_outcome(&agent, 2, 200);
+        assert_eq!(reported["modules"]["m"]["image"], v2.as_str());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        load.join().expect("load thread")
+    });
+    assert!(sent > 20, "the load ran during the swap ({sent} requests)");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    agent.stop();
+}

@@ -102,6 +102,12 @@ impl OciLayout {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The bytes of one blob of the layout (`sha256:...`).
+    pub fn blob(&self, digest: &str) -> Vec<u8> {
+        let hex = digest.trim_start_matches("sha256:");
+        std::fs::read(self.dir.path().join("blobs/sha256").join(hex)).expect("blob in layout")
+    }
 }
 
 /// A tar stream with a directory entry for each parent and a 0644 file per entry, as

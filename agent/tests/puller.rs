@@ -1,0 +1,217 @@
+//! The puller against a real registry with authentication: digests verified, cached layers
+//! never fetched again, interrupted downloads resumed, the disk budget checked first.
+
+use edgefleet_agent::puller::{PullCause, Puller, PullerSettings};
+use edgefleet_agent::store::Store;
+use edgefleet_common::manifest::RegistryCredential;
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_tests::{OciLayout, Registry, http_client, model_dir, skopeo_push};
+
+struct Setup {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    store: Store,
+    credential: RegistryCredential,
+}
+
+fn setup() -> Setup {
+    let registry = Registry::start("edge", "edge-pass");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("agent.redb")).expect("store");
+    let credential = RegistryCredential {
+        address: registry.address(),
+        username: "edge".into(),
+        password: DeviceIdentity::generate()
+            .public_key()
+            .seal("unused")
+            .expect("seal"),
+    };
+    Setup {
+        registry,
+        dir,
+        store,
+        credential,
+    }
+}
+
+impl Setup {
+    fn puller(&self, budget: u64) -> Puller {
+        Puller::new(
+            PullerSettings {
+                blobs_dir: self.dir.path().join("blobs"),
+                insecure_registries: vec![self.registry.address()],
+                extra_ca_pem: None,
+                cache_budget_bytes: budget,
+                min_free_bytes: 0,
+            },
+            self.store.clone(),
+        )
+    }
+
+    fn push(&self, repository: &str, tag: &str, model: &str, label: &str) -> (OciLayout, String) {
+        let bytes = std::fs::read(model_dir(model).join("model.onnx")).expect("model");
+        let layout = OciLayout::model_module(&bytes, None, &[("org.edgefleet.model.name", label)]);
+        skopeo_push(
+            &layout,
+            &self.registry,
+            repository,
+            tag,
+            "edge",
+            "edge-pass",
+        )
+        .expect("push");
+        let image = format!(
+            "{}/{repository}@{}",
+            self.registry.address(),
+            layout.manifest_digest
+        );
+        (layout, image)
+    }
+
+    fn blob_path(&self, digest: &str) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("tokio")
+}
+
+#[test]
+fn a_layer_already_in_the_cache_is_never_fetched_again() {
+    let s = setup();
+    let (first, image_a) = s.push("models/x", "1", "diabetes", "a");
+    let (second, image_b) = s.push("models/x", "2", "diabetes", "b");
+    assert_eq!(
+        first.layer_digest, second.layer_digest,
+        "same model, same layer"
+    );
+    assert_ne!(image_a, image_b, "different images");
+    let puller = s.puller(u64::MAX);
+    let creds = Some((&s.credential, "edge-pass"));
+    let pulled = runtime()
+        .block_on(puller.pull_model(&image_a, creds))
+        .expect("pull a");
+    assert_eq!(
+        pulled.model,
+        std::fs::read(model_dir("diabetes").join("model.onnx")).expect("model")
+    );
+
+    // The registry loses the layer; the second image still pulls, from the cache.
+    let url = format!(
+        "{}/v2/models/x/blobs/{}",
+        s.registry.base_url(),
+        first.layer_digest
+    );
+    let deleted = http_client()
+        .delete(&url)
+        .basic_auth("edge", Some("edge-pass"))
+        .send()
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 202);
+    let pulled = runtime()
+        .block_on(puller.pull_model(&image_b, creds))
+        .expect("pull b from cache");
+    assert_eq!(pulled.blobs, vec![first.layer_digest.clone()]);
+}
+
+#[test]
+fn an_interrupted_download_resumes_and_corrupt_bytes_are_refused() {
+    let s = setup();
+    let (layout, image) = s.push("models/y", "1", "digits", "y");
+    let layer = layout.blob(&layout.layer_digest);
+    let puller = s.puller(u64::MAX);
+    let creds = Some((&s.credential, "edge-pass"));
+    let partial = s.blob_path(&layout.layer_digest).with_extension("partial");
+    std::fs::create_dir_all(partial.parent().expect("parent")).expect("cache dir");
+
+    // A partial file with wrong bytes: only the rest is fetched, so the digest cannot match.
+    std::fs::write(&partial, vec![0u8; layer.len() / 2]).expect("write partial");
+    let err = runtime()
+        .block_on(puller.pull_model(&image, creds))
+        .expect_err("corrupt resume");
+    assert!(
+        matches!(err.cause, PullCause::DigestMismatch { .. }),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&s.registry.address()) && message.contains(&layout.layer_digest),
+        "{message}"
+    );
+    assert!(!partial.exists(), "the corrupt partial file is removed");
+
+    // A partial file with the right first half resumes to the right blob.
+    std::fs::write(&partial, &layer[..layer.len() / 2]).expect("write partial");
+    runtime()
+        .block_on(puller.pull_model(&image, creds))
+        .expect("resumed pull");
+    assert_eq!(
+        std::fs::read(s.blob_path(&layout.layer_digest)).expect("cached"),
+        layer
+    );
+}
+
+#[test]
+fn a_pull_over_the_disk_budget_is_refused_before_anything_is_downloaded() {
+    let s = setup();
+    let (layout, image) = s.push("models/z", "1", "digits", "z");
+    let puller = s.puller(100);
+    let err = runtime()
+        .block_on(puller.pull_model(&image, Some((&s.credential, "edge-pass"))))
+        .expect_err("over budget");
+    assert!(
+        matches!(err.cause, PullCause::DiskBudget { available: 100, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cache_budget_bytes"), "{err}");
+    assert!(!s.blob_path(&layout.layer_digest).exists());
+}
+
+#[test]
+fn unreferenced_blobs_are_removed_and_referenced_ones_kept() {
+    let s = setup();
+    let (a, image_a) = s.push("models/a", "1", "diabetes", "a");
+    let (b, image_b) = s.push("models/b", "1", "digits", "b");
+    let puller = s.puller(u64::MAX);
+    let creds = Some((&s.credential, "edge-pass"));
+    runtime()
+        .block_on(puller.pull_model(&image_a, creds))
+        .expect("pull a");
+    runtime()
+        .block_on(puller.pull_model(&image_b, creds))
+        .expect("pull b");
+    assert_eq!(
+        puller
+            .collect_garbage(std::slice::from_ref(&a.layer_digest))
+            .expect("gc"),
+        1
+    );
+    assert!(s.blob_path(&a.layer_digest).exists());
+    assert!(!s.blob_path(&b.layer_digest).exists());
+    assert_eq!(s.store.blobs().expect("index").len(), 1);
+}
+
+#[test]
+fn an_image_that_is_not_pinned_or_does_not_exist_is_named() {
+    let s = setup();
+    let puller = s.puller(u64::MAX);
+    let creds = Some((&s.credential, "edge-pass"));
+    let tagged = format!("{}/models/none:1", s.registry.address());
+    let err = runtime()
+        .block_on(puller.pull_model(&tagged, creds))
+        .expect_err("tag only");
+    assert!(matches!(err.cause, PullCause::NotPinned), "{err}");
+    let missing = format!(
+        "{}/models/none@sha256:{}",
+        s.registry.address(),
+        "0".repeat(64)
+    );
+    let err = runtime()
+        .block_on(puller.pull_model(&missing, creds))
+        .expect_err("missing");
+    assert!(matches!(err.cause, PullCause::NotFound(_)), "{err}");
+}

@@ -65,6 +65,18 @@ enum ModelCommand {
         /// The request body, e.g. '{"data": [[1,2,3,4,5,6,7,8,9,10]]}'.
         request: String,
     },
+    /// Serve a model file with the scoring API, without a deployment (for trying a model
+    /// out). Inference records go to a telemetry outbox in --data-dir, as they do on a device.
+    Serve {
+        model: PathBuf,
+        #[arg(long, default_value_t = 5001)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Where the outbox is kept (default: a temporary directory, removed on exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -217,7 +229,9 @@ fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
         .unwrap_or_else(|| config.onnx_runtime_library.clone());
     let runtime = OnnxRuntime::load(&library)?;
     let path = match &command {
-        ModelCommand::Inspect { model } | ModelCommand::Score { model, .. } => model,
+        ModelCommand::Inspect { model }
+        | ModelCommand::Score { model, .. }
+        | ModelCommand::Serve { model, .. } => model,
     };
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let model = runtime
@@ -237,6 +251,77 @@ fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
                 serde_json::from_str(&request).context("the request is not valid JSON")?;
             println!("{}", model.score(&body)?);
         }
+        ModelCommand::Serve {
+            model: path,
+            port,
+            bind,
+            data_dir,
+        } => {
+            serve(config, path, model, &bind, port, data_dir)?;
+        }
     }
     Ok(())
+}
+
+fn serve(
+    config: &Config,
+    path: PathBuf,
+    model: edgefleet_agent::model::Model,
+    bind: &str,
+    port: u16,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use edgefleet_agent::model_module::{ActiveModel, ModelModule, metadata_from_model};
+    use edgefleet_agent::outbox::Outbox;
+    use edgefleet_common::manifest::ModelServing;
+
+    let (dir, temporary) = match data_dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("edgefleet-serve-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path
+        .file_stem()
+        .map_or("model".to_owned(), |s| s.to_string_lossy().into_owned());
+    let metadata = metadata_from_model(&name, &model);
+    let serving = ModelServing {
+        http_port: port,
+        bind_address: bind.to_owned(),
+        auth_key_sha256: Vec::new(),
+        mqtt_input: false,
+        data_collection_ppm: 0,
+    };
+    let active = ActiveModel {
+        model,
+        metadata,
+        image: path.display().to_string(),
+        digest: String::new(),
+        blobs: Vec::new(),
+    };
+    let module = std::sync::Arc::new(ModelModule::new(&name, active, serving));
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let store = Store::open(&dir.join("agent.redb"))?;
+        let outbox = Outbox::start(store, "local".into(), config.telemetry.outbox_max_bytes);
+        let router = edgefleet_agent::scoring_api::router(
+            module,
+            outbox,
+            config.telemetry.max_request_bytes,
+        );
+        let listener = tokio::net::TcpListener::bind((bind, port))
+            .await
+            .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        eprintln!("serving {} on http://{bind}:{port}/score", path.display());
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("scoring API")
+    });
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
 }

@@ -70,6 +70,12 @@ impl OnnxRuntime {
             .map_err(|e| ModelError::Load(e.to_string()))?
             .with_intra_threads(1)
             .map_err(|e| ModelError::Load(e.to_string()))?
+            // Edge devices run small models on little memory: no pre-sized CPU arena and no
+            // memory pattern planning, which hold memory for the largest batch ever seen.
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(|e| ModelError::Load(e.to_string()))?
+            .with_memory_pattern(false)
+            .map_err(|e| ModelError::Load(e.to_string()))?
             .commit_from_memory(bytes)
             .map_err(|e| ModelError::Load(e.to_string()))?;
         let inputs = session

@@ -91,7 +91,11 @@ fn u64_of(bytes: Option<&[u8]>) -> u64 {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        // A small page cache: the store holds manifests, a cache index and the outbox, which is
+        // written and read sequentially.
+        let db = Database::builder()
+            .set_cache_size(4 * 1024 * 1024)
+            .create(path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write()?;
         {

@@ -157,6 +157,11 @@ impl AgentProcess {
         }
     }
 
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(ServiceProcess::pid)
+    }
+
     /// Whether the agent process is still running.
     pub fn is_running(&mut self) -> bool {
         self.process

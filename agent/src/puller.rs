@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::str::FromStr as _;
 
 use edgefleet_common::manifest::RegistryCredential;
-use edgefleet_common::module_image::{MODEL_PATH, MODULE_JSON_PATH, ModuleMetadata, media_type};
+use edgefleet_common::module_image::{
+    ImageReference, ImageReferenceError, MODEL_PATH, MODULE_JSON_PATH, ModuleMetadata, media_type,
+};
 use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
@@ -128,12 +129,16 @@ impl Puller {
             image: image.to_owned(),
             cause,
         };
-        let reference =
-            Reference::from_str(image).map_err(|e| fail(PullCause::BadReference(e.to_string())))?;
-        let pinned = reference
-            .digest()
-            .ok_or_else(|| fail(PullCause::NotPinned))?
-            .to_owned();
+        // Parsed here rather than by oci-client's Reference::from_str, whose regular
+        // expression leaves ~12 MiB of heap behind on a device.
+        let parsed: ImageReference = image
+            .parse()
+            .map_err(|e: ImageReferenceError| fail(PullCause::BadReference(e.to_string())))?;
+        let pinned = parsed
+            .digest
+            .clone()
+            .ok_or_else(|| fail(PullCause::NotPinned))?;
+        let reference = Reference::with_digest(parsed.registry, parsed.repository, pinned.clone());
         let (auth, who) = match credential {
             Some((c, password)) => (
                 RegistryAuth::Basic(c.username.clone(), password.to_owned()),

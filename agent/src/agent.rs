@@ -500,7 +500,7 @@ impl Agent {
             return Err("module is not running".into());
         };
         let module = served.module.clone();
-        let want: Option<SocketAddr> = serving.as_ref().and_then(|s| addr(s).ok());
+        let want: Option<SocketAddr> = serving.as_ref().and_then(|s| addr(&self.config, s).ok());
         let have = served.server.as_ref().map(|s| s.addr);
         module.set_serving(serving.clone().unwrap_or_else(no_http));
         if want == have && serving.is_some() == have.is_some() {
@@ -526,7 +526,7 @@ impl Agent {
         module: Arc<ModelModule>,
         serving: &ModelServing,
     ) -> Result<Server, String> {
-        let addr = addr(serving)?;
+        let addr = addr(&self.config, serving)?;
         let std_listener = std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         std_listener
@@ -700,15 +700,17 @@ impl Agent {
     }
 }
 
-fn addr(serving: &ModelServing) -> Result<SocketAddr, String> {
-    format!("{}:{}", serving.bind_address, serving.http_port)
+/// Where a model module's scoring API listens: the device's configured address, else the
+/// manifest's.
+fn addr(config: &Config, serving: &ModelServing) -> Result<SocketAddr, String> {
+    let host = if config.serving.bind_address.is_empty() {
+        &serving.bind_address
+    } else {
+        &config.serving.bind_address
+    };
+    format!("{host}:{}", serving.http_port)
         .parse()
-        .map_err(|e| {
-            format!(
-                "invalid bind address {}:{}: {e}",
-                serving.bind_address, serving.http_port
-            )
-        })
+        .map_err(|e| format!("invalid bind address {host}:{}: {e}", serving.http_port))
 }
 
 /// Serving options of a model module without an HTTP endpoint (MQTT input only).

@@ -43,6 +43,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub onnx_runtime_library: PathBuf,
     pub mqtt: MqttConfig,
+    pub serving: ServingConfig,
     pub registry: RegistryConfig,
     pub storage: StorageConfig,
     pub telemetry: TelemetryConfig,
@@ -60,6 +61,12 @@ pub struct MqttConfig {
     pub keep_alive_seconds: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingConfig {
+    pub bind_address: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,59 +1,49 @@
-//! edgefleet: the fleet service and the administrators' CLI.
+//! edgefleet: parse arguments, run the service or one CLI command, map errors to the exit
+//! codes documented in `--help`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use edgefleet_common::signing::FleetPublicKey;
-
-/// Edgefleet fleet service and administrators' CLI.
-#[derive(Debug, Parser)]
-#[command(name = "edgefleet", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Signed per-device manifests.
-    #[command(subcommand)]
-    Manifest(ManifestCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum ManifestCommand {
-    /// Verify a signed manifest file against the fleet public key and print the manifest.
-    Verify {
-        file: PathBuf,
-        /// The fleet's public key (base64), as configured on devices.
-        #[arg(long, env = "EDGEFLEET_FLEET_KEY")]
-        fleet_key: String,
-    },
-}
+use clap::Parser as _;
+use edgefleet_fleet::cli::{Cli, Command, ServeArgs, run};
+use edgefleet_fleet::service::{ServeOptions, serve};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => run_service(args).map_err(|e| (1, format!("{e:#}"))),
+        _ => run(cli).map_err(|e| (e.code, e.message)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("edgefleet: {e:#}");
-            ExitCode::FAILURE
+        Err((code, message)) => {
+            eprintln!("edgefleet: {message}");
+            ExitCode::from(code)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Manifest(ManifestCommand::Verify { file, fleet_key }) => {
-            let key: FleetPublicKey = fleet_key.parse()?;
-            let wire =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let manifest = key
-                .verify(&wire)
-                .with_context(|| format!("{}", file.display()))?;
-            println!("{}", serde_json::to_string_pretty(&manifest)?);
-        }
-    }
-    Ok(())
+fn run_service(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let options = ServeOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        fleet: args.fleet,
+        mqtt_url: args.mqtt_url,
+        mqtt_username: args.mqtt_username,
+        mqtt_password: args.mqtt_password,
+        token: std::env::var("EDGEFLEET_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        onnx_runtime_library: args.onnx_runtime,
+        device_mqtt_url: args.device_mqtt_url,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(serve(options, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))
 }

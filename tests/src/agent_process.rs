@@ -36,6 +36,8 @@ pub struct AgentProcess {
     pub public_key: String,
     process: Option<ServiceProcess>,
     mqtt_url: String,
+    /// Environment overrides (`EDGEFLEET_...`) given to `run`.
+    env: Vec<(String, String)>,
 }
 
 impl AgentProcess {
@@ -48,6 +50,7 @@ impl AgentProcess {
             public_key: String::new(),
             process: None,
             mqtt_url: broker.url(),
+            env: Vec::new(),
         };
         agent.write_config();
         let out = agent
@@ -111,6 +114,24 @@ impl AgentProcess {
         std::fs::write(self.config_path(), config).expect("write agent.toml");
     }
 
+    /// Replaces the configuration file with `toml` (for example what `edgefleet device config`
+    /// printed); this device's data directory and ONNX Runtime library are given in the
+    /// environment, which wins over the file.
+    pub fn use_config(&mut self, toml: &str) {
+        std::fs::write(self.config_path(), toml).expect("write agent.toml");
+        self.set_env("EDGEFLEET_DATA_DIR", &self.data_dir().display().to_string());
+        let ort = self.setup.onnx_runtime_library.display().to_string();
+        self.set_env("EDGEFLEET_ONNX_RUNTIME_LIBRARY", &ort);
+        self.set_env("EDGEFLEET_MQTT_RECONNECT_MIN_MS", "100");
+        self.set_env("EDGEFLEET_MQTT_RECONNECT_MAX_MS", "1000");
+    }
+
+    /// An `EDGEFLEET_...` override for `run`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -135,7 +156,9 @@ impl AgentProcess {
     /// Starts `edgefleet-agent run`; returns once the process is up (not once it is connected).
     pub fn start(&mut self) {
         let mut cmd = self.command();
-        cmd.arg("run").env("RUST_LOG", "info,edgefleet_agent=debug");
+        cmd.arg("run")
+            .env("RUST_LOG", "info,edgefleet_agent=debug")
+            .envs(self.env.iter().cloned());
         self.process = Some(ServiceProcess::spawn_unchecked(
             "edgefleet-agent",
             cmd,

@@ -11,6 +11,7 @@
 //! real service never passes without it.
 
 mod agent_process;
+mod fleet_process;
 mod mosquitto;
 mod oci_layout;
 mod process;
@@ -20,6 +21,7 @@ mod test_ca;
 use std::path::{Path, PathBuf};
 
 pub use agent_process::{AgentProcess, AgentSetup, wait_for};
+pub use fleet_process::FleetProcess;
 pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
 pub use process::{ServiceProcess, free_port, require_program};
@@ -70,4 +72,21 @@ pub fn http_client() -> reqwest::blocking::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .expect("HTTP client")
+}
+
+/// A binary of this workspace, built next to the running test (`target/<profile>/<name>`).
+/// scripts/test builds every binary before the tests run.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (scripts/test does)",
+        path.display()
+    );
+    path
 }

@@ -45,6 +45,24 @@ impl Mosquitto {
         self
     }
 
+    /// Adds a user to the running broker (mosquitto re-reads its password file on SIGHUP).
+    pub fn add_user_live(&mut self, username: &str, password: &str) {
+        self.users.push((username.to_owned(), password.to_owned()));
+        let status = Command::new(require_program("mosquitto_passwd", "mosquitto"))
+            .arg("-b")
+            .arg(self.dir.path().join("passwd"))
+            .args([username, password])
+            .status()
+            .expect("run mosquitto_passwd");
+        assert!(status.success(), "mosquitto_passwd failed for {username}");
+        if let Some(pid) = self.process.as_ref().and_then(ServiceProcess::pid) {
+            let _ = Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Restricts topics with a mosquitto ACL file (see mosquitto.conf(5), `acl_file`).
     pub fn with_acl(mut self, acl: &str) -> Self {
         self.acl = Some(acl.to_owned());

@@ -24,7 +24,7 @@ pub struct Registry {
     username: String,
     password: String,
     tls: Option<RegistryTls>,
-    _process: ServiceProcess,
+    process: ServiceProcess,
 }
 
 impl Registry {
@@ -40,7 +40,7 @@ impl Registry {
     }
 
     fn start_inner(username: &str, password: &str, tls: bool) -> Self {
-        let program = require_program("docker-registry", "docker-registry");
+        require_program("docker-registry", "docker-registry");
         let htpasswd = require_program("htpasswd", "apache2-utils");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -79,22 +79,34 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
 
-        let mut command = Command::new(program);
-        command.arg("serve").arg(&config_path);
-        let process = ServiceProcess::spawn(
-            "docker-registry",
-            command,
-            &dir.path().join("registry.log"),
-            port,
-        );
+        let process = Self::spawn(dir.path(), port);
         Self {
             dir,
             port,
             username: username.to_owned(),
             password: password.to_owned(),
             tls,
-            _process: process,
+            process,
         }
+    }
+
+    fn spawn(dir: &Path, port: u16) -> ServiceProcess {
+        let mut command = Command::new(require_program("docker-registry", "docker-registry"));
+        command.arg("serve").arg(dir.join("config.yml"));
+        ServiceProcess::spawn("docker-registry", command, &dir.join("registry.log"), port)
+    }
+
+    /// Changes the user's password (as an operator rotating it would) and restarts the
+    /// registry on the same port with the same storage.
+    pub fn set_password(&mut self, password: &str) {
+        let out = Command::new(require_program("htpasswd", "apache2-utils"))
+            .args(["-Bbn", &self.username, password])
+            .output()
+            .expect("run htpasswd");
+        std::fs::write(self.dir.path().join("htpasswd"), &out.stdout).expect("write htpasswd");
+        self.password = password.to_owned();
+        self.process.stop();
+        self.process = Self::spawn(self.dir.path(), self.port);
     }
 
     /// `127.0.0.1:<port>`: the registry part of image references.

@@ -1,0 +1,128 @@
+//! What the fleet service stores: registries, model versions, devices, deployments and the
+//! manifests rendered for each device.
+
+use std::collections::BTreeMap;
+
+use edgefleet_common::UnixMillis;
+use edgefleet_common::reported::ReportedState;
+use edgefleet_common::sealing::SealedSecret;
+use serde::{Deserialize, Serialize};
+
+/// A container registry models are pushed to and devices pull from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registry {
+    pub name: String,
+    /// Host and optional port, as in image references.
+    pub address: String,
+    pub username: String,
+    /// The password sealed to the fleet's own secrets key: encrypted at rest, opened only to
+    /// push and to seal it again for each device.
+    pub password: SealedSecret,
+    /// Reached over plain HTTP (the fleet pushes with HTTP; devices must list it as insecure).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// One registered version of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: u32,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+    /// SHA-256 of the ONNX file.
+    pub sha256: String,
+    pub size: u64,
+    pub registered_ms: UnixMillis,
+    /// Where the model was pushed as a model module image, once packaged.
+    #[serde(default)]
+    pub package: Option<Package>,
+    /// A sample request given at registration (otherwise one is synthesized when packaging).
+    #[serde(default)]
+    pub sample_input: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Package {
+    pub registry: String,
+    pub repository: String,
+    /// `address/repository:version@sha256:...`
+    pub image: String,
+    pub digest: String,
+}
+
+impl ModelVersion {
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.version)
+    }
+}
+
+/// A device of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub id: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The device's age X25519 recipient (`edgefleet-agent init` prints it).
+    pub public_key: String,
+    pub added_ms: UnixMillis,
+    /// The device's MQTT password (user name = device id), sealed to the fleet's secrets key;
+    /// `edgefleet device config` reveals it to the administrator.
+    pub mqtt_password: SealedSecret,
+}
+
+/// What the fleet has heard from a device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    pub last_seen_ms: Option<UnixMillis>,
+    pub reported: Option<ReportedState>,
+}
+
+/// A deployment: model modules for the devices its condition selects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub name: String,
+    /// The target condition (see `condition`).
+    pub target: String,
+    /// For each module name, the highest priority wins; ties go to the newest deployment.
+    pub priority: i32,
+    pub modules: BTreeMap<String, DeploymentModule>,
+    /// Order of creation (newest is largest), for ties.
+    pub created_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentModule {
+    /// `name:latest` (follows new versions) or `name:<version>`.
+    pub model: String,
+    /// Port of the module's scoring API on the device.
+    pub port: u16,
+    #[serde(default)]
+    pub auth_key_sha256: Vec<String>,
+    #[serde(default)]
+    pub data_collection_ppm: u32,
+}
+
+/// The manifest last rendered for a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedManifest {
+    pub device_id: String,
+    pub version: u64,
+    /// SHA-256 of the content with passwords replaced by their digests: when it does not
+    /// change, neither does the version (sealing is randomized, so the bytes would).
+    pub fingerprint: String,
+    /// For each module, the deployment it came from.
+    pub sources: BTreeMap<String, String>,
+    /// The signed wire bytes, as published.
+    pub wire: String,
+}

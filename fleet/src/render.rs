@@ -1,0 +1,366 @@
+//! Rendering: from deployments, models and registries to one signed manifest per device.
+//! Pure: no I/O, so the fleet service, the benchmark and the tests share it.
+
+use std::collections::BTreeMap;
+
+use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind, RegistryCredential};
+use edgefleet_common::sealing::{DevicePublicKey, SealedSecret};
+use edgefleet_common::signing::{FleetSigningKey, canonical_json};
+use sha2::{Digest as _, Sha256};
+
+use crate::condition::Condition;
+use crate::records::{Deployment, DeploymentModule, Device, ModelVersion, RenderedManifest};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("model {0:?} is not registered (see `edgefleet model list`)")]
+    UnknownModel(String),
+    #[error("model reference {0:?} is not name:latest or name:<version>")]
+    BadModelReference(String),
+    #[error(
+        "model {0} has not been packaged yet (run `edgefleet model package {0} --registry ...`)"
+    )]
+    NotPackaged(String),
+    #[error("registry {0:?} of a packaged model is not configured any more")]
+    UnknownRegistry(String),
+    #[error("device {device}: {reason}")]
+    Device { device: String, reason: String },
+}
+
+/// Everything rendering reads, with deployment conditions parsed and registry passwords
+/// opened once for a whole batch of devices.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Registry name -> (address, username, plaintext password).
+    pub registries: BTreeMap<String, (String, String, String)>,
+    /// Model name -> versions, ascending.
+    pub models: BTreeMap<String, Vec<ModelVersion>>,
+    pub deployments: Vec<(Deployment, Condition)>,
+}
+
+/// The packaged model version a deployment's `name:latest` / `name:<n>` refers to.
+pub fn resolve_model<'a>(
+    models: &'a BTreeMap<String, Vec<ModelVersion>>,
+    reference: &str,
+) -> Result<&'a ModelVersion, RenderError> {
+    let (name, version) = reference
+        .split_once(':')
+        .ok_or_else(|| RenderError::BadModelReference(reference.to_owned()))?;
+    let versions = models
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| RenderError::UnknownModel(name.to_owned()))?;
+    let chosen = if version == "latest" {
+        versions
+            .iter()
+            .rev()
+            .find(|v| v.package.is_some())
+            .ok_or_else(|| RenderError::NotPackaged(format!("{name}:latest")))?
+    } else {
+        let n: u32 = version
+            .parse()
+            .map_err(|_| RenderError::BadModelReference(reference.to_owned()))?;
+        let v = versions
+            .iter()
+            .find(|v| v.version == n)
+            .ok_or_else(|| RenderError::UnknownModel(reference.to_owned()))?;
+        if v.package.is_none() {
+            return Err(RenderError::NotPackaged(reference.to_owned()));
+        }
+        v
+    };
+    Ok(chosen)
+}
+
+/// For each module name, the deployment that wins on `device`: highest priority, then newest.
+pub fn winners<'a>(device: &Device, catalog: &'a Catalog) -> BTreeMap<String, &'a Deployment> {
+    let mut won: BTreeMap<String, &Deployment> = BTreeMap::new();
+    for (deployment, condition) in &catalog.deployments {
+        if !condition.matches(&device.id, &device.tags) {
+            continue;
+        }
+        for module in deployment.modules.keys() {
+            let better = won.get(module).is_none_or(|current| {
+                (deployment.priority, deployment.created_seq)
+                    > (current.priority, current.created_seq)
+            });
+            if better {
+                won.insert(module.clone(), deployment);
+            }
+        }
+    }
+    won
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn module_for(spec: &DeploymentModule, image: &str) -> Module {
+    Module {
+        kind: ModuleKind::Model,
+        image: image.to_owned(),
+        status: Default::default(),
+        restart_policy: Default::default(),
+        env: BTreeMap::new(),
+        create_options: None,
+        serving: Some(ModelServing {
+            http_port: spec.port,
+            bind_address: "127.0.0.1".to_owned(),
+            auth_key_sha256: spec.auth_key_sha256.clone(),
+            mqtt_input: true,
+            data_collection_ppm: spec.data_collection_ppm,
+        }),
+    }
+}
+
+/// Renders `device`'s manifest. Returns `previous` unchanged when the content is the same, so
+/// a device's version increases only when what it should run changes.
+pub fn render_device(
+    device: &Device,
+    catalog: &Catalog,
+    previous: Option<&RenderedManifest>,
+    key: &FleetSigningKey,
+) -> Result<RenderedManifest, RenderError> {
+    let mut manifest = Manifest::new(&device.id, 0);
+    let mut sources = BTreeMap::new();
+    let mut passwords: BTreeMap<String, &str> = BTreeMap::new();
+    for (module_name, deployment) in winners(device, catalog) {
+        let spec = &deployment.modules[&module_name];
+        let model = resolve_model(&catalog.models, &spec.model)?;
+        let package = model
+            .package
+            .as_ref()
+            .ok_or_else(|| RenderError::NotPackaged(model.reference()))?;
+        let (address, username, password) = catalog
+            .registries
+            .get(&package.registry)
+            .ok_or_else(|| RenderError::UnknownRegistry(package.registry.clone()))?;
+        manifest
+            .modules
+            .insert(module_name.clone(), module_for(spec, &package.image));
+        manifest.registry_credentials.insert(
+            package.registry.clone(),
+            RegistryCredential {
+                address: address.clone(),
+                username: username.clone(),
+                // Stands for the password in the fingerprint; sealed below.
+                password: SealedSecret::from_armored(sha256_hex(password.as_bytes())),
+            },
+        );
+        passwords.insert(package.registry.clone(), password);
+        sources.insert(module_name, deployment.name.clone());
+    }
+    let value = serde_json::to_value(&manifest).unwrap_or_default();
+    let fingerprint = sha256_hex(&canonical_json(&value));
+    if let Some(previous) = previous
+        && previous.fingerprint == fingerprint
+    {
+        return Ok(previous.clone());
+    }
+    let device_key: DevicePublicKey =
+        device.public_key.parse().map_err(|e| RenderError::Device {
+            device: device.id.clone(),
+            reason: format!("{e}"),
+        })?;
+    for (name, credential) in manifest.registry_credentials.iter_mut() {
+        let plain = passwords.get(name).copied().unwrap_or_default();
+        credential.password = device_key.seal(plain).map_err(|e| RenderError::Device {
+            device: device.id.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    manifest.version = previous.map_or(1, |p| p.version + 1);
+    let wire = String::from_utf8(key.sign(&manifest)).unwrap_or_default();
+    Ok(RenderedManifest {
+        device_id: device.id.clone(),
+        version: manifest.version,
+        fingerprint,
+        sources,
+        wire,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Package;
+    use edgefleet_common::sealing::DeviceIdentity;
+
+    fn model(name: &str, version: u32, packaged: bool) -> ModelVersion {
+        ModelVersion {
+            name: name.into(),
+            version,
+            tags: BTreeMap::new(),
+            description: String::new(),
+            sha256: String::new(),
+            size: 0,
+            registered_ms: 0,
+            package: packaged.then(|| Package {
+                registry: "acr".into(),
+                repository: format!("models/{name}"),
+                image: format!(
+                    "127.0.0.1:5000/models/{name}:{version}@sha256:{}",
+                    "a".repeat(64)
+                ),
+                digest: format!("sha256:{}", "a".repeat(64)),
+            }),
+            sample_input: None,
+        }
+    }
+
+    fn deployment(
+        name: &str,
+        target: &str,
+        priority: i32,
+        seq: u64,
+        modules: &[(&str, &str)],
+    ) -> (Deployment, Condition) {
+        let d = Deployment {
+            name: name.into(),
+            target: target.into(),
+            priority,
+            modules: modules
+                .iter()
+                .map(|(m, model)| {
+                    (
+                        (*m).to_owned(),
+                        DeploymentModule {
+                            model: (*model).into(),
+                            port: 8001,
+                            auth_key_sha256: vec![],
+                            data_collection_ppm: 0,
+                        },
+                    )
+                })
+                .collect(),
+            created_seq: seq,
+        };
+        let c = target.parse().expect("condition");
+        (d, c)
+    }
+
+    fn device(id: &str, tags: &[(&str, &str)], identity: &DeviceIdentity) -> Device {
+        Device {
+            id: id.into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            public_key: identity.public_key().to_string(),
+            added_ms: 0,
+            mqtt_password: SealedSecret::from_armored(String::new()),
+        }
+    }
+
+    fn catalog(deployments: Vec<(Deployment, Condition)>, models: Vec<ModelVersion>) -> Catalog {
+        let mut by_name: BTreeMap<String, Vec<ModelVersion>> = BTreeMap::new();
+        for m in models {
+            by_name.entry(m.name.clone()).or_default().push(m);
+        }
+        Catalog {
+            registries: BTreeMap::from([(
+                "acr".to_owned(),
+                (
+                    "127.0.0.1:5000".to_owned(),
+                    "edge".to_owned(),
+                    "pw".to_owned(),
+                ),
+            )]),
+            models: by_name,
+            deployments,
+        }
+    }
+
+    #[test]
+    fn latest_follows_the_newest_packaged_version() {
+        let c = catalog(
+            vec![],
+            vec![
+                model("d", 1, true),
+                model("d", 2, true),
+                model("d", 3, false),
+            ],
+        );
+        assert_eq!(
+            resolve_model(&c.models, "d:latest")
+                .expect("resolves")
+                .version,
+            2
+        );
+        assert_eq!(
+            resolve_model(&c.models, "d:1").expect("resolves").version,
+            1
+        );
+        assert_eq!(
+            resolve_model(&c.models, "d:3"),
+            Err(RenderError::NotPackaged("d:3".into()))
+        );
+        assert_eq!(
+            resolve_model(&c.models, "x:latest"),
+            Err(RenderError::UnknownModel("x".into()))
+        );
+    }
+
+    #[test]
+    fn the_highest_priority_wins_per_module_and_ties_go_to_the_newest() {
+        let c = catalog(
+            vec![
+                deployment(
+                    "base",
+                    "tags.site = 'p1'",
+                    10,
+                    1,
+                    &[("a", "d:1"), ("b", "d:1")],
+                ),
+                deployment("override", "deviceId = 'gw-2'", 20, 2, &[("a", "d:2")]),
+                deployment("tie", "tags.site = 'p1'", 10, 3, &[("b", "d:2")]),
+            ],
+            vec![model("d", 1, true), model("d", 2, true)],
+        );
+        let id = DeviceIdentity::generate();
+        let w1 = winners(&device("gw-1", &[("site", "p1")], &id), &c);
+        assert_eq!(w1["a"].name, "base");
+        assert_eq!(w1["b"].name, "tie");
+        let w2 = winners(&device("gw-2", &[("site", "p1")], &id), &c);
+        assert_eq!(w2["a"].name, "override");
+        assert!(winners(&device("gw-3", &[("site", "p2")], &id), &c).is_empty());
+    }
+
+    #[test]
+    fn the_version_increases_only_when_the_content_changes() {
+        let id = DeviceIdentity::generate();
+        let key = FleetSigningKey::generate();
+        let gw = device("gw-1", &[("site", "p1")], &id);
+        let c1 = catalog(
+            vec![deployment(
+                "base",
+                "tags.site = 'p1'",
+                10,
+                1,
+                &[("a", "d:latest")],
+            )],
+            vec![model("d", 1, true)],
+        );
+        let first = render_device(&gw, &c1, None, &key).expect("render");
+        assert_eq!(first.version, 1);
+        let again = render_device(&gw, &c1, Some(&first), &key).expect("render");
+        assert_eq!(
+            again, first,
+            "same content, same manifest (not even re-sealed)"
+        );
+        let c2 = catalog(
+            c1.deployments.clone(),
+            vec![model("d", 1, true), model("d", 2, true)],
+        );
+        let second = render_device(&gw, &c2, Some(&first), &key).expect("render");
+        assert_eq!(second.version, 2);
+        let manifest = key
+            .public_key()
+            .verify(second.wire.as_bytes())
+            .expect("signed");
+        assert!(manifest.modules["a"].image.contains("models/d:2@"));
+        let sealed = &manifest.registry_credentials["acr"].password;
+        assert_eq!(id.unseal(sealed).expect("sealed to the device"), "pw");
+    }
+}

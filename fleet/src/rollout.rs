@@ -1,0 +1,111 @@
+//! Rollout status of a deployment, from the manifests rendered for its devices and what the
+//! devices reported.
+
+use std::collections::BTreeMap;
+
+use edgefleet_common::UnixMillis;
+use edgefleet_common::reported::ApplyStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::records::{DeviceStatus, RenderedManifest};
+
+/// A device is stale when it has not been heard from for this long.
+pub const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeviceRollout {
+    /// The device has not answered the manifest yet.
+    Pending,
+    /// Applied: every module runs as asked.
+    Succeeded,
+    /// The device refused the manifest or could not activate it.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProgress {
+    pub device_id: String,
+    pub manifest_version: u64,
+    pub state: DeviceRollout,
+    pub stale: bool,
+    /// The device's message for the manifest (the reason, when failed).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub deployment: String,
+    pub targeted: usize,
+    /// Devices that answered the manifest (succeeded or failed).
+    pub applied: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub pending: usize,
+    pub stale: usize,
+    pub devices: Vec<DeviceProgress>,
+}
+
+impl RolloutStatus {
+    pub fn complete(&self) -> bool {
+        self.targeted > 0 && self.succeeded == self.targeted
+    }
+}
+
+/// The status of `deployment`: its devices are those whose manifest holds one of its modules.
+pub fn status(
+    deployment: &str,
+    manifests: &[RenderedManifest],
+    statuses: &BTreeMap<String, DeviceStatus>,
+    now_ms: UnixMillis,
+) -> RolloutStatus {
+    let mut devices = Vec::new();
+    for manifest in manifests
+        .iter()
+        .filter(|m| m.sources.values().any(|d| d == deployment))
+    {
+        let status = statuses.get(&manifest.device_id);
+        let reported = status.and_then(|s| s.reported.as_ref());
+        let outcome = reported.and_then(|r| r.last_desired.as_ref());
+        let (state, message) = match outcome {
+            Some(o) if o.version == Some(manifest.version) && o.status == ApplyStatus::Applied => {
+                (DeviceRollout::Succeeded, Some(o.message.clone()))
+            }
+            Some(o) if o.version == Some(manifest.version) => {
+                (DeviceRollout::Failed, Some(o.message.clone()))
+            }
+            // A manifest the device refused before reading its version (412): it is about
+            // this manifest when the device has not applied it.
+            Some(o)
+                if o.version.is_none()
+                    && reported.and_then(|r| r.applied_version) != Some(manifest.version) =>
+            {
+                (DeviceRollout::Failed, Some(o.message.clone()))
+            }
+            _ => (DeviceRollout::Pending, None),
+        };
+        let stale = status
+            .and_then(|s| s.last_seen_ms)
+            .is_none_or(|seen| now_ms.saturating_sub(seen) > STALE_AFTER_MS);
+        devices.push(DeviceProgress {
+            device_id: manifest.device_id.clone(),
+            manifest_version: manifest.version,
+            state,
+            stale,
+            message,
+        });
+    }
+    let count = |s: DeviceRollout| devices.iter().filter(|d| d.state == s).count();
+    RolloutStatus {
+        deployment: deployment.to_owned(),
+        targeted: devices.len(),
+        applied: count(DeviceRollout::Succeeded) + count(DeviceRollout::Failed),
+        succeeded: count(DeviceRollout::Succeeded),
+        failed: count(DeviceRollout::Failed),
+        pending: count(DeviceRollout::Pending),
+        stale: devices.iter().filter(|d| d.stale).count(),
+        devices,
+    }
+}

@@ -1,0 +1,544 @@
+//! End to end: the real `edgefleet serve`, the real `edgefleet` CLI and real agents, with a
+//! mosquitto enforcing per-device ACLs (as docs/operations.md configures it) and a registry
+//! with authentication.
+
+use std::time::Duration;
+
+use edgefleet_tests::{
+    AgentProcess, AgentSetup, FleetProcess, Mosquitto, Registry, free_port, http_client, model_dir,
+    ort_library, wait_for, workspace_binary,
+};
+use serde_json::Value;
+
+/// The ACL from docs/operations.md: the fleet service may use every topic of the fleet; a
+/// device (user name = device id) only its own.
+const ACL: &str = "\
+user fleet
+topic readwrite edgefleet/#
+
+pattern read edgefleet/+/devices/%u/desired
+pattern write edgefleet/+/devices/%u/reported
+pattern write edgefleet/+/devices/%u/telemetry/#
+pattern readwrite edgefleet/+/devices/%u/inputs/#
+pattern read edgefleet/+/devices/%u/commands/#
+pattern write edgefleet/+/devices/%u/commands/+/result
+";
+
+const QUICKSTART_REQUEST: &str = r#"{"data": [[1,2,3,4,5,6,7,8,9,10],[10,9,8,7,6,5,4,3,2,1]]}"#;
+
+struct World {
+    broker: Mosquitto,
+    registry: Registry,
+    fleet: FleetProcess,
+}
+
+impl World {
+    fn new() -> Self {
+        let broker = Mosquitto::new()
+            .add_user("fleet", "fleet-pass")
+            .with_acl(ACL)
+            .start();
+        let registry = Registry::start("edge", "edge-pass");
+        let fleet = FleetProcess::start(
+            workspace_binary("edgefleet"),
+            &broker,
+            "fleet",
+            "fleet-pass",
+            "plant",
+        );
+        let world = Self {
+            broker,
+            registry,
+            fleet,
+        };
+        let address = world.registry.address();
+        let out = world.fleet.cli_with(
+            &[
+                "registry",
+                "add",
+                "acr",
+                "--address",
+                &address,
+                "--username",
+                "edge",
+                "--password-stdin",
+                "--insecure",
+            ],
+            Some("edge-pass\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        world
+    }
+
+    /// A device added to the fleet, configured with what `edgefleet device config` printed,
+    /// serving its model APIs on `bind` (one loopback address per device).
+    fn device(&mut self, id: &str, tags: &[&str], bind: &str) -> AgentProcess {
+        let mut agent = AgentProcess::init(
+            AgentSetup {
+                binary: workspace_binary("edgefleet-agent"),
+                device_id: id.into(),
+                fleet: "plant".into(),
+                fleet_public_key: String::new(),
+                mqtt_username: id.into(),
+                mqtt_password: String::new(),
+                insecure_registries: vec![],
+                onnx_runtime_library: ort_library(),
+                mqtt_ca_file: None,
+                mqtt_client_cert: None,
+                registry_ca_file: None,
+            },
+            &self.broker,
+        );
+        let mut args = vec!["device", "add", id, "--public-key", &agent.public_key];
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        self.fleet.ok(&args);
+        let config = self.fleet.ok(&["device", "config", id]);
+        let password = config
+            .lines()
+            .find_map(|l| l.strip_prefix("password = "))
+            .map(|p| p.trim_matches('"').to_owned())
+            .expect("the config holds the MQTT password");
+        self.broker.add_user_live(id, &password);
+        agent.use_config(&config);
+        agent.set_env("EDGEFLEET_MQTT_URL", &self.broker.url());
+        agent.set_env("EDGEFLEET_SERVING_BIND_ADDRESS", bind);
+        agent.start();
+        agent
+    }
+
+    fn wait_rollout(&self, deployment: &str) -> Value {
+        let out = self.fleet.cli(&[
+            "rollout",
+            "status",
+            deployment,
+            "--wait",
+            "--timeout-secs",
+            "90",
+            "--output",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "rollout {deployment} did not succeed: {}\n{}\nfleet log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.fleet.log()
+        );
+        serde_json::from_slice(&out.stdout).expect("rollout JSON")
+    }
+
+    fn manifest(&self, device: &str) -> Value {
+        serde_json::from_str(
+            &self
+                .fleet
+                .ok(&["manifest", "show", device, "--output", "json"]),
+        )
+        .expect("manifest JSON")
+    }
+}
+
+fn score(bind: &str, port: u16) -> Value {
+    let response = http_client()
+        .post(format!("http://{bind}:{port}/score"))
+        .body(QUICKSTART_REQUEST)
+        .send()
+        .expect("POST /score");
+    assert_eq!(response.status(), 200);
+    response.json().expect("JSON")
+}
+
+fn register(world: &World, name: &str, model: &str) -> String {
+    let path = model_dir(model).join("model.onnx");
+    world
+        .fleet
+        .ok(&[
+            "model",
+            "register",
+            "--name",
+            name,
+            "--path",
+            path.to_str().expect("path"),
+            "--tag",
+            "team=ml",
+        ])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_module_on_one_device()
+ {
+    let mut world = World::new();
+    assert_eq!(register(&world, "diabetes", "diabetes"), "diabetes:1");
+    world.fleet.ok(&[
+        "model",
+        "package",
+        "diabetes:1",
+        "--registry",
+        "acr",
+        "--repository",
+        "models/diabetes",
+    ]);
+    assert_eq!(register(&world, "digits", "digits"), "digits:1");
+    world.fleet.ok(&[
+        "model",
+        "package",
+        "digits:1",
+        "--registry",
+        "acr",
+        "--repository",
+        "models/digits",
+    ]);
+
+    let mut gw1 = world.device("gw-1", &["site=plant1", "line=a"], "127.0.0.2");
+    let mut gw2 = world.device("gw-2", &["site=plant1", "line=b"], "127.0.0.3");
+    let mut gw3 = world.device("gw-3", &["site=plant2"], "127.0.0.4");
+    let port = free_port();
+    world.fleet.ok(&[
+        "deployment",
+        "create",
+        "plant1-diabetes",
+        "--target",
+        "tags.site = 'plant1'",
+        "--priority",
+        "10",
+        "--model",
+        "diabetes:latest",
+        "--module",
+        "scorer",
+        "--port",
+        &port.to_string(),
+    ]);
+    let status = world.wait_rollout("plant1-diabetes");
+    assert_eq!(status["targeted"], 2);
+    assert_eq!(status["succeeded"], 2);
+    let targeted: Vec<&str> = status["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|d| d["deviceId"].as_str())
+        .collect();
+    assert_eq!(targeted, ["gw-1", "gw-2"]);
+    assert!(score("127.0.0.2", port)["variable"].is_array());
+    assert!(score("127.0.0.3", port)["variable"].is_array());
+    let none = world.fleet.cli(&["manifest", "show", "gw-3"]);
+    assert_eq!(none.status.code(), Some(1), "gw-3 is not targeted");
+
+    // gw-2 alone gets the digits classifier as its "scorer" module.
+    let gw1_version = world.manifest("gw-1")["version"].clone();
+    world.fleet.ok(&[
+        "deployment",
+        "create",
+        "gw2-digits",
+        "--target",
+        "deviceId = 'gw-2'",
+        "--priority",
+        "20",
+        "--model",
+        "digits:latest",
+        "--module",
+        "scorer",
+        "--port",
+        &port.to_string(),
+    ]);
+    world.wait_rollout("gw2-digits");
+    assert_eq!(
+        world.manifest("gw-1")["version"],
+        gw1_version,
+        "gw-1's manifest did not change"
+    );
+    assert_eq!(world.manifest("gw-2")["sources"]["scorer"], "gw2-digits");
+    let digits_input =
+        std::fs::read_to_string(model_dir("digits").join("sample.json")).expect("sample");
+    let response = http_client()
+        .post(format!("http://127.0.0.3:{port}/score"))
+        .body(digits_input)
+        .send()
+        .expect("POST");
+    let body: Value = response.json().expect("JSON");
+    assert!(
+        body["probabilities"].is_array() || body["output_probability"].is_array(),
+        "{body}"
+    );
+    assert!(
+        score("127.0.0.2", port)["variable"].is_array(),
+        "gw-1 still serves diabetes"
+    );
+
+    // Per-device ACLs: gw-1 cannot read gw-2's manifest, but reads its own.
+    let gw1_password = std::fs::read_to_string(gw1.config_path()).expect("config");
+    let gw1_password = gw1_password
+        .lines()
+        .find_map(|l| l.strip_prefix("password = "))
+        .expect("password")
+        .trim_matches('"')
+        .to_owned();
+    let foreign = world.broker.subscribe(
+        "gw-1",
+        &gw1_password,
+        "edgefleet/plant/devices/gw-2/desired",
+        1,
+        2,
+    );
+    assert!(foreign.is_empty(), "gw-1 read gw-2's desired topic");
+    let own = world.broker.subscribe(
+        "gw-1",
+        &gw1_password,
+        "edgefleet/plant/devices/gw-1/desired",
+        1,
+        2,
+    );
+    assert_eq!(own.len(), 1);
+
+    // The fleet saw the devices' reported state and their telemetry.
+    let device: Value = serde_json::from_str(
+        &world
+            .fleet
+            .ok(&["device", "show", "gw-1", "--output", "json"]),
+    )
+    .expect("JSON");
+    assert_eq!(device["stale"], false);
+    assert_eq!(
+        device["reported"]["modules"]["scorer"]["runtimeStatus"],
+        "running"
+    );
+    let telemetry = wait_for("telemetry at the fleet", Duration::from_secs(20), || {
+        let v: Value = serde_json::from_str(&world.fleet.ok(&[
+            "telemetry",
+            "tail",
+            "gw-1",
+            "--output",
+            "json",
+        ]))
+        .ok()?;
+        v.as_array().filter(|a| !a.is_empty()).cloned()
+    });
+    assert_eq!(telemetry[0]["deviceId"], "gw-1");
+    for agent in [&mut gw1, &mut gw2, &mut gw3] {
+        agent.stop();
+    }
+}
+
+#[test]
+fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_password_fails_until_fixed()
+ {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut world = World::new();
+    register(&world, "diabetes", "diabetes");
+    world.fleet.ok(&[
+        "model",
+        "package",
+        "diabetes:1",
+        "--registry",
+        "acr",
+        "--repository",
+        "models/diabetes",
+    ]);
+    let mut gw1 = world.device("gw-1", &["site=plant1"], "127.0.0.5");
+    let port = free_port();
+    world.fleet.ok(&[
+        "deployment",
+        "create",
+        "cd",
+        "--target",
+        "tags.site = 'plant1'",
+        "--model",
+        "diabetes:latest",
+        "--port",
+        &port.to_string(),
+    ]);
+    world.wait_rollout("cd");
+    let v1_image =
+        world.manifest("gw-1")["signed"]["manifest"]["modules"]["diabetes"]["image"].clone();
+
+    // diabetes:2 is packaged to the same repository and rolled out while requests flow.
+    let stop = AtomicBool::new(false);
+    let failures = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let client = http_client();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .post(format!("http://127.0.0.5:{port}/score"))
+                    .body(QUICKSTART_REQUEST)
+                    .send()
+                {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => failures.push(r.status().to_string()),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        });
+        assert_eq!(register(&world, "diabetes", "diabetes"), "diabetes:2");
+        wait_for("diabetes:2 on gw-1", Duration::from_secs(60), || {
+            let image =
+                world.manifest("gw-1")["signed"]["manifest"]["modules"]["diabetes"]["image"]
+                    .clone();
+            (image != v1_image).then_some(())
+        });
+        world.wait_rollout("cd");
+        stop.store(true, Ordering::Relaxed);
+        load.join().expect("load")
+    });
+    assert!(
+        failures.is_empty(),
+        "requests failed during the swap: {failures:?}"
+    );
+    let reported: Value = serde_json::from_str(
+        &world
+            .fleet
+            .ok(&["device", "show", "gw-1", "--output", "json"]),
+    )
+    .expect("JSON");
+    assert!(
+        reported["reported"]["modules"]["diabetes"]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("diabetes:2@")
+    );
+
+    // The registry's password is rotated; the fleet still has the old one. Pinning the
+    // deployment to diabetes:1 makes the device pull with it, and fail.
+    world.registry.set_password("rotated-pass");
+    world.fleet.ok(&[
+        "deployment",
+        "create",
+        "cd",
+        "--target",
+        "tags.site = 'plant1'",
+        "--model",
+        "diabetes:1",
+        "--port",
+        &port.to_string(),
+    ]);
+    let out = world
+        .fleet
+        .cli(&["rollout", "status", "cd", "--wait", "--timeout-secs", "60"]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gw-1") && stderr.contains("unauthorized"),
+        "{stderr}"
+    );
+    assert!(
+        score("127.0.0.5", port)["variable"].is_array(),
+        "v2 keeps serving"
+    );
+
+    // Fixing the password re-renders the device's manifest and the rollout succeeds.
+    world.fleet.cli_with(
+        &[
+            "registry",
+            "add",
+            "acr",
+            "--address",
+            &world.registry.address(),
+            "--username",
+            "edge",
+            "--password-stdin",
+            "--insecure",
+        ],
+        Some("rotated-pass"),
+    );
+    world.wait_rollout("cd");
+    gw1.stop();
+}
+
+#[test]
+fn bad_cli_input_gets_one_clear_line_and_a_nonzero_exit_and_writes_nothing() {
+    let world = World::new();
+    let unknown = world.fleet.cli(&[
+        "deployment",
+        "create",
+        "d",
+        "--target",
+        "tags.site = 'x'",
+        "--model",
+        "nope:latest",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("\"nope\" is not registered"), "{stderr}");
+
+    let syntax = world.fleet.cli(&[
+        "deployment",
+        "create",
+        "d",
+        "--target",
+        "tags.site == 'x'",
+        "--model",
+        "nope:latest",
+    ]);
+    assert_eq!(syntax.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&syntax.stderr);
+    assert!(
+        stderr.contains("column 12") && stderr.contains("expected a quoted string"),
+        "{stderr}"
+    );
+    assert_eq!(
+        world
+            .fleet
+            .ok(&["deployment", "list", "--output", "json"])
+            .trim(),
+        "[]",
+        "nothing was written"
+    );
+
+    let not_onnx = std::env::temp_dir().join(format!("not-a-model-{}.onnx", std::process::id()));
+    std::fs::write(&not_onnx, b"not a model").expect("write");
+    let bad_model = world.fleet.cli(&[
+        "model",
+        "register",
+        "--name",
+        "x",
+        "--path",
+        not_onnx.to_str().expect("path"),
+    ]);
+    assert_eq!(bad_model.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad_model.stderr).contains("ONNX Runtime"),
+        "{}",
+        String::from_utf8_lossy(&bad_model.stderr)
+    );
+    assert_eq!(
+        world
+            .fleet
+            .ok(&["model", "list", "--output", "json"])
+            .trim(),
+        "[]"
+    );
+
+    let no_token = std::process::Command::new(workspace_binary("edgefleet"))
+        .args(["device", "list"])
+        .env("EDGEFLEET_SERVER", world.fleet.url())
+        .env_remove("EDGEFLEET_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(no_token.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("EDGEFLEET_TOKEN"));
+    let wrong_token = std::process::Command::new(workspace_binary("edgefleet"))
+        .args(["device", "list"])
+        .env("EDGEFLEET_SERVER", world.fleet.url())
+        .env("EDGEFLEET_TOKEN", "wrong")
+        .output()
+        .expect("run");
+    assert_eq!(wrong_token.status.code(), Some(4));
+    let unreachable = std::process::Command::new(workspace_binary("edgefleet"))
+        .args(["device", "list"])
+        .env(
+            "EDGEFLEET_SERVER",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("EDGEFLEET_TOKEN", "x")
+        .output()
+        .expect("run");
+    assert_eq!(unreachable.status.code(), Some(3));
+}

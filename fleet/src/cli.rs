@@ -724,12 +724,18 @@ fn rollout_text(v: &Value) -> String {
 
 fn device_text(v: &Value) -> String {
     let reported = &v["reported"];
+    let last_seen = match v["lastSeenMs"].as_u64() {
+        Some(ms) => format!(
+            "{} s ago",
+            edgefleet_agent::outbox::now_ms().saturating_sub(ms) / 1000
+        ),
+        None => "never".to_owned(),
+    };
     let mut out = format!(
-        "device {}  tags {}  manifest {}  last seen {}  {}",
+        "device {}  tags {}  manifest {}  last seen {last_seen}  {}",
         v["id"].as_str().unwrap_or_default(),
         v["tags"],
         v["manifestVersion"],
-        v["lastSeenMs"],
         if v["stale"] == true {
             "STALE"
         } else {

@@ -1,28 +1,14 @@
 //! End to end: the real `edgefleet serve`, the real `edgefleet` CLI and real agents, with a
-//! mosquitto enforcing per-device ACLs (as docs/operations.md configures it) and a registry
+//! mosquitto enforcing per-device ACLs (docs/mosquitto-acl.conf) and a registry
 //! with authentication.
 
 use std::time::Duration;
 
 use edgefleet_tests::{
     AgentProcess, AgentSetup, FleetProcess, Mosquitto, Registry, free_port, http_client, model_dir,
-    ort_library, wait_for, workspace_binary,
+    ort_library, repo_root, wait_for, workspace_binary,
 };
 use serde_json::Value;
-
-/// The ACL from docs/operations.md: the fleet service may use every topic of the fleet; a
-/// device (user name = device id) only its own.
-const ACL: &str = "\
-user fleet
-topic readwrite edgefleet/#
-
-pattern read edgefleet/+/devices/%u/desired
-pattern write edgefleet/+/devices/%u/reported
-pattern write edgefleet/+/devices/%u/telemetry/#
-pattern readwrite edgefleet/+/devices/%u/inputs/#
-pattern read edgefleet/+/devices/%u/commands/#
-pattern write edgefleet/+/devices/%u/commands/+/result
-";
 
 const QUICKSTART_REQUEST: &str = r#"{"data": [[1,2,3,4,5,6,7,8,9,10],[10,9,8,7,6,5,4,3,2,1]]}"#;
 
@@ -34,9 +20,13 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        // The ACL users are told to use: the fleet service may use every topic, a device
+        // (user name = device id) only its own.
+        let acl = std::fs::read_to_string(repo_root().join("docs/mosquitto-acl.conf"))
+            .expect("docs/mosquitto-acl.conf");
         let broker = Mosquitto::new()
             .add_user("fleet", "fleet-pass")
-            .with_acl(ACL)
+            .with_acl(&acl)
             .start();
         let registry = Registry::start("edge", "edge-pass");
         let fleet = FleetProcess::start(

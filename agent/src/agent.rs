@@ -87,6 +87,8 @@ struct Agent {
     applied_version: Option<u64>,
     outcome: Option<DesiredOutcome>,
     reported: watch::Sender<Vec<u8>>,
+    /// Inference count at the last report, to report changed counters without a flood.
+    reported_inferences: u64,
     retry_at: Option<Instant>,
     retry_backoff: Duration,
 }
@@ -139,6 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         applied_version: None,
         outcome: None,
         reported,
+        reported_inferences: 0,
         retry_at: None,
         retry_backoff: RETRY_MIN,
     };
@@ -159,6 +162,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut tick =
         tokio::time::interval(Duration::from_secs(u64::from(agent.telemetry_interval())));
     tick.tick().await;
+    // Inference counters change with every request; they are reported at most this often.
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
     loop {
         let retry = agent.retry_at;
@@ -177,6 +182,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             _ = tick.tick() => agent.on_tick().await,
+            _ = stats_tick.tick() => agent.report_if_inferences_changed(),
         }
     }
     tracing::info!("shutting down");
@@ -603,6 +609,14 @@ impl Agent {
                 tracing::warn!(module = %module.name, error = %e, "inference record not accepted");
             }
         });
+    }
+
+    fn report_if_inferences_changed(&mut self) {
+        let count: u64 = self.modules.values().map(|s| s.module.stats().count).sum();
+        if count != self.reported_inferences {
+            self.reported_inferences = count;
+            self.report();
+        }
     }
 
     async fn on_tick(&mut self) {

@@ -87,13 +87,12 @@ pub struct ServeArgs {
     pub listen: std::net::SocketAddr,
     #[arg(long, default_value = "default")]
     pub fleet: String,
-    /// The fleet's MQTT broker (mosquitto, EMQX, HiveMQ).
-    #[arg(
-        long,
-        env = "EDGEFLEET_MQTT_URL",
-        default_value = "mqtt://127.0.0.1:1883"
-    )]
-    pub mqtt_url: String,
+    /// The fleet's MQTT broker (mosquitto, EMQX, HiveMQ). Without it, an embedded broker
+    /// listens on --embedded-broker-listen.
+    #[arg(long, env = "EDGEFLEET_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub embedded_broker_listen: std::net::SocketAddr,
     #[arg(long, env = "EDGEFLEET_MQTT_USERNAME", default_value = "")]
     pub mqtt_username: String,
     #[arg(

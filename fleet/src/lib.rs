@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod condition;
+pub mod embedded_broker;
 pub mod package;
 pub mod records;
 pub mod render;

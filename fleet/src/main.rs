@@ -34,6 +34,7 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         fleet: args.fleet,
         mqtt_url: args.mqtt_url,
+        embedded_broker_listen: args.embedded_broker_listen,
         mqtt_username: args.mqtt_username,
         mqtt_password: args.mqtt_password,
         token: std::env::var("EDGEFLEET_TOKEN")

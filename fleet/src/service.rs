@@ -28,13 +28,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::api::{DeploymentRequest, DeviceRequest, PackageRequest, RegistryRequest};
 use crate::condition::Condition;
-use crate::package;
 use crate::records::{
     Deployment, Device, DeviceStatus, ModelVersion, Package, Registry, RenderedManifest,
 };
 use crate::render::{Catalog, RenderError, render_device, resolve_model};
 use crate::rollout;
 use crate::store::{Batch, FleetStore, kind};
+use crate::{embedded_broker, package};
 
 /// How `edgefleet serve` runs.
 #[derive(Debug, Clone)]
@@ -42,9 +42,11 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub fleet: String,
-    pub mqtt_url: String,
+    /// The fleet's broker; `None` starts the embedded broker on `embedded_broker_listen`.
+    pub mqtt_url: Option<String>,
     pub mqtt_username: String,
     pub mqtt_password: String,
+    pub embedded_broker_listen: SocketAddr,
     /// The admin token; when absent, one is created in `<data_dir>/admin-token`.
     pub token: Option<String>,
     pub onnx_runtime_library: PathBuf,
@@ -70,6 +72,14 @@ impl ApiError {
         Self(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
     }
 }
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -108,6 +118,10 @@ struct Fleet {
     runtime: OnnxRuntime,
     topics: FleetTopics,
     mqtt: AsyncClient,
+    /// The broker the service uses (and devices, unless `device_mqtt_url` says otherwise).
+    mqtt_url: String,
+    /// Who may connect to the embedded broker (absent with an external broker).
+    broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes changes so renders never interleave.
     writes: tokio::sync::Mutex<()>,
 }
@@ -160,15 +174,35 @@ pub async fn serve(
     let store = FleetStore::open(&options.data_dir.join("fleet.redb"))?;
     let runtime = OnnxRuntime::load(&options.onnx_runtime_library)?;
 
-    let (host, port) = split_mqtt_url(&options.mqtt_url)?;
+    let (mqtt_url, username, password, broker_credentials) = match &options.mqtt_url {
+        Some(url) => (
+            url.clone(),
+            options.mqtt_username.clone(),
+            options.mqtt_password.clone(),
+            None,
+        ),
+        None => {
+            let user = "edgefleet-fleet".to_owned();
+            let password = hex::encode(rand::random::<[u8; 24]>());
+            let credentials = embedded_broker::Credentials::default();
+            if let Ok(mut c) = credentials.write() {
+                c.insert(user.clone(), password.clone());
+            }
+            embedded_broker::start(options.embedded_broker_listen, credentials.clone())?;
+            let url = format!("mqtt://{}", options.embedded_broker_listen);
+            tracing::info!(%url, "embedded MQTT broker started");
+            (url, user, password, Some(credentials))
+        }
+    };
+    let (host, port) = split_mqtt_url(&mqtt_url)?;
     let mut mqtt_options =
         MqttOptions::new(format!("edgefleet-fleet-{}", options.fleet), host, port);
     mqtt_options
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(true)
         .set_max_packet_size(16 << 20, 16 << 20);
-    if !options.mqtt_username.is_empty() {
-        mqtt_options.set_credentials(options.mqtt_username.clone(), options.mqtt_password.clone());
+    if !username.is_empty() {
+        mqtt_options.set_credentials(username, password);
     }
     let (mqtt, eventloop) = AsyncClient::new(mqtt_options, 1024);
     let fleet = Arc::new(Fleet {
@@ -180,8 +214,11 @@ pub async fn serve(
         token,
         runtime,
         mqtt,
+        mqtt_url,
+        broker_credentials,
         writes: tokio::sync::Mutex::new(()),
     });
+    fleet.refresh_broker_credentials()?;
     tokio::spawn(ingest(fleet.clone(), eventloop));
 
     let app = router(fleet.clone());
@@ -259,7 +296,7 @@ async fn fleet_info(State(fleet): State<Arc<Fleet>>) -> ApiResult {
     Ok(axum::Json(json!({
         "fleet": fleet.options.fleet,
         "publicKey": fleet.key.public_key().to_string(),
-        "mqttUrl": fleet.options.mqtt_url,
+        "mqttUrl": fleet.mqtt_url,
     })))
 }
 
@@ -495,6 +532,7 @@ async fn put_device(
         mqtt_password,
     };
     fleet.store.put(kind::DEVICE, &id, &device)?;
+    fleet.refresh_broker_credentials()?;
     fleet
         .rerender(Affected::Devices(BTreeSet::from([id.clone()])))
         .await?;
@@ -563,7 +601,7 @@ async fn device_config(
         .options
         .device_mqtt_url
         .clone()
-        .unwrap_or_else(|| fleet.options.mqtt_url.clone());
+        .unwrap_or_else(|| fleet.mqtt_url.clone());
     Ok(format!(
         "# edgefleet-agent configuration for device {id}, written by `edgefleet device config`.\n\
          # It holds the device's MQTT password: keep it 0600.\n\
@@ -708,6 +746,25 @@ async fn telemetry(
 }
 
 impl Fleet {
+    /// Lets every device of the store connect to the embedded broker with its password.
+    fn refresh_broker_credentials(&self) -> Result<(), ApiError> {
+        let Some(credentials) = &self.broker_credentials else {
+            return Ok(());
+        };
+        let devices = self.store.list::<Device>(kind::DEVICE)?;
+        let mut c = credentials
+            .write()
+            .map_err(|_| ApiError::internal("broker credentials lock poisoned"))?;
+        for (id, device) in devices {
+            let password = self
+                .secrets
+                .unseal(&device.mqtt_password)
+                .map_err(ApiError::internal)?;
+            c.insert(id, password);
+        }
+        Ok(())
+    }
+
     fn model_path(&self, name: &str, version: u32) -> PathBuf {
         self.options
             .data_dir
@@ -871,7 +928,7 @@ async fn ingest(fleet: Arc<Fleet>, mut eventloop: rumqttc::EventLoop) {
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
-                    tracing::info!(broker = %fleet.options.mqtt_url, "connected to the broker");
+                    tracing::info!(broker = %fleet.mqtt_url, "connected to the broker");
                     let _ = fleet.mqtt.subscribe(fleet.topics.all_reported(), QoS::AtLeastOnce).await;
                     let _ = fleet.mqtt.subscribe(fleet.topics.all_telemetry(), QoS::AtLeastOnce).await;
                     let manifests: Vec<(String, RenderedManifest)> = fleet.store.list(kind::MANIFEST).unwrap_or_default();

@@ -532,3 +532,172 @@ fn bad_cli_input_gets_one_clear_line_and_a_nonzero_exit_and_writes_nothing() {
         .expect("run");
     assert_eq!(unreachable.status.code(), Some(3));
 }
+
+#[test]
+fn a_packaged_model_is_a_standard_image_and_cannot_be_deleted_while_deployed() {
+    let world = World::new();
+    register(&world, "diabetes", "diabetes");
+    let out = world.fleet.ok(&[
+        "model",
+        "package",
+        "diabetes:1",
+        "--registry",
+        "acr",
+        "--repository",
+        "models/diabetes",
+        "--output",
+        "json",
+    ]);
+    let package: Value = serde_json::from_str(&out).expect("package JSON");
+
+    // skopeo reads it like any image: labels, the digest the fleet recorded, one layer.
+    let inspect = std::process::Command::new(edgefleet_tests::require_program("skopeo", "skopeo"))
+        .args([
+            "--insecure-policy",
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "edge:edge-pass",
+        ])
+        .arg(format!(
+            "docker://{}/models/diabetes:1",
+            world.registry.address()
+        ))
+        .output()
+        .expect("skopeo inspect");
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let image: Value = serde_json::from_slice(&inspect.stdout).expect("skopeo JSON");
+    assert_eq!(image["Labels"]["org.edgefleet.model.name"], "diabetes");
+    assert_eq!(image["Labels"]["org.edgefleet.model.version"], "1");
+    assert_eq!(image["Digest"], package["digest"]);
+    assert_eq!(image["Layers"].as_array().map(Vec::len), Some(1));
+
+    world.fleet.ok(&[
+        "deployment",
+        "create",
+        "d",
+        "--target",
+        "tags.site = 'x'",
+        "--model",
+        "diabetes:1",
+    ]);
+    let refused = world.fleet.cli(&["model", "delete", "diabetes:1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("used by deployment \"d\""), "{stderr}");
+    world.fleet.ok(&["deployment", "delete", "d"]);
+    world.fleet.ok(&["model", "delete", "diabetes:1"]);
+    assert_eq!(
+        world
+            .fleet
+            .ok(&["model", "list", "--output", "json"])
+            .trim(),
+        "[]"
+    );
+}
+
+#[test]
+fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
+    let registry = Registry::start("edge", "edge-pass");
+    let broker_port = free_port();
+    let fleet = FleetProcess::start_embedded(workspace_binary("edgefleet"), broker_port, "solo");
+    let out = fleet.cli_with(
+        &[
+            "registry",
+            "add",
+            "acr",
+            "--address",
+            &registry.address(),
+            "--username",
+            "edge",
+            "--password-stdin",
+            "--insecure",
+        ],
+        Some("edge-pass"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = model_dir("diabetes").join("model.onnx");
+    fleet.ok(&[
+        "model",
+        "register",
+        "--name",
+        "diabetes",
+        "--path",
+        path.to_str().expect("path"),
+    ]);
+    fleet.ok(&[
+        "model",
+        "package",
+        "diabetes:1",
+        "--registry",
+        "acr",
+        "--repository",
+        "models/diabetes",
+    ]);
+
+    // The agent's configuration is exactly what `device config` prints, the broker included.
+    let placeholder = Mosquitto::new();
+    let mut agent = AgentProcess::init(
+        AgentSetup {
+            binary: workspace_binary("edgefleet-agent"),
+            device_id: "gw-solo".into(),
+            fleet: "solo".into(),
+            fleet_public_key: String::new(),
+            mqtt_username: String::new(),
+            mqtt_password: String::new(),
+            insecure_registries: vec![],
+            onnx_runtime_library: ort_library(),
+            mqtt_ca_file: None,
+            mqtt_client_cert: None,
+            registry_ca_file: None,
+        },
+        &placeholder,
+    );
+    fleet.ok(&[
+        "device",
+        "add",
+        "gw-solo",
+        "--tag",
+        "site=lab",
+        "--public-key",
+        &agent.public_key,
+    ]);
+    let config = fleet.ok(&["device", "config", "gw-solo"]);
+    assert!(
+        config.contains(&format!("url = \"mqtt://127.0.0.1:{broker_port}\"")),
+        "{config}"
+    );
+    agent.use_config(&config);
+    agent.set_env("EDGEFLEET_SERVING_BIND_ADDRESS", "127.0.0.6");
+    agent.start();
+    let port = free_port();
+    fleet.ok(&[
+        "deployment",
+        "create",
+        "lab",
+        "--target",
+        "tags.site = 'lab'",
+        "--model",
+        "diabetes:latest",
+        "--port",
+        &port.to_string(),
+    ]);
+    let out = fleet.cli(&["rollout", "status", "lab", "--wait", "--timeout-secs", "60"]);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    assert!(score("127.0.0.6", port)["variable"].is_array());
+    agent.stop();
+}

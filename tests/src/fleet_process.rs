@@ -25,6 +25,24 @@ impl FleetProcess {
         password: &str,
         fleet: &str,
     ) -> Self {
+        Self::spawn(binary, fleet, |command| {
+            command
+                .args(["--mqtt-url", &broker.url(), "--mqtt-username", user])
+                .env("EDGEFLEET_MQTT_PASSWORD", password);
+        })
+    }
+
+    /// A fleet service with its embedded MQTT broker on `broker_port`.
+    pub fn start_embedded(binary: PathBuf, broker_port: u16, fleet: &str) -> Self {
+        Self::spawn(binary, fleet, |command| {
+            command.args([
+                "--embedded-broker-listen",
+                &format!("127.0.0.1:{broker_port}"),
+            ]);
+        })
+    }
+
+    fn spawn(binary: PathBuf, fleet: &str, configure: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let token = "fleet-admin-token".to_owned();
@@ -34,11 +52,10 @@ impl FleetProcess {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--fleet", fleet])
-            .args(["--mqtt-url", &broker.url(), "--mqtt-username", user])
-            .env("EDGEFLEET_MQTT_PASSWORD", password)
             .env("EDGEFLEET_TOKEN", &token)
             .env("ORT_DYLIB_PATH", crate::ort_library())
             .env("RUST_LOG", "info");
+        configure(&mut command);
         let process = ServiceProcess::spawn(
             "edgefleet serve",
             command,

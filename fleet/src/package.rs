@@ -168,6 +168,8 @@ pub async fn push(image: &Image, to: &Destination<'_>) -> Result<(), PackageErro
     };
     let client = oci_client::Client::new(ClientConfig {
         protocol,
+        // One PUT per blob: a chunked upload costs a round trip per chunk.
+        use_monolithic_push: true,
         ..ClientConfig::default()
     });
     let reference = Reference::with_tag(

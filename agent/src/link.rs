@@ -49,20 +49,25 @@ enum Tag {
 
 /// Builds the rustls configuration: the configured CA (or the system roots) and an optional
 /// client certificate.
-fn tls_config(config: &Config) -> Result<TlsConfiguration, LinkError> {
+/// The rustls configuration of an MQTT client: `ca_file` (or the system roots when empty) and
+/// an optional client certificate and key (both or neither). The fleet service uses it too.
+pub fn tls_config(
+    ca_file: &str,
+    client_cert_file: &str,
+    client_key_file: &str,
+) -> Result<TlsConfiguration, LinkError> {
     crate::install_crypto_provider();
-    let m = &config.mqtt;
     let mut roots = rustls::RootCertStore::empty();
-    if m.ca_file.is_empty() {
+    if ca_file.is_empty() {
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
         }
     } else {
         let bad = |reason: String| LinkError::CaFile {
-            path: m.ca_file.clone(),
+            path: ca_file.to_owned(),
             reason,
         };
-        let pem = std::fs::read(&m.ca_file).map_err(|e| bad(e.to_string()))?;
+        let pem = std::fs::read(&ca_file).map_err(|e| bad(e.to_string()))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots
                 .add(cert.map_err(|e| bad(e.to_string()))?)
@@ -73,19 +78,17 @@ fn tls_config(config: &Config) -> Result<TlsConfiguration, LinkError> {
         }
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let client = if m.client_cert_file.is_empty() {
+    let client = if client_cert_file.is_empty() {
         builder.with_no_client_auth()
     } else {
         let read =
             |p: &str| std::fs::read(p).map_err(|e| LinkError::ClientCert(format!("{p}: {e}")));
-        let certs = rustls_pemfile::certs(&mut read(&m.client_cert_file)?.as_slice())
+        let certs = rustls_pemfile::certs(&mut read(&client_cert_file)?.as_slice())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| LinkError::ClientCert(e.to_string()))?;
-        let key = rustls_pemfile::private_key(&mut read(&m.client_key_file)?.as_slice())
+        let key = rustls_pemfile::private_key(&mut read(&client_key_file)?.as_slice())
             .map_err(|e| LinkError::ClientCert(e.to_string()))?
-            .ok_or_else(|| {
-                LinkError::ClientCert(format!("{}: no private key", m.client_key_file))
-            })?;
+            .ok_or_else(|| LinkError::ClientCert(format!("{}: no private key", client_key_file)))?;
         builder
             .with_client_auth_cert(certs, key)
             .map_err(|e| LinkError::ClientCert(e.to_string()))?
@@ -113,7 +116,12 @@ pub fn mqtt_options(config: &Config) -> Result<MqttOptions, LinkError> {
         options.set_credentials(config.mqtt.username.clone(), config.mqtt.password.clone());
     }
     if broker.tls {
-        options.set_transport(Transport::tls_with_config(tls_config(config)?));
+        let m = &config.mqtt;
+        options.set_transport(Transport::tls_with_config(tls_config(
+            &m.ca_file,
+            &m.client_cert_file,
+            &m.client_key_file,
+        )?));
     }
     Ok(options)
 }

@@ -93,6 +93,9 @@ pub struct ServeArgs {
     pub mqtt_url: Option<String>,
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub embedded_broker_listen: std::net::SocketAddr,
+    /// CA of an mqtts:// broker (default: the system roots).
+    #[arg(long, env = "EDGEFLEET_MQTT_CA_FILE", default_value = "")]
+    pub mqtt_ca_file: String,
     #[arg(long, env = "EDGEFLEET_MQTT_USERNAME", default_value = "")]
     pub mqtt_username: String,
     #[arg(

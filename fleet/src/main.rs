@@ -35,6 +35,7 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
         fleet: args.fleet,
         mqtt_url: args.mqtt_url,
         embedded_broker_listen: args.embedded_broker_listen,
+        mqtt_ca_file: args.mqtt_ca_file,
         mqtt_username: args.mqtt_username,
         mqtt_password: args.mqtt_password,
         token: std::env::var("EDGEFLEET_TOKEN")

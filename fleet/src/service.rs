@@ -46,6 +46,8 @@ pub struct ServeOptions {
     pub mqtt_url: Option<String>,
     pub mqtt_username: String,
     pub mqtt_password: String,
+    /// CA of an `mqtts://` broker (empty: the system roots).
+    pub mqtt_ca_file: String,
     pub embedded_broker_listen: SocketAddr,
     /// The admin token; when absent, one is created in `<data_dir>/admin-token`.
     pub token: Option<String>,
@@ -194,7 +196,7 @@ pub async fn serve(
             (url, user, password, Some(credentials))
         }
     };
-    let (host, port) = split_mqtt_url(&mqtt_url)?;
+    let (tls, host, port) = split_mqtt_url(&mqtt_url)?;
     let mut mqtt_options =
         MqttOptions::new(format!("edgefleet-fleet-{}", options.fleet), host, port);
     mqtt_options
@@ -203,6 +205,10 @@ pub async fn serve(
         .set_max_packet_size(16 << 20, 16 << 20);
     if !username.is_empty() {
         mqtt_options.set_credentials(username, password);
+    }
+    if tls {
+        let config = edgefleet_agent::link::tls_config(&options.mqtt_ca_file, "", "")?;
+        mqtt_options.set_transport(rumqttc::Transport::tls_with_config(config));
     }
     let (mqtt, eventloop) = AsyncClient::new(mqtt_options, 1024);
     let fleet = Arc::new(Fleet {
@@ -232,19 +238,23 @@ pub async fn serve(
     Ok(())
 }
 
-fn split_mqtt_url(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| anyhow::anyhow!("--mqtt-url {url:?}: expected mqtt://host:port"))?;
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .unwrap_or((rest, "1883"));
-    Ok((
-        host.to_owned(),
-        port.parse()
-            .map_err(|_| anyhow::anyhow!("--mqtt-url {url:?}: invalid port"))?,
-    ))
+/// `mqtt://host[:1883]` or `mqtts://host[:8883]` -> (tls, host, port).
+fn split_mqtt_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
+    let (tls, rest) = match (url.strip_prefix("mqtts://"), url.strip_prefix("mqtt://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => anyhow::bail!("--mqtt-url {url:?}: expected mqtt://host:port or mqtts://host:port"),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse()
+                .map_err(|_| anyhow::anyhow!("--mqtt-url {url:?}: invalid port"))?,
+        ),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    Ok((tls, host.to_owned(), port))
 }
 
 fn router(fleet: Arc<Fleet>) -> Router {

@@ -701,3 +701,98 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
     assert!(score("127.0.0.6", port)["variable"].is_array());
     agent.stop();
 }
+
+#[test]
+fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
+    let broker = Mosquitto::new()
+        .add_user("fleet", "fleet-pass")
+        .with_tls(false)
+        .start();
+    assert!(broker.url().starts_with("mqtts://"));
+    let registry = Registry::start("edge", "edge-pass");
+    let fleet = FleetProcess::start(
+        workspace_binary("edgefleet"),
+        &broker,
+        "fleet",
+        "fleet-pass",
+        "tls",
+    );
+    fleet.cli_with(
+        &[
+            "registry",
+            "add",
+            "acr",
+            "--address",
+            &registry.address(),
+            "--username",
+            "edge",
+            "--password-stdin",
+            "--insecure",
+        ],
+        Some("edge-pass"),
+    );
+    let path = model_dir("diabetes").join("model.onnx");
+    fleet.ok(&[
+        "model",
+        "register",
+        "--name",
+        "diabetes",
+        "--path",
+        path.to_str().expect("path"),
+    ]);
+    fleet.ok(&[
+        "model",
+        "package",
+        "diabetes:1",
+        "--registry",
+        "acr",
+        "--repository",
+        "models/diabetes",
+    ]);
+    let device = edgefleet_common::sealing::DeviceIdentity::generate();
+    fleet.ok(&[
+        "device",
+        "add",
+        "gw-t",
+        "--tag",
+        "site=t",
+        "--public-key",
+        &device.public_key().to_string(),
+    ]);
+    fleet.ok(&[
+        "deployment",
+        "create",
+        "t",
+        "--target",
+        "tags.site = 't'",
+        "--model",
+        "diabetes:1",
+    ]);
+    let shown: Value =
+        serde_json::from_str(&fleet.ok(&["manifest", "show", "gw-t", "--output", "json"]))
+            .expect("JSON");
+    assert_eq!(shown["version"], 1);
+    let line = wait_for("the retained manifest", Duration::from_secs(20), || {
+        broker
+            .subscribe(
+                "fleet",
+                "fleet-pass",
+                "edgefleet/tls/devices/gw-t/desired",
+                1,
+                2,
+            )
+            .into_iter()
+            .next()
+    });
+    let wire = line.split_once(' ').expect("topic payload").1;
+    let manifest: Value = serde_json::from_str(wire).expect("signed manifest");
+    assert_eq!(manifest["manifest"]["deviceId"], "gw-t");
+    let sealed = manifest["manifest"]["registryCredentials"]["acr"]["password"]
+        .as_str()
+        .expect("sealed");
+    let sealed = edgefleet_common::sealing::SealedSecret::from_armored(sealed.to_owned());
+    assert_eq!(
+        device.unseal(&sealed).expect("sealed to the device"),
+        "edge-pass"
+    );
+}

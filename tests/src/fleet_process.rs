@@ -26,9 +26,11 @@ impl FleetProcess {
         fleet: &str,
     ) -> Self {
         Self::spawn(binary, fleet, |command| {
-            command
-                .args(["--mqtt-url", &broker.url(), "--mqtt-username", user])
-                .env("EDGEFLEET_MQTT_PASSWORD", password);
+            command.args(["--mqtt-url", &broker.url(), "--mqtt-username", user]);
+            if let Some(tls) = broker.tls() {
+                command.arg("--mqtt-ca-file").arg(tls.ca.ca_file());
+            }
+            command.env("EDGEFLEET_MQTT_PASSWORD", password);
         })
     }
 

@@ -67,7 +67,7 @@ pub fn tls_config(
             path: ca_file.to_owned(),
             reason,
         };
-        let pem = std::fs::read(&ca_file).map_err(|e| bad(e.to_string()))?;
+        let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots
                 .add(cert.map_err(|e| bad(e.to_string()))?)
@@ -83,10 +83,10 @@ pub fn tls_config(
     } else {
         let read =
             |p: &str| std::fs::read(p).map_err(|e| LinkError::ClientCert(format!("{p}: {e}")));
-        let certs = rustls_pemfile::certs(&mut read(&client_cert_file)?.as_slice())
+        let certs = rustls_pemfile::certs(&mut read(client_cert_file)?.as_slice())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| LinkError::ClientCert(e.to_string()))?;
-        let key = rustls_pemfile::private_key(&mut read(&client_key_file)?.as_slice())
+        let key = rustls_pemfile::private_key(&mut read(client_key_file)?.as_slice())
             .map_err(|e| LinkError::ClientCert(e.to_string()))?
             .ok_or_else(|| LinkError::ClientCert(format!("{}: no private key", client_key_file)))?;
         builder

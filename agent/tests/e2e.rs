@@ -141,6 +141,27 @@ impl World {
         m
     }
 
+    /// The diabetes image as the fleet packages it (with module.json), pinned by digest.
+    fn push_diabetes(&self) -> String {
+        self.push(
+            "models/diabetes",
+            "diabetes",
+            Some(diabetes_module_json(false)),
+        )
+    }
+
+    /// A started agent serving the diabetes image (with module.json) as module `name`, its
+    /// first manifest applied; returns the agent, the image and the scoring port.
+    fn serving_diabetes(&self, name: &str) -> (AgentProcess, String, u16) {
+        let mut agent = self.agent();
+        agent.start();
+        let image = self.push_diabetes();
+        let port = free_port();
+        self.publish(&self.manifest(&agent, 1, REGISTRY_PASSWORD, &[(name, &image, port)]));
+        self.wait_outcome(&agent, 1, 200);
+        (agent, image, port)
+    }
+
     fn publish_wire(&self, wire: &[u8]) {
         let text = String::from_utf8(wire.to_vec()).expect("manifests are UTF-8");
         assert!(
@@ -248,11 +269,7 @@ fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python()
     let world = World::new();
     let mut agent = world.agent();
     agent.start();
-    let image = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let image = world.push_diabetes();
     let port = free_port();
     world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
     let reported = world.wait_outcome(&agent, 1, 200);
@@ -351,11 +368,7 @@ fn a_wrong_registry_password_reports_417_naming_the_registry_and_the_old_model_k
     let world = World::new();
     let mut agent = world.agent();
     agent.start();
-    let diabetes = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let diabetes = world.push_diabetes();
     let digits = world.push("models/digits", "digits", None);
     let port = free_port();
     world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
@@ -392,16 +405,7 @@ fn a_wrong_registry_password_reports_417_naming_the_registry_and_the_old_model_k
 #[test]
 fn a_manifest_with_one_byte_changed_is_rejected_with_412_and_changes_nothing() {
     let world = World::new();
-    let mut agent = world.agent();
-    agent.start();
-    let diabetes = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
-    world.wait_outcome(&agent, 1, 200);
+    let (mut agent, diabetes, port) = world.serving_diabetes("m");
 
     let other_port = free_port();
     let wire = world.fleet_key.sign(&world.manifest(
@@ -440,11 +444,7 @@ fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
     let world = World::new();
     let mut agent = world.agent();
     agent.start();
-    let good = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let good = world.push_diabetes();
     let bad = world.push(
         "models/diabetes-bad",
         "diabetes",
@@ -475,16 +475,7 @@ fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
 #[test]
 fn malformed_score_bodies_get_400s_naming_the_problem_and_the_agent_stays_up() {
     let world = World::new();
-    let mut agent = world.agent();
-    agent.start();
-    let diabetes = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
-    world.wait_outcome(&agent, 1, 200);
+    let (mut agent, _, port) = world.serving_diabetes("m");
 
     let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
     let huge = format!("{{\"data\": [[{}]]}}", vec!["1.0"; 1_200_000].join(","));
@@ -540,11 +531,7 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
     let mut world = World::new();
     let mut agent = world.agent();
     agent.start();
-    let diabetes = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let diabetes = world.push_diabetes();
     let port = free_port();
     world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
     world.wait_outcome(&agent, 1, 200);
@@ -628,11 +615,7 @@ fn over_a_tls_broker_with_a_client_certificate_and_a_tls_registry_the_agent_appl
     let world = World::with_tls(true);
     let mut agent = world.agent();
     agent.start();
-    let image = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let image = world.push_diabetes();
     let port = free_port();
     world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
     let reported = world.wait_outcome(&agent, 1, 200);
@@ -648,11 +631,7 @@ fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry
     let world = World::new();
     let mut agent = world.agent();
     agent.start();
-    let image = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let image = world.push_diabetes();
     let port = free_port();
     let mut manifest = world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &image, port)]);
     if let Some(serving) = manifest
@@ -736,16 +715,7 @@ fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry
 #[test]
 fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_reads_the_store() {
     let world = World::new();
-    let mut agent = world.agent();
-    agent.start();
-    let image = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &image, port)]));
-    world.wait_outcome(&agent, 1, 200);
+    let (mut agent, image, port) = world.serving_diabetes("m");
     agent.stop();
 
     let status = agent
@@ -820,11 +790,7 @@ fn requests_sent_while_a_new_version_is_activated_all_succeed() {
     let world = World::new();
     let mut agent = world.agent();
     agent.start();
-    let v1 = world.push(
-        "models/diabetes",
-        "diabetes",
-        Some(diabetes_module_json(false)),
-    );
+    let v1 = world.push_diabetes();
     let mut v2_json = diabetes_module_json(false);
     v2_json["version"] = json!(2);
     let v2 = world.push("models/diabetes", "diabetes", Some(v2_json));

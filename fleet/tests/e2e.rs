@@ -41,26 +41,7 @@ impl World {
             registry,
             fleet,
         };
-        let address = world.registry.address();
-        let out = world.fleet.cli_with(
-            &[
-                "registry",
-                "add",
-                "acr",
-                "--address",
-                &address,
-                "--username",
-                "edge",
-                "--password-stdin",
-                "--insecure",
-            ],
-            Some("edge-pass\n"),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_registry(&world.fleet, &world.registry, "edge-pass");
         world
     }
 
@@ -143,10 +124,33 @@ fn score(bind: &str, port: u16) -> Value {
     response.json().expect("JSON")
 }
 
-fn register(world: &World, name: &str, model: &str) -> String {
+/// `edgefleet registry add acr ...` for `registry`, the password on stdin.
+fn add_registry(fleet: &FleetProcess, registry: &Registry, password: &str) {
+    let out = fleet.cli_with(
+        &[
+            "registry",
+            "add",
+            "acr",
+            "--address",
+            &registry.address(),
+            "--username",
+            "edge",
+            "--password-stdin",
+            "--insecure",
+        ],
+        Some(password),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `edgefleet model register` of a committed model; returns `name:version`.
+fn register(fleet: &FleetProcess, name: &str, model: &str) -> String {
     let path = model_dir(model).join("model.onnx");
-    world
-        .fleet
+    fleet
         .ok(&[
             "model",
             "register",
@@ -161,30 +165,29 @@ fn register(world: &World, name: &str, model: &str) -> String {
         .to_owned()
 }
 
+/// `edgefleet model package <model> --registry acr --repository <repository>`.
+fn package(fleet: &FleetProcess, model: &str, repository: &str) -> String {
+    fleet.ok(&[
+        "model",
+        "package",
+        model,
+        "--registry",
+        "acr",
+        "--repository",
+        repository,
+        "--output",
+        "json",
+    ])
+}
+
 #[test]
 fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_module_on_one_device()
  {
     let mut world = World::new();
-    assert_eq!(register(&world, "diabetes", "diabetes"), "diabetes:1");
-    world.fleet.ok(&[
-        "model",
-        "package",
-        "diabetes:1",
-        "--registry",
-        "acr",
-        "--repository",
-        "models/diabetes",
-    ]);
-    assert_eq!(register(&world, "digits", "digits"), "digits:1");
-    world.fleet.ok(&[
-        "model",
-        "package",
-        "digits:1",
-        "--registry",
-        "acr",
-        "--repository",
-        "models/digits",
-    ]);
+    assert_eq!(register(&world.fleet, "diabetes", "diabetes"), "diabetes:1");
+    package(&world.fleet, "diabetes:1", "models/diabetes");
+    assert_eq!(register(&world.fleet, "digits", "digits"), "digits:1");
+    package(&world.fleet, "digits:1", "models/digits");
 
     let mut gw1 = world.device("gw-1", &["site=plant1", "line=a"], "127.0.0.2");
     let mut gw2 = world.device("gw-2", &["site=plant1", "line=b"], "127.0.0.3");
@@ -320,16 +323,8 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
  {
     use std::sync::atomic::{AtomicBool, Ordering};
     let mut world = World::new();
-    register(&world, "diabetes", "diabetes");
-    world.fleet.ok(&[
-        "model",
-        "package",
-        "diabetes:1",
-        "--registry",
-        "acr",
-        "--repository",
-        "models/diabetes",
-    ]);
+    register(&world.fleet, "diabetes", "diabetes");
+    package(&world.fleet, "diabetes:1", "models/diabetes");
     let mut gw1 = world.device("gw-1", &["site=plant1"], "127.0.0.5");
     let port = free_port();
     world.fleet.ok(&[
@@ -366,7 +361,7 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
             }
             failures
         });
-        assert_eq!(register(&world, "diabetes", "diabetes"), "diabetes:2");
+        assert_eq!(register(&world.fleet, "diabetes", "diabetes"), "diabetes:2");
         wait_for("diabetes:2 on gw-1", Duration::from_secs(60), || {
             let image =
                 world.manifest("gw-1")["signed"]["manifest"]["modules"]["diabetes"]["image"]
@@ -423,20 +418,7 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
     );
 
     // Fixing the password re-renders the device's manifest and the rollout succeeds.
-    world.fleet.cli_with(
-        &[
-            "registry",
-            "add",
-            "acr",
-            "--address",
-            &world.registry.address(),
-            "--username",
-            "edge",
-            "--password-stdin",
-            "--insecure",
-        ],
-        Some("rotated-pass"),
-    );
+    add_registry(&world.fleet, &world.registry, "rotated-pass");
     world.wait_rollout("cd");
     gw1.stop();
 }
@@ -536,18 +518,8 @@ fn bad_cli_input_gets_one_clear_line_and_a_nonzero_exit_and_writes_nothing() {
 #[test]
 fn a_packaged_model_is_a_standard_image_and_cannot_be_deleted_while_deployed() {
     let world = World::new();
-    register(&world, "diabetes", "diabetes");
-    let out = world.fleet.ok(&[
-        "model",
-        "package",
-        "diabetes:1",
-        "--registry",
-        "acr",
-        "--repository",
-        "models/diabetes",
-        "--output",
-        "json",
-    ]);
+    register(&world.fleet, "diabetes", "diabetes");
+    let out = package(&world.fleet, "diabetes:1", "models/diabetes");
     let package: Value = serde_json::from_str(&out).expect("package JSON");
 
     // skopeo reads it like any image: labels, the digest the fleet recorded, one layer.
@@ -605,43 +577,9 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
     let registry = Registry::start("edge", "edge-pass");
     let broker_port = free_port();
     let fleet = FleetProcess::start_embedded(workspace_binary("edgefleet"), broker_port, "solo");
-    let out = fleet.cli_with(
-        &[
-            "registry",
-            "add",
-            "acr",
-            "--address",
-            &registry.address(),
-            "--username",
-            "edge",
-            "--password-stdin",
-            "--insecure",
-        ],
-        Some("edge-pass"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = model_dir("diabetes").join("model.onnx");
-    fleet.ok(&[
-        "model",
-        "register",
-        "--name",
-        "diabetes",
-        "--path",
-        path.to_str().expect("path"),
-    ]);
-    fleet.ok(&[
-        "model",
-        "package",
-        "diabetes:1",
-        "--registry",
-        "acr",
-        "--repository",
-        "models/diabetes",
-    ]);
+    add_registry(&fleet, &registry, "edge-pass");
+    register(&fleet, "diabetes", "diabetes");
+    package(&fleet, "diabetes:1", "models/diabetes");
 
     // The agent's configuration is exactly what `device config` prints, the broker included.
     let placeholder = Mosquitto::new();
@@ -717,38 +655,9 @@ fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
         "fleet-pass",
         "tls",
     );
-    fleet.cli_with(
-        &[
-            "registry",
-            "add",
-            "acr",
-            "--address",
-            &registry.address(),
-            "--username",
-            "edge",
-            "--password-stdin",
-            "--insecure",
-        ],
-        Some("edge-pass"),
-    );
-    let path = model_dir("diabetes").join("model.onnx");
-    fleet.ok(&[
-        "model",
-        "register",
-        "--name",
-        "diabetes",
-        "--path",
-        path.to_str().expect("path"),
-    ]);
-    fleet.ok(&[
-        "model",
-        "package",
-        "diabetes:1",
-        "--registry",
-        "acr",
-        "--repository",
-        "models/diabetes",
-    ]);
+    add_registry(&fleet, &registry, "edge-pass");
+    register(&fleet, "diabetes", "diabetes");
+    package(&fleet, "diabetes:1", "models/diabetes");
     let device = edgefleet_common::sealing::DeviceIdentity::generate();
     fleet.ok(&[
         "device",

@@ -236,27 +236,9 @@ impl Mosquitto {
         count: usize,
         timeout_secs: u32,
     ) -> Vec<String> {
-        let out = Command::new(require_program("mosquitto_sub", "mosquitto-clients"))
-            .args(self.client_args(user, password))
-            .args([
-                "-t",
-                topic,
-                "-v",
-                "-C",
-                &count.to_string(),
-                "-W",
-                &timeout_secs.to_string(),
-            ])
-            .output()
-            .expect("run mosquitto_sub");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.mosquitto_sub(user, password, &[], topic, count, timeout_secs)
     }
-}
 
-impl Mosquitto {
     /// Runs `mosquitto_sub` with a persistent session (`client_id`, clean session off, QoS 1):
     /// messages published while it is away are queued by the broker (across broker restarts,
     /// persistence is on) and delivered on the next call with the same `client_id`.
@@ -269,10 +251,37 @@ impl Mosquitto {
         count: usize,
         timeout_secs: u32,
     ) -> Vec<String> {
+        self.mosquitto_sub(
+            user,
+            password,
+            &["-c", "-i", client_id, "-q", "1"],
+            topic,
+            count,
+            timeout_secs,
+        )
+    }
+
+    fn mosquitto_sub(
+        &self,
+        user: &str,
+        password: &str,
+        session: &[&str],
+        topic: &str,
+        count: usize,
+        timeout_secs: u32,
+    ) -> Vec<String> {
         let out = Command::new(require_program("mosquitto_sub", "mosquitto-clients"))
             .args(self.client_args(user, password))
-            .args(["-c", "-i", client_id, "-q", "1", "-t", topic, "-v"])
-            .args(["-C", &count.to_string(), "-W", &timeout_secs.to_string()])
+            .args(session)
+            .args([
+                "-t",
+                topic,
+                "-v",
+                "-C",
+                &count.to_string(),
+                "-W",
+                &timeout_secs.to_string(),
+            ])
             .output()
             .expect("run mosquitto_sub");
         String::from_utf8_lossy(&out.stdout)

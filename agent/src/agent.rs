@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind};
+use edgefleet_common::manifest::{
+    DesiredStatus, Manifest, ModelServing, Module, ModuleKind, RestartPolicy,
+};
 use edgefleet_common::reported::{
     ApplyStatus, DesiredOutcome, ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
 };
@@ -18,12 +20,16 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
+use crate::container_runtime::{ContainerRuntime, OwnedContainer, spec_digest};
+use crate::create_options;
 use crate::link::{self, Inbound};
 use crate::model::OnnxRuntime;
 use crate::model_module::{ActiveModel, ModelModule, canary, metadata_from_model};
 use crate::outbox::{Outbox, now_ms};
 use crate::puller::{Puller, PullerSettings};
+use crate::reconciler::{ActualContainer, ContainerOperation, plan_containers};
 use crate::reconciler::{ActualModule, Operation, plan};
+use crate::restart_policy::{Decision, Observed, RestartState};
 use crate::scoring_api;
 use crate::store::{ModuleRecord, Store};
 
@@ -89,6 +95,14 @@ struct Agent {
     reported: watch::Sender<Vec<u8>>,
     /// Inference count at the last report, to report changed counters without a flood.
     reported_inferences: u64,
+    /// The Docker engine, when it is reachable.
+    containers: Option<ContainerRuntime>,
+    /// The agent's containers as last seen, by module.
+    containers_seen: BTreeMap<String, OwnedContainer>,
+    container_restarts: BTreeMap<String, RestartState>,
+    /// A container module's last error (a pull that failed while an older image runs, a
+    /// failed start).
+    container_errors: BTreeMap<String, String>,
     retry_at: Option<Instant>,
     retry_backoff: Duration,
 }
@@ -126,6 +140,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         store.clone(),
     );
+    let containers = match ContainerRuntime::connect(&config.docker.socket, &config.device_id).await
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            tracing::warn!(error = %e, "container modules cannot run");
+            None
+        }
+    };
     let (reported, reported_rx) = watch::channel(Vec::new());
     let mut agent = Agent {
         config: config.clone(),
@@ -142,6 +164,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         outcome: None,
         reported,
         reported_inferences: 0,
+        containers,
+        containers_seen: BTreeMap::new(),
+        container_restarts: BTreeMap::new(),
+        container_errors: BTreeMap::new(),
         retry_at: None,
         retry_backoff: RETRY_MIN,
     };
@@ -164,6 +190,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tick.tick().await;
     // Inference counters change with every request; they are reported at most this often.
     let mut stats_tick = tokio::time::interval(Duration::from_secs(5));
+    // How often container modules are checked against their restart policy.
+    let mut container_tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         let retry = agent.retry_at;
@@ -183,6 +211,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             _ = tick.tick() => agent.on_tick().await,
             _ = stats_tick.tick() => agent.report_if_inferences_changed(),
+            _ = container_tick.tick() => agent.watch_containers().await,
         }
     }
     tracing::info!("shutting down");
@@ -329,6 +358,22 @@ impl Agent {
     }
 
     async fn apply(&mut self, manifest: Manifest, wire: Vec<u8>) {
+        // A container module the engine would not accept refuses the whole manifest before
+        // anything changes.
+        for (name, module) in manifest
+            .modules
+            .iter()
+            .filter(|(_, m)| m.kind == ModuleKind::Container)
+        {
+            if let Err(e) = create_options::parse(module.create_options.as_ref()) {
+                self.set_outcome(
+                    Some(manifest.version),
+                    ApplyStatus::Invalid,
+                    format!("module {name}: {e}"),
+                );
+                return;
+            }
+        }
         self.desired = Some((manifest.clone(), wire.clone()));
         self.outbox
             .set_max_bytes(manifest.telemetry.outbox_max_bytes);
@@ -340,12 +385,6 @@ impl Agent {
                 Operation::Remove(name) => {
                     self.remove(&name);
                     self.failures.remove(&name);
-                }
-                Operation::Unsupported(name) => {
-                    let message =
-                        "container modules are not supported by this agent yet".to_owned();
-                    errors.push(format!("module {name}: {message}"));
-                    self.failures.insert(name, message);
                 }
                 Operation::Reconfigure(name) => {
                     let serving = manifest.modules.get(&name).and_then(|m| m.serving.clone());
@@ -386,6 +425,7 @@ impl Agent {
                 }
             }
         }
+        errors.extend(self.apply_containers(&manifest).await);
         let records = self.records();
         let version = manifest.version;
         if errors.is_empty() {
@@ -411,6 +451,231 @@ impl Agent {
                 errors.join("; "),
             );
         }
+    }
+
+    /// Runs the container half of `manifest`; returns the errors that keep it from applying.
+    async fn apply_containers(&mut self, manifest: &Manifest) -> Vec<String> {
+        let names: Vec<String> = manifest
+            .modules
+            .iter()
+            .filter(|(_, m)| m.kind == ModuleKind::Container)
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.container_errors.retain(|name, _| names.contains(name));
+        self.container_restarts
+            .retain(|name, _| names.contains(name));
+        let Some(runtime) = self.containers.clone() else {
+            return names
+                .iter()
+                .map(|name| {
+                    let e = format!(
+                        "the Docker engine at {} is not reachable",
+                        self.config.docker.socket
+                    );
+                    self.container_errors.insert(name.clone(), e.clone());
+                    format!("module {name}: {e}")
+                })
+                .collect();
+        };
+        let owned = match runtime.owned().await {
+            Ok(owned) => owned,
+            Err(e) => return vec![e.to_string()],
+        };
+        let actual = owned
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    ActualContainer {
+                        spec: c.spec.clone(),
+                        running: c.running,
+                    },
+                )
+            })
+            .collect();
+        let mut errors = Vec::new();
+        for op in plan_containers(manifest, &actual, spec_digest) {
+            let (name, result) = match op {
+                ContainerOperation::Remove(name) => {
+                    let r = runtime.remove(&name).await.map_err(|e| e.to_string());
+                    (name, r.map(|()| None))
+                }
+                ContainerOperation::Stop(name) => {
+                    let r = runtime.stop(&name).await.map_err(|e| e.to_string());
+                    (name, r.map(|()| None))
+                }
+                ContainerOperation::Start(name) => {
+                    let r = runtime.start(&name).await.map_err(|e| e.to_string());
+                    (name, r.map(|()| None))
+                }
+                ContainerOperation::Create(name) => {
+                    let r = self
+                        .create_container(&runtime, manifest, &name, false)
+                        .await;
+                    (name, r)
+                }
+                ContainerOperation::Recreate(name) => {
+                    let r = self.create_container(&runtime, manifest, &name, true).await;
+                    (name, r)
+                }
+            };
+            match result {
+                Ok(Some(warning)) => {
+                    self.container_errors.insert(name, warning);
+                }
+                Ok(None) => {
+                    self.container_errors.remove(&name);
+                }
+                Err(e) => {
+                    errors.push(format!("module {name}: {e}"));
+                    self.container_errors.insert(name, e);
+                }
+            }
+        }
+        self.containers_seen = runtime.owned().await.unwrap_or_default();
+        errors
+    }
+
+    /// Pulls a container module's image and creates (and starts) its container. A pull that
+    /// fails while the image is already on the device is not fatal: the module runs and the
+    /// error is returned as a warning to report.
+    async fn create_container(
+        &self,
+        runtime: &ContainerRuntime,
+        manifest: &Manifest,
+        name: &str,
+        recreate: bool,
+    ) -> Result<Option<String>, String> {
+        let Some(module) = manifest.modules.get(name) else {
+            return Ok(None);
+        };
+        let credential = manifest.credential_for_image(&module.image);
+        let password = match credential {
+            Some(c) => Some(self.identity.unseal(&c.password).map_err(|e| {
+                format!(
+                    "registry {}: cannot unseal the password sealed for this device: {e}",
+                    c.address
+                )
+            })?),
+            None => None,
+        };
+        let mut warning = None;
+        if let Err(e) = runtime
+            .pull(&module.image, credential.zip(password.as_deref()))
+            .await
+        {
+            if runtime.image_present(&module.image).await {
+                warning = Some(format!("{e}; running the image already on this device"));
+            } else {
+                return Err(e.to_string());
+            }
+        }
+        if recreate {
+            runtime.remove(name).await.map_err(|e| e.to_string())?;
+        }
+        runtime
+            .create(name, module, manifest.version)
+            .await
+            .map_err(|e| e.to_string())?;
+        if module.status == DesiredStatus::Running {
+            runtime.start(name).await.map_err(|e| e.to_string())?;
+        }
+        tracing::info!(module = %name, image = %module.image, "container created");
+        Ok(warning)
+    }
+
+    /// Applies the restart policies of running container modules.
+    async fn watch_containers(&mut self) {
+        let (Some(runtime), Some((manifest, _))) = (self.containers.clone(), self.desired.as_ref())
+        else {
+            return;
+        };
+        let wanted: Vec<(String, RestartPolicy)> = manifest
+            .modules
+            .iter()
+            .filter(|(_, m)| m.kind == ModuleKind::Container && m.status == DesiredStatus::Running)
+            .map(|(n, m)| (n.clone(), m.restart_policy))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let Ok(owned) = runtime.owned().await else {
+            return;
+        };
+        let now = Instant::now();
+        let mut changed = owned != self.containers_seen;
+        for (name, policy) in wanted {
+            let Some(c) = owned.get(&name) else { continue };
+            let observed = Observed {
+                running: c.running,
+                exit_code: c.exit_code,
+                unhealthy: c.unhealthy,
+            };
+            let state = self.container_restarts.entry(name.clone()).or_default();
+            let before = state.status(policy, observed);
+            if state.decide(policy, observed, now) == Decision::Restart {
+                tracing::info!(module = %name, restarts = state.restart_count, "restarting container");
+                if c.running {
+                    let _ = runtime.stop(&name).await;
+                }
+                if let Err(e) = runtime.start(&name).await {
+                    self.container_errors.insert(name.clone(), e.to_string());
+                }
+                changed = true;
+            }
+            changed |= state.status(policy, observed) != before;
+        }
+        self.containers_seen = owned;
+        if changed {
+            self.report();
+        }
+    }
+
+    fn container_states(&self) -> BTreeMap<String, ModuleState> {
+        let Some((manifest, _)) = &self.desired else {
+            return BTreeMap::new();
+        };
+        manifest
+            .modules
+            .iter()
+            .filter(|(_, m)| m.kind == ModuleKind::Container)
+            .map(|(name, module)| {
+                let seen = self.containers_seen.get(name);
+                let restarts = self
+                    .container_restarts
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default();
+                let runtime_status = match seen {
+                    Some(c) => {
+                        let observed = Observed {
+                            running: c.running,
+                            exit_code: c.exit_code,
+                            unhealthy: c.unhealthy,
+                        };
+                        restarts.status(module.restart_policy, observed)
+                    }
+                    None if self.container_errors.contains_key(name) => RuntimeStatus::Failed,
+                    None => RuntimeStatus::Pulling,
+                };
+                let state = ModuleState {
+                    kind: ModuleKind::Container,
+                    runtime_status,
+                    image: module.image.clone(),
+                    image_digest: module.image.split_once('@').map(|(_, d)| d.to_owned()),
+                    restart_count: restarts.restart_count,
+                    exit_code: seen
+                        .and_then(|c| c.exit_code)
+                        .filter(|_| seen.is_some_and(|c| !c.running)),
+                    last_start_ms: seen
+                        .and_then(|c| c.started_at.as_deref())
+                        .and_then(unix_millis),
+                    last_error: self.container_errors.get(name).cloned(),
+                    inference: None,
+                };
+                (name.clone(), state)
+            })
+            .collect()
     }
 
     fn records(&self) -> BTreeMap<String, ModuleRecord> {
@@ -694,6 +959,7 @@ impl Agent {
                 );
             }
         }
+        modules.extend(self.container_states());
         ReportedState {
             schema_version: REPORTED_SCHEMA_VERSION.to_owned(),
             device_id: self.config.device_id.clone(),
@@ -735,5 +1001,44 @@ fn no_http() -> ModelServing {
         auth_key_sha256: Vec::new(),
         mqtt_input: true,
         data_collection_ppm: 0,
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as Docker writes it
+/// (`2026-11-21T20:26:15.382889Z`).
+fn unix_millis(time: &str) -> Option<u64> {
+    let (date, rest) = time.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let clock = rest.trim_end_matches('Z');
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let millis: i64 = fraction
+        .get(..3.min(fraction.len()))
+        .and_then(|f| format!("{f:0<3}").parse().ok())
+        .unwrap_or(0);
+    u64::try_from(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + millis).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_millis;
+
+    #[test]
+    fn docker_times_convert_to_unix_millis() {
+        assert_eq!(unix_millis("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_millis("2026-11-21T20:26:15.382889Z"),
+            Some(1_795_292_775_382)
+        );
+        assert_eq!(unix_millis("garbage"), None);
     }
 }

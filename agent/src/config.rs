@@ -44,6 +44,7 @@ pub struct Config {
     pub onnx_runtime_library: PathBuf,
     pub mqtt: MqttConfig,
     pub serving: ServingConfig,
+    pub docker: DockerConfig,
     pub registry: RegistryConfig,
     pub storage: StorageConfig,
     pub telemetry: TelemetryConfig,
@@ -67,6 +68,12 @@ pub struct MqttConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServingConfig {
     pub bind_address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    pub socket: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,12 +7,15 @@
 
 pub mod agent;
 pub mod config;
+pub mod container_runtime;
+pub mod create_options;
 pub mod link;
 pub mod model;
 pub mod model_module;
 pub mod outbox;
 pub mod puller;
 pub mod reconciler;
+pub mod restart_policy;
 pub mod scoring_api;
 pub mod store;
 pub mod tensor_json;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use edgefleet_common::manifest::{DesiredStatus, Manifest, ModelServing, ModuleKind};
+use edgefleet_common::manifest::{DesiredStatus, Manifest, ModelServing, Module, ModuleKind};
 
 /// A module as it runs now.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +20,58 @@ pub enum Operation {
     Reconfigure(String),
     /// Stop serving the module and forget it.
     Remove(String),
-    /// A module kind this agent cannot run; reported as failed.
-    Unsupported(String),
+}
+
+/// A container module's container as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActualContainer {
+    /// Digest of what it was created from (`container_runtime::spec_digest`).
+    pub spec: String,
+    pub running: bool,
+}
+
+/// What the container half of a manifest needs done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerOperation {
+    /// Pull the image and create the container (started when its status is running).
+    Create(String),
+    /// Remove the container and create it from the new image or settings.
+    Recreate(String),
+    Start(String),
+    Stop(String),
+    Remove(String),
+}
+
+/// The container operations for `desired`, given the containers the agent owns: removals
+/// first; a container that runs and matches its module is left alone.
+pub fn plan_containers(
+    desired: &Manifest,
+    actual: &BTreeMap<String, ActualContainer>,
+    spec: impl Fn(&Module) -> String,
+) -> Vec<ContainerOperation> {
+    let containers: BTreeMap<&String, &Module> = desired
+        .modules
+        .iter()
+        .filter(|(_, m)| m.kind == ModuleKind::Container)
+        .collect();
+    let mut ops: Vec<ContainerOperation> = actual
+        .keys()
+        .filter(|name| !containers.contains_key(name))
+        .map(|name| ContainerOperation::Remove(name.clone()))
+        .collect();
+    for (name, module) in containers {
+        let running = module.status == DesiredStatus::Running;
+        match actual.get(name) {
+            None => ops.push(ContainerOperation::Create(name.clone())),
+            Some(a) if a.spec != spec(module) => {
+                ops.push(ContainerOperation::Recreate(name.clone()))
+            }
+            Some(a) if running && !a.running => ops.push(ContainerOperation::Start(name.clone())),
+            Some(a) if !running && a.running => ops.push(ContainerOperation::Stop(name.clone())),
+            Some(_) => {}
+        }
+    }
+    ops
 }
 
 /// The operations that turn `actual` into what `desired` asks for, removals first so a port
@@ -40,7 +90,6 @@ pub fn plan(desired: &Manifest, actual: &BTreeMap<String, ActualModule>) -> Vec<
         .collect();
     for (name, module) in &desired.modules {
         if module.kind != ModuleKind::Model {
-            ops.push(Operation::Unsupported(name.clone()));
             continue;
         }
         if module.status != DesiredStatus::Running {
@@ -126,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn stopped_modules_are_removed_and_containers_are_unsupported() {
+    fn stopped_modules_are_removed_and_containers_are_left_to_the_container_plan() {
         let mut desired = Manifest::new("d", 3);
         let mut stopped = model("r/a@sha256:1", 8001);
         stopped.status = DesiredStatus::Stopped;
@@ -137,9 +186,69 @@ mod tests {
         let running = BTreeMap::from([("a".to_owned(), actual(&stopped))]);
         assert_eq!(
             plan(&desired, &running),
+            vec![Operation::Remove("a".into())]
+        );
+    }
+
+    #[test]
+    fn containers_are_created_recreated_on_change_left_alone_when_matching_and_removed() {
+        let mut desired = Manifest::new("d", 1);
+        let container = |image: &str| {
+            let mut m = model(image, 0);
+            m.kind = ModuleKind::Container;
+            m.serving = None;
+            m
+        };
+        desired
+            .modules
+            .insert("new".into(), container("r/n@sha256:1"));
+        desired
+            .modules
+            .insert("same".into(), container("r/s@sha256:1"));
+        desired
+            .modules
+            .insert("changed".into(), container("r/c@sha256:2"));
+        desired
+            .modules
+            .insert("crashed".into(), container("r/x@sha256:1"));
+        let spec = |m: &Module| m.image.clone();
+        let actual = BTreeMap::from([
+            (
+                "same".to_owned(),
+                ActualContainer {
+                    spec: "r/s@sha256:1".into(),
+                    running: true,
+                },
+            ),
+            (
+                "changed".to_owned(),
+                ActualContainer {
+                    spec: "r/c@sha256:1".into(),
+                    running: true,
+                },
+            ),
+            (
+                "crashed".to_owned(),
+                ActualContainer {
+                    spec: "r/x@sha256:1".into(),
+                    running: false,
+                },
+            ),
+            (
+                "gone".to_owned(),
+                ActualContainer {
+                    spec: "r/g@sha256:1".into(),
+                    running: true,
+                },
+            ),
+        ]);
+        assert_eq!(
+            plan_containers(&desired, &actual, spec),
             vec![
-                Operation::Remove("a".into()),
-                Operation::Unsupported("c".into())
+                ContainerOperation::Remove("gone".into()),
+                ContainerOperation::Recreate("changed".into()),
+                ContainerOperation::Start("crashed".into()),
+                ContainerOperation::Create("new".into()),
             ]
         );
     }

@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind, RegistryCredential};
+use edgefleet_common::manifest::{
+    Manifest, ModelServing, Module, ModuleKind, RegistryCredential, RestartPolicy,
+};
 use edgefleet_common::sealing::DevicePublicKey;
 use edgefleet_common::signing::FleetSigningKey;
 use edgefleet_common::topics::DeviceTopics;
 use edgefleet_tests::{
-    AgentProcess, AgentSetup, Mosquitto, OciLayout, Registry, free_port, http_client, model_dir,
-    ort_library, skopeo_push, wait_for,
+    AgentProcess, AgentSetup, Mosquitto, OciLayout, Registry, Subscriber, free_port, http_client,
+    model_dir, ort_library, skopeo_push, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -25,18 +27,24 @@ struct World {
     registry: Registry,
     fleet_key: FleetSigningKey,
     topics: DeviceTopics,
+    /// The device's id (also its MQTT user name).
+    device: &'static str,
 }
 
 impl World {
     fn new() -> Self {
-        Self::with_tls(false)
+        Self::with(false, DEVICE)
+    }
+
+    fn with_tls(tls: bool) -> Self {
+        Self::with(tls, DEVICE)
     }
 
     /// With `tls`, the broker serves MQTT over TLS and requires a client certificate, and the
     /// registry serves HTTPS; both certificates come from test CAs.
-    fn with_tls(tls: bool) -> Self {
+    fn with(tls: bool, device: &'static str) -> Self {
         let mut broker = Mosquitto::new()
-            .add_user(DEVICE, "device-pass")
+            .add_user(device, "device-pass")
             .add_user("fleet", "fleet-pass");
         if tls {
             broker = broker.with_tls(true);
@@ -50,7 +58,8 @@ impl World {
             broker: broker.start(),
             registry,
             fleet_key: FleetSigningKey::generate(),
-            topics: DeviceTopics::new(FLEET, DEVICE).expect("names"),
+            topics: DeviceTopics::new(FLEET, device).expect("names"),
+            device,
         }
     }
 
@@ -58,10 +67,10 @@ impl World {
         AgentProcess::init(
             AgentSetup {
                 binary: env!("CARGO_BIN_EXE_edgefleet-agent").into(),
-                device_id: DEVICE.into(),
+                device_id: self.device.into(),
                 fleet: FLEET.into(),
                 fleet_public_key: self.fleet_key.public_key().to_string(),
-                mqtt_username: DEVICE.into(),
+                mqtt_username: self.device.into(),
                 mqtt_password: "device-pass".into(),
                 insecure_registries: match self.registry.tls() {
                     Some(_) => vec![],
@@ -69,7 +78,10 @@ impl World {
                 },
                 onnx_runtime_library: ort_library(),
                 mqtt_ca_file: self.broker.tls().map(|t| t.ca.ca_file()),
-                mqtt_client_cert: self.broker.tls().map(|t| t.ca.issue(DEVICE, &[DEVICE])),
+                mqtt_client_cert: self
+                    .broker
+                    .tls()
+                    .map(|t| t.ca.issue(self.device, &[self.device])),
                 registry_ca_file: self.registry.tls().map(|t| t.cert_dir.join("ca.crt")),
             },
             &self.broker,
@@ -109,7 +121,7 @@ impl World {
         modules: &[(&str, &str, u16)],
     ) -> Manifest {
         let device_key: DevicePublicKey = agent.public_key.parse().expect("device key");
-        let mut m = Manifest::new(DEVICE, version);
+        let mut m = Manifest::new(self.device, version);
         m.registry_credentials.insert(
             "local".into(),
             RegistryCredential {
@@ -538,10 +550,14 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
 
     // A persistent subscriber: the broker keeps its queue across its own restart.
     let topic = world.topics.telemetry("+");
-    let collect = |broker: &Mosquitto, count: usize| {
-        broker.subscribe_session("fleet", "fleet-pass", "telemetry-sink", &topic, count, 3)
-    };
-    collect(&world.broker, 1);
+    let sink = Subscriber::connect(
+        world.broker.port(),
+        "fleet",
+        "fleet-pass",
+        "telemetry-sink",
+        &[&topic],
+    );
+    std::thread::sleep(Duration::from_millis(500));
 
     world.broker.stop();
     let client = http_client();
@@ -579,11 +595,10 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
     let mut seqs: BTreeMap<u64, String> = BTreeMap::new();
     let mut inference = std::collections::BTreeSet::new();
     wait_for("every record to arrive", Duration::from_secs(120), || {
-        for line in collect(&world.broker, 5_000) {
-            let Some((_, json)) = line.split_once(' ') else {
-                continue;
-            };
-            let envelope: Value = serde_json::from_str(json).expect("envelope JSON");
+        seqs.clear();
+        inference.clear();
+        for (_, json) in sink.messages() {
+            let envelope: Value = serde_json::from_str(&json).expect("envelope JSON");
             let seq = envelope["seq"].as_u64().expect("seq");
             if envelope["kind"] == "inference" {
                 inference.insert(seq);
@@ -734,10 +749,7 @@ fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_rea
     assert_eq!(doc["lastDesired"]["status"], 200);
 
     let World {
-        broker,
-        registry,
-        fleet_key: _,
-        topics: _,
+        broker, registry, ..
     } = world;
     drop(registry);
     agent.start();
@@ -831,6 +843,190 @@ fn requests_sent_while_a_new_version_is_activated_all_succeed() {
         "{} of {sent} requests failed: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
+    );
+    agent.stop();
+}
+
+/// Like `wait_for`, printing the agent's log when it times out.
+fn wait_for_or_log<T>(
+    agent: &AgentProcess,
+    what: &str,
+    timeout: Duration,
+    check: impl FnMut() -> Option<T>,
+) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(what, timeout, check)
+    })) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("agent log:\n{}", agent.log());
+            std::panic::resume_unwind(e)
+        }
+    }
+}
+
+/// A container module running sensor-sim on the host network, publishing to `topic` of
+/// `broker` as the device.
+fn sensor_module(image: &str, world: &World, topic: &str, policy: RestartPolicy) -> Module {
+    let env = BTreeMap::from([
+        ("MQTT_PORT".to_owned(), world.broker.port().to_string()),
+        ("MQTT_USERNAME".to_owned(), world.device.to_owned()),
+        ("MQTT_PASSWORD".to_owned(), "device-pass".to_owned()),
+        ("TOPIC".to_owned(), topic.to_owned()),
+        ("INTERVAL_MS".to_owned(), "200".to_owned()),
+    ]);
+    Module {
+        kind: ModuleKind::Container,
+        image: image.to_owned(),
+        status: Default::default(),
+        restart_policy: policy,
+        env,
+        create_options: Some(json!({"HostConfig": {"NetworkMode": "host", "Memory": 67_108_864}})),
+        serving: None,
+    }
+}
+
+#[test]
+fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_the_manifest_says() {
+    use edgefleet_tests::docker;
+    // Its own device id: the agents of the other tests share this Docker engine and only
+    // look at their own device's containers.
+    let world = World::with(false, "gw-containers");
+    let image_tag = format!("edgefleet-test/sensor-sim:{}", std::process::id());
+    let module = format!("sensor-{}", std::process::id());
+    let container = format!("edgefleet-{module}");
+    let _cleanup = docker::DockerCleanup {
+        containers: vec![container.clone()],
+        images: vec![image_tag.clone()],
+    };
+    docker::build_sensor_sim_image(&image_tag);
+    let sensor_image = docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-sim");
+
+    let mut agent = world.agent();
+    agent.start();
+    let diabetes = world.push_diabetes();
+    let port = free_port();
+    let mut manifest = world.manifest(
+        &agent,
+        1,
+        REGISTRY_PASSWORD,
+        &[("diabetes", &diabetes, port)],
+    );
+    let sensor = sensor_module(
+        &sensor_image,
+        &world,
+        &world.topics.input("diabetes"),
+        RestartPolicy::Always,
+    );
+    manifest.modules.insert(module.clone(), sensor.clone());
+    world.publish(&manifest);
+    let reported = world.wait_outcome(&agent, 1, 200);
+    assert_eq!(reported["modules"][&module]["kind"], "container");
+    let first = docker::inspect_container(&container).expect("the container exists");
+    assert_eq!(first["State"]["Running"], true);
+    let env = first["Config"]["Env"].to_string();
+    assert!(
+        !env.contains(REGISTRY_PASSWORD),
+        "the registry password is not in the container"
+    );
+
+    // Its readings are scored: predictions arrive as telemetry of the model module.
+    let telemetry = world.topics.telemetry("diabetes");
+    let line = wait_for(
+        "a prediction from the sensor's readings",
+        Duration::from_secs(30),
+        || {
+            world
+                .broker
+                .subscribe("fleet", "fleet-pass", &telemetry, 5, 3)
+                .into_iter()
+                .find(|l| l.contains("\"source\":\"mqtt\""))
+        },
+    );
+    assert!(line.contains("\"variable\""), "{line}");
+
+    // Killed from outside, it comes back after the backoff, and the restart is counted.
+    let states = Subscriber::connect(
+        world.broker.port(),
+        "fleet",
+        "fleet-pass",
+        "reported-sink",
+        &[&world.topics.reported()],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    docker::kill_container(&container);
+    let status_of = |json: &str| -> Option<(String, u64)> {
+        let r: Value = serde_json::from_str(json).ok()?;
+        let m = &r["modules"][&module];
+        Some((
+            m["runtimeStatus"].as_str()?.to_owned(),
+            m["restartCount"].as_u64()?,
+        ))
+    };
+    wait_for_or_log(
+        &agent,
+        "a backoff, then the restart",
+        Duration::from_secs(60),
+        || {
+            let seen: Vec<(String, u64)> = states
+                .messages()
+                .iter()
+                .filter_map(|(_, p)| status_of(p))
+                .collect();
+            let backoff = seen.iter().position(|(s, _)| s == "backoff")?;
+            seen[backoff..]
+                .iter()
+                .find(|(s, n)| s == "running" && *n == 1)
+                .map(|_| ())
+        },
+    );
+    let restarted = world.reported().expect("reported state");
+    assert_eq!(restarted["modules"][&module]["restartCount"], 1);
+    let after_restart = docker::inspect_container(&container).expect("container");
+    assert_eq!(after_restart["Id"], first["Id"], "restarted, not recreated");
+
+    // A restarted agent adopts the running container: same id, same start time.
+    agent.stop();
+    agent.start();
+    world.publish(&manifest);
+    std::thread::sleep(Duration::from_secs(3));
+    let adopted = docker::inspect_container(&container).expect("container");
+    assert_eq!(adopted["Id"], after_restart["Id"]);
+    assert_eq!(
+        adopted["State"]["StartedAt"],
+        after_restart["State"]["StartedAt"]
+    );
+
+    // An unknown create option refuses the manifest with 400; the container keeps running.
+    let mut bad = manifest.clone();
+    bad.version = 2;
+    if let Some(m) = bad.modules.get_mut(&module) {
+        m.create_options = Some(
+            json!({"HostConfig": {"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}}),
+        );
+    }
+    world.publish(&bad);
+    let refused = world.wait_outcome(&agent, 2, 400);
+    assert!(
+        refused["lastDesired"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HostConfig.Sysctls")
+    );
+    assert_eq!(
+        docker::inspect_container(&container).expect("container")["Id"],
+        adopted["Id"]
+    );
+
+    // Removing the module removes its container.
+    let mut without = manifest.clone();
+    without.version = 3;
+    without.modules.remove(&module);
+    world.publish(&without);
+    world.wait_outcome(&agent, 3, 200);
+    assert!(
+        docker::inspect_container(&container).is_none(),
+        "the container is gone"
     );
     agent.stop();
 }

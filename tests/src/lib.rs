@@ -11,11 +11,13 @@
 //! real service never passes without it.
 
 mod agent_process;
+pub mod docker;
 mod fleet_process;
 mod mosquitto;
 mod oci_layout;
 mod process;
 mod registry;
+mod subscriber;
 mod test_ca;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
 pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
+pub use subscriber::Subscriber;
 pub use test_ca::TestCa;
 
 /// The repository's root directory.

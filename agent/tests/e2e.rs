@@ -1030,3 +1030,75 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
     );
     agent.stop();
 }
+
+#[test]
+fn restart_policy_never_leaves_a_killed_container_stopped_and_a_wrong_password_still_runs_a_present_image()
+{
+    use edgefleet_tests::docker;
+    let world = World::with(false, "gw-never");
+    let image_tag = format!("edgefleet-test/sensor-sim-never:{}", std::process::id());
+    let module = format!("never-{}", std::process::id());
+    let container = format!("edgefleet-{module}");
+    let _cleanup = docker::DockerCleanup {
+        containers: vec![container.clone()],
+        images: vec![image_tag.clone()],
+    };
+    docker::build_sensor_sim_image(&image_tag);
+    let sensor_image =
+        docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-never");
+
+    let mut agent = world.agent();
+    agent.start();
+    let mut manifest = world.manifest(&agent, 1, REGISTRY_PASSWORD, &[]);
+    manifest.modules.insert(
+        module.clone(),
+        sensor_module(&sensor_image, &world, "sensors/never", RestartPolicy::Never),
+    );
+    world.publish(&manifest);
+    world.wait_outcome(&agent, 1, 200);
+
+    docker::kill_container(&container);
+    let reported = wait_for("the stop to be reported", Duration::from_secs(20), || {
+        world.reported().filter(|r| {
+            let status = &r["modules"][&module]["runtimeStatus"];
+            *status == "failed" || *status == "stopped"
+        })
+    });
+    assert_eq!(reported["modules"][&module]["exitCode"], 137);
+    std::thread::sleep(Duration::from_secs(12));
+    let state = docker::inspect_container(&container).expect("container");
+    assert_eq!(state["State"]["Running"], false, "never: not restarted");
+    assert_eq!(
+        world.reported().expect("reported")["modules"][&module]["restartCount"],
+        0
+    );
+
+    // A new manifest changes the module (so its container is created again) with a wrong
+    // registry password. The image is on the device: the module runs. (The engine does not go
+    // back to the registry for a digest it has, so no pull error arises; were one to, the agent
+    // would run the present image and report the error as the module's lastError.)
+    let mut next = world.manifest(&agent, 2, "wrong-password", &[]);
+    let mut sensor = sensor_module(
+        &sensor_image,
+        &world,
+        "sensors/never",
+        RestartPolicy::Always,
+    );
+    sensor.env.insert("INTERVAL_MS".into(), "300".into());
+    next.modules.insert(module.clone(), sensor);
+    world.publish(&next);
+    let reported = world.wait_outcome(&agent, 2, 200);
+    assert_eq!(reported["modules"][&module]["runtimeStatus"], "running");
+    let recreated = docker::inspect_container(&container).expect("container");
+    assert_eq!(recreated["State"]["Running"], true);
+    assert_ne!(
+        recreated["Id"], state["Id"],
+        "the changed module got a new container"
+    );
+    assert!(
+        recreated["Config"]["Env"]
+            .to_string()
+            .contains("INTERVAL_MS=300")
+    );
+    agent.stop();
+}

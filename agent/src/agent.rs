@@ -211,7 +211,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             _ = tick.tick() => agent.on_tick().await,
             _ = stats_tick.tick() => agent.report_if_inferences_changed(),
-            _ = container_tick.tick() => agent.watch_containers().await,
+            _ = container_tick.tick() => {
+                agent.watch_containers().await;
+                agent.remove_unused_images().await;
+            }
         }
     }
     tracing::info!("shutting down");
@@ -493,8 +496,23 @@ impl Agent {
                 )
             })
             .collect();
+        let wanted_images: Vec<&str> = manifest
+            .modules
+            .values()
+            .filter(|m| m.kind == ModuleKind::Container)
+            .map(|m| m.image.as_str())
+            .collect();
+        let mut unused = self.store.unused_images().unwrap_or_default();
         let mut errors = Vec::new();
         for op in plan_containers(manifest, &actual, spec_digest) {
+            // An image a removed or recreated container leaves behind waits out its grace
+            // period before it is removed.
+            if let ContainerOperation::Remove(name) | ContainerOperation::Recreate(name) = &op
+                && let Some(old) = owned.get(name)
+                && !wanted_images.contains(&old.image.as_str())
+            {
+                unused.entry(old.image.clone()).or_insert_with(now_ms);
+            }
             let (name, result) = match op {
                 ContainerOperation::Remove(name) => {
                     let r = runtime.remove(&name).await.map_err(|e| e.to_string());
@@ -531,6 +549,10 @@ impl Agent {
                     self.container_errors.insert(name, e);
                 }
             }
+        }
+        unused.retain(|image, _| !wanted_images.contains(&image.as_str()));
+        if let Err(e) = self.store.put_unused_images(&unused) {
+            tracing::warn!(error = %e, "cannot record unused images");
         }
         self.containers_seen = runtime.owned().await.unwrap_or_default();
         errors
@@ -628,6 +650,45 @@ impl Agent {
         self.containers_seen = owned;
         if changed {
             self.report();
+        }
+    }
+
+    /// Removes images unused for longer than the grace period, unless a container of the
+    /// engine still uses them.
+    async fn remove_unused_images(&mut self) {
+        let Some(runtime) = self.containers.clone() else {
+            return;
+        };
+        let Ok(mut unused) = self.store.unused_images() else {
+            return;
+        };
+        let grace_ms = self.config.docker.image_grace_seconds.saturating_mul(1000);
+        let due: Vec<String> = unused
+            .iter()
+            .filter(|(_, since)| now_ms().saturating_sub(**since) >= grace_ms)
+            .map(|(image, _)| image.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for image in due {
+            match runtime.image_in_use(&image).await {
+                Ok(false) => match runtime.remove_image(&image).await {
+                    Ok(()) => {
+                        tracing::info!(%image, "removed an image no manifest uses");
+                        unused.remove(&image);
+                    }
+                    Err(e) => tracing::warn!(%image, error = %e, "unused image not removed"),
+                },
+                // Still used by a container (ours or not): forget it; it is never removed.
+                Ok(true) => {
+                    unused.remove(&image);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list containers"),
+            }
+        }
+        if let Err(e) = self.store.put_unused_images(&unused) {
+            tracing::warn!(error = %e, "cannot record unused images");
         }
     }
 

@@ -74,6 +74,7 @@ pub struct ServingConfig {
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
     pub socket: String,
+    pub image_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -243,6 +243,40 @@ impl ContainerRuntime {
         }
     }
 
+    /// Removes an image reference; refused by the engine while any container uses it.
+    pub async fn remove_image(&self, image: &str) -> Result<(), ContainerError> {
+        self.docker
+            .remove_image(
+                image,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| ContainerError::Docker {
+                module: image.to_owned(),
+                action: "image removal",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Whether any container of the engine (the agent's or not) was created from `image`.
+    pub async fn image_in_use(&self, image: &str) -> Result<bool, ContainerError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..ListContainersOptions::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| ContainerError::Engine {
+                socket: "docker".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(list.iter().any(|c| c.image.as_deref() == Some(image)))
+    }
+
     /// The containers the agent owns, by module name.
     pub async fn owned(&self) -> Result<BTreeMap<String, OwnedContainer>, ContainerError> {
         let filters = HashMap::from([(

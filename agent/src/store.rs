@@ -29,6 +29,7 @@ const OUTCOME: &str = "outcome";
 const NEXT_SEQ: &str = "next_seq";
 const OUTBOX_BYTES: &str = "outbox_bytes";
 const DROPPED: &str = "dropped";
+const UNUSED_IMAGES: &str = "unused_images";
 
 #[derive(Debug, thiserror::Error)]
 #[error("agent store: {0}")]
@@ -167,6 +168,22 @@ impl Store {
     pub fn put_outcome(&self, outcome: &DesiredOutcome) -> Result<(), StoreError> {
         let json = serde_json::to_vec(outcome).map_err(|e| StoreError(e.to_string()))?;
         self.put_meta(OUTCOME, &json)
+    }
+
+    /// Container images no manifest uses any more, with when they stopped being used (ms).
+    pub fn unused_images(&self) -> Result<BTreeMap<String, UnixMillis>, StoreError> {
+        Ok(self
+            .get_meta(UNUSED_IMAGES)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    }
+
+    pub fn put_unused_images(
+        &self,
+        images: &BTreeMap<String, UnixMillis>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(images).map_err(|e| StoreError(e.to_string()))?;
+        self.put_meta(UNUSED_IMAGES, &json)
     }
 
     pub fn modules(&self) -> Result<BTreeMap<String, ModuleRecord>, StoreError> {

@@ -903,6 +903,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
     let sensor_image = docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-sim");
 
     let mut agent = world.agent();
+    agent.set_env("EDGEFLEET_DOCKER_IMAGE_GRACE_SECONDS", "2");
     agent.start();
     let diabetes = world.push_diabetes();
     let port = free_port();
@@ -1028,12 +1029,18 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
         docker::inspect_container(&container).is_none(),
         "the container is gone"
     );
+    // After the grace period (2 s here) the image no manifest uses is removed too.
+    wait_for(
+        "the unused image to be removed",
+        Duration::from_secs(30),
+        || (!docker::image_exists(&sensor_image)).then_some(()),
+    );
     agent.stop();
 }
 
 #[test]
 fn restart_policy_never_leaves_a_killed_container_stopped_and_a_wrong_password_still_runs_a_present_image()
-{
+ {
     use edgefleet_tests::docker;
     let world = World::with(false, "gw-never");
     let image_tag = format!("edgefleet-test/sensor-sim-never:{}", std::process::id());

@@ -102,6 +102,11 @@ pub fn inspect_container(name: &str) -> Option<serde_json::Value> {
     list.get(0).cloned()
 }
 
+/// Whether the engine has an image by this reference.
+pub fn image_exists(image: &str) -> bool {
+    docker(&["image", "inspect", image]).status.success()
+}
+
 /// `docker kill <name>`.
 pub fn kill_container(name: &str) {
     let out = docker(&["kill", name]);

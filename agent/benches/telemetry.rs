@@ -81,6 +81,7 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
     config.mqtt.password = "bench".into();
     let (_reported_tx, reported_rx) = watch::channel(Vec::new());
     let (inbound_tx, _inbound_rx) = mpsc::channel(16);
+    let (_outgoing_tx, outgoing_rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(edgefleet_agent::link::run(
         config,
@@ -88,6 +89,7 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
         outbox.clone(),
         reported_rx,
         inbound_tx,
+        outgoing_rx,
         stop_rx,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -16,6 +16,7 @@ use edgefleet_common::reported::{
 use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_common::signing::FleetPublicKey;
 use edgefleet_common::telemetry::TelemetryKind;
+use edgefleet_common::topics::DeviceTopics;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -52,6 +53,9 @@ pub enum AgentError {
 /// First retry of a manifest that did not fully apply; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_secs(15);
 const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Most bytes of logs one command result carries.
+const COMMAND_RESULT_MAX_BYTES: usize = 64 * 1024;
 
 /// The HTTP server of one model module.
 #[derive(Debug)]
@@ -103,6 +107,8 @@ struct Agent {
     /// A container module's last error (a pull that failed while an older image runs, a
     /// failed start).
     container_errors: BTreeMap<String, String>,
+    /// Messages for the link to publish (command results).
+    outgoing: Option<mpsc::Sender<link::OutgoingMessage>>,
     retry_at: Option<Instant>,
     retry_backoff: Duration,
 }
@@ -168,6 +174,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         containers_seen: BTreeMap::new(),
         container_restarts: BTreeMap::new(),
         container_errors: BTreeMap::new(),
+        outgoing: None,
         retry_at: None,
         retry_backoff: RETRY_MIN,
     };
@@ -175,6 +182,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     agent.report();
 
     let (inbound_tx, mut inbound) = mpsc::channel(1024);
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
+    agent.outgoing = Some(outgoing_tx);
     let (stop_link, link_stop_rx) = watch::channel(false);
     let link = tokio::spawn(link::run(
         config.clone(),
@@ -182,6 +191,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         outbox,
         reported_rx,
         inbound_tx,
+        outgoing_rx,
         link_stop_rx,
     ));
 
@@ -200,6 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             message = inbound.recv() => match message {
                 Some(Inbound::Desired(wire)) => agent.on_desired(wire).await,
                 Some(Inbound::Input { module, payload }) => agent.on_input(&module, payload),
+                Some(Inbound::Command { name, payload }) => agent.on_command(&name, &payload).await,
                 None => break,
             },
             () = async { if let Some(at) = retry { tokio::time::sleep_until(at.into()).await } }, if retry.is_some() => {
@@ -651,6 +662,72 @@ impl Agent {
         if changed {
             self.report();
         }
+    }
+
+    /// Answers a fleet command: `logs` (a container module's recent output, capped) or
+    /// `restart` (one container module). The result goes to `commands/<name>/result`.
+    async fn on_command(&mut self, name: &str, payload: &[u8]) {
+        let request: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        let module = request["module"].as_str().unwrap_or_default().to_owned();
+        let is_container = self.desired.as_ref().is_some_and(|(m, _)| {
+            m.modules
+                .get(&module)
+                .is_some_and(|m| m.kind == ModuleKind::Container)
+        });
+        let result = match (name, self.containers.clone()) {
+            _ if !is_container => Err(format!(
+                "{module:?} is not a container module of this device"
+            )),
+            (_, None) => Err(format!(
+                "the Docker engine at {} is not reachable",
+                self.config.docker.socket
+            )),
+            ("logs", Some(runtime)) => {
+                let tail = request["tail"].as_u64().unwrap_or(100);
+                let since = request["since"].as_i64().unwrap_or(0);
+                runtime
+                    .logs(&module, tail, since, COMMAND_RESULT_MAX_BYTES)
+                    .await
+                    .map(|logs| json!({"logs": logs}))
+                    .map_err(|e| e.to_string())
+            }
+            ("restart", Some(runtime)) => {
+                let stopped = runtime.stop(&module).await;
+                match stopped.and(runtime.start(&module).await) {
+                    Ok(()) => {
+                        if let Some(state) = self.container_restarts.get_mut(&module) {
+                            state.restart_count += 1;
+                        }
+                        Ok(json!({"restarted": module}))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (other, _) => Err(format!(
+                "unknown command {other:?} (commands: logs, restart)"
+            )),
+        };
+        let mut body = match result {
+            Ok(mut ok) => {
+                ok["status"] = json!(200);
+                ok
+            }
+            Err(error) => json!({"status": 400, "error": error}),
+        };
+        body["requestId"] = request["requestId"].clone();
+        body["module"] = json!(module);
+        let (Some(outgoing), Ok(topics)) = (
+            &self.outgoing,
+            DeviceTopics::new(&self.config.fleet, &self.config.device_id),
+        ) else {
+            return;
+        };
+        let _ = outgoing
+            .send(link::OutgoingMessage {
+                topic: topics.command_result(name),
+                payload: body.to_string().into_bytes(),
+            })
+            .await;
     }
 
     /// Removes images unused for longer than the grace period, unless a container of the

@@ -243,6 +243,36 @@ impl ContainerRuntime {
         }
     }
 
+    /// The last `tail` lines of a module's output (stdout and stderr) since `since` (Unix
+    /// seconds, 0 for all), cut to the newest `max_bytes`.
+    pub async fn logs(
+        &self,
+        name: &str,
+        tail: u64,
+        since: i64,
+        max_bytes: usize,
+    ) -> Result<String, ContainerError> {
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            since: i32::try_from(since).unwrap_or(0),
+            ..bollard::query_parameters::LogsOptions::default()
+        };
+        let mut stream = self.docker.logs(&container_name(name), Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ContainerError::Docker {
+                module: name.to_owned(),
+                action: "logs",
+                reason: e.to_string(),
+            })?;
+            out.extend_from_slice(chunk.into_bytes().as_ref());
+        }
+        let start = out.len().saturating_sub(max_bytes);
+        Ok(String::from_utf8_lossy(&out[start..]).into_owned())
+    }
+
     /// Removes an image reference; refused by the engine while any container uses it.
     pub async fn remove_image(&self, image: &str) -> Result<(), ContainerError> {
         self.docker

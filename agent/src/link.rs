@@ -31,6 +31,16 @@ pub enum Inbound {
     Desired(Vec<u8>),
     /// A message for a model module's input topic.
     Input { module: String, payload: Vec<u8> },
+    /// A command from the fleet (`commands/<name>`).
+    Command { name: String, payload: Vec<u8> },
+}
+
+/// A message the agent publishes besides telemetry and reported state (command results),
+/// QoS 1 while connected; dropped while disconnected (the fleet's request times out).
+#[derive(Debug)]
+pub struct OutgoingMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +55,7 @@ pub enum LinkError {
 enum Tag {
     Telemetry(u64),
     Reported,
+    Other,
 }
 
 /// Builds the rustls configuration: the configured CA (or the system roots) and an optional
@@ -133,11 +144,13 @@ pub async fn run(
     outbox: Outbox,
     mut reported: watch::Receiver<Vec<u8>>,
     inbound: mpsc::Sender<Inbound>,
+    mut outgoing: mpsc::Receiver<OutgoingMessage>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let topics = DeviceTopics::new(&config.fleet, &config.device_id)
         .map_err(|e| LinkError::ClientCert(e.to_string()))?;
     let inputs_prefix = topics.input("");
+    let commands_prefix = topics.command("");
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&config)?, WINDOW * 2 + 64);
     let min_backoff = Duration::from_millis(config.mqtt.reconnect_min_ms);
     let max_backoff = Duration::from_millis(config.mqtt.reconnect_max_ms);
@@ -162,6 +175,7 @@ pub async fn run(
                     tracing::info!(broker = %config.mqtt.url, "connected to the broker");
                     let _ = client.try_subscribe(topics.desired(), QoS::AtLeastOnce);
                     let _ = client.try_subscribe(topics.input("+"), QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(topics.command("+"), QoS::AtLeastOnce);
                     let state = reported.borrow_and_update().clone();
                     if !state.is_empty() && client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state).is_ok() {
                         queued.push_back(Tag::Reported);
@@ -170,6 +184,8 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let message = if p.topic == topics.desired() {
                         Some(Inbound::Desired(p.payload.to_vec()))
+                    } else if let Some(name) = p.topic.strip_prefix(&commands_prefix) {
+                        Some(Inbound::Command { name: name.to_owned(), payload: p.payload.to_vec() })
                     } else {
                         p.topic.strip_prefix(&inputs_prefix).map(|module| Inbound::Input {
                             module: module.to_owned(),
@@ -208,6 +224,11 @@ pub async fn run(
                 }
             },
             _ = outbox.committed.notified(), if connected => {}
+            Some(message) = outgoing.recv() => {
+                if connected && client.try_publish(message.topic, QoS::AtLeastOnce, false, message.payload).is_ok() {
+                    queued.push_back(Tag::Other);
+                }
+            }
             changed = reported.changed(), if connected => {
                 if changed.is_ok() {
                     let state = reported.borrow_and_update().clone();

@@ -73,6 +73,25 @@ pub enum Command {
     /// Telemetry devices sent.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+    /// Container modules on a device: logs, restart (answered by the device's agent).
+    #[command(subcommand)]
+    Module(ModuleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// The module's recent output (capped at 64 KiB).
+    Logs {
+        device: String,
+        module: String,
+        #[arg(long, default_value_t = 100)]
+        tail: u64,
+        /// Only output from the last SECONDS.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Restart the module's container.
+    Restart { device: String, module: String },
 }
 
 #[derive(Debug, Args)]
@@ -645,6 +664,32 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 serde_json::to_string_pretty(&manifest).unwrap_or_default()
             );
+        }
+        Command::Module(ModuleCommand::Logs {
+            device,
+            module,
+            tail,
+            since,
+        }) => {
+            let since = since.map_or(0, |s| edgefleet_agent::outbox::now_ms() / 1000 - s);
+            let body = json!({"module": module, "tail": tail, "since": since});
+            let v = api.json(
+                api.http
+                    .post(api.url(&format!("/v1/devices/{device}/commands/logs")))
+                    .json(&body),
+            )?;
+            print(output, &v, |v| {
+                v["logs"].as_str().unwrap_or_default().trim_end().to_owned()
+            });
+        }
+        Command::Module(ModuleCommand::Restart { device, module }) => {
+            let body = json!({"module": module});
+            api.json(
+                api.http
+                    .post(api.url(&format!("/v1/devices/{device}/commands/restart")))
+                    .json(&body),
+            )?;
+            eprintln!("restarted {module} on {device}");
         }
         Command::Telemetry(TelemetryCommand::Tail { device, limit }) => {
             let v = api.get(&format!("/v1/telemetry/{device}?limit={limit}"))?;

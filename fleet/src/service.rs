@@ -126,6 +126,8 @@ struct Fleet {
     broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes changes so renders never interleave.
     writes: tokio::sync::Mutex<()>,
+    /// Commands sent to devices, waiting for their result, by request id.
+    pending_commands: std::sync::Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
 fn now_ms() -> u64 {
@@ -223,6 +225,7 @@ pub async fn serve(
         mqtt_url,
         broker_credentials,
         writes: tokio::sync::Mutex::new(()),
+        pending_commands: std::sync::Mutex::new(BTreeMap::new()),
     });
     fleet.refresh_broker_credentials()?;
     tokio::spawn(ingest(fleet.clone(), eventloop));
@@ -279,6 +282,7 @@ fn router(fleet: Arc<Fleet>) -> Router {
         .route("/v1/manifests/{device}", get(show_manifest))
         .route("/v1/rollouts/{deployment}", get(rollout_status))
         .route("/v1/telemetry/{device}", get(telemetry))
+        .route("/v1/devices/{id}/commands/{name}", post(device_command))
         .layer(middleware::from_fn_with_state(fleet.clone(), authorize))
         .layer(DefaultBodyLimit::max(2 << 30))
         .with_state(fleet)
@@ -745,6 +749,55 @@ async fn rollout_status(
     ))
 }
 
+/// How long the service waits for a device to answer a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends a command (`logs`, `restart`) to a device and returns its result.
+async fn device_command(
+    State(fleet): State<Arc<Fleet>>,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+    axum::Json(mut request): axum::Json<Value>,
+) -> ApiResult {
+    device(&fleet, &id)?;
+    check("command name", &name)?;
+    let request_id = hex::encode(rand::random::<[u8; 8]>());
+    request["requestId"] = json!(request_id);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Ok(mut pending) = fleet.pending_commands.lock() {
+        pending.insert(request_id.clone(), tx);
+    }
+    let topics =
+        DeviceTopics::new(&fleet.options.fleet, &id).map_err(|e| ApiError::bad(e.to_string()))?;
+    fleet
+        .mqtt
+        .publish(
+            topics.command(&name),
+            QoS::AtLeastOnce,
+            false,
+            request.to_string().into_bytes(),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let result = tokio::time::timeout(COMMAND_TIMEOUT, rx).await;
+    if let Ok(mut pending) = fleet.pending_commands.lock() {
+        pending.remove(&request_id);
+    }
+    match result {
+        Ok(Ok(result)) if result["status"] == 200 => Ok(axum::Json(result)),
+        Ok(Ok(result)) => Err(ApiError::bad(format!(
+            "device {id}: {}",
+            result["error"].as_str().unwrap_or("the command failed")
+        ))),
+        _ => Err(ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "device {id} did not answer within {} s: is it online? (edgefleet device show {id})",
+                COMMAND_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
 async fn telemetry(
     State(fleet): State<Arc<Fleet>>,
     UrlPath(id): UrlPath<String>,
@@ -941,6 +994,7 @@ async fn ingest(fleet: Arc<Fleet>, mut eventloop: rumqttc::EventLoop) {
                     tracing::info!(broker = %fleet.mqtt_url, "connected to the broker");
                     let _ = fleet.mqtt.subscribe(fleet.topics.all_reported(), QoS::AtLeastOnce).await;
                     let _ = fleet.mqtt.subscribe(fleet.topics.all_telemetry(), QoS::AtLeastOnce).await;
+                    let _ = fleet.mqtt.subscribe(fleet.topics.all_command_results(), QoS::AtLeastOnce).await;
                     let manifests: Vec<(String, RenderedManifest)> = fleet.store.list(kind::MANIFEST).unwrap_or_default();
                     let fleet = fleet.clone();
                     tokio::spawn(async move {
@@ -959,6 +1013,15 @@ async fn ingest(fleet: Arc<Fleet>, mut eventloop: rumqttc::EventLoop) {
                                 });
                                 entry.last_seen_ms = Some(now);
                                 entry.reported = Some(reported);
+                            }
+                        }
+                        Some(DeviceTopic::CommandResult { .. }) => {
+                            if let Ok(result) = serde_json::from_slice::<Value>(&p.payload) {
+                                let id = result["requestId"].as_str().unwrap_or_default().to_owned();
+                                let waiter = fleet.pending_commands.lock().ok().and_then(|mut p| p.remove(&id));
+                                if let Some(waiter) = waiter {
+                                    let _ = waiter.send(result);
+                                }
                             }
                         }
                         Some(DeviceTopic::Telemetry { device_id, .. }) => {

@@ -705,3 +705,87 @@ fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
         "edge-pass"
     );
 }
+
+#[test]
+fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
+    use edgefleet_common::manifest::{Manifest, Module, ModuleKind, RegistryCredential};
+    use edgefleet_tests::docker;
+    let mut world = World::new();
+    let image_tag = format!("edgefleet-test/sensor-sim-logs:{}", std::process::id());
+    let module = format!("logs-{}", std::process::id());
+    let container = format!("edgefleet-{module}");
+    let _cleanup = docker::DockerCleanup {
+        containers: vec![container.clone()],
+        images: vec![image_tag.clone()],
+    };
+    docker::build_sensor_sim_image(&image_tag);
+    let image = docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-logs");
+    let mut agent = world.device("gw-logs", &["site=logs"], "127.0.0.7");
+
+    // The fleet deploys model modules; this device's container module is signed here with the
+    // fleet's own key, as a fleet that deploys containers would.
+    let key = std::fs::read_to_string(world.fleet.data_dir().join("fleet-signing.key"))
+        .expect("fleet key");
+    let key = edgefleet_common::signing::FleetSigningKey::from_base64(key.trim()).expect("key");
+    let device_key: edgefleet_common::sealing::DevicePublicKey =
+        agent.public_key.parse().expect("device key");
+    let mut manifest = Manifest::new("gw-logs", 1);
+    manifest.registry_credentials.insert(
+        "acr".into(),
+        RegistryCredential {
+            address: world.registry.address(),
+            username: "edge".into(),
+            password: device_key.seal("edge-pass").expect("seal"),
+        },
+    );
+    manifest.modules.insert(
+        module.clone(),
+        Module {
+            kind: ModuleKind::Container,
+            image,
+            status: Default::default(),
+            restart_policy: Default::default(),
+            env: std::collections::BTreeMap::from([
+                ("MQTT_PORT".to_owned(), world.broker.port().to_string()),
+                ("TOPIC".to_owned(), "sensors/logs".to_owned()),
+            ]),
+            create_options: Some(serde_json::json!({"HostConfig": {"NetworkMode": "host"}})),
+            serving: None,
+        },
+    );
+    let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");
+    assert!(world.broker.publish(
+        "fleet",
+        "fleet-pass",
+        "edgefleet/plant/devices/gw-logs/desired",
+        &wire,
+        true
+    ));
+    wait_for("the container", Duration::from_secs(60), || {
+        docker::inspect_container(&container).filter(|c| c["State"]["Running"] == true)
+    });
+
+    let logs = wait_for("the module's logs", Duration::from_secs(30), || {
+        let out = world
+            .fleet
+            .cli(&["module", "logs", "gw-logs", &module, "--tail", "5"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && text.contains("sensor-sim: publishing")).then_some(text)
+    });
+    assert!(logs.contains("sensors/logs"), "{logs}");
+
+    let started =
+        docker::inspect_container(&container).expect("container")["State"]["StartedAt"].clone();
+    world.fleet.ok(&["module", "restart", "gw-logs", &module]);
+    let after = docker::inspect_container(&container).expect("container");
+    assert_eq!(after["State"]["Running"], true);
+    assert_ne!(
+        after["State"]["StartedAt"], started,
+        "the container was restarted"
+    );
+
+    let unknown = world.fleet.cli(&["module", "logs", "gw-logs", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not a container module"));
+    agent.stop();
+}

@@ -113,6 +113,11 @@ impl FleetProcess {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The fleet service's data directory (its keys, its store).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fleet.log")).unwrap_or_default()
     }

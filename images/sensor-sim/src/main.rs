@@ -59,6 +59,10 @@ fn main() {
         }
     });
 
+    println!(
+        "sensor-sim: publishing {features} values to {topic} every {} ms",
+        interval.as_millis()
+    );
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut sent = 0u64;
     loop {

@@ -592,15 +592,22 @@ impl Agent {
             })?),
             None => None,
         };
+        // The registry is asked first (the engine does not go back to it for a digest it
+        // has): a refused or unreachable registry is reported even when the image is here.
+        let credentials = credential.zip(password.as_deref());
+        let pulled = match self.puller.check_access(&module.image, credentials).await {
+            Ok(()) => runtime
+                .pull(&module.image, credentials)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         let mut warning = None;
-        if let Err(e) = runtime
-            .pull(&module.image, credential.zip(password.as_deref()))
-            .await
-        {
+        if let Err(e) = pulled {
             if runtime.image_present(&module.image).await {
                 warning = Some(format!("{e}; running the image already on this device"));
             } else {
-                return Err(e.to_string());
+                return Err(e);
             }
         }
         if recreate {

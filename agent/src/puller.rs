@@ -117,18 +117,14 @@ impl Puller {
         Client::new(config)
     }
 
-    /// Pulls `image` (pinned by digest) with `credential` (and its unsealed `password`).
-    pub async fn pull_model(
+    /// Fetches the image manifest `image` is pinned to and checks its digest: the registry
+    /// answered and the credentials work.
+    async fn pinned_manifest(
         &self,
         image: &str,
         credential: Option<(&RegistryCredential, &str)>,
-    ) -> Result<PulledModel, PullError> {
-        let registry = image.split('/').next().unwrap_or_default().to_owned();
-        let fail = |cause| PullError {
-            registry: registry.clone(),
-            image: image.to_owned(),
-            cause,
-        };
+    ) -> Result<Fetched, PullError> {
+        let fail = |cause| pull_error(image, cause);
         // Parsed here rather than by oci-client's Reference::from_str, whose regular
         // expression leaves ~12 MiB of heap behind on a device.
         let parsed: ImageReference = image
@@ -147,32 +143,6 @@ impl Puller {
             None => (RegistryAuth::Anonymous, "anonymous access".to_owned()),
         };
         let client = self.client();
-        let classify = |e: oci_client::errors::OciDistributionError| {
-            use oci_client::errors::OciDistributionError as E;
-            match e {
-                E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
-                    PullCause::Unauthorized { who: who.clone() }
-                }
-                E::ImageManifestNotFoundError(m) => PullCause::NotFound(m),
-                E::RegistryError { envelope, .. }
-                    if envelope.errors.iter().any(|x| {
-                        format!("{:?}", x.code).contains("Unknown")
-                            || format!("{:?}", x.code).contains("NotFound")
-                    }) =>
-                {
-                    PullCause::NotFound(format!(
-                        "{} does not exist in the registry",
-                        reference.whole()
-                    ))
-                }
-                E::ServerError { code: 404, .. } => PullCause::NotFound(format!(
-                    "{} does not exist in the registry",
-                    reference.whole()
-                )),
-                other => PullCause::Registry(other.to_string()),
-            }
-        };
-
         let accepted = [
             media_type::OCI_MANIFEST,
             media_type::DOCKER_MANIFEST,
@@ -182,7 +152,7 @@ impl Puller {
         let (raw, _) = client
             .pull_manifest_raw(&reference, &auth, &accepted)
             .await
-            .map_err(|e| fail(classify(e)))?;
+            .map_err(|e| fail(classify(e, &reference, &who)))?;
         let actual = sha256_hex(&raw);
         if actual != pinned {
             return Err(fail(PullCause::DigestMismatch {
@@ -191,22 +161,50 @@ impl Puller {
                 actual,
             }));
         }
+        Ok(Fetched {
+            client,
+            reference,
+            auth,
+            who,
+            pinned,
+            raw: raw.to_vec(),
+        })
+    }
+
+    /// Checks that `image` can be pulled with `credential` (the registry answers, the
+    /// credentials are accepted, the digest matches) without downloading any layer.
+    pub async fn check_access(
+        &self,
+        image: &str,
+        credential: Option<(&RegistryCredential, &str)>,
+    ) -> Result<(), PullError> {
+        self.pinned_manifest(image, credential).await.map(|_| ())
+    }
+
+    /// Pulls `image` (pinned by digest) with `credential` (and its unsealed `password`).
+    pub async fn pull_model(
+        &self,
+        image: &str,
+        credential: Option<(&RegistryCredential, &str)>,
+    ) -> Result<PulledModel, PullError> {
+        let fail = |cause| pull_error(image, cause);
+        let f = self.pinned_manifest(image, credential).await?;
+        let classify = |e| classify(e, &f.reference, &f.who);
         let manifest = self
-            .image_manifest(&client, &reference, &auth, &raw, &classify)
+            .image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
             .await
             .map_err(fail)?;
-
         self.check_budget(&manifest.layers).map_err(fail)?;
         let mut blobs = Vec::new();
         for layer in &manifest.layers {
-            self.fetch_blob(&client, &reference, layer, &classify)
+            self.fetch_blob(&f.client, &f.reference, layer, &classify)
                 .await
                 .map_err(fail)?;
             blobs.push(layer.digest.clone());
         }
         let (model, metadata) = self.read_model(&manifest.layers).map_err(fail)?;
         Ok(PulledModel {
-            digest: pinned,
+            digest: f.pinned,
             blobs,
             model,
             metadata,
@@ -439,6 +437,56 @@ impl Puller {
 
     pub fn blobs_dir(&self) -> &Path {
         &self.settings.blobs_dir
+    }
+}
+
+/// A manifest fetched and checked against its pin, with what the rest of a pull needs.
+struct Fetched {
+    client: Client,
+    reference: Reference,
+    auth: RegistryAuth,
+    /// Who the registry was asked as, for error messages.
+    who: String,
+    pinned: String,
+    raw: Vec<u8>,
+}
+
+fn pull_error(image: &str, cause: PullCause) -> PullError {
+    PullError {
+        registry: image.split('/').next().unwrap_or_default().to_owned(),
+        image: image.to_owned(),
+        cause,
+    }
+}
+
+/// What an oci-client error means for the operator.
+fn classify(
+    e: oci_client::errors::OciDistributionError,
+    reference: &Reference,
+    who: &str,
+) -> PullCause {
+    use oci_client::errors::OciDistributionError as E;
+    let missing = || {
+        PullCause::NotFound(format!(
+            "{} does not exist in the registry",
+            reference.whole()
+        ))
+    };
+    match e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => PullCause::Unauthorized {
+            who: who.to_owned(),
+        },
+        E::ImageManifestNotFoundError(m) => PullCause::NotFound(m),
+        E::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|x| {
+                let code = format!("{:?}", x.code);
+                code.contains("Unknown") || code.contains("NotFound")
+            }) =>
+        {
+            missing()
+        }
+        E::ServerError { code: 404, .. } => missing(),
+        other => PullCause::Registry(other.to_string()),
     }
 }
 

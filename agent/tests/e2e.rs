@@ -1039,7 +1039,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
 }
 
 #[test]
-fn restart_policy_never_leaves_a_killed_container_stopped_and_a_wrong_password_still_runs_a_present_image()
+fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs_the_present_image_and_is_reported()
  {
     use edgefleet_tests::docker;
     let world = World::with(false, "gw-never");
@@ -1081,9 +1081,8 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_wrong_password_s
     );
 
     // A new manifest changes the module (so its container is created again) with a wrong
-    // registry password. The image is on the device: the module runs. (The engine does not go
-    // back to the registry for a digest it has, so no pull error arises; were one to, the agent
-    // would run the present image and report the error as the module's lastError.)
+    // registry password: the image is on the device, so the module runs, and the pull error
+    // is reported.
     let mut next = world.manifest(&agent, 2, "wrong-password", &[]);
     let mut sensor = sensor_module(
         &sensor_image,
@@ -1096,6 +1095,14 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_wrong_password_s
     world.publish(&next);
     let reported = world.wait_outcome(&agent, 2, 200);
     assert_eq!(reported["modules"][&module]["runtimeStatus"], "running");
+    let error = reported["modules"][&module]["lastError"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("unauthorized") && error.contains(&world.registry.address()),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-password"));
     let recreated = docker::inspect_container(&container).expect("container");
     assert_eq!(recreated["State"]["Running"], true);
     assert_ne!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgefleet_common::manifest::{
-    DesiredStatus, Manifest, ModelServing, Module, ModuleKind, RestartPolicy,
+    DesiredStatus, Manifest, ModelServing, Module, ModuleKind, RegistryCredential, RestartPolicy,
 };
 use edgefleet_common::reported::{
     ApplyStatus, DesiredOutcome, ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
@@ -582,16 +582,7 @@ impl Agent {
         let Some(module) = manifest.modules.get(name) else {
             return Ok(None);
         };
-        let credential = manifest.credential_for_image(&module.image);
-        let password = match credential {
-            Some(c) => Some(self.identity.unseal(&c.password).map_err(|e| {
-                format!(
-                    "registry {}: cannot unseal the password sealed for this device: {e}",
-                    c.address
-                )
-            })?),
-            None => None,
-        };
+        let (credential, password) = self.registry_login(manifest, &module.image)?;
         // The registry is asked first (the engine does not go back to it for a digest it
         // has): a refused or unreachable registry is reported even when the image is here.
         let credentials = credential.zip(password.as_deref());
@@ -840,14 +831,13 @@ impl Agent {
             .collect()
     }
 
-    /// Pull, load and canary a module's image. Nothing changes for the running modules.
-    async fn activate(
+    /// The manifest's credentials for `image`'s registry, with the password unsealed.
+    fn registry_login<'m>(
         &self,
-        manifest: &Manifest,
-        name: &str,
-        module: &Module,
-    ) -> Result<ActiveModel, String> {
-        let credential = manifest.credential_for_image(&module.image);
+        manifest: &'m Manifest,
+        image: &str,
+    ) -> Result<(Option<&'m RegistryCredential>, Option<String>), String> {
+        let credential = manifest.credential_for_image(image);
         let password = match credential {
             Some(c) => Some(self.identity.unseal(&c.password).map_err(|e| {
                 format!(
@@ -857,6 +847,17 @@ impl Agent {
             })?),
             None => None,
         };
+        Ok((credential, password))
+    }
+
+    /// Pull, load and canary a module's image. Nothing changes for the running modules.
+    async fn activate(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        module: &Module,
+    ) -> Result<ActiveModel, String> {
+        let (credential, password) = self.registry_login(manifest, &module.image)?;
         let pulled = self
             .puller
             .pull_model(&module.image, credential.zip(password.as_deref()))

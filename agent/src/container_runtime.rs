@@ -72,6 +72,26 @@ pub struct ContainerRuntime {
     device_id: String,
 }
 
+/// `result`, with the engine's `status_code` counting as success (the state asked for holds).
+fn tolerate(
+    result: Result<(), bollard::errors::Error>,
+    status_code: u16,
+    module: &str,
+    action: &'static str,
+) -> Result<(), ContainerError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: code, ..
+        }) if code == status_code => Ok(()),
+        Err(e) => Err(ContainerError::Docker {
+            module: module.to_owned(),
+            action,
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// The container name of a module.
 pub fn container_name(module: &str) -> String {
     format!("edgefleet-{module}")
@@ -203,22 +223,12 @@ impl ContainerRuntime {
             t: Some(10),
             ..StopContainerOptions::default()
         };
-        match self
+        let result = self
             .docker
             .stop_container(&container_name(name), Some(options))
-            .await
-        {
-            Ok(()) => Ok(()),
-            // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(ContainerError::Docker {
-                module: name.to_owned(),
-                action: "stop",
-                reason: e.to_string(),
-            }),
-        }
+            .await;
+        // 304: already stopped.
+        tolerate(result, 304, name, "stop")
     }
 
     pub async fn remove(&self, name: &str) -> Result<(), ContainerError> {
@@ -226,21 +236,12 @@ impl ContainerRuntime {
             force: true,
             ..RemoveContainerOptions::default()
         };
-        match self
+        let result = self
             .docker
             .remove_container(&container_name(name), Some(options))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(ContainerError::Docker {
-                module: name.to_owned(),
-                action: "remove",
-                reason: e.to_string(),
-            }),
-        }
+            .await;
+        // 404: already gone.
+        tolerate(result, 404, name, "remove")
     }
 
     /// The last `tail` lines of a module's output (stdout and stderr) since `since` (Unix

@@ -1,12 +1,20 @@
-//! Manifest signing: ed25519 over the manifest's canonical serialization.
+//! Manifest signing: ed25519 over a hash tree of manifests' canonical serializations.
 //!
 //! Canonical form: JSON with object keys sorted by their UTF-8 bytes, no insignificant
 //! whitespace, strings and numbers as serde_json writes them (the JCS subset for the integers
 //! and strings a manifest holds). It is written by our own small writer rather than relying on
 //! serde_json's map order, which a feature flag anywhere in a build can change.
 //!
+//! The fleet renders manifests in batches (one deployment change can touch 100,000 devices)
+//! and signs a batch once: each manifest's canonical bytes are a leaf of a SHA-256 hash tree
+//! (leaf = H(0x00 || bytes), node = H(0x01 || left || right), an odd node out is carried up
+//! unchanged), and ed25519 signs [`BATCH_SIGNATURE_CONTEXT`] followed by the 32-byte root.
+//! Every manifest carries the sibling hashes from its leaf to the root, so a device checks its
+//! own manifest alone: it hashes up the path and verifies the one signature. A batch of one is
+//! a tree of one leaf with an empty path.
+//!
 //! The wire form is a [`SignedManifest`] envelope, itself written canonically:
-//! `{"manifest":{...},"signature":{"algorithm":"ed25519","keyId":"...","value":"<base64>"}}`.
+//! `{"manifest":{...},"signature":{"algorithm":"ed25519-sha256-tree","keyId":"...","path":[{"left":"<base64>"},...],"value":"<base64>"}}`.
 //! Verification checks the signature over the manifest exactly as received, before the
 //! manifest is interpreted, so nothing unsigned is ever acted upon.
 
@@ -18,11 +26,19 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use crate::manifest::{MANIFEST_SCHEMA_VERSION, Manifest};
 use crate::reported::ApplyStatus;
 
-pub const SIGNATURE_ALGORITHM: &str = "ed25519";
+pub const SIGNATURE_ALGORITHM: &str = "ed25519-sha256-tree";
+
+/// What the fleet key signs before a batch's root hash, so that a signature over a root can
+/// never be taken for a signature over anything else.
+pub const BATCH_SIGNATURE_CONTEXT: &[u8] = b"edgefleet manifest batch v1\n";
+
+/// The longest path accepted: a tree of 2^40 manifests.
+const MAX_PATH_LEN: usize = 40;
 
 /// The envelope published on a device's desired topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,8 +54,18 @@ pub struct ManifestSignature {
     pub algorithm: String,
     /// Which fleet key signed: [`FleetPublicKey::key_id`].
     pub key_id: String,
-    /// The 64-byte ed25519 signature, base64.
+    /// The sibling hashes from this manifest's leaf up to the signed root, leaf first.
+    pub path: Vec<PathStep>,
+    /// The 64-byte ed25519 signature over the batch's root, base64.
     pub value: String,
+}
+
+/// One step up the hash tree: the sibling's hash (base64) and which side it is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum PathStep {
+    Left(String),
+    Right(String),
 }
 
 /// Why a manifest was refused. Each variant maps to the status code the device reports.
@@ -129,26 +155,168 @@ impl FleetSigningKey {
 
     /// Signs `manifest` and returns the wire bytes of its [`SignedManifest`] envelope.
     pub fn sign(&self, manifest: &Manifest) -> Vec<u8> {
-        // A Manifest holds only strings, integers, booleans, maps and lists: it always
-        // converts to a JSON value.
-        let value = serde_json::to_value(manifest).unwrap_or(Value::Null);
-        self.sign_value(value)
+        self.sign_batch(vec![CanonicalManifest::new(manifest)])
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Signs any JSON value as a manifest. The fleet signs typed manifests with [`Self::sign`];
     /// this exists so tests can sign deliberately broken manifests.
     pub fn sign_value(&self, manifest: Value) -> Vec<u8> {
-        let signature = self.0.sign(&canonical_json(&manifest));
-        let envelope = SignedManifest {
-            manifest,
-            signature: ManifestSignature {
-                algorithm: SIGNATURE_ALGORITHM.to_owned(),
-                key_id: self.public_key().key_id(),
-                value: BASE64.encode(signature.to_bytes()),
-            },
-        };
-        canonical_json(&serde_json::to_value(envelope).unwrap_or(Value::Null))
+        self.sign_batch(vec![CanonicalManifest::from_value(&manifest)])
+            .pop()
+            .unwrap_or_default()
     }
+
+    /// Signs `manifests` with one signature over their hash tree and returns each one's wire
+    /// bytes, in order.
+    pub fn sign_batch(&self, manifests: Vec<CanonicalManifest>) -> Vec<Vec<u8>> {
+        let tree = HashTree::new(manifests.iter().map(|m| leaf_hash(m.bytes())).collect());
+        let mut message = BATCH_SIGNATURE_CONTEXT.to_vec();
+        message.extend_from_slice(&tree.root());
+        let value = BASE64.encode(self.0.sign(&message).to_bytes());
+        let key_id = self.public_key().key_id();
+        manifests
+            .into_iter()
+            .enumerate()
+            .map(|(i, manifest)| {
+                // The rest of the envelope, written in canonical order (keys sorted, no
+                // whitespace; base64 and hex need no escaping).
+                let path = tree.path(i);
+                let mut wire = manifest.wire;
+                wire.reserve_exact(200 + 60 * path.len());
+                wire.extend_from_slice(b",\"signature\":{\"algorithm\":\"");
+                wire.extend_from_slice(SIGNATURE_ALGORITHM.as_bytes());
+                wire.extend_from_slice(b"\",\"keyId\":\"");
+                wire.extend_from_slice(key_id.as_bytes());
+                wire.extend_from_slice(b"\",\"path\":[");
+                for (n, step) in path.iter().enumerate() {
+                    if n > 0 {
+                        wire.push(b',');
+                    }
+                    let (side, hash) = match step {
+                        PathStep::Left(hash) => ("left", hash),
+                        PathStep::Right(hash) => ("right", hash),
+                    };
+                    wire.extend_from_slice(format!("{{\"{side}\":\"{hash}\"}}").as_bytes());
+                }
+                wire.extend_from_slice(b"],\"value\":\"");
+                wire.extend_from_slice(value.as_bytes());
+                wire.extend_from_slice(b"\"}}");
+                wire
+            })
+            .collect()
+    }
+}
+
+/// The start of the wire envelope; "manifest" sorts before "signature".
+const ENVELOPE_START: &[u8] = b"{\"manifest\":";
+
+/// A manifest in canonical form, ready for [`FleetSigningKey::sign_batch`]. It holds the start
+/// of its wire envelope so that signing appends the signature in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalManifest {
+    wire: Vec<u8>,
+}
+
+impl CanonicalManifest {
+    pub fn new(manifest: &Manifest) -> Self {
+        // A Manifest holds only strings, integers, booleans, maps and lists: it always
+        // converts to a JSON value.
+        Self::from_value(&serde_json::to_value(manifest).unwrap_or(Value::Null))
+    }
+
+    fn from_value(manifest: &Value) -> Self {
+        let mut wire = Vec::with_capacity(2048);
+        wire.extend_from_slice(ENVELOPE_START);
+        write_canonical(manifest, &mut wire);
+        Self { wire }
+    }
+
+    /// The canonical bytes the signature covers.
+    pub fn bytes(&self) -> &[u8] {
+        &self.wire[ENVELOPE_START.len()..]
+    }
+}
+
+type Hash = [u8; 32];
+
+fn leaf_hash(canonical_manifest: &[u8]) -> Hash {
+    Sha256::new()
+        .chain_update([0u8])
+        .chain_update(canonical_manifest)
+        .finalize()
+        .into()
+}
+
+fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    Sha256::new()
+        .chain_update([1u8])
+        .chain_update(left)
+        .chain_update(right)
+        .finalize()
+        .into()
+}
+
+/// A batch's hash tree, level by level from the leaves up to the root.
+struct HashTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl HashTree {
+    fn new(leaves: Vec<Hash>) -> Self {
+        let mut levels = vec![leaves];
+        while let Some(level) = levels.last().filter(|l| l.len() > 1) {
+            let up = level
+                .chunks(2)
+                .map(|pair| match pair {
+                    [left, right] => node_hash(left, right),
+                    // An odd node out is carried up unchanged.
+                    _ => pair[0],
+                })
+                .collect();
+            levels.push(up);
+        }
+        Self { levels }
+    }
+
+    fn root(&self) -> Hash {
+        self.levels
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The siblings of leaf `index` on its way to the root.
+    fn path(&self, mut index: usize) -> Vec<PathStep> {
+        let mut path = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sibling = index ^ 1;
+            if let Some(hash) = level.get(sibling) {
+                let hash = BASE64.encode(hash);
+                path.push(if sibling < index {
+                    PathStep::Left(hash)
+                } else {
+                    PathStep::Right(hash)
+                });
+            }
+            index /= 2;
+        }
+        path
+    }
+}
+
+/// The root a manifest's path leads to, or `None` when a step is not a 32-byte hash.
+fn root_from_path(canonical_manifest: &[u8], path: &[PathStep]) -> Option<Hash> {
+    path.iter()
+        .try_fold(leaf_hash(canonical_manifest), |hash, step| {
+            let sibling = |b64: &str| -> Option<Hash> { BASE64.decode(b64).ok()?.try_into().ok() };
+            Some(match step {
+                PathStep::Left(left) => node_hash(&sibling(left)?, &hash),
+                PathStep::Right(right) => node_hash(&hash, &sibling(right)?),
+            })
+        })
 }
 
 /// The fleet's public key, as configured on every device (base64 of 32 bytes).
@@ -233,11 +401,15 @@ impl FleetPublicKey {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(bad_signature)?;
+        if signature.path.len() > MAX_PATH_LEN {
+            return Err(bad_signature());
+        }
+        let root = root_from_path(&canonical_json(&envelope.manifest), &signature.path)
+            .ok_or_else(bad_signature)?;
+        let mut message = BATCH_SIGNATURE_CONTEXT.to_vec();
+        message.extend_from_slice(&root);
         self.0
-            .verify(
-                &canonical_json(&envelope.manifest),
-                &ed25519_dalek::Signature::from_bytes(&bytes),
-            )
+            .verify(&message, &ed25519_dalek::Signature::from_bytes(&bytes))
             .map_err(|_| bad_signature())?;
 
         parse_manifest(envelope.manifest)
@@ -287,7 +459,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                write_string(key, out);
                 out.push(b':');
                 write_canonical(item, out);
             }
@@ -295,6 +467,11 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         }
         scalar => write_scalar(scalar, out),
     }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn write_scalar(value: &Value, out: &mut Vec<u8>) {

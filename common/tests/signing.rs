@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use edgefleet_common::manifest::*;
 use edgefleet_common::reported::ApplyStatus;
 use edgefleet_common::sealing::SealedSecret;
-use edgefleet_common::signing::{FleetSigningKey, ManifestError};
+use edgefleet_common::signing::{
+    CanonicalManifest, FleetSigningKey, ManifestError, canonical_json,
+};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -167,6 +169,70 @@ fn a_changed_manifest_is_refused_as_a_bad_signature() {
     assert!(matches!(err, ManifestError::BadSignature { .. }), "{err}");
     assert_eq!(err.status(), ApplyStatus::SignatureInvalid);
     assert_eq!(u16::from(err.status()), 412);
+}
+
+fn envelope(wire: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(wire).expect("envelope")
+}
+
+fn refused_as_bad_signature(value: &serde_json::Value) -> bool {
+    let wire = serde_json::to_vec(value).expect("json");
+    matches!(
+        fleet_key().public_key().verify(&wire),
+        Err(ManifestError::BadSignature { .. })
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn every_manifest_of_a_batch_verifies_alone(batch in prop::collection::vec(manifest(), 1..12)) {
+        let key = fleet_key();
+        let wires = key.sign_batch(batch.iter().map(CanonicalManifest::new).collect());
+        prop_assert_eq!(wires.len(), batch.len());
+        for (wire, m) in wires.iter().zip(&batch) {
+            prop_assert_eq!(key.public_key().verify(wire), Ok(m.clone()));
+            let parsed: serde_json::Value = serde_json::from_slice(wire).expect("json");
+            prop_assert_eq!(&canonical_json(&parsed), wire, "the wire form is canonical");
+        }
+    }
+}
+
+#[test]
+fn a_manifest_under_another_manifests_path_is_refused() {
+    let key = fleet_key();
+    let batch: Vec<Manifest> = (0..5)
+        .map(|i| Manifest::new(format!("gw-{i}"), 1))
+        .collect();
+    let wires = key.sign_batch(batch.iter().map(CanonicalManifest::new).collect());
+    let (first, second) = (envelope(&wires[0]), envelope(&wires[1]));
+    assert_eq!(first["signature"]["value"], second["signature"]["value"]);
+
+    let mut swapped = first.clone();
+    swapped["manifest"] = second["manifest"].clone();
+    assert!(refused_as_bad_signature(&swapped));
+
+    // The same sibling on the other side leads to another root.
+    let mut flipped = first.clone();
+    let step = flipped["signature"]["path"][0]
+        .as_object_mut()
+        .expect("step")
+        .remove("right")
+        .expect("the first leaf's sibling is on its right");
+    flipped["signature"]["path"][0] = json!({ "left": step });
+    assert!(refused_as_bad_signature(&flipped));
+
+    let mut truncated = first.clone();
+    truncated["signature"]["path"]
+        .as_array_mut()
+        .expect("path")
+        .pop();
+    assert!(refused_as_bad_signature(&truncated));
+
+    let mut not_a_hash = first;
+    not_a_hash["signature"]["path"][0] = json!({ "right": "c2hvcnQ=" });
+    assert!(refused_as_bad_signature(&not_a_hash));
 }
 
 #[test]

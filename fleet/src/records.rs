@@ -118,11 +118,27 @@ pub struct DeploymentModule {
 pub struct RenderedManifest {
     pub device_id: String,
     pub version: u64,
-    /// SHA-256 of the content with passwords replaced by their digests: when it does not
-    /// change, neither does the version (sealing is randomized, so the bytes would).
+    /// SHA-256 of the canonical content without the version: when it does not change,
+    /// neither does the version.
     pub fingerprint: String,
     /// For each module, the deployment it came from.
     pub sources: BTreeMap<String, String>,
+    /// Registry name -> the password as sealed to this device, reused by later renders.
+    #[serde(default)]
+    pub sealed_passwords: BTreeMap<String, SealedPassword>,
     /// The signed wire bytes, as published.
     pub wire: String,
+}
+
+/// A registry password sealed to one device. Sealing is randomized and costs a key agreement,
+/// so a device keeps the same ciphertext (and its manifest the same content) until the password
+/// or the device's key changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedPassword {
+    /// The device key it was sealed to.
+    pub device_key: String,
+    /// Which password it holds (see `render::RegistryAccess::password_id`).
+    pub password_id: String,
+    pub sealed: SealedSecret,
 }

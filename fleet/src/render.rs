@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind, RegistryCredential};
 use edgefleet_common::sealing::{DevicePublicKey, SealedSecret};
-use edgefleet_common::signing::{FleetSigningKey, canonical_json};
+use edgefleet_common::signing::{CanonicalManifest, FleetSigningKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::condition::Condition;
-use crate::records::{Deployment, DeploymentModule, Device, ModelVersion, RenderedManifest};
+use crate::records::{
+    Deployment, DeploymentModule, Device, ModelVersion, RenderedManifest, SealedPassword,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
@@ -31,11 +33,22 @@ pub enum RenderError {
 /// opened once for a whole batch of devices.
 #[derive(Debug)]
 pub struct Catalog {
-    /// Registry name -> (address, username, plaintext password).
-    pub registries: BTreeMap<String, (String, String, String)>,
+    pub registries: BTreeMap<String, RegistryAccess>,
     /// Model name -> versions, ascending.
     pub models: BTreeMap<String, Vec<ModelVersion>>,
     pub deployments: Vec<(Deployment, Condition)>,
+}
+
+/// A registry as devices see it.
+#[derive(Debug, Clone)]
+pub struct RegistryAccess {
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    /// Names this password without revealing it (a digest of the fleet's sealed-at-rest copy,
+    /// which changes whenever the password is set), so a device's sealed copy is reused until
+    /// the password changes.
+    pub password_id: String,
 }
 
 /// The packaged model version a deployment's `name:latest` / `name:<n>` refers to.
@@ -114,17 +127,37 @@ fn module_for(spec: &DeploymentModule, image: &str) -> Module {
     }
 }
 
-/// Renders `device`'s manifest. Returns `previous` unchanged when the content is the same, so
-/// a device's version increases only when what it should run changes.
+/// A device's new manifest, rendered but not signed yet: see [`sign`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub device_id: String,
+    pub version: u64,
+    pub manifest: CanonicalManifest,
+    pub fingerprint: String,
+    pub sources: BTreeMap<String, String>,
+    pub sealed_passwords: BTreeMap<String, SealedPassword>,
+}
+
+/// What rendering one device gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Render {
+    /// The content is what the device already has: its version and signature stay.
+    Unchanged,
+    /// New content under the next version.
+    Changed(Draft),
+}
+
+/// Renders `device`'s manifest. The version increases only when the content differs from
+/// `previous`; registry passwords sealed for `previous` are reused while neither the password
+/// nor the device's key has changed (sealing costs a key agreement per device).
 pub fn render_device(
     device: &Device,
     catalog: &Catalog,
     previous: Option<&RenderedManifest>,
-    key: &FleetSigningKey,
-) -> Result<RenderedManifest, RenderError> {
+) -> Result<Render, RenderError> {
     let mut manifest = Manifest::new(&device.id, 0);
     let mut sources = BTreeMap::new();
-    let mut passwords: BTreeMap<String, &str> = BTreeMap::new();
+    let mut sealed_passwords = BTreeMap::new();
     for (module_name, deployment) in winners(device, catalog) {
         let spec = &deployment.modules[&module_name];
         let model = resolve_model(&catalog.models, &spec.model)?;
@@ -132,53 +165,87 @@ pub fn render_device(
             .package
             .as_ref()
             .ok_or_else(|| RenderError::NotPackaged(model.reference()))?;
-        let (address, username, password) = catalog
+        let registry = catalog
             .registries
             .get(&package.registry)
             .ok_or_else(|| RenderError::UnknownRegistry(package.registry.clone()))?;
         manifest
             .modules
             .insert(module_name.clone(), module_for(spec, &package.image));
+        sources.insert(module_name, deployment.name.clone());
+        if sealed_passwords.contains_key(&package.registry) {
+            continue;
+        }
+        let reusable = previous
+            .and_then(|p| p.sealed_passwords.get(&package.registry))
+            .filter(|s| s.device_key == device.public_key && s.password_id == registry.password_id)
+            .cloned();
+        let sealed = match reusable {
+            Some(sealed) => sealed,
+            None => SealedPassword {
+                sealed: seal_to(device, &registry.password)?,
+                device_key: device.public_key.clone(),
+                password_id: registry.password_id.clone(),
+            },
+        };
         manifest.registry_credentials.insert(
             package.registry.clone(),
             RegistryCredential {
-                address: address.clone(),
-                username: username.clone(),
-                // Stands for the password in the fingerprint; sealed below.
-                password: SealedSecret::from_armored(sha256_hex(password.as_bytes())),
+                address: registry.address.clone(),
+                username: registry.username.clone(),
+                password: sealed.sealed.clone(),
             },
         );
-        passwords.insert(package.registry.clone(), password);
-        sources.insert(module_name, deployment.name.clone());
+        sealed_passwords.insert(package.registry.clone(), sealed);
     }
-    let value = serde_json::to_value(&manifest).unwrap_or_default();
-    let fingerprint = sha256_hex(&canonical_json(&value));
-    if let Some(previous) = previous
-        && previous.fingerprint == fingerprint
-    {
-        return Ok(previous.clone());
-    }
-    let device_key: DevicePublicKey =
-        device.public_key.parse().map_err(|e| RenderError::Device {
-            device: device.id.clone(),
-            reason: format!("{e}"),
-        })?;
-    for (name, credential) in manifest.registry_credentials.iter_mut() {
-        let plain = passwords.get(name).copied().unwrap_or_default();
-        credential.password = device_key.seal(plain).map_err(|e| RenderError::Device {
-            device: device.id.clone(),
-            reason: e.to_string(),
-        })?;
+    // The fingerprint only has to be stable between renders by the same build, so it hashes
+    // serde_json's plain serialization (version 0); only new content is written canonically.
+    let fingerprint = sha256_hex(&serde_json::to_vec(&manifest).unwrap_or_default());
+    if previous.is_some_and(|p| p.fingerprint == fingerprint) {
+        return Ok(Render::Unchanged);
     }
     manifest.version = previous.map_or(1, |p| p.version + 1);
-    let wire = String::from_utf8(key.sign(&manifest)).unwrap_or_default();
-    Ok(RenderedManifest {
+    Ok(Render::Changed(Draft {
         device_id: device.id.clone(),
         version: manifest.version,
+        manifest: CanonicalManifest::new(&manifest),
         fingerprint,
         sources,
-        wire,
-    })
+        sealed_passwords,
+    }))
+}
+
+fn seal_to(device: &Device, password: &str) -> Result<SealedSecret, RenderError> {
+    let failed = |reason: String| RenderError::Device {
+        device: device.id.clone(),
+        reason,
+    };
+    let key: DevicePublicKey = device
+        .public_key
+        .parse()
+        .map_err(|e| failed(format!("{e}")))?;
+    key.seal(password).map_err(|e| failed(e.to_string()))
+}
+
+/// Signs drafts with one signature over the batch (see `edgefleet_common::signing`).
+pub fn sign(drafts: Vec<Draft>, key: &FleetSigningKey) -> Vec<RenderedManifest> {
+    let mut manifests = Vec::with_capacity(drafts.len());
+    let mut rendered = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        manifests.push(draft.manifest);
+        rendered.push(RenderedManifest {
+            device_id: draft.device_id,
+            version: draft.version,
+            fingerprint: draft.fingerprint,
+            sources: draft.sources,
+            sealed_passwords: draft.sealed_passwords,
+            wire: String::new(),
+        });
+    }
+    for (rendered, wire) in rendered.iter_mut().zip(key.sign_batch(manifests)) {
+        rendered.wire = String::from_utf8(wire).unwrap_or_default();
+    }
+    rendered
 }
 
 #[cfg(test)]
@@ -261,11 +328,12 @@ mod tests {
         Catalog {
             registries: BTreeMap::from([(
                 "acr".to_owned(),
-                (
-                    "127.0.0.1:5000".to_owned(),
-                    "edge".to_owned(),
-                    "pw".to_owned(),
-                ),
+                RegistryAccess {
+                    address: "127.0.0.1:5000".to_owned(),
+                    username: "edge".to_owned(),
+                    password: "pw".to_owned(),
+                    password_id: "1".to_owned(),
+                },
             )]),
             models: by_name,
             deployments,
@@ -342,19 +410,32 @@ mod tests {
             )],
             vec![model("d", 1, true)],
         );
-        let first = render_device(&gw, &c1, None, &key).expect("render");
+        let render = |c: &Catalog, previous: Option<&RenderedManifest>| match render_device(
+            &gw, c, previous,
+        )
+        .expect("render")
+        {
+            Render::Changed(draft) => Some(sign(vec![draft], &key).remove(0)),
+            Render::Unchanged => None,
+        };
+        let first = render(&c1, None).expect("a first manifest");
         assert_eq!(first.version, 1);
-        let again = render_device(&gw, &c1, Some(&first), &key).expect("render");
         assert_eq!(
-            again, first,
-            "same content, same manifest (not even re-sealed)"
+            render(&c1, Some(&first)),
+            None,
+            "same content, same manifest"
         );
+
         let c2 = catalog(
             c1.deployments.clone(),
             vec![model("d", 1, true), model("d", 2, true)],
         );
-        let second = render_device(&gw, &c2, Some(&first), &key).expect("render");
+        let second = render(&c2, Some(&first)).expect("new content");
         assert_eq!(second.version, 2);
+        assert_eq!(
+            second.sealed_passwords, first.sealed_passwords,
+            "the password did not change, so it is not sealed again"
+        );
         let manifest = key
             .public_key()
             .verify(second.wire.as_bytes())
@@ -362,5 +443,21 @@ mod tests {
         assert!(manifest.modules["a"].image.contains("models/d:2@"));
         let sealed = &manifest.registry_credentials["acr"].password;
         assert_eq!(id.unseal(sealed).expect("sealed to the device"), "pw");
+
+        let mut c3 = catalog(
+            c2.deployments.clone(),
+            c2.models.values().flatten().cloned().collect(),
+        );
+        let acr = c3.registries.get_mut("acr").expect("acr");
+        acr.password = "rotated".into();
+        acr.password_id = "2".into();
+        let third = render(&c3, Some(&second)).expect("a new password is new content");
+        assert_eq!(third.version, 3);
+        let manifest = key
+            .public_key()
+            .verify(third.wire.as_bytes())
+            .expect("signed");
+        let sealed = &manifest.registry_credentials["acr"].password;
+        assert_eq!(id.unseal(sealed).expect("sealed to the device"), "rotated");
     }
 }

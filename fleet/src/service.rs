@@ -31,7 +31,9 @@ use crate::condition::Condition;
 use crate::records::{
     Deployment, Device, DeviceStatus, ModelVersion, Package, Registry, RenderedManifest,
 };
-use crate::render::{Catalog, RenderError, render_device, resolve_model};
+use crate::render::{
+    self, Catalog, RegistryAccess, Render, RenderError, render_device, resolve_model,
+};
 use crate::rollout;
 use crate::store::{Batch, FleetStore, kind};
 use crate::{embedded_broker, package};
@@ -913,7 +915,14 @@ impl Fleet {
                     .secrets
                     .unseal(&r.password)
                     .map_err(ApiError::internal)?;
-                Ok((name, (r.address, r.username, password)))
+                let password_id = hex::encode(Sha256::digest(r.password.as_armored().as_bytes()));
+                let access = RegistryAccess {
+                    address: r.address,
+                    username: r.username,
+                    password,
+                    password_id,
+                };
+                Ok((name, access))
             })
             .collect::<Result<_, ApiError>>()?;
         let deployments = self
@@ -932,8 +941,7 @@ impl Fleet {
     /// Renders the affected devices; stores and publishes (retained) what changed.
     async fn rerender(&self, affected: Affected) -> Result<usize, ApiError> {
         let catalog = self.catalog()?;
-        let mut batch = Batch::default();
-        let mut changed = Vec::new();
+        let mut drafts = Vec::new();
         for (id, device) in self.store.list::<Device>(kind::DEVICE)? {
             if let Affected::Devices(ids) = &affected
                 && !ids.contains(&id)
@@ -941,17 +949,19 @@ impl Fleet {
                 continue;
             }
             let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &id)?;
-            match render_device(&device, &catalog, previous.as_ref(), &self.key) {
-                Ok(rendered) if Some(&rendered) != previous.as_ref() => {
-                    if rendered.sources.is_empty() && previous.is_none() {
-                        continue;
-                    }
-                    batch.put(kind::MANIFEST, &id, &rendered);
-                    changed.push(rendered);
+            match render_device(&device, &catalog, previous.as_ref()) {
+                // A device that never had a manifest gets none until it has a module.
+                Ok(Render::Changed(draft)) if !(draft.sources.is_empty() && previous.is_none()) => {
+                    drafts.push(draft);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),
             }
+        }
+        let changed = render::sign(drafts, &self.key);
+        let mut batch = Batch::default();
+        for rendered in &changed {
+            batch.put(kind::MANIFEST, &rendered.device_id, rendered);
         }
         self.store.commit(batch)?;
         for rendered in &changed {

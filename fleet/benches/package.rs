@@ -1,29 +1,27 @@
 //! `model package` push throughput against `skopeo copy` of the same image to the same
-//! registry (with authentication): the ~10 MB benchmark MLP, five pushes each, each to a new
-//! repository so every blob is uploaded. Prints one JSON line per tool and the ratio.
+//! registry (with authentication): the ~10 MB benchmark MLP, five pushes each, each a new
+//! image to a new repository so every blob is uploaded. Prints one JSON line per tool and the
+//! ratio.
 //!
 //! cargo bench -p edgefleet-fleet --bench package   (needs target/models/mlp: scripts/make-models --mlp)
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use edgefleet_agent::model::Model;
 use edgefleet_agent::model::OnnxRuntime;
-use edgefleet_fleet::package::{Destination, build, module_metadata, push};
+use edgefleet_fleet::package::{Destination, Image, build, module_metadata, push};
 use edgefleet_fleet::records::ModelVersion;
 use edgefleet_tests::{Registry, ort_library, repo_root, require_program};
 use serde_json::json;
 
 const RUNS: usize = 5;
 
-fn main() {
-    let path = repo_root().join("target/models/mlp/model.onnx");
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|_| panic!("{} missing: run scripts/make-models --mlp", path.display()));
-    let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime");
-    let model = runtime.model(&bytes).expect("model");
+/// The benchmark model packaged as `version`, and the same image as an OCI layout for skopeo.
+fn packaged(model: &Model, bytes: &[u8], version: u32) -> (Image, tempfile::TempDir) {
     let version = ModelVersion {
         name: "mlp".into(),
-        version: 1,
+        version,
         tags: BTreeMap::new(),
         description: String::new(),
         sha256: String::new(),
@@ -32,11 +30,9 @@ fn main() {
         package: None,
         sample_input: None,
     };
-    let metadata = module_metadata(&version, &model).expect("metadata");
-    let image = build(&version, &bytes, &metadata).expect("image");
-    let total = image.layer.len() + image.config.len() + image.manifest.len();
+    let metadata = module_metadata(&version, model).expect("metadata");
+    let image = build(&version, bytes, &metadata).expect("image");
 
-    // The same image as an OCI layout, for skopeo.
     let layout = tempfile::tempdir().expect("temp dir");
     let blobs = layout.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("blobs");
@@ -54,20 +50,34 @@ fn main() {
         r#"{"imageLayoutVersion":"1.0.0"}"#,
     )
     .expect("oci-layout");
+    (image, layout)
+}
+
+fn main() {
+    let path = repo_root().join("target/models/mlp/model.onnx");
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|_| panic!("{} missing: run scripts/make-models --mlp", path.display()));
+    let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime");
+    let model = runtime.model(&bytes).expect("model");
 
     let registry = Registry::start("edge", "edge-pass");
-    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let mut ours = Vec::new();
     let mut skopeo = Vec::new();
+    let mut total = 0;
     for run in 0..RUNS {
-        let repository = format!("bench/ours-{run}");
+        // Each run and each tool pushes an image the registry has never seen (the version is
+        // in the layer's module.json), so both upload every byte; otherwise skopeo mounts the
+        // layer from an earlier repository (its blob-info cache remembers where it went).
+        let (image, _) = packaged(&model, &bytes, 2 * run as u32 + 1);
+        total = image.layer.len() + image.config.len() + image.manifest.len();
         let started = Instant::now();
-        runtime
+        tokio
             .block_on(push(
                 &image,
                 &Destination {
                     address: &registry.address(),
-                    repository: &repository,
+                    repository: &format!("bench/ours-{run}"),
                     tag: "1".into(),
                     username: "edge",
                     password: "edge-pass",
@@ -77,6 +87,7 @@ fn main() {
             .expect("push");
         ours.push(started.elapsed().as_secs_f64());
 
+        let (_, layout) = packaged(&model, &bytes, 2 * run as u32 + 2);
         let started = Instant::now();
         let status = std::process::Command::new(require_program("skopeo", "skopeo"))
             .args([

@@ -55,6 +55,8 @@ pub struct ManifestSignature {
     /// Which fleet key signed: [`FleetPublicKey::key_id`].
     pub key_id: String,
     /// The sibling hashes from this manifest's leaf up to the signed root, leaf first.
+    /// (Absent in envelopes of other algorithms, which are then refused by name.)
+    #[serde(default)]
     pub path: Vec<PathStep>,
     /// The 64-byte ed25519 signature over the batch's root, base64.
     pub value: String,
@@ -89,7 +91,9 @@ pub enum ManifestError {
         "manifest was signed by key {found}, but this device trusts fleet key {expected}; check fleetPublicKey in the agent config"
     )]
     UnknownKey { found: String, expected: String },
-    #[error("manifest signature algorithm {0:?} is not supported (expected \"ed25519\")")]
+    #[error(
+        "manifest signature algorithm {0:?} is not supported (this agent verifies {SIGNATURE_ALGORITHM:?}); run a fleet service and agents of the same release"
+    )]
     UnsupportedAlgorithm(String),
 }
 
@@ -171,6 +175,9 @@ impl FleetSigningKey {
     /// Signs `manifests` with one signature over their hash tree and returns each one's wire
     /// bytes, in order.
     pub fn sign_batch(&self, manifests: Vec<CanonicalManifest>) -> Vec<Vec<u8>> {
+        if manifests.is_empty() {
+            return Vec::new();
+        }
         let tree = HashTree::new(manifests.iter().map(|m| leaf_hash(m.bytes())).collect());
         let mut message = BATCH_SIGNATURE_CONTEXT.to_vec();
         message.extend_from_slice(&tree.root());

@@ -236,6 +236,22 @@ fn a_manifest_under_another_manifests_path_is_refused() {
 }
 
 #[test]
+fn an_envelope_of_another_signature_algorithm_is_refused_by_name() {
+    let key = fleet_key();
+    let mut old = envelope(&key.sign(&Manifest::new("gw-01", 1)));
+    old["signature"]["algorithm"] = json!("ed25519");
+    old["signature"]
+        .as_object_mut()
+        .expect("signature")
+        .remove("path");
+    let wire = serde_json::to_vec(&old).expect("json");
+    let err = key.public_key().verify(&wire).unwrap_err();
+    assert_eq!(err, ManifestError::UnsupportedAlgorithm("ed25519".into()));
+    assert!(err.to_string().contains("ed25519-sha256-tree"), "{err}");
+    assert_eq!(err.status(), ApplyStatus::SignatureInvalid);
+}
+
+#[test]
 fn a_manifest_signed_by_another_fleet_names_both_keys() {
     let other = FleetSigningKey::generate();
     let wire = other.sign(&Manifest::new("gw-01", 1));

@@ -227,6 +227,11 @@ fn seal_to(device: &Device, password: &str) -> Result<SealedSecret, RenderError>
     key.seal(password).map_err(|e| failed(e.to_string()))
 }
 
+/// New manifests are signed (and the service stores and publishes them) this many at a time:
+/// a change that touches the whole fleet holds a bounded number of them in memory, and a path
+/// to the signed root has at most 12 steps.
+pub const SIGNING_BATCH: usize = 4096;
+
 /// Signs drafts with one signature over the batch (see `edgefleet_common::signing`).
 pub fn sign(drafts: Vec<Draft>, key: &FleetSigningKey) -> Vec<RenderedManifest> {
     let mut manifests = Vec::with_capacity(drafts.len());

@@ -32,7 +32,8 @@ use crate::records::{
     Deployment, Device, DeviceStatus, ModelVersion, Package, Registry, RenderedManifest,
 };
 use crate::render::{
-    self, Catalog, RegistryAccess, Render, RenderError, render_device, resolve_model,
+    self, Catalog, Draft, RegistryAccess, Render, RenderError, SIGNING_BATCH, render_device,
+    resolve_model,
 };
 use crate::rollout;
 use crate::store::{Batch, FleetStore, kind};
@@ -942,6 +943,7 @@ impl Fleet {
     async fn rerender(&self, affected: Affected) -> Result<usize, ApiError> {
         let catalog = self.catalog()?;
         let mut drafts = Vec::new();
+        let mut changed = 0;
         for (id, device) in self.store.list::<Device>(kind::DEVICE)? {
             if let Affected::Devices(ids) = &affected
                 && !ids.contains(&id)
@@ -957,7 +959,16 @@ impl Fleet {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),
             }
+            if drafts.len() == SIGNING_BATCH {
+                changed += self.sign_store_publish(std::mem::take(&mut drafts)).await?;
+            }
         }
+        changed += self.sign_store_publish(drafts).await?;
+        Ok(changed)
+    }
+
+    /// Signs one batch of new manifests, stores them and publishes them (retained).
+    async fn sign_store_publish(&self, drafts: Vec<Draft>) -> Result<usize, ApiError> {
         let changed = render::sign(drafts, &self.key);
         let mut batch = Batch::default();
         for rendered in &changed {

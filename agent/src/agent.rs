@@ -32,6 +32,7 @@ use crate::reconciler::{ActualContainer, ContainerOperation, plan_containers};
 use crate::reconciler::{ActualModule, Operation, plan};
 use crate::restart_policy::{Decision, Observed, RestartState};
 use crate::scoring_api;
+use crate::status_socket;
 use crate::store::{ModuleRecord, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +181,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     agent.restore().await?;
     agent.report();
+    let status_socket = tokio::spawn(status_socket::serve(
+        config.status_socket_path(),
+        reported_rx.clone(),
+    ));
 
     let (inbound_tx, mut inbound) = mpsc::channel(1024);
     let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
@@ -229,6 +234,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     tracing::info!("shutting down");
+    status_socket.abort();
+    let _ = std::fs::remove_file(config.status_socket_path());
     let _ = stop_link.send(true);
     let _ = link.await;
     for (_, served) in std::mem::take(&mut agent.modules) {

@@ -253,6 +253,11 @@ impl Config {
     pub fn blobs_dir(&self) -> PathBuf {
         self.data_dir.join("blobs")
     }
+
+    /// The running agent's status socket (see `status_socket`).
+    pub fn status_socket_path(&self) -> PathBuf {
+        self.data_dir.join("agent.sock")
+    }
 }
 
 /// Overlays `from` on `into`, refusing keys the defaults do not have.

@@ -17,6 +17,7 @@ pub mod puller;
 pub mod reconciler;
 pub mod restart_policy;
 pub mod scoring_api;
+pub mod status_socket;
 pub mod store;
 pub mod tensor_json;
 

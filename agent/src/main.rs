@@ -9,8 +9,13 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edgefleet_agent::config::{Config, ConfigError, DEFAULT_CONFIG};
 use edgefleet_agent::model::OnnxRuntime;
+use edgefleet_agent::status_socket;
 use edgefleet_agent::store::Store;
 use edgefleet_agent::tensor_json::describe;
+use edgefleet_common::manifest::ModuleKind;
+use edgefleet_common::reported::{
+    ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
+};
 use edgefleet_common::sealing::DeviceIdentity;
 
 /// Exit code for a configuration error (sysexits' EX_CONFIG).
@@ -44,7 +49,8 @@ enum Command {
     Run,
     /// Print the default configuration file.
     PrintDefaultConfig,
-    /// Print what the local store holds: applied manifest, modules, telemetry outbox.
+    /// Print the agent's state: applied manifest, modules, telemetry outbox (from the running
+    /// agent, else from its store).
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -177,35 +183,38 @@ fn init(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the agent's state: from the running agent's status socket, or, when it is not
+/// running, from its store.
 fn status(config: &Config, json: bool) -> anyhow::Result<()> {
-    let store = Store::open(&config.store_path()).with_context(|| {
-        format!(
-            "cannot open the agent store {} (is the agent running? it holds the store open)",
-            config.store_path().display()
-        )
-    })?;
-    let key = config.fleet_key()?;
-    let applied = store.applied()?.and_then(|w| key.verify(&w).ok());
-    let outcome = store.outcome()?;
-    let modules = store.modules()?;
-    let outbox = store.outbox_state()?;
+    let (state, running) = match status_socket::read(&config.status_socket_path()) {
+        Ok(bytes) => {
+            let state: ReportedState = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the agent's status socket {} answered with something else than its state",
+                    config.status_socket_path().display()
+                )
+            })?;
+            (state, true)
+        }
+        Err(_) => (stored_state(config)?, false),
+    };
     if json {
-        let doc = serde_json::json!({
-            "deviceId": config.device_id,
-            "appliedVersion": applied.as_ref().map(|m| m.version),
-            "lastDesired": outcome,
-            "modules": modules.iter().map(|(k, r)| (k.clone(), serde_json::json!({"image": r.image, "digest": r.digest}))).collect::<serde_json::Map<_, _>>(),
-            "outbox": outbox,
-        });
+        let mut doc = serde_json::to_value(&state)?;
+        doc["running"] = running.into();
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("device          {}", config.device_id);
-    match &applied {
-        Some(m) => println!("applied         version {}", m.version),
+    let source = if running {
+        "agent running"
+    } else {
+        "agent not running; read from its store"
+    };
+    println!("device          {} ({source})", state.device_id);
+    match state.applied_version {
+        Some(version) => println!("applied         version {version}"),
         None => println!("applied         nothing yet"),
     }
-    if let Some(o) = &outcome {
+    if let Some(o) = &state.last_desired {
         let version = o.version.map_or("-".to_owned(), |v| v.to_string());
         println!(
             "last manifest   version {version}: {} {}",
@@ -213,14 +222,71 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             o.message
         );
     }
-    for (name, r) in &modules {
-        println!("module          {name}: {} ({})", r.image, r.digest);
+    for (name, m) in &state.modules {
+        let status = serde_json::to_value(m.runtime_status)?;
+        let mut line = format!(
+            "module          {name}: {} {}",
+            status.as_str().unwrap_or("-"),
+            m.image
+        );
+        if let Some(i) = &m.inference {
+            line.push_str(&format!(" ({} inferences, {} errors)", i.count, i.errors));
+        }
+        if let Some(error) = &m.last_error {
+            line.push_str(&format!(" error: {error}"));
+        }
+        println!("{line}");
     }
     println!(
         "outbox          {} record(s), {} bytes, {} dropped",
-        outbox.depth, outbox.bytes, outbox.dropped
+        state.outbox.depth, state.outbox.bytes, state.outbox.dropped
     );
     Ok(())
+}
+
+/// What a stopped agent's store holds, in the shape of its reported state.
+fn stored_state(config: &Config) -> anyhow::Result<ReportedState> {
+    let store = Store::open(&config.store_path()).with_context(|| {
+        format!(
+            "cannot open the agent store {} and no agent answers on {}",
+            config.store_path().display(),
+            config.status_socket_path().display()
+        )
+    })?;
+    let key = config.fleet_key()?;
+    let applied = store.applied()?.and_then(|w| key.verify(&w).ok());
+    let modules = store
+        .modules()?
+        .into_iter()
+        .map(|(name, record)| {
+            let kind = applied
+                .as_ref()
+                .and_then(|m| m.modules.get(&name))
+                .map_or(ModuleKind::Model, |m| m.kind);
+            let state = ModuleState {
+                kind,
+                runtime_status: RuntimeStatus::Stopped,
+                image: record.image,
+                image_digest: Some(record.digest),
+                restart_count: 0,
+                exit_code: None,
+                last_start_ms: None,
+                last_error: None,
+                inference: None,
+            };
+            (name, state)
+        })
+        .collect();
+    Ok(ReportedState {
+        schema_version: REPORTED_SCHEMA_VERSION.to_owned(),
+        device_id: config.device_id.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        applied_version: applied.map(|m| m.version),
+        last_desired: store.outcome()?,
+        modules,
+        outbox: store.outbox_state()?,
+        reported_at_ms: edgefleet_agent::outbox::now_ms(),
+    })
 }
 
 fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {

@@ -727,12 +727,7 @@ fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry
     agent.stop();
 }
 
-#[test]
-fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_reads_the_store() {
-    let world = World::new();
-    let (mut agent, image, port) = world.serving_diabetes("m");
-    agent.stop();
-
+fn status_json(agent: &AgentProcess) -> Value {
     let status = agent
         .command()
         .args(["status", "--json"])
@@ -743,8 +738,38 @@ fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_rea
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let doc: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    serde_json::from_slice(&status.stdout).expect("status JSON")
+}
+
+#[test]
+fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_reads_it_running_or_stopped()
+ {
+    let world = World::new();
+    let (mut agent, image, port) = world.serving_diabetes("m");
+    let (status, _) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200);
+
+    // Running: the agent answers on its status socket, counters included.
+    let doc = wait_for(
+        "status with the request counted",
+        Duration::from_secs(15),
+        || {
+            let doc = status_json(&agent);
+            (doc["modules"]["m"]["inference"]["count"] == 1).then_some(doc)
+        },
+    );
+    assert_eq!(doc["running"], true);
     assert_eq!(doc["appliedVersion"], 1);
+    assert_eq!(doc["modules"]["m"]["runtimeStatus"], "running");
+    assert_eq!(doc["modules"]["m"]["image"], image.as_str());
+    assert_eq!(doc["lastDesired"]["status"], 200);
+
+    // Stopped: read from the store.
+    agent.stop();
+    let doc = status_json(&agent);
+    assert_eq!(doc["running"], false);
+    assert_eq!(doc["appliedVersion"], 1);
+    assert_eq!(doc["modules"]["m"]["runtimeStatus"], "stopped");
     assert_eq!(doc["modules"]["m"]["image"], image.as_str());
     assert_eq!(doc["lastDesired"]["status"], 200);
 

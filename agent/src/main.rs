@@ -190,7 +190,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         Ok(bytes) => {
             let state: ReportedState = serde_json::from_slice(&bytes).with_context(|| {
                 format!(
-                    "the agent's status socket {} answered with something else than its state",
+                    "the agent's status socket {} answered with something other than its state",
                     config.status_socket_path().display()
                 )
             })?;

@@ -118,7 +118,7 @@ pub struct DeploymentModule {
 pub struct RenderedManifest {
     pub device_id: String,
     pub version: u64,
-    /// SHA-256 of the canonical content without the version: when it does not change,
+    /// SHA-256 of the content (version 0, as serde_json writes it): when it does not change,
     /// neither does the version.
     pub fingerprint: String,
     /// For each module, the deployment it came from.

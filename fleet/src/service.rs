@@ -969,6 +969,9 @@ impl Fleet {
 
     /// Signs one batch of new manifests, stores them and publishes them (retained).
     async fn sign_store_publish(&self, drafts: Vec<Draft>) -> Result<usize, ApiError> {
+        if drafts.is_empty() {
+            return Ok(0);
+        }
         let changed = render::sign(drafts, &self.key);
         let mut batch = Batch::default();
         for rendered in &changed {

@@ -69,6 +69,8 @@ pub struct OwnedContainer {
 #[derive(Debug, Clone)]
 pub struct ContainerRuntime {
     docker: Docker,
+    /// The engine's socket, for errors.
+    socket: String,
     device_id: String,
 }
 
@@ -119,8 +121,17 @@ impl ContainerRuntime {
             .map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             docker,
+            socket: socket.to_owned(),
             device_id: device_id.to_owned(),
         })
+    }
+
+    /// An engine that stopped answering after the agent connected.
+    fn unreachable(&self, e: bollard::errors::Error) -> ContainerError {
+        ContainerError::Engine {
+            socket: self.socket.clone(),
+            reason: e.to_string(),
+        }
     }
 
     pub async fn image_present(&self, image: &str) -> bool {
@@ -301,10 +312,7 @@ impl ContainerRuntime {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| ContainerError::Engine {
-                socket: "docker".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.unreachable(e))?;
         Ok(list.iter().any(|c| c.image.as_deref() == Some(image)))
     }
 
@@ -326,10 +334,7 @@ impl ContainerRuntime {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| ContainerError::Engine {
-                socket: "docker".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.unreachable(e))?;
         let mut out = BTreeMap::new();
         for summary in list {
             let (Some(id), Some(labels)) = (summary.id, summary.labels) else {

@@ -279,11 +279,7 @@ fn assert_close(ours: &Value, reference: &Value) {
 #[test]
 fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python() {
     let world = World::new();
-    let mut agent = world.agent();
-    agent.start();
-    let image = world.push_diabetes();
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
+    let (mut agent, image, port) = world.serving_diabetes("diabetes");
     let reported = world.wait_outcome(&agent, 1, 200);
     assert_eq!(reported["appliedVersion"], 1);
     let module = &reported["modules"]["diabetes"];
@@ -378,13 +374,8 @@ fn a_plain_digits_image_from_the_dockerfile_recipe_serves_probabilities_as_json(
 #[test]
 fn a_wrong_registry_password_reports_417_naming_the_registry_and_the_old_model_keeps_answering() {
     let world = World::new();
-    let mut agent = world.agent();
-    agent.start();
-    let diabetes = world.push_diabetes();
+    let (mut agent, diabetes, port) = world.serving_diabetes("m");
     let digits = world.push("models/digits", "digits", None);
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
-    world.wait_outcome(&agent, 1, 200);
 
     world.publish(&world.manifest(&agent, 2, "wrong-password", &[("m", &digits, port)]));
     let reported = world.wait_outcome(&agent, 2, 417);
@@ -541,12 +532,7 @@ fn malformed_score_bodies_get_400s_naming_the_problem_and_the_agent_stays_up() {
 fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_without_gaps() {
     const TOTAL: usize = 10_000;
     let mut world = World::new();
-    let mut agent = world.agent();
-    agent.start();
-    let diabetes = world.push_diabetes();
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &diabetes, port)]));
-    world.wait_outcome(&agent, 1, 200);
+    let (mut agent, _, port) = world.serving_diabetes("m");
 
     // A persistent subscriber: the broker keeps its queue across its own restart.
     let topic = world.topics.telemetry("+");
@@ -628,11 +614,7 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
 #[test]
 fn over_a_tls_broker_with_a_client_certificate_and_a_tls_registry_the_agent_applies_and_serves() {
     let world = World::with_tls(true);
-    let mut agent = world.agent();
-    agent.start();
-    let image = world.push_diabetes();
-    let port = free_port();
-    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
+    let (mut agent, _, port) = world.serving_diabetes("diabetes");
     let reported = world.wait_outcome(&agent, 1, 200);
     assert_eq!(reported["modules"]["diabetes"]["runtimeStatus"], "running");
     let (status, _) = score(port, QUICKSTART_REQUEST);

@@ -439,11 +439,9 @@ async fn register_model(
     // Continuous deployment: a new version of a packaged model is packaged to the same place,
     // so deployments that follow `name:latest` roll it out.
     if let Some(p) = previous.and_then(|p| p.package) {
-        record.package = Some(fleet.package(&record, &p.registry, &p.repository).await?);
         fleet
-            .store
-            .put(kind::MODEL, &model_key(&name, version), &record)?;
-        fleet.rerender(Affected::All).await?;
+            .package_and_roll_out(&mut record, &p.registry, &p.repository)
+            .await?;
     }
     Ok(axum::Json(
         serde_json::to_value(&record).map_err(ApiError::internal)?,
@@ -477,11 +475,9 @@ async fn package_model(
         .store
         .get(kind::MODEL, &model_key(&name, version))?
         .ok_or_else(|| ApiError::not_found(format!("model {name}:{version} is not registered")))?;
-    record.package = Some(fleet.package(&record, &r.registry, &r.repository).await?);
     fleet
-        .store
-        .put(kind::MODEL, &model_key(&name, version), &record)?;
-    fleet.rerender(Affected::All).await?;
+        .package_and_roll_out(&mut record, &r.registry, &r.repository)
+        .await?;
     Ok(axum::Json(
         serde_json::to_value(&record.package).map_err(ApiError::internal)?,
     ))
@@ -847,6 +843,24 @@ impl Fleet {
             .filter(|(_, d)| conditions.iter().any(|c| c.matches(&d.id, &d.tags)))
             .map(|(id, _)| id)
             .collect())
+    }
+
+    /// Packages and pushes `record`, stores where it went and re-renders the devices (a
+    /// deployment may follow `name:latest`).
+    async fn package_and_roll_out(
+        &self,
+        record: &mut ModelVersion,
+        registry: &str,
+        repository: &str,
+    ) -> Result<(), ApiError> {
+        record.package = Some(self.package(record, registry, repository).await?);
+        self.store.put(
+            kind::MODEL,
+            &model_key(&record.name, record.version),
+            &*record,
+        )?;
+        self.rerender(Affected::All).await?;
+        Ok(())
     }
 
     async fn package(

@@ -166,6 +166,21 @@ fn register(fleet: &FleetProcess, name: &str, model: &str) -> String {
 }
 
 /// `edgefleet model package <model> --registry acr --repository <repository>`.
+/// Creates (or replaces) deployment `name` of `model` on `port` for the devices `target` selects.
+fn deploy(fleet: &FleetProcess, name: &str, target: &str, model: &str, port: u16) {
+    fleet.ok(&[
+        "deployment",
+        "create",
+        name,
+        "--target",
+        target,
+        "--model",
+        model,
+        "--port",
+        &port.to_string(),
+    ]);
+}
+
 fn package(fleet: &FleetProcess, model: &str, repository: &str) -> String {
     fleet.ok(&[
         "model",
@@ -327,17 +342,13 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
     package(&world.fleet, "diabetes:1", "models/diabetes");
     let mut gw1 = world.device("gw-1", &["site=plant1"], "127.0.0.5");
     let port = free_port();
-    world.fleet.ok(&[
-        "deployment",
-        "create",
+    deploy(
+        &world.fleet,
         "cd",
-        "--target",
         "tags.site = 'plant1'",
-        "--model",
         "diabetes:latest",
-        "--port",
-        &port.to_string(),
-    ]);
+        port,
+    );
     world.wait_rollout("cd");
     let v1_image =
         world.manifest("gw-1")["signed"]["manifest"]["modules"]["diabetes"]["image"].clone();
@@ -392,17 +403,13 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
     // The registry's password is rotated; the fleet still has the old one. Pinning the
     // deployment to diabetes:1 makes the device pull with it, and fail.
     world.registry.set_password("rotated-pass");
-    world.fleet.ok(&[
-        "deployment",
-        "create",
+    deploy(
+        &world.fleet,
         "cd",
-        "--target",
         "tags.site = 'plant1'",
-        "--model",
         "diabetes:1",
-        "--port",
-        &port.to_string(),
-    ]);
+        port,
+    );
     let out = world
         .fleet
         .cli(&["rollout", "status", "cd", "--wait", "--timeout-secs", "60"]);
@@ -617,17 +624,7 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
     agent.set_env("EDGEFLEET_SERVING_BIND_ADDRESS", "127.0.0.6");
     agent.start();
     let port = free_port();
-    fleet.ok(&[
-        "deployment",
-        "create",
-        "lab",
-        "--target",
-        "tags.site = 'lab'",
-        "--model",
-        "diabetes:latest",
-        "--port",
-        &port.to_string(),
-    ]);
+    deploy(&fleet, "lab", "tags.site = 'lab'", "diabetes:latest", port);
     let out = fleet.cli(&["rollout", "status", "lab", "--wait", "--timeout-secs", "60"]);
     assert!(
         out.status.success(),

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgefleet_agent::model::OnnxRuntime;
+use edgefleet_onnx::OnnxRuntime;
 use edgefleet_tests::{ort_library, repo_root};
 use serde_json::{Value, json};
 

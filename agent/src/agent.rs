@@ -17,6 +17,9 @@ use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_common::signing::FleetPublicKey;
 use edgefleet_common::telemetry::TelemetryKind;
 use edgefleet_common::topics::DeviceTopics;
+use edgefleet_onnx::OnnxRuntime;
+use edgefleet_onnx::canary::{canary, metadata_from_model};
+use edgefleet_transport::now_ms;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -24,9 +27,8 @@ use crate::config::Config;
 use crate::container_runtime::{ContainerRuntime, OwnedContainer, spec_digest};
 use crate::create_options;
 use crate::link::{self, Inbound};
-use crate::model::OnnxRuntime;
-use crate::model_module::{ActiveModel, ModelModule, canary, metadata_from_model};
-use crate::outbox::{Outbox, now_ms};
+use crate::model_module::{ActiveModel, ModelModule};
+use crate::outbox::Outbox;
 use crate::puller::{Puller, PullerSettings};
 use crate::reconciler::{ActualContainer, ContainerOperation, plan_containers};
 use crate::reconciler::{ActualModule, Operation, plan};
@@ -44,7 +46,7 @@ pub enum AgentError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
+    Runtime(#[from] edgefleet_onnx::runtime::RuntimeError),
     #[error(transparent)]
     Link(#[from] crate::link::LinkError),
     #[error("{0}")]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use edgefleet_common::signing::FleetPublicKey;
 use edgefleet_common::topics::check_name;
+use edgefleet_transport::{BrokerUrl, BrokerUrlError};
 use serde::{Deserialize, Serialize};
 
 /// The configuration file the agent ships with; `print-default-config` prints it.
@@ -106,14 +107,6 @@ impl Default for Config {
     }
 }
 
-/// The parts of an MQTT URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddress {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
-
 impl Config {
     /// Reads `path` (or only the defaults when `None`), applies environment overrides from
     /// `env`, and checks every field.
@@ -205,38 +198,11 @@ impl Config {
             })
     }
 
-    pub fn broker(&self) -> Result<BrokerAddress, ConfigError> {
-        let url = &self.mqtt.url;
-        let bad = |why: &str| {
-            field(
-                "mqtt.url",
-                format!("{url:?} {why}; expected mqtt://host:port or mqtts://host:port"),
-            )
-        };
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(bad("has no mqtt:// or mqtts:// scheme"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse::<u16>()
-                    .map_err(|_| bad("has an invalid port"))?,
-            ),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(bad("has no host"));
-        }
-        Ok(BrokerAddress {
-            tls,
-            host: host.to_owned(),
-            port,
-        })
+    pub fn broker(&self) -> Result<BrokerUrl, ConfigError> {
+        self.mqtt
+            .url
+            .parse()
+            .map_err(|e: BrokerUrlError| field("mqtt.url", e.to_string()))
     }
 
     /// The store file.
@@ -430,21 +396,5 @@ mod tests {
         std::fs::write(&path, "device_id = 3\n").expect("write");
         let err = Config::load(Some(&path), Vec::new()).unwrap_err();
         assert!(err.to_string().contains("device_id"), "{err}");
-    }
-
-    #[test]
-    fn broker_urls_are_split_with_default_ports() {
-        let mut c = Config::default();
-        c.mqtt.url = "mqtts://broker.local".into();
-        assert_eq!(
-            c.broker().expect("valid"),
-            BrokerAddress {
-                tls: true,
-                host: "broker.local".into(),
-                port: 8883
-            }
-        );
-        c.mqtt.url = "mqtt://127.0.0.1:1884".into();
-        assert_eq!(c.broker().expect("valid").port, 1884);
     }
 }

@@ -8,13 +8,11 @@
 //! `seq`). Reconnects back off exponentially between the configured bounds.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use edgefleet_common::topics::DeviceTopics;
-use rumqttc::{
-    AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
+use edgefleet_transport::{Login, TlsFiles};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -45,10 +43,12 @@ pub struct OutgoingMessage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("mqtt.ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("mqtt.client_cert_file / client_key_file: {0}")]
-    ClientCert(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("mqtt TLS: {0}")]
+    Tls(#[from] edgefleet_transport::TlsError),
+    #[error("device topics: {0}")]
+    Topics(#[from] edgefleet_common::topics::TopicNameError),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,82 +58,25 @@ enum Tag {
     Other,
 }
 
-/// Builds the rustls configuration: the configured CA (or the system roots) and an optional
-/// client certificate.
-/// The rustls configuration of an MQTT client: `ca_file` (or the system roots when empty) and
-/// an optional client certificate and key (both or neither). The fleet service uses it too.
-pub fn tls_config(
-    ca_file: &str,
-    client_cert_file: &str,
-    client_key_file: &str,
-) -> Result<TlsConfiguration, LinkError> {
-    crate::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    if ca_file.is_empty() {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-    } else {
-        let bad = |reason: String| LinkError::CaFile {
-            path: ca_file.to_owned(),
-            reason,
-        };
-        let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots
-                .add(cert.map_err(|e| bad(e.to_string()))?)
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(bad("holds no PEM certificate".into()));
-        }
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let client = if client_cert_file.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let read =
-            |p: &str| std::fs::read(p).map_err(|e| LinkError::ClientCert(format!("{p}: {e}")));
-        let certs = rustls_pemfile::certs(&mut read(client_cert_file)?.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LinkError::ClientCert(e.to_string()))?;
-        let key = rustls_pemfile::private_key(&mut read(client_key_file)?.as_slice())
-            .map_err(|e| LinkError::ClientCert(e.to_string()))?
-            .ok_or_else(|| LinkError::ClientCert(format!("{}: no private key", client_key_file)))?;
-        builder
-            .with_client_auth_cert(certs, key)
-            .map_err(|e| LinkError::ClientCert(e.to_string()))?
-    };
-    Ok(TlsConfiguration::Rustls(Arc::new(client)))
-}
-
 /// The MQTT options for this device.
 pub fn mqtt_options(config: &Config) -> Result<MqttOptions, LinkError> {
-    let broker = config
-        .broker()
-        .map_err(|e| LinkError::ClientCert(e.to_string()))?;
-    let mut options = MqttOptions::new(
-        format!("edgefleet-{}", config.device_id),
-        broker.host,
-        broker.port,
-    );
+    let m = &config.mqtt;
+    let login = Login {
+        client_id: format!("edgefleet-{}", config.device_id),
+        username: m.username.clone(),
+        password: m.password.clone(),
+        keep_alive: Duration::from_secs(m.keep_alive_seconds),
+    };
+    let tls = TlsFiles {
+        ca_file: m.ca_file.clone(),
+        client_cert_file: m.client_cert_file.clone(),
+        client_key_file: m.client_key_file.clone(),
+    };
+    let mut options = edgefleet_transport::mqtt_options(&config.broker()?, &login, &tls)?;
     options
-        .set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_seconds.max(5)))
         .set_clean_session(true)
         .set_inflight(WINDOW as u16 + 8)
-        .set_request_channel_capacity(WINDOW * 2 + 64)
-        .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
-    if !config.mqtt.username.is_empty() {
-        options.set_credentials(config.mqtt.username.clone(), config.mqtt.password.clone());
-    }
-    if broker.tls {
-        let m = &config.mqtt;
-        options.set_transport(Transport::tls_with_config(tls_config(
-            &m.ca_file,
-            &m.client_cert_file,
-            &m.client_key_file,
-        )?));
-    }
+        .set_request_channel_capacity(WINDOW * 2 + 64);
     Ok(options)
 }
 
@@ -147,8 +90,7 @@ pub async fn run(
     mut outgoing: mpsc::Receiver<OutgoingMessage>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    let topics = DeviceTopics::new(&config.fleet, &config.device_id)
-        .map_err(|e| LinkError::ClientCert(e.to_string()))?;
+    let topics = DeviceTopics::new(&config.fleet, &config.device_id)?;
     let inputs_prefix = topics.input("");
     let commands_prefix = topics.command("");
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&config)?, WINDOW * 2 + 64);

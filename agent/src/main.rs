@@ -8,15 +8,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edgefleet_agent::config::{Config, ConfigError, DEFAULT_CONFIG};
-use edgefleet_agent::model::OnnxRuntime;
 use edgefleet_agent::status_socket;
 use edgefleet_agent::store::Store;
-use edgefleet_agent::tensor_json::describe;
 use edgefleet_common::manifest::ModuleKind;
 use edgefleet_common::reported::{
     ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
 };
 use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_onnx::OnnxRuntime;
+use edgefleet_onnx::tensor_json::describe;
 
 /// Exit code for a configuration error (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -285,7 +285,7 @@ fn stored_state(config: &Config) -> anyhow::Result<ReportedState> {
         last_desired: store.outcome()?,
         modules,
         outbox: store.outbox_state()?,
-        reported_at_ms: edgefleet_agent::outbox::now_ms(),
+        reported_at_ms: edgefleet_transport::now_ms(),
     })
 }
 
@@ -332,14 +332,15 @@ fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
 fn serve(
     config: &Config,
     path: PathBuf,
-    model: edgefleet_agent::model::Model,
+    model: edgefleet_onnx::Model,
     bind: &str,
     port: u16,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use edgefleet_agent::model_module::{ActiveModel, ModelModule, metadata_from_model};
+    use edgefleet_agent::model_module::{ActiveModel, ModelModule};
     use edgefleet_agent::outbox::Outbox;
     use edgefleet_common::manifest::ModelServing;
+    use edgefleet_onnx::canary::metadata_from_model;
 
     let (dir, temporary) = match data_dir {
         Some(d) => (d, false),

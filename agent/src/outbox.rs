@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use edgefleet_common::UnixMillis;
 use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryKind};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -51,13 +50,6 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox").finish_non_exhaustive()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Outbox {
@@ -141,7 +133,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let now = now_ms();
+        let now = edgefleet_transport::now_ms();
         let mut acks = Vec::with_capacity(batch.len());
         let mut records: Vec<NewRecord> = Vec::with_capacity(batch.len());
         for p in batch {

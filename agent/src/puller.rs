@@ -95,7 +95,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Puller {
     pub fn new(settings: PullerSettings, store: Store) -> Self {
-        crate::install_crypto_provider();
+        edgefleet_transport::install_crypto_provider();
         Self { settings, store }
     }
 

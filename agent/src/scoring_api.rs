@@ -16,9 +16,9 @@ use edgefleet_common::telemetry::TelemetryKind;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::model::ModelError;
 use crate::model_module::ModelModule;
 use crate::outbox::Outbox;
+use edgefleet_onnx::ModelError;
 
 #[derive(Clone)]
 struct Api {

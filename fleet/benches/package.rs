@@ -8,10 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use edgefleet_agent::model::Model;
-use edgefleet_agent::model::OnnxRuntime;
 use edgefleet_fleet::package::{Destination, Image, build, module_metadata, push};
 use edgefleet_fleet::records::ModelVersion;
+use edgefleet_onnx::{Model, OnnxRuntime};
 use edgefleet_tests::{Registry, ort_library, repo_root, require_program};
 use serde_json::json;
 

@@ -312,7 +312,7 @@ struct Api {
 
 impl Api {
     fn new(cli: &Cli) -> Result<Self, CliError> {
-        edgefleet_agent::install_crypto_provider();
+        edgefleet_transport::install_crypto_provider();
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(600))
             .build()
@@ -671,7 +671,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             tail,
             since,
         }) => {
-            let since = since.map_or(0, |s| edgefleet_agent::outbox::now_ms() / 1000 - s);
+            let since = since.map_or(0, |s| edgefleet_transport::now_ms() / 1000 - s);
             let body = json!({"module": module, "tail": tail, "since": since});
             let v = api.json(
                 api.http
@@ -774,7 +774,7 @@ fn device_text(v: &Value) -> String {
     let last_seen = match v["lastSeenMs"].as_u64() {
         Some(ms) => format!(
             "{} s ago",
-            edgefleet_agent::outbox::now_ms().saturating_sub(ms) / 1000
+            edgefleet_transport::now_ms().saturating_sub(ms) / 1000
         ),
         None => "never".to_owned(),
     };

@@ -4,12 +4,12 @@
 
 use std::io::Write as _;
 
-use edgefleet_agent::model::Model;
-use edgefleet_agent::model_module::synthetic_request;
 use edgefleet_common::module_image::{
     LABEL_MODEL_NAME, LABEL_MODEL_VERSION, MODEL_PATH, MODULE_JSON_PATH, MODULE_SCHEMA_VERSION,
     ModuleMetadata, Sample, media_type,
 };
+use edgefleet_onnx::Model;
+use edgefleet_onnx::canary::synthetic_request;
 use oci_client::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -155,7 +155,7 @@ pub struct Destination<'a> {
 
 /// Pushes the blobs (skipping those the registry has) and then the manifest.
 pub async fn push(image: &Image, to: &Destination<'_>) -> Result<(), PackageError> {
-    edgefleet_agent::install_crypto_provider();
+    edgefleet_transport::install_crypto_provider();
     let fail = |cause: String| PackageError::Push {
         registry: to.address.to_owned(),
         username: to.username.to_owned(),

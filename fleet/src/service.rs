@@ -16,13 +16,14 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use edgefleet_agent::model::OnnxRuntime;
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::sealing::{DeviceIdentity, DevicePublicKey};
 use edgefleet_common::signing::FleetSigningKey;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use edgefleet_common::topics::{DeviceTopic, DeviceTopics, FleetTopics, check_name};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use edgefleet_onnx::OnnxRuntime;
+use edgefleet_transport::{BrokerUrl, Login, TlsFiles, now_ms};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -133,10 +134,6 @@ struct Fleet {
     pending_commands: std::sync::Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
-fn now_ms() -> u64 {
-    edgefleet_agent::outbox::now_ms()
-}
-
 /// Reads a 0600 key file, or creates it with `make` on first start.
 fn key_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -160,7 +157,7 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    edgefleet_agent::install_crypto_provider();
+    edgefleet_transport::install_crypto_provider();
     check_name("fleet name", &options.fleet)?;
     std::fs::create_dir_all(options.data_dir.join("models"))
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", options.data_dir.display()))?;
@@ -201,20 +198,21 @@ pub async fn serve(
             (url, user, password, Some(credentials))
         }
     };
-    let (tls, host, port) = split_mqtt_url(&mqtt_url)?;
-    let mut mqtt_options =
-        MqttOptions::new(format!("edgefleet-fleet-{}", options.fleet), host, port);
-    mqtt_options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(true)
-        .set_max_packet_size(16 << 20, 16 << 20);
-    if !username.is_empty() {
-        mqtt_options.set_credentials(username, password);
-    }
-    if tls {
-        let config = edgefleet_agent::link::tls_config(&options.mqtt_ca_file, "", "")?;
-        mqtt_options.set_transport(rumqttc::Transport::tls_with_config(config));
-    }
+    let broker: BrokerUrl = mqtt_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--mqtt-url {e}"))?;
+    let login = Login {
+        client_id: format!("edgefleet-fleet-{}", options.fleet),
+        username,
+        password,
+        keep_alive: Duration::from_secs(30),
+    };
+    let tls = TlsFiles {
+        ca_file: options.mqtt_ca_file.clone(),
+        ..TlsFiles::default()
+    };
+    let mut mqtt_options = edgefleet_transport::mqtt_options(&broker, &login, &tls)?;
+    mqtt_options.set_clean_session(true);
     let (mqtt, eventloop) = AsyncClient::new(mqtt_options, 1024);
     let fleet = Arc::new(Fleet {
         topics: FleetTopics::new(&options.fleet)?,
@@ -242,25 +240,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
-}
-
-/// `mqtt://host[:1883]` or `mqtts://host[:8883]` -> (tls, host, port).
-fn split_mqtt_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
-    let (tls, rest) = match (url.strip_prefix("mqtts://"), url.strip_prefix("mqtt://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
-        _ => anyhow::bail!("--mqtt-url {url:?}: expected mqtt://host:port or mqtts://host:port"),
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse()
-                .map_err(|_| anyhow::anyhow!("--mqtt-url {url:?}: invalid port"))?,
-        ),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    Ok((tls, host.to_owned(), port))
 }
 
 fn router(fleet: Arc<Fleet>) -> Router {

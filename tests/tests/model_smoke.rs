@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use edgefleet_agent::model::OnnxRuntime;
+use edgefleet_onnx::OnnxRuntime;
 use edgefleet_tests::{ort_library, repo_root};
 use serde_json::Value;
 

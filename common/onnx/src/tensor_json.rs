@@ -7,7 +7,9 @@ use std::borrow::Cow;
 
 use edgefleet_common::module_image::{ElementType, IoSpec, ValueSpec};
 use ort::session::SessionInputValue;
-use ort::value::{DynMapValueType, DynValue, Tensor, TensorElementType};
+use ort::value::{DynMapValueType, DynValue, Tensor};
+
+use crate::element_type;
 use serde_json::{Map, Number, Value};
 
 /// A request the model cannot take. Every message names the input and what it expects,
@@ -43,6 +45,15 @@ pub enum RequestError {
     NotATensor { name: String, expected: String },
 }
 
+/// An output ONNX Runtime produced that could not be read as the model declared it.
+#[derive(Debug, thiserror::Error)]
+#[error("output {name:?}: {source}")]
+pub struct OutputError {
+    pub name: String,
+    #[source]
+    pub source: ort::Error,
+}
+
 /// Describes an input or output the way error messages and the OpenAPI document show it:
 /// `float32[N,10]`, `sequence<map<int64,float32>>`.
 pub fn describe(spec: &IoSpec) -> String {
@@ -58,10 +69,14 @@ pub fn describe(spec: &IoSpec) -> String {
                     }
                 })
                 .collect();
-            format!("{}[{}]", dtype_name(*dtype), dims.join(","))
+            format!("{}[{}]", element_type::name(*dtype), dims.join(","))
         }
         ValueSpec::SequenceOfMaps { key, value } => {
-            format!("sequence<map<{},{}>>", dtype_name(*key), dtype_name(*value))
+            format!(
+                "sequence<map<{},{}>>",
+                element_type::name(*key),
+                element_type::name(*value)
+            )
         }
     }
 }
@@ -72,23 +87,6 @@ fn describe_all(specs: &[IoSpec]) -> String {
         .map(|s| format!("{:?}: {}", s.name, describe(s)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub fn dtype_name(dtype: ElementType) -> &'static str {
-    match dtype {
-        ElementType::Float32 => "float32",
-        ElementType::Float64 => "float64",
-        ElementType::Int8 => "int8",
-        ElementType::Int16 => "int16",
-        ElementType::Int32 => "int32",
-        ElementType::Int64 => "int64",
-        ElementType::Uint8 => "uint8",
-        ElementType::Uint16 => "uint16",
-        ElementType::Uint32 => "uint32",
-        ElementType::Uint64 => "uint64",
-        ElementType::Bool => "bool",
-        ElementType::String => "string",
-    }
 }
 
 /// Session inputs, in the model's order, named.
@@ -161,7 +159,7 @@ fn tensor_input(spec: &IoSpec, value: &Value) -> Result<SessionInputValue<'stati
     let bad = |leaf: &Value| RequestError::Dtype {
         name: spec.name.clone(),
         got: truncate(&leaf.to_string()),
-        dtype: dtype_name(*dtype).to_owned(),
+        dtype: element_type::name(*dtype).to_owned(),
         expected: describe(spec),
     };
     macro_rules! typed {
@@ -258,9 +256,11 @@ fn flatten(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
 }
 
 /// Converts one model output to JSON.
-pub fn output_to_json(spec: &IoSpec, value: &DynValue) -> Result<Value, crate::model::ModelError> {
-    let fail =
-        |e: ort::Error| crate::model::ModelError::Inference(format!("output {:?}: {e}", spec.name));
+pub fn output_to_json(spec: &IoSpec, value: &DynValue) -> Result<Value, OutputError> {
+    let fail = |source: ort::Error| OutputError {
+        name: spec.name.clone(),
+        source,
+    };
     match &spec.value {
         ValueSpec::Tensor { dtype, .. } => {
             macro_rules! nested {
@@ -316,7 +316,7 @@ pub fn output_to_json(spec: &IoSpec, value: &DynValue) -> Result<Value, crate::m
                             .collect::<Map<_, _>>(),
                     ))
                 })
-                .collect::<Result<Vec<_>, crate::model::ModelError>>()?;
+                .collect::<Result<Vec<_>, OutputError>>()?;
             Ok(Value::Array(rows))
         }
     }
@@ -337,24 +337,6 @@ fn nest(shape: &[i64], flat: Vec<Value>) -> Value {
     }
     let dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
     build(&dims, &mut flat.into_iter())
-}
-
-/// The ONNX element type of an Edgefleet element type.
-pub fn onnx_element_type(dtype: ElementType) -> TensorElementType {
-    match dtype {
-        ElementType::Float32 => TensorElementType::Float32,
-        ElementType::Float64 => TensorElementType::Float64,
-        ElementType::Int8 => TensorElementType::Int8,
-        ElementType::Int16 => TensorElementType::Int16,
-        ElementType::Int32 => TensorElementType::Int32,
-        ElementType::Int64 => TensorElementType::Int64,
-        ElementType::Uint8 => TensorElementType::Uint8,
-        ElementType::Uint16 => TensorElementType::Uint16,
-        ElementType::Uint32 => TensorElementType::Uint32,
-        ElementType::Uint64 => TensorElementType::Uint64,
-        ElementType::Bool => TensorElementType::Bool,
-        ElementType::String => TensorElementType::String,
-    }
 }
 
 #[cfg(test)]

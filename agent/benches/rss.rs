@@ -3,10 +3,9 @@
 //!
 //! cargo bench -p edgefleet-agent --bench rss   (needs Debian's mosquitto and docker-registry)
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind, RegistryCredential};
+use edgefleet_common::manifest::{Manifest, ModelServing, ModelSpec, Module, RegistryCredential};
 use edgefleet_common::signing::FleetSigningKey;
 use edgefleet_common::topics::DeviceTopics;
 use edgefleet_tests::{
@@ -103,27 +102,24 @@ fn main() {
                 .expect("seal"),
         },
     );
+    let port = free_port();
     manifest.modules.insert(
         "diabetes".into(),
-        Module {
-            kind: ModuleKind::Model,
+        Module::Model(ModelSpec {
             image: format!(
                 "{}/models/diabetes@{}",
                 registry.address(),
                 layout.manifest_digest
             ),
             status: Default::default(),
-            restart_policy: Default::default(),
-            env: BTreeMap::new(),
-            create_options: None,
             serving: Some(ModelServing {
-                http_port: free_port(),
+                http_port: port,
                 bind_address: "127.0.0.1".into(),
                 auth_key_sha256: vec![],
                 mqtt_input: true,
                 data_collection_ppm: 0,
             }),
-        },
+        }),
     );
     let topics = DeviceTopics::new("bench", "gw").expect("topics");
     let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");
@@ -147,10 +143,6 @@ fn main() {
     // A restart serves the model from the cache, without a pull in this process.
     agent.stop();
     agent.start();
-    let port = manifest.modules["diabetes"]
-        .serving
-        .as_ref()
-        .map_or(0, |s| s.http_port);
     wait_for("the model served again", Duration::from_secs(60), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });

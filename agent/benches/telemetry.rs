@@ -6,10 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use edgefleet_agent::config::Config;
+use edgefleet_agent::config::AgentConfig;
 use edgefleet_agent::outbox::{Outbox, OutboxError};
 use edgefleet_agent::store::Store;
-use edgefleet_common::telemetry::TelemetryKind;
+use edgefleet_common::telemetry::{
+    InferenceRecord, InputSource, TelemetryEnvelope, TelemetryRecord,
+};
 use edgefleet_tests::Mosquitto;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
@@ -17,8 +19,12 @@ use tokio::sync::{mpsc, watch};
 
 const RECORDS: usize = 50_000;
 
-fn body() -> serde_json::Value {
-    json!({"source": "http", "latencyUs": 212, "outputs": {"variable": [[4952.81494140625], [3830.043701171875]]}})
+fn record() -> TelemetryRecord {
+    TelemetryRecord::Inference(InferenceRecord {
+        source: InputSource::Http,
+        latency_us: 212,
+        outputs: json!({"variable": [[4952.81494140625], [3830.043701171875]]}),
+    })
 }
 
 async fn plain_rumqttc(port: u16) -> f64 {
@@ -28,9 +34,13 @@ async fn plain_rumqttc(port: u16) -> f64 {
         .set_inflight(264)
         .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
-    let payload = serde_json::to_vec(&json!({
-        "deviceId": "bench", "module": "m", "seq": 1, "timestampMs": 1, "kind": "inference", "body": body()
-    }))
+    let payload = serde_json::to_vec(&TelemetryEnvelope {
+        device_id: "bench".into(),
+        module: "m".into(),
+        seq: 1,
+        timestamp_ms: 1,
+        record: record(),
+    })
     .expect("payload");
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -72,9 +82,9 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("agent.redb")).expect("store");
     let outbox = Outbox::start(store.clone(), "bench".into(), 1 << 30);
-    let mut config = Config {
+    let mut config = AgentConfig {
         device_id: "bench".into(),
-        ..Config::default()
+        ..AgentConfig::default()
     };
     config.mqtt.url = format!("mqtt://127.0.0.1:{port}");
     config.mqtt.username = "bench".into();
@@ -97,7 +107,7 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
     let started = Instant::now();
     for _ in 0..RECORDS - 1 {
         loop {
-            match outbox.submit("m", TelemetryKind::Inference, body()) {
+            match outbox.submit("m", record()) {
                 Ok(()) => break,
                 Err(OutboxError::Busy) => tokio::time::sleep(Duration::from_micros(200)).await,
                 Err(e) => panic!("outbox: {e}"),
@@ -105,10 +115,7 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
         }
     }
     // Committed in order: once the last record is durable, all are.
-    outbox
-        .record("m", TelemetryKind::Inference, body())
-        .await
-        .expect("last record");
+    outbox.record("m", record()).await.expect("last record");
     let accepted = RECORDS as f64 / started.elapsed().as_secs_f64();
     while store.outbox_state().expect("state").depth > 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;

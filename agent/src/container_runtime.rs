@@ -13,7 +13,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
     StopContainerOptions,
 };
-use edgefleet_common::manifest::{Module, RegistryCredential};
+use edgefleet_common::manifest::{ContainerSpec, RegistryCredential};
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
@@ -100,7 +100,7 @@ pub fn container_name(module: &str) -> String {
 }
 
 /// The digest of what a container is created from.
-pub fn spec_digest(module: &Module) -> String {
+pub fn spec_digest(module: &ContainerSpec) -> String {
     let spec = serde_json::json!({"image": module.image, "env": module.env, "createOptions": module.create_options});
     hex::encode(Sha256::digest(spec.to_string().as_bytes()))
 }
@@ -184,7 +184,7 @@ impl ContainerRuntime {
     pub async fn create(
         &self,
         name: &str,
-        module: &Module,
+        module: &ContainerSpec,
         manifest_version: u64,
     ) -> Result<String, ContainerError> {
         let mut body: ContainerCreateBody = create_options::parse(module.create_options.as_ref())?;
@@ -337,38 +337,99 @@ impl ContainerRuntime {
             .map_err(|e| self.unreachable(e))?;
         let mut out = BTreeMap::new();
         for summary in list {
-            let (Some(id), Some(labels)) = (summary.id, summary.labels) else {
-                continue;
-            };
-            let Some(module) = labels.get(LABEL_MODULE).cloned() else {
-                continue;
-            };
-            let inspect = self
-                .docker
-                .inspect_container(
-                    &id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await;
-            let state = inspect.ok().and_then(|i| i.state);
-            out.insert(
-                module.clone(),
-                OwnedContainer {
-                    module,
-                    id,
-                    image: summary.image.unwrap_or_default(),
-                    spec: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
-                    running: state.as_ref().and_then(|s| s.running).unwrap_or(false),
-                    exit_code: state.as_ref().and_then(|s| s.exit_code),
-                    started_at: state.as_ref().and_then(|s| s.started_at.clone()),
-                    unhealthy: state
-                        .as_ref()
-                        .and_then(|s| s.health.as_ref())
-                        .and_then(|h| h.status)
-                        .is_some_and(|s| s == HealthStatusEnum::UNHEALTHY),
-                },
-            );
+            if let Some(id) = summary.id
+                && let Some(owned) = self.inspect_owned(&id).await?
+            {
+                out.insert(owned.module.clone(), owned);
+            }
         }
         Ok(out)
+    }
+
+    /// The container of module `name`, when the agent owns one.
+    pub async fn inspect_module(
+        &self,
+        name: &str,
+    ) -> Result<Option<OwnedContainer>, ContainerError> {
+        self.inspect_owned(&container_name(name)).await
+    }
+
+    /// The container `id` (or name), when it exists and belongs to this device's agent.
+    async fn inspect_owned(&self, id: &str) -> Result<Option<OwnedContainer>, ContainerError> {
+        let inspect = match self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(inspect) => inspect,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(self.unreachable(e)),
+        };
+        let config = inspect.config.unwrap_or_default();
+        let labels = config.labels.unwrap_or_default();
+        let ours = labels.get(LABEL_MANAGED).is_some_and(|v| v == "true")
+            && labels.get(LABEL_DEVICE) == Some(&self.device_id);
+        let (Some(module), Some(id), true) = (labels.get(LABEL_MODULE).cloned(), inspect.id, ours)
+        else {
+            return Ok(None);
+        };
+        let state = inspect.state.unwrap_or_default();
+        Ok(Some(OwnedContainer {
+            module,
+            id,
+            image: config.image.unwrap_or_default(),
+            spec: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            started_at: state.started_at.clone(),
+            unhealthy: state
+                .health
+                .and_then(|h| h.status)
+                .is_some_and(|s| s == HealthStatusEnum::UNHEALTHY),
+        }))
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as Docker writes it
+/// (`2026-11-21T20:26:15.382889Z`).
+pub fn unix_millis(time: &str) -> Option<u64> {
+    let (date, rest) = time.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let clock = rest.trim_end_matches('Z');
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let millis: i64 = fraction
+        .get(..3.min(fraction.len()))
+        .and_then(|f| format!("{f:0<3}").parse().ok())
+        .unwrap_or(0);
+    u64::try_from(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + millis).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_millis;
+
+    #[test]
+    fn docker_times_convert_to_unix_millis() {
+        assert_eq!(unix_millis("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_millis("2026-11-21T20:26:15.382889Z"),
+            Some(1_795_292_775_382)
+        );
+        assert_eq!(unix_millis("garbage"), None);
     }
 }

@@ -1,21 +1,34 @@
 //! edgefleet-agent: the on-device daemon.
 //!
-//! [`agent`] wires the tasks: the [`link`] (MQTT session), the [`store`] (one redb file), the
-//! telemetry [`outbox`], the [`puller`] (OCI images into a content-addressed cache) and the
-//! served [`model_module`]s with their [`scoring_api`]. The [`reconciler`] decides what to do
-//! with a manifest. ONNX models are run by `edgefleet-onnx`; MQTT and TLS are set up by
-//! `edgefleet-transport`.
+//! [`agent`] opens the device's services and starts the tasks; the [`supervisor`] routes:
+//! manifests from the [`link`] (the MQTT session) go, as the [`reconciler`] plans them, to one
+//! task per module ([`model_task`], [`container_task`]), whose answers become the manifest's
+//! outcome ([`apply_progress`]); MQTT inputs go to the served models ([`mqtt_input`]); fleet
+//! commands go to the modules. Tasks put their module's state on the [`status_board`], which
+//! the [`reporter`] publishes. The [`store`] (one redb file) keeps manifests, served versions,
+//! the [`puller`]'s cache index and the telemetry [`outbox`]. [`cli`] is the command line.
+//! ONNX models are run by `edgefleet-onnx`; MQTT and TLS are set up by `edgefleet-transport`.
 
 pub mod agent;
+pub(crate) mod apply_progress;
+pub mod cli;
 pub mod config;
-pub mod container_runtime;
-pub mod create_options;
+pub(crate) mod container_runtime;
+pub(crate) mod container_task;
+pub(crate) mod create_options;
+pub(crate) mod image_cleanup;
 pub mod link;
-pub mod model_module;
+pub(crate) mod model_module;
+pub(crate) mod model_task;
+pub(crate) mod module_task;
+pub(crate) mod mqtt_input;
 pub mod outbox;
 pub mod puller;
-pub mod reconciler;
-pub mod restart_policy;
-pub mod scoring_api;
-pub mod status_socket;
+pub(crate) mod reconciler;
+pub(crate) mod reporter;
+pub(crate) mod restart_policy;
+pub(crate) mod scoring_api;
+pub(crate) mod status_board;
+pub(crate) mod status_socket;
 pub mod store;
+pub(crate) mod supervisor;

@@ -15,7 +15,7 @@ use edgefleet_transport::{Login, TlsFiles};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::AgentConfig as Config;
 use crate::outbox::{Outbox, unframe};
 use crate::store::Store;
 

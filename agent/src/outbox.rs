@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryKind};
-use serde_json::Value;
+use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryRecord};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::{NewRecord, Store, StoreError};
@@ -32,8 +31,7 @@ pub enum OutboxError {
 
 struct Pending {
     module: String,
-    kind: TelemetryKind,
-    body: Value,
+    record: TelemetryRecord,
     accepted: Option<oneshot::Sender<Result<u64, OutboxError>>>,
 }
 
@@ -75,19 +73,13 @@ impl Outbox {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
-    /// Records a telemetry body and returns its `seq` once it is durable.
-    pub async fn record(
-        &self,
-        module: &str,
-        kind: TelemetryKind,
-        body: Value,
-    ) -> Result<u64, OutboxError> {
+    /// Records a telemetry record and returns its `seq` once it is durable.
+    pub async fn record(&self, module: &str, record: TelemetryRecord) -> Result<u64, OutboxError> {
         let (accepted, rx) = oneshot::channel();
         self.tx
             .send(Pending {
                 module: module.to_owned(),
-                kind,
-                body,
+                record,
                 accepted: Some(accepted),
             })
             .await
@@ -97,17 +89,11 @@ impl Outbox {
 
     /// Queues a record without waiting for it to be durable (for request handlers that must
     /// not wait on the disk). Fails at once when the writer is saturated.
-    pub fn submit(
-        &self,
-        module: &str,
-        kind: TelemetryKind,
-        body: Value,
-    ) -> Result<(), OutboxError> {
+    pub fn submit(&self, module: &str, record: TelemetryRecord) -> Result<(), OutboxError> {
         self.tx
             .try_send(Pending {
                 module: module.to_owned(),
-                kind,
-                body,
+                record,
                 accepted: None,
             })
             .map_err(|e| match e {
@@ -145,9 +131,10 @@ async fn writer(
                     module: p.module,
                     seq,
                     timestamp_ms: now,
-                    kind: p.kind,
-                    body: p.body,
+                    record: p.record,
                 };
+                // An envelope of serde types always serializes; an empty record would be
+                // refused by the fleet as malformed rather than pass unnoticed.
                 frame(
                     &envelope.module,
                     &serde_json::to_vec(&envelope).unwrap_or_default(),

@@ -1,122 +1,133 @@
-//! The reconciler's pure half: from the desired manifest and the modules actually running,
-//! the operations that make them agree. The agent executes them (see `agent`).
+//! The reconciler's pure half. [`plan`] turns a desired manifest and the module tasks running
+//! now into phases of steps for the supervisor to dispatch; [`plan_model`] and
+//! [`plan_container`] tell one module's task what to do with its own module. The tasks and the
+//! supervisor execute what these decide.
 
 use std::collections::BTreeMap;
 
-use edgefleet_common::manifest::{DesiredStatus, Manifest, ModelServing, Module, ModuleKind};
+use edgefleet_common::manifest::{
+    ContainerSpec, DesiredStatus, Manifest, ModelServing, ModelSpec, Module, ModuleKind,
+};
 
-/// A module as it runs now.
+/// One step of a rollout, for one module's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Stop the module and end its task.
+    Remove(String),
+    /// Give the module's task (started when there is none) its part of the manifest.
+    Apply(String),
+}
+
+/// The steps of `desired`, given the kinds of the module tasks running now, in phases: a phase
+/// is dispatched once every module of the one before it has answered. Removals come first,
+/// so a port or a container name freed by one module can be taken by another; then container
+/// modules by ascending `startupOrder`; then containers without an order, with the models.
+pub(crate) fn plan(desired: &Manifest, running: &BTreeMap<String, ModuleKind>) -> Vec<Vec<Step>> {
+    let wanted = |name: &str| desired.modules.get(name).filter(|m| is_wanted(m));
+    let removals: Vec<Step> = running
+        .iter()
+        .filter(|(name, kind)| wanted(name).is_none_or(|m| m.kind() != **kind))
+        .map(|(name, _)| Step::Remove(name.clone()))
+        .collect();
+    let mut ordered: BTreeMap<u32, Vec<Step>> = BTreeMap::new();
+    let mut last = Vec::new();
+    for (name, module) in desired.modules.iter().filter(|(_, m)| is_wanted(m)) {
+        let step = Step::Apply(name.clone());
+        match module {
+            Module::Container(ContainerSpec {
+                startup_order: Some(order),
+                ..
+            }) => ordered.entry(*order).or_default().push(step),
+            _ => last.push(step),
+        }
+    }
+    std::iter::once(removals)
+        .chain(ordered.into_values())
+        .chain(std::iter::once(last))
+        .filter(|phase| !phase.is_empty())
+        .collect()
+}
+
+/// Whether a module of the manifest has a task: a stopped model is not served at all, while a
+/// stopped container keeps its container, stopped.
+fn is_wanted(module: &Module) -> bool {
+    match module {
+        Module::Model(m) => m.status == DesiredStatus::Running,
+        Module::Container(_) => true,
+    }
+}
+
+/// A model module as it serves now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ActualModule {
+pub(crate) struct ServedModel {
     pub image: String,
     pub serving: Option<ModelServing>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operation {
-    /// Pull, load, canary and switch to the module's image.
-    Activate(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModelOperation {
+    /// It serves what the manifest asks.
+    Nothing,
+    /// Pull, load, canary and switch to the manifest's image.
+    Activate,
     /// Same image, other serving options (port, keys, sampling).
-    Reconfigure(String),
-    /// Stop serving the module and forget it.
-    Remove(String),
+    Reconfigure,
+}
+
+pub(crate) fn plan_model(desired: &ModelSpec, actual: Option<&ServedModel>) -> ModelOperation {
+    match actual {
+        Some(a) if a.image == desired.image && a.serving == desired.serving => {
+            ModelOperation::Nothing
+        }
+        Some(a) if a.image == desired.image => ModelOperation::Reconfigure,
+        _ => ModelOperation::Activate,
+    }
 }
 
 /// A container module's container as it is now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActualContainer {
+pub(crate) struct ActualContainer {
     /// Digest of what it was created from (`container_runtime::spec_digest`).
     pub spec: String,
     pub running: bool,
 }
 
-/// What the container half of a manifest needs done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContainerOperation {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContainerOperation {
+    /// It matches the manifest.
+    Nothing,
     /// Pull the image and create the container (started when its status is running).
-    Create(String),
+    Create,
     /// Remove the container and create it from the new image or settings.
-    Recreate(String),
-    Start(String),
-    Stop(String),
-    Remove(String),
+    Recreate,
+    Start,
+    Stop,
 }
 
-/// The container operations for `desired`, given the containers the agent owns: removals
-/// first; a container that runs and matches its module is left alone.
-pub fn plan_containers(
-    desired: &Manifest,
-    actual: &BTreeMap<String, ActualContainer>,
-    spec: impl Fn(&Module) -> String,
-) -> Vec<ContainerOperation> {
-    let containers: BTreeMap<&String, &Module> = desired
-        .modules
-        .iter()
-        .filter(|(_, m)| m.kind == ModuleKind::Container)
-        .collect();
-    let mut ops: Vec<ContainerOperation> = actual
-        .keys()
-        .filter(|name| !containers.contains_key(name))
-        .map(|name| ContainerOperation::Remove(name.clone()))
-        .collect();
-    for (name, module) in containers {
-        let running = module.status == DesiredStatus::Running;
-        match actual.get(name) {
-            None => ops.push(ContainerOperation::Create(name.clone())),
-            Some(a) if a.spec != spec(module) => {
-                ops.push(ContainerOperation::Recreate(name.clone()))
-            }
-            Some(a) if running && !a.running => ops.push(ContainerOperation::Start(name.clone())),
-            Some(a) if !running && a.running => ops.push(ContainerOperation::Stop(name.clone())),
-            Some(_) => {}
-        }
+pub(crate) fn plan_container(
+    desired: &ContainerSpec,
+    actual: Option<&ActualContainer>,
+    spec_digest: impl Fn(&ContainerSpec) -> String,
+) -> ContainerOperation {
+    let running = desired.status == DesiredStatus::Running;
+    match actual {
+        None => ContainerOperation::Create,
+        Some(a) if a.spec != spec_digest(desired) => ContainerOperation::Recreate,
+        Some(a) if running && !a.running => ContainerOperation::Start,
+        Some(a) if !running && a.running => ContainerOperation::Stop,
+        Some(_) => ContainerOperation::Nothing,
     }
-    ops
-}
-
-/// The operations that turn `actual` into what `desired` asks for, removals first so a port
-/// freed by one module can be taken by another.
-pub fn plan(desired: &Manifest, actual: &BTreeMap<String, ActualModule>) -> Vec<Operation> {
-    let wanted = |name: &str| {
-        desired
-            .modules
-            .get(name)
-            .filter(|m| m.kind == ModuleKind::Model && m.status == DesiredStatus::Running)
-    };
-    let mut ops: Vec<Operation> = actual
-        .keys()
-        .filter(|name| wanted(name).is_none())
-        .map(|name| Operation::Remove(name.clone()))
-        .collect();
-    for (name, module) in &desired.modules {
-        if module.kind != ModuleKind::Model {
-            continue;
-        }
-        if module.status != DesiredStatus::Running {
-            continue;
-        }
-        match actual.get(name) {
-            Some(a) if a.image == module.image && a.serving == module.serving => {}
-            Some(a) if a.image == module.image => ops.push(Operation::Reconfigure(name.clone())),
-            _ => ops.push(Operation::Activate(name.clone())),
-        }
-    }
-    ops
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use edgefleet_common::manifest::{Module, RestartPolicy};
 
-    fn model(image: &str, port: u16) -> Module {
-        Module {
-            kind: ModuleKind::Model,
+    /// A model module serving on `port`.
+    pub(crate) fn model(image: &str, port: u16) -> ModelSpec {
+        ModelSpec {
             image: image.into(),
             status: DesiredStatus::Running,
-            restart_policy: RestartPolicy::Always,
-            env: BTreeMap::new(),
-            create_options: None,
             serving: Some(ModelServing {
                 http_port: port,
                 bind_address: "127.0.0.1".into(),
@@ -127,129 +138,136 @@ mod tests {
         }
     }
 
-    fn actual(m: &Module) -> ActualModule {
-        ActualModule {
-            image: m.image.clone(),
-            serving: m.serving.clone(),
+    /// A running container module, started in `order`.
+    pub(crate) fn container(image: &str, order: Option<u32>) -> ContainerSpec {
+        ContainerSpec {
+            image: image.into(),
+            status: DesiredStatus::Running,
+            restart_policy: Default::default(),
+            env: BTreeMap::new(),
+            create_options: None,
+            startup_order: order,
         }
     }
 
-    #[test]
-    fn a_new_module_is_activated_and_a_matching_one_left_alone() {
-        let mut desired = Manifest::new("d", 1);
-        desired
-            .modules
-            .insert("a".into(), model("r/a@sha256:1", 8001));
-        desired
-            .modules
-            .insert("b".into(), model("r/b@sha256:1", 8002));
-        let running = BTreeMap::from([("a".to_owned(), actual(&model("r/a@sha256:1", 8001)))]);
-        assert_eq!(
-            plan(&desired, &running),
-            vec![Operation::Activate("b".into())]
-        );
+    fn manifest(modules: Vec<(&str, Module)>) -> Manifest {
+        let mut m = Manifest::new("d", 1);
+        m.modules = modules
+            .into_iter()
+            .map(|(name, module)| (name.to_owned(), module))
+            .collect();
+        m
+    }
+
+    fn apply(names: &[&str]) -> Vec<Step> {
+        names.iter().map(|n| Step::Apply((*n).into())).collect()
     }
 
     #[test]
-    fn image_changes_activate_serving_changes_reconfigure_and_leftovers_go_first() {
-        let mut desired = Manifest::new("d", 2);
-        desired
-            .modules
-            .insert("a".into(), model("r/a@sha256:2", 8001));
-        desired
-            .modules
-            .insert("b".into(), model("r/b@sha256:1", 9000));
+    fn removals_go_first_then_containers_by_startup_order_then_the_rest() {
+        let desired = manifest(vec![
+            (
+                "broker",
+                Module::Container(container("r/b@sha256:1", Some(0))),
+            ),
+            (
+                "sensor",
+                Module::Container(container("r/s@sha256:1", Some(1))),
+            ),
+            ("logger", Module::Container(container("r/l@sha256:1", None))),
+            ("model", Module::Model(model("r/m@sha256:1", 8001))),
+        ]);
         let running = BTreeMap::from([
-            ("a".to_owned(), actual(&model("r/a@sha256:1", 8001))),
-            ("b".to_owned(), actual(&model("r/b@sha256:1", 8002))),
-            ("old".to_owned(), actual(&model("r/o@sha256:1", 8003))),
+            ("model".to_owned(), ModuleKind::Model),
+            ("old".to_owned(), ModuleKind::Model),
         ]);
         assert_eq!(
             plan(&desired, &running),
             vec![
-                Operation::Remove("old".into()),
-                Operation::Activate("a".into()),
-                Operation::Reconfigure("b".into()),
+                vec![Step::Remove("old".into())],
+                apply(&["broker"]),
+                apply(&["sensor"]),
+                apply(&["logger", "model"]),
             ]
         );
     }
 
     #[test]
-    fn stopped_modules_are_removed_and_containers_are_left_to_the_container_plan() {
-        let mut desired = Manifest::new("d", 3);
+    fn a_stopped_model_and_a_module_that_changed_kind_are_removed_and_nothing_is_empty() {
         let mut stopped = model("r/a@sha256:1", 8001);
         stopped.status = DesiredStatus::Stopped;
-        desired.modules.insert("a".into(), stopped.clone());
-        let mut container = model("r/c@sha256:1", 0);
-        container.kind = ModuleKind::Container;
-        desired.modules.insert("c".into(), container);
-        let running = BTreeMap::from([("a".to_owned(), actual(&stopped))]);
+        let mut stopped_container = container("r/c@sha256:1", None);
+        stopped_container.status = DesiredStatus::Stopped;
+        let desired = manifest(vec![
+            ("a", Module::Model(stopped)),
+            ("b", Module::Container(container("r/b@sha256:1", None))),
+            ("c", Module::Container(stopped_container)),
+        ]);
+        let running = BTreeMap::from([
+            ("a".to_owned(), ModuleKind::Model),
+            ("b".to_owned(), ModuleKind::Model),
+        ]);
         assert_eq!(
             plan(&desired, &running),
-            vec![Operation::Remove("a".into())]
+            vec![
+                vec![Step::Remove("a".into()), Step::Remove("b".into())],
+                apply(&["b", "c"]),
+            ]
+        );
+        assert!(plan(&Manifest::new("d", 2), &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn image_changes_activate_and_serving_changes_reconfigure() {
+        let desired = model("r/a@sha256:2", 8001);
+        let served = |image: &str, port: u16| ServedModel {
+            image: image.into(),
+            serving: model(image, port).serving,
+        };
+        assert_eq!(plan_model(&desired, None), ModelOperation::Activate);
+        assert_eq!(
+            plan_model(&desired, Some(&served("r/a@sha256:1", 8001))),
+            ModelOperation::Activate
+        );
+        assert_eq!(
+            plan_model(&desired, Some(&served("r/a@sha256:2", 9000))),
+            ModelOperation::Reconfigure
+        );
+        assert_eq!(
+            plan_model(&desired, Some(&served("r/a@sha256:2", 8001))),
+            ModelOperation::Nothing
         );
     }
 
     #[test]
-    fn containers_are_created_recreated_on_change_left_alone_when_matching_and_removed() {
-        let mut desired = Manifest::new("d", 1);
-        let container = |image: &str| {
-            let mut m = model(image, 0);
-            m.kind = ModuleKind::Container;
-            m.serving = None;
-            m
+    fn containers_are_created_recreated_on_change_started_stopped_or_left_alone() {
+        let spec = |c: &ContainerSpec| c.image.clone();
+        let want = container("r/x@sha256:2", None);
+        let actual = |image: &str, running: bool| ActualContainer {
+            spec: image.into(),
+            running,
         };
-        desired
-            .modules
-            .insert("new".into(), container("r/n@sha256:1"));
-        desired
-            .modules
-            .insert("same".into(), container("r/s@sha256:1"));
-        desired
-            .modules
-            .insert("changed".into(), container("r/c@sha256:2"));
-        desired
-            .modules
-            .insert("crashed".into(), container("r/x@sha256:1"));
-        let spec = |m: &Module| m.image.clone();
-        let actual = BTreeMap::from([
-            (
-                "same".to_owned(),
-                ActualContainer {
-                    spec: "r/s@sha256:1".into(),
-                    running: true,
-                },
-            ),
-            (
-                "changed".to_owned(),
-                ActualContainer {
-                    spec: "r/c@sha256:1".into(),
-                    running: true,
-                },
-            ),
-            (
-                "crashed".to_owned(),
-                ActualContainer {
-                    spec: "r/x@sha256:1".into(),
-                    running: false,
-                },
-            ),
-            (
-                "gone".to_owned(),
-                ActualContainer {
-                    spec: "r/g@sha256:1".into(),
-                    running: true,
-                },
-            ),
-        ]);
         assert_eq!(
-            plan_containers(&desired, &actual, spec),
-            vec![
-                ContainerOperation::Remove("gone".into()),
-                ContainerOperation::Recreate("changed".into()),
-                ContainerOperation::Start("crashed".into()),
-                ContainerOperation::Create("new".into()),
-            ]
+            plan_container(&want, None, spec),
+            ContainerOperation::Create
+        );
+        assert_eq!(
+            plan_container(&want, Some(&actual("r/x@sha256:1", true)), spec),
+            ContainerOperation::Recreate
+        );
+        assert_eq!(
+            plan_container(&want, Some(&actual("r/x@sha256:2", false)), spec),
+            ContainerOperation::Start
+        );
+        assert_eq!(
+            plan_container(&want, Some(&actual("r/x@sha256:2", true)), spec),
+            ContainerOperation::Nothing
+        );
+        let mut stopped = want.clone();
+        stopped.status = DesiredStatus::Stopped;
+        assert_eq!(
+            plan_container(&stopped, Some(&actual("r/x@sha256:2", true)), spec),
+            ContainerOperation::Stop
         );
     }
 }

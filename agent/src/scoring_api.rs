@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use edgefleet_common::module_image::{ElementType, IoSpec, ModuleMetadata, ValueSpec};
-use edgefleet_common::telemetry::TelemetryKind;
+use edgefleet_common::telemetry::{CollectedData, InferenceRecord, InputSource, TelemetryRecord};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -86,17 +86,9 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
     if !authorized(&api, request.headers()) {
         return unauthorized();
     }
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), api.max_body).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "request body is larger than {} bytes (telemetry.max_request_bytes); send fewer rows per request",
-                    api.max_body
-                ),
-            );
-        }
+    let body = match read_body(request.into_body(), api.max_body).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -136,15 +128,59 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
 /// Sends the inference record and, at the configured rate, the collected inputs and outputs.
 fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
     let name = &api.module.name;
-    let body = json!({ "source": "http", "latencyUs": latency_us, "outputs": output });
-    if let Err(e) = api.outbox.submit(name, TelemetryKind::Inference, body) {
+    let inference = TelemetryRecord::Inference(InferenceRecord {
+        source: InputSource::Http,
+        latency_us,
+        outputs: output.clone(),
+    });
+    if let Err(e) = api.outbox.submit(name, inference) {
         tracing::warn!(module = %name, error = %e, "inference record not accepted");
     }
     let ppm = api.module.serving().data_collection_ppm;
     if ppm > 0 && rand::random::<u32>() % 1_000_000 < ppm {
-        let body = json!({ "inputs": request, "outputs": output });
-        let _ = api.outbox.submit(name, TelemetryKind::CollectedData, body);
+        let collected = TelemetryRecord::CollectedData(CollectedData {
+            inputs: request.clone(),
+            outputs: output.clone(),
+        });
+        if let Err(e) = api.outbox.submit(name, collected) {
+            tracing::warn!(module = %name, error = %e, "collected data not accepted");
+        }
     }
+}
+
+/// Most bytes of an oversized body read (and dropped) before the connection is closed: reading
+/// it lets the client finish sending and read the 413, instead of failing on a closed socket.
+const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
+
+/// The request body, or the response that refuses it: 413 when it is larger than `max`.
+async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, Response> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("request body could not be read: {e}"),
+            )
+        })?;
+        total = total.saturating_add(chunk.len());
+        if total <= max {
+            bytes.extend_from_slice(&chunk);
+        } else if total > DRAIN_MAX_BYTES {
+            break;
+        }
+    }
+    if total > max {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than {max} bytes (telemetry.max_request_bytes); send fewer rows per request"
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 async fn swagger(State(api): State<Api>) -> Response {

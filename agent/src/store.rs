@@ -136,25 +136,24 @@ impl Store {
         self.get_meta(APPLIED)
     }
 
-    /// Records the modules running now and, when a manifest applied completely, that manifest,
-    /// in one commit.
-    pub fn put_applied(
-        &self,
-        wire: Option<&[u8]>,
-        modules: &BTreeMap<String, ModuleRecord>,
-    ) -> Result<(), StoreError> {
+    /// Records the manifest that applied completely.
+    pub fn put_applied(&self, wire: &[u8]) -> Result<(), StoreError> {
+        self.put_meta(APPLIED, wire)
+    }
+
+    /// Records the version a model module serves now, to serve it again after a restart.
+    pub fn put_module(&self, name: &str, record: &ModuleRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
         let txn = self.db.begin_write()?;
-        {
-            if let Some(wire) = wire {
-                txn.open_table(META)?.insert(APPLIED, wire)?;
-            }
-            let mut table = txn.open_table(MODULES)?;
-            table.retain(|_, _| false)?;
-            for (name, record) in modules {
-                let json = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
-                table.insert(name.as_str(), json.as_slice())?;
-            }
-        }
+        txn.open_table(MODULES)?.insert(name, json.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a module that no longer runs.
+    pub fn remove_module(&self, name: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MODULES)?.remove(name)?;
         txn.commit()?;
         Ok(())
     }
@@ -178,12 +177,24 @@ impl Store {
             .unwrap_or_default())
     }
 
-    pub fn put_unused_images(
+    /// Changes the unused images in one transaction (container tasks do this concurrently).
+    pub fn update_unused_images(
         &self,
-        images: &BTreeMap<String, UnixMillis>,
+        change: impl FnOnce(&mut BTreeMap<String, UnixMillis>),
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(images).map_err(|e| StoreError(e.to_string()))?;
-        self.put_meta(UNUSED_IMAGES, &json)
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(META)?;
+            let mut images: BTreeMap<String, UnixMillis> = table
+                .get(UNUSED_IMAGES)?
+                .and_then(|v| serde_json::from_slice(v.value()).ok())
+                .unwrap_or_default();
+            change(&mut images);
+            let json = serde_json::to_vec(&images).map_err(|e| StoreError(e.to_string()))?;
+            table.insert(UNUSED_IMAGES, json.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     pub fn modules(&self) -> Result<BTreeMap<String, ModuleRecord>, StoreError> {

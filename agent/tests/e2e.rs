@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use edgefleet_common::manifest::{
-    Manifest, ModelServing, Module, ModuleKind, RegistryCredential, RestartPolicy,
+    ContainerSpec, Manifest, ModelServing, ModelSpec, Module, RegistryCredential, RestartPolicy,
 };
 use edgefleet_common::sealing::DevicePublicKey;
 use edgefleet_common::signing::FleetSigningKey;
@@ -133,13 +133,9 @@ impl World {
         for (name, image, port) in modules {
             m.modules.insert(
                 (*name).into(),
-                Module {
-                    kind: ModuleKind::Model,
+                Module::Model(ModelSpec {
                     image: (*image).into(),
                     status: Default::default(),
-                    restart_policy: Default::default(),
-                    env: BTreeMap::new(),
-                    create_options: None,
                     serving: Some(ModelServing {
                         http_port: *port,
                         bind_address: "127.0.0.1".into(),
@@ -147,7 +143,7 @@ impl World {
                         mqtt_input: true,
                         data_collection_ppm: 0,
                     }),
-                },
+                }),
             );
         }
         m
@@ -476,7 +472,8 @@ fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
 }
 
 #[test]
-fn malformed_score_bodies_get_400s_naming_the_problem_and_the_agent_stays_up() {
+fn malformed_score_bodies_get_400s_and_oversized_ones_413_naming_the_problem_and_the_agent_stays_up()
+ {
     let world = World::new();
     let (mut agent, _, port) = world.serving_diabetes("m");
 
@@ -515,7 +512,12 @@ fn malformed_score_bodies_get_400s_naming_the_problem_and_the_agent_stays_up() {
     ];
     for (what, body, expected) in cases {
         let (status, response) = score(port, &body);
-        assert_eq!(status, 400, "{what}: {response}");
+        let want = if what == "an oversized body" {
+            413
+        } else {
+            400
+        };
+        assert_eq!(status, want, "{what}: {response}");
         let message = response["error"].as_str().unwrap_or_default();
         assert!(
             message.contains(expected),
@@ -631,10 +633,10 @@ fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry
     let image = world.push_diabetes();
     let port = free_port();
     let mut manifest = world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &image, port)]);
-    if let Some(serving) = manifest
-        .modules
-        .get_mut("m")
-        .and_then(|m| m.serving.as_mut())
+    if let Some(Module::Model(ModelSpec {
+        serving: Some(serving),
+        ..
+    })) = manifest.modules.get_mut("m")
     {
         serving.auth_key_sha256 = vec![hex::encode(sha2::Sha256::digest(b"key-1"))];
         serving.data_collection_ppm = 1_000_000;
@@ -874,7 +876,7 @@ fn wait_for_or_log<T>(
 
 /// A container module running sensor-sim on the host network, publishing to `topic` of
 /// `broker` as the device.
-fn sensor_module(image: &str, world: &World, topic: &str, policy: RestartPolicy) -> Module {
+fn sensor_module(image: &str, world: &World, topic: &str, policy: RestartPolicy) -> ContainerSpec {
     let env = BTreeMap::from([
         ("MQTT_PORT".to_owned(), world.broker.port().to_string()),
         ("MQTT_USERNAME".to_owned(), world.device.to_owned()),
@@ -882,14 +884,13 @@ fn sensor_module(image: &str, world: &World, topic: &str, policy: RestartPolicy)
         ("TOPIC".to_owned(), topic.to_owned()),
         ("INTERVAL_MS".to_owned(), "200".to_owned()),
     ]);
-    Module {
-        kind: ModuleKind::Container,
+    ContainerSpec {
         image: image.to_owned(),
         status: Default::default(),
         restart_policy: policy,
         env,
         create_options: Some(json!({"HostConfig": {"NetworkMode": "host", "Memory": 67_108_864}})),
-        serving: None,
+        startup_order: None,
     }
 }
 
@@ -926,7 +927,9 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
         &world.topics.input("diabetes"),
         RestartPolicy::Always,
     );
-    manifest.modules.insert(module.clone(), sensor.clone());
+    manifest
+        .modules
+        .insert(module.clone(), Module::Container(sensor.clone()));
     world.publish(&manifest);
     let reported = world.wait_outcome(&agent, 1, 200);
     assert_eq!(reported["modules"][&module]["kind"], "container");
@@ -1008,7 +1011,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
     // An unknown create option refuses the manifest with 400; the container keeps running.
     let mut bad = manifest.clone();
     bad.version = 2;
-    if let Some(m) = bad.modules.get_mut(&module) {
+    if let Some(Module::Container(m)) = bad.modules.get_mut(&module) {
         m.create_options = Some(
             json!({"HostConfig": {"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}}),
         );
@@ -1066,7 +1069,12 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs
     let mut manifest = world.manifest(&agent, 1, REGISTRY_PASSWORD, &[]);
     manifest.modules.insert(
         module.clone(),
-        sensor_module(&sensor_image, &world, "sensors/never", RestartPolicy::Never),
+        Module::Container(sensor_module(
+            &sensor_image,
+            &world,
+            "sensors/never",
+            RestartPolicy::Never,
+        )),
     );
     world.publish(&manifest);
     world.wait_outcome(&agent, 1, 200);
@@ -1098,7 +1106,8 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs
         RestartPolicy::Always,
     );
     sensor.env.insert("INTERVAL_MS".into(), "300".into());
-    next.modules.insert(module.clone(), sensor);
+    next.modules
+        .insert(module.clone(), Module::Container(sensor));
     world.publish(&next);
     let reported = world.wait_outcome(&agent, 2, 200);
     assert_eq!(reported["modules"][&module]["runtimeStatus"], "running");

@@ -2,11 +2,15 @@
 //!
 //! Everything that crosses a process boundary is defined here and only here: the signed
 //! per-device deployment [`manifest`], the [`reported`] state a device publishes, the
-//! [`telemetry`] envelope, the MQTT [`topics`], the model module image format
+//! [`telemetry`] envelope and bodies, fleet [`commands`] and their results, the agent's
+//! configuration file ([`agent_config`]), the MQTT [`topics`], the model module image format
 //! ([`module_image`]), manifest [`signing`] (ed25519 over a hash tree of canonical serializations) and
 //! registry password [`sealing`] (age, X25519). The crate does no I/O and knows no
 //! transport, so both sides and every test can use it without a runtime.
 
+pub mod agent_config;
+pub mod broker_url;
+pub mod commands;
 pub mod manifest;
 pub mod module_image;
 pub mod reported;

@@ -11,7 +11,7 @@ use crate::sealing::SealedSecret;
 
 /// The manifest schema this build reads and writes. A manifest with another value is refused
 /// (status 400) instead of being half-understood.
-pub const MANIFEST_SCHEMA_VERSION: &str = "1";
+pub const MANIFEST_SCHEMA_VERSION: &str = "2";
 
 /// Everything one device should run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -47,29 +47,76 @@ pub struct RegistryCredential {
 }
 
 /// One module: a model served in-process by the agent, or a container on the Docker engine.
+/// On the wire the variant is the member `kind` (`"model"` or `"container"`), and each kind
+/// has only the fields that mean something for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Module {
+    Model(ModelSpec),
+    Container(ContainerSpec),
+}
+
+/// A model module: an ONNX model module image the agent loads and serves in-process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Module {
-    pub kind: ModuleKind,
+pub struct ModelSpec {
     /// Image reference pinned by digest: `registry/repository@sha256:...`
     /// (a tag may precede the digest for readability).
     pub image: String,
     #[serde(default)]
     pub status: DesiredStatus,
-    #[serde(default)]
-    pub restart_policy: RestartPolicy,
-    /// Environment for container modules.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Docker create options for container modules (a documented subset; the agent rejects
-    /// options it does not know rather than dropping them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub create_options: Option<serde_json::Value>,
-    /// How a model module is served; absent for container modules.
+    /// How the model is served; absent: MQTT inputs only, no HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ModelServing>,
 }
 
+/// A container module: an image run on the device's Docker engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Image reference, pinned by digest when the fleet rendered it.
+    pub image: String,
+    #[serde(default)]
+    pub status: DesiredStatus,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// The container's environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Docker create options (a documented subset; the agent rejects options it does not know
+    /// rather than dropping them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_options: Option<serde_json::Value>,
+    /// Containers start in ascending order, each group once the one before it has been
+    /// started; containers without an order start last (IoT Edge's `startupOrder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_order: Option<u32>,
+}
+
+impl Module {
+    pub fn kind(&self) -> ModuleKind {
+        match self {
+            Self::Model(_) => ModuleKind::Model,
+            Self::Container(_) => ModuleKind::Container,
+        }
+    }
+
+    pub fn image(&self) -> &str {
+        match self {
+            Self::Model(m) => &m.image,
+            Self::Container(c) => &c.image,
+        }
+    }
+
+    pub fn status(&self) -> DesiredStatus {
+        match self {
+            Self::Model(m) => m.status,
+            Self::Container(c) => c.status,
+        }
+    }
+}
+
+/// The kind of a module, as reported state names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ModuleKind {
@@ -169,5 +216,53 @@ impl Manifest {
         self.registry_credentials
             .values()
             .find(|c| c.address == registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn modules_are_tagged_by_kind_and_carry_only_their_kinds_fields() {
+        let model: Module = serde_json::from_value(json!({
+            "kind": "model",
+            "image": "r/m@sha256:1",
+            "serving": {"httpPort": 5001}
+        }))
+        .expect("a model module");
+        assert_eq!(model.kind(), ModuleKind::Model);
+        assert_eq!(model.image(), "r/m@sha256:1");
+        let container: Module = serde_json::from_value(json!({
+            "kind": "container",
+            "image": "r/c@sha256:2",
+            "restartPolicy": "on-failure",
+            "startupOrder": 1
+        }))
+        .expect("a container module");
+        let Module::Container(spec) = &container else {
+            panic!("not a container: {container:?}");
+        };
+        assert_eq!(spec.restart_policy, RestartPolicy::OnFailure);
+        assert_eq!(spec.startup_order, Some(1));
+        assert_eq!(
+            serde_json::to_value(&container).expect("json")["kind"],
+            "container"
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_other_kind_or_an_unknown_kind_is_refused_by_name() {
+        let err = serde_json::from_value::<Module>(json!({
+            "kind": "model",
+            "image": "r/m@sha256:1",
+            "restartPolicy": "always"
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("restartPolicy"), "{err}");
+        let err =
+            serde_json::from_value::<Module>(json!({"kind": "vm", "image": "x"})).unwrap_err();
+        assert!(err.to_string().contains("vm"), "{err}");
     }
 }

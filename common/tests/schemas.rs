@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use edgefleet_common::commands::{CommandRequest, CommandResult};
 use edgefleet_common::manifest::Manifest;
 use edgefleet_common::module_image::ModuleMetadata;
 use edgefleet_common::reported::ReportedState;
@@ -12,6 +13,14 @@ use edgefleet_common::telemetry::TelemetryEnvelope;
 fn schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
         ("manifest.schema.json", schemars::schema_for!(Manifest)),
+        (
+            "command-request.schema.json",
+            schemars::schema_for!(CommandRequest),
+        ),
+        (
+            "command-result.schema.json",
+            schemars::schema_for!(CommandResult),
+        ),
         ("module.schema.json", schemars::schema_for!(ModuleMetadata)),
         (
             "reported-state.schema.json",

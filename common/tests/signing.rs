@@ -17,7 +17,7 @@ fn name() -> impl Strategy<Value = String> {
 
 fn module() -> impl Strategy<Value = Module> {
     (
-        prop_oneof![Just(ModuleKind::Model), Just(ModuleKind::Container)],
+        any::<bool>(),
         "[a-z0-9.:/-]{1,30}@sha256:[0-9a-f]{64}",
         prop_oneof![Just(DesiredStatus::Running), Just(DesiredStatus::Stopped)],
         prop_oneof![
@@ -34,22 +34,32 @@ fn module() -> impl Strategy<Value = Module> {
             any::<bool>(),
             any::<u32>(),
         )),
+        prop::option::of(any::<u32>()),
     )
         .prop_map(
-            |(kind, image, status, restart_policy, env, opts, serving)| Module {
-                kind,
-                image,
-                status,
-                restart_policy,
-                env,
-                create_options: opts.map(|o| json!(o)),
-                serving: serving.map(|(port, keys, mqtt, ppm)| ModelServing {
-                    http_port: port,
-                    bind_address: "127.0.0.1".into(),
-                    auth_key_sha256: keys,
-                    mqtt_input: mqtt,
-                    data_collection_ppm: ppm,
-                }),
+            |(container, image, status, restart_policy, env, opts, serving, startup_order)| {
+                if container {
+                    Module::Container(ContainerSpec {
+                        image,
+                        status,
+                        restart_policy,
+                        env,
+                        create_options: opts.map(|o| json!(o)),
+                        startup_order,
+                    })
+                } else {
+                    Module::Model(ModelSpec {
+                        image,
+                        status,
+                        serving: serving.map(|(port, keys, mqtt, ppm)| ModelServing {
+                            http_port: port,
+                            bind_address: "127.0.0.1".into(),
+                            auth_key_sha256: keys,
+                            mqtt_input: mqtt,
+                            data_collection_ppm: ppm,
+                        }),
+                    })
+                }
             },
         )
 }
@@ -130,14 +140,26 @@ proptest! {
 fn an_unknown_schema_version_is_refused_as_invalid_and_named() {
     let key = fleet_key();
     let mut value = serde_json::to_value(Manifest::new("gw-01", 1)).expect("value");
-    value["schemaVersion"] = json!("2");
-    let err = key.public_key().verify(&key.sign_value(value)).unwrap_err();
-    assert_eq!(
-        err,
-        ManifestError::UnknownSchemaVersion { found: "2".into() }
-    );
-    assert_eq!(err.status(), ApplyStatus::Invalid);
-    assert!(err.to_string().contains("\"2\""), "{err}");
+    // Version 1 (modules as one struct with a `kind` flag) and a future version alike.
+    for old_or_new in ["1", "3"] {
+        value["schemaVersion"] = json!(old_or_new);
+        let err = key
+            .public_key()
+            .verify(&key.sign_value(value.clone()))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::UnknownSchemaVersion {
+                found: old_or_new.into()
+            }
+        );
+        assert_eq!(err.status(), ApplyStatus::Invalid);
+        assert!(err.to_string().contains(old_or_new), "{err}");
+        assert!(
+            err.to_string().contains("\"2\""),
+            "names the one it reads: {err}"
+        );
+    }
 }
 
 #[test]

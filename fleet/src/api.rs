@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use edgefleet_common::commands::DeviceCommand;
 use serde::{Deserialize, Serialize};
 
 use crate::records::DeploymentModule;
@@ -43,6 +44,16 @@ pub struct DeploymentRequest {
 pub struct PackageRequest {
     pub registry: String,
     pub repository: String,
+}
+
+/// `POST /v1/devices/{id}/commands`: a command for one module of the device; the answer is
+/// the device's `CommandResult`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleCommandRequest {
+    pub module: String,
+    #[serde(flatten)]
+    pub command: DeviceCommand,
 }
 
 /// Every error response: `{"error": "..."}` with a 4xx/5xx status.

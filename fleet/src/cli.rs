@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::api::{DeploymentRequest, DeviceRequest, PackageRequest, RegistryRequest};
+use crate::api::{
+    DeploymentRequest, DeviceRequest, ModuleCommandRequest, PackageRequest, RegistryRequest,
+};
 use crate::records::DeploymentModule;
+use edgefleet_common::commands::DeviceCommand as ModuleCommandKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -672,10 +675,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             since,
         }) => {
             let since = since.map_or(0, |s| edgefleet_transport::now_ms() / 1000 - s);
-            let body = json!({"module": module, "tail": tail, "since": since});
+            let body = ModuleCommandRequest {
+                module,
+                command: ModuleCommandKind::Logs {
+                    tail,
+                    since: i64::try_from(since).unwrap_or(0),
+                },
+            };
             let v = api.json(
                 api.http
-                    .post(api.url(&format!("/v1/devices/{device}/commands/logs")))
+                    .post(api.url(&format!("/v1/devices/{device}/commands")))
                     .json(&body),
             )?;
             print(output, &v, |v| {
@@ -683,10 +692,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             });
         }
         Command::Module(ModuleCommand::Restart { device, module }) => {
-            let body = json!({"module": module});
+            let body = ModuleCommandRequest {
+                module: module.clone(),
+                command: ModuleCommandKind::Restart,
+            };
             api.json(
                 api.http
-                    .post(api.url(&format!("/v1/devices/{device}/commands/restart")))
+                    .post(api.url(&format!("/v1/devices/{device}/commands")))
                     .json(&body),
             )?;
             eprintln!("restarted {module} on {device}");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use edgefleet_common::manifest::{Manifest, ModelServing, Module, ModuleKind, RegistryCredential};
+use edgefleet_common::manifest::{Manifest, ModelServing, ModelSpec, Module, RegistryCredential};
 use edgefleet_common::sealing::{DevicePublicKey, SealedSecret};
 use edgefleet_common::signing::{CanonicalManifest, FleetSigningKey};
 use sha2::{Digest as _, Sha256};
@@ -110,13 +110,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn module_for(spec: &DeploymentModule, image: &str) -> Module {
-    Module {
-        kind: ModuleKind::Model,
+    Module::Model(ModelSpec {
         image: image.to_owned(),
         status: Default::default(),
-        restart_policy: Default::default(),
-        env: BTreeMap::new(),
-        create_options: None,
         serving: Some(ModelServing {
             http_port: spec.port,
             bind_address: "127.0.0.1".to_owned(),
@@ -124,7 +120,7 @@ fn module_for(spec: &DeploymentModule, image: &str) -> Module {
             mqtt_input: true,
             data_collection_ppm: spec.data_collection_ppm,
         }),
-    }
+    })
 }
 
 /// A device's new manifest, rendered but not signed yet: see [`sign`].
@@ -445,7 +441,7 @@ mod tests {
             .public_key()
             .verify(second.wire.as_bytes())
             .expect("signed");
-        assert!(manifest.modules["a"].image.contains("models/d:2@"));
+        assert!(manifest.modules["a"].image().contains("models/d:2@"));
         let sealed = &manifest.registry_credentials["acr"].password;
         assert_eq!(id.unseal(sealed).expect("sealed to the device"), "pw");
 

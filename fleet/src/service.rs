@@ -16,6 +16,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use edgefleet_common::agent_config::AgentConfig;
+use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult};
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::sealing::{DeviceIdentity, DevicePublicKey};
 use edgefleet_common::signing::FleetSigningKey;
@@ -27,7 +29,9 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::api::{DeploymentRequest, DeviceRequest, PackageRequest, RegistryRequest};
+use crate::api::{
+    DeploymentRequest, DeviceRequest, ModuleCommandRequest, PackageRequest, RegistryRequest,
+};
 use crate::condition::Condition;
 use crate::records::{
     Deployment, Device, DeviceStatus, ModelVersion, Package, Registry, RenderedManifest,
@@ -131,7 +135,8 @@ struct Fleet {
     /// Serializes changes so renders never interleave.
     writes: tokio::sync::Mutex<()>,
     /// Commands sent to devices, waiting for their result, by request id.
-    pending_commands: std::sync::Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    pending_commands:
+        std::sync::Mutex<BTreeMap<String, tokio::sync::oneshot::Sender<CommandResult>>>,
 }
 
 /// Reads a 0600 key file, or creates it with `make` on first start.
@@ -264,7 +269,7 @@ fn router(fleet: Arc<Fleet>) -> Router {
         .route("/v1/manifests/{device}", get(show_manifest))
         .route("/v1/rollouts/{deployment}", get(rollout_status))
         .route("/v1/telemetry/{device}", get(telemetry))
-        .route("/v1/devices/{id}/commands/{name}", post(device_command))
+        .route("/v1/devices/{id}/commands", post(device_command))
         .layer(middleware::from_fn_with_state(fleet.clone(), authorize))
         .layer(DefaultBodyLimit::max(2 << 30))
         .with_state(fleet)
@@ -582,36 +587,31 @@ async fn device_config(
         .secrets
         .unseal(&device.mqtt_password)
         .map_err(ApiError::internal)?;
-    let insecure: Vec<String> = fleet
-        .store
-        .list::<Registry>(kind::REGISTRY)?
-        .into_iter()
-        .filter(|(_, r)| r.insecure)
-        .map(|(_, r)| format!("{:?}", r.address))
-        .collect();
-    let url = fleet
+    let mut config = AgentConfig {
+        device_id: id.clone(),
+        fleet: fleet.options.fleet.clone(),
+        fleet_public_key: fleet.key.public_key().to_string(),
+        ..AgentConfig::default()
+    };
+    config.mqtt.url = fleet
         .options
         .device_mqtt_url
         .clone()
         .unwrap_or_else(|| fleet.mqtt_url.clone());
+    config.mqtt.username = id.clone();
+    config.mqtt.password = password;
+    config.registry.insecure = fleet
+        .store
+        .list::<Registry>(kind::REGISTRY)?
+        .into_iter()
+        .filter(|(_, r)| r.insecure)
+        .map(|(_, r)| r.address)
+        .collect();
+    let toml = toml::to_string(&config).map_err(ApiError::internal)?;
     Ok(format!(
         "# edgefleet-agent configuration for device {id}, written by `edgefleet device config`.\n\
-         # It holds the device's MQTT password: keep it 0600.\n\
-         version = 1\n\
-         device_id = {id:?}\n\
-         fleet = {fleet_name:?}\n\
-         fleet_public_key = {key:?}\n\
-         data_dir = \"/var/lib/edgefleet\"\n\
-         onnx_runtime_library = \"/usr/lib/edgefleet/libonnxruntime.so.1.31.1\"\n\n\
-         [mqtt]\n\
-         url = {url:?}\n\
-         username = {id:?}\n\
-         password = {password:?}\n\n\
-         [registry]\n\
-         insecure = [{insecure}]\n",
-        fleet_name = fleet.options.fleet,
-        key = fleet.key.public_key().to_string(),
-        insecure = insecure.join(", "),
+         # It holds the device's MQTT password: keep it 0600. Every setting is explained by\n\
+         # `edgefleet-agent print-default-config`.\n{toml}"
     ))
 }
 
@@ -733,13 +733,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sends a command (`logs`, `restart`) to a device and returns its result.
 async fn device_command(
     State(fleet): State<Arc<Fleet>>,
-    UrlPath((id, name)): UrlPath<(String, String)>,
-    axum::Json(mut request): axum::Json<Value>,
+    UrlPath(id): UrlPath<String>,
+    axum::Json(body): axum::Json<ModuleCommandRequest>,
 ) -> ApiResult {
     device(&fleet, &id)?;
-    check("command name", &name)?;
     let request_id = hex::encode(rand::random::<[u8; 8]>());
-    request["requestId"] = json!(request_id);
+    let name = body.command.name();
+    let request = CommandRequest {
+        request_id: request_id.clone(),
+        module: body.module,
+        command: body.command,
+    };
+    let payload = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     if let Ok(mut pending) = fleet.pending_commands.lock() {
         pending.insert(request_id.clone(), tx);
@@ -748,12 +753,7 @@ async fn device_command(
         DeviceTopics::new(&fleet.options.fleet, &id).map_err(|e| ApiError::bad(e.to_string()))?;
     fleet
         .mqtt
-        .publish(
-            topics.command(&name),
-            QoS::AtLeastOnce,
-            false,
-            request.to_string().into_bytes(),
-        )
+        .publish(topics.command(name), QoS::AtLeastOnce, false, payload)
         .await
         .map_err(ApiError::internal)?;
     let result = tokio::time::timeout(COMMAND_TIMEOUT, rx).await;
@@ -761,11 +761,13 @@ async fn device_command(
         pending.remove(&request_id);
     }
     match result {
-        Ok(Ok(result)) if result["status"] == 200 => Ok(axum::Json(result)),
-        Ok(Ok(result)) => Err(ApiError::bad(format!(
-            "device {id}: {}",
-            result["error"].as_str().unwrap_or("the command failed")
-        ))),
+        Ok(Ok(CommandResult {
+            outcome: CommandOutcome::Failed { error },
+            ..
+        })) => Err(ApiError::bad(format!("device {id}: {error}"))),
+        Ok(Ok(result)) => Ok(axum::Json(
+            serde_json::to_value(result).map_err(ApiError::internal)?,
+        )),
         _ => Err(ApiError(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -1033,9 +1035,8 @@ async fn ingest(fleet: Arc<Fleet>, mut eventloop: rumqttc::EventLoop) {
                             }
                         }
                         Some(DeviceTopic::CommandResult { .. }) => {
-                            if let Ok(result) = serde_json::from_slice::<Value>(&p.payload) {
-                                let id = result["requestId"].as_str().unwrap_or_default().to_owned();
-                                let waiter = fleet.pending_commands.lock().ok().and_then(|mut p| p.remove(&id));
+                            if let Ok(result) = serde_json::from_slice::<CommandResult>(&p.payload) {
+                                let waiter = fleet.pending_commands.lock().ok().and_then(|mut p| p.remove(&result.request_id));
                                 if let Some(waiter) = waiter {
                                     let _ = waiter.send(result);
                                 }

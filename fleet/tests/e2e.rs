@@ -705,7 +705,7 @@ fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
 
 #[test]
 fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
-    use edgefleet_common::manifest::{Manifest, Module, ModuleKind, RegistryCredential};
+    use edgefleet_common::manifest::{ContainerSpec, Manifest, Module, RegistryCredential};
     use edgefleet_tests::docker;
     let mut world = World::new();
     let image_tag = format!("edgefleet-test/sensor-sim-logs:{}", std::process::id());
@@ -737,8 +737,7 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
     );
     manifest.modules.insert(
         module.clone(),
-        Module {
-            kind: ModuleKind::Container,
+        Module::Container(ContainerSpec {
             image,
             status: Default::default(),
             restart_policy: Default::default(),
@@ -747,8 +746,8 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
                 ("TOPIC".to_owned(), "sensors/logs".to_owned()),
             ]),
             create_options: Some(serde_json::json!({"HostConfig": {"NetworkMode": "host"}})),
-            serving: None,
-        },
+            startup_order: None,
+        }),
     );
     let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");
     assert!(world.broker.publish(

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use edgefleet_common::agent_config::AgentConfig;
+
 use crate::mosquitto::Mosquitto;
 use crate::process::ServiceProcess;
 
@@ -74,44 +76,34 @@ impl AgentProcess {
 
     fn write_config(&self) {
         let s = &self.setup;
-        let insecure: Vec<String> = s
-            .insecure_registries
-            .iter()
-            .map(|r| format!("{r:?}"))
-            .collect();
         let path = |p: &Option<PathBuf>| {
             p.as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
         };
-        let (client_cert, client_key) = match &s.mqtt_client_cert {
-            Some((c, k)) => (c.display().to_string(), k.display().to_string()),
-            None => (String::new(), String::new()),
+        let mut config = AgentConfig {
+            device_id: s.device_id.clone(),
+            fleet: s.fleet.clone(),
+            fleet_public_key: s.fleet_public_key.clone(),
+            data_dir: self.data_dir(),
+            onnx_runtime_library: s.onnx_runtime_library.clone(),
+            ..AgentConfig::default()
         };
-        let config = format!(
-            "version = 1\n\
-             device_id = {device:?}\n\
-             fleet = {fleet:?}\n\
-             fleet_public_key = {key:?}\n\
-             data_dir = {data:?}\n\
-             onnx_runtime_library = {ort:?}\n\
-             [mqtt]\nurl = {url:?}\nusername = {user:?}\npassword = {password:?}\n\
-             ca_file = {mqtt_ca:?}\nclient_cert_file = {client_cert:?}\nclient_key_file = {client_key:?}\n\
-             reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
-             [registry]\ninsecure = [{insecure}]\nca_file = {registry_ca:?}\n",
-            device = s.device_id,
-            fleet = s.fleet,
-            key = s.fleet_public_key,
-            data = self.data_dir().display().to_string(),
-            ort = s.onnx_runtime_library.display().to_string(),
-            url = self.mqtt_url,
-            user = s.mqtt_username,
-            password = s.mqtt_password,
-            insecure = insecure.join(", "),
-            mqtt_ca = path(&s.mqtt_ca_file),
-            registry_ca = path(&s.registry_ca_file),
-        );
-        std::fs::write(self.config_path(), config).expect("write agent.toml");
+        let mqtt = &mut config.mqtt;
+        mqtt.url = self.mqtt_url.clone();
+        mqtt.username = s.mqtt_username.clone();
+        mqtt.password = s.mqtt_password.clone();
+        mqtt.ca_file = path(&s.mqtt_ca_file);
+        if let Some((cert, key)) = &s.mqtt_client_cert {
+            mqtt.client_cert_file = cert.display().to_string();
+            mqtt.client_key_file = key.display().to_string();
+        }
+        mqtt.reconnect_min_ms = 100;
+        mqtt.reconnect_max_ms = 1000;
+        config.registry.insecure = s.insecure_registries.clone();
+        config.registry.ca_file = path(&s.registry_ca_file);
+        let toml = toml::to_string(&config).expect("the agent's configuration as TOML");
+        std::fs::write(self.config_path(), toml).expect("write agent.toml");
     }
 
     /// Replaces the configuration file with `toml` (for example what `edgefleet device config`

@@ -1,18 +1,18 @@
 //! edgefleet-transport: how both binaries reach an MQTT broker.
 //!
-//! [`BrokerUrl`] parses `mqtt://host[:1883]` and `mqtts://host[:8883]`; [`tls`] builds rustls
+//! [`BrokerUrl`] (a contract of the agent's configuration file, defined in `edgefleet-common`)
+//! parses `mqtt://host[:1883]` and `mqtts://host[:8883]`; [`tls`] builds rustls
 //! client configurations (a CA file or the system roots, an optional client certificate) on
 //! ring, the one crypto provider of the project, which [`install_crypto_provider`] installs;
 //! [`mqtt_options`] turns both into rumqttc options. [`now_ms`] is the clock every contract's
 //! `UnixMillis` is read from.
 
-mod broker_url;
 pub mod tls;
 
 use std::time::Duration;
 
-pub use broker_url::{BrokerUrl, BrokerUrlError};
 use edgefleet_common::UnixMillis;
+pub use edgefleet_common::broker_url::{BrokerUrl, BrokerUrlError};
 use rumqttc::{MqttOptions, Transport};
 pub use tls::{TlsError, TlsFiles, install_crypto_provider};
 

@@ -12,8 +12,11 @@
 //! | COUNT | 0 | readings to send, 0 for no end |
 //!
 //! Each reading is `{"data": [[v1, ..., vN]]}`, the body a model module's input topic takes.
-//! Values follow a seeded pseudo-random walk, so runs are repeatable.
+//! Values follow a seeded pseudo-random walk, so runs are repeatable. SIGTERM or SIGINT end it
+//! after the current reading (as `docker stop` asks), with exit code 0.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rumqttc::{Client, MqttOptions, QoS};
@@ -39,6 +42,12 @@ fn main() {
     let features = number("FEATURES", 10) as usize;
     let interval = Duration::from_millis(number("INTERVAL_MS", 1000));
     let count = number("COUNT", 0);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("sensor-sim: cannot handle signal {signal}: {e}");
+        }
+    }
 
     let mut options = MqttOptions::new(
         format!("sensor-sim-{}", std::process::id()),
@@ -83,6 +92,16 @@ fn main() {
             std::thread::sleep(Duration::from_millis(500));
             return;
         }
-        std::thread::sleep(interval);
+        // Sleep in short steps so a stop request is answered quickly.
+        let mut slept = Duration::ZERO;
+        while slept < interval {
+            if stop.load(Ordering::Relaxed) {
+                println!("sensor-sim: stopping after {sent} readings");
+                return;
+            }
+            let step = (interval - slept).min(Duration::from_millis(50));
+            std::thread::sleep(step);
+            slept += step;
+        }
     }
 }

@@ -1,0 +1,421 @@
+//! The `edgefleet-agent` command line: parse arguments, load the configuration, run the
+//! command, and map errors to the exit codes of [`Exit`] (documented in `--help`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::{AgentConfig, ConfigError, DEFAULT_CONFIG};
+use crate::status_socket;
+use crate::store::Store;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use edgefleet_common::manifest::{Module, ModuleKind};
+use edgefleet_common::reported::{
+    ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
+};
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_onnx::OnnxRuntime;
+use edgefleet_onnx::tensor_json::describe;
+
+/// The agent's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The command did what it was asked; `run` stopped on SIGTERM or SIGINT.
+    Success = 0,
+    /// A runtime failure (the store, the model cache, ONNX Runtime, an unreadable identity):
+    /// a service manager may restart the agent.
+    Failure = 1,
+    /// The command line was wrong (clap prints the usage): fix the unit file, do not restart.
+    Usage = 2,
+    /// The configuration is wrong; the message names the field (sysexits' EX_CONFIG): fix the
+    /// file, do not restart (the systemd unit has `RestartPreventExitStatus=78`).
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The Edgefleet device agent.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgefleet-agent",
+    version,
+    about,
+    after_help = "Exit codes: 0 success, 1 failure, 2 bad usage, 78 bad configuration."
+)]
+struct Cli {
+    /// The configuration file (TOML; see `print-default-config`).
+    #[arg(long, short, env = "EDGEFLEET_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory and the device keypair (files 0600); print the public key.
+    Init {
+        /// The data directory (default: data_dir from the configuration).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the agent.
+    Run,
+    /// Print the default configuration file.
+    PrintDefaultConfig,
+    /// Print the agent's state: applied manifest, modules, telemetry outbox (from the running
+    /// agent, else from its store).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with an ONNX model file directly, without a deployment.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Print the inputs and outputs a model declares.
+    Inspect { model: PathBuf },
+    /// Score one request body (as POST /score takes it) and print the response.
+    Score {
+        model: PathBuf,
+        /// The request body, e.g. '{"data": [[1,2,3,4,5,6,7,8,9,10]]}'.
+        request: String,
+    },
+    /// Serve a model file with the scoring API, without a deployment (for trying a model
+    /// out). Inference records go to a telemetry outbox in --data-dir, as they do on a device.
+    Serve {
+        model: PathBuf,
+        #[arg(long, default_value_t = 5001)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Where the outbox is kept (default: a temporary directory, removed on exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
+        }
+    };
+    match run(cli) {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("edgefleet-agent: {e:#}");
+            let config = e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some());
+            if config { Exit::Config } else { Exit::Failure }.into()
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+    crate::config::load(path, std::env::vars())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::PrintDefaultConfig => print!("{DEFAULT_CONFIG}"),
+        Command::Init { data_dir } => {
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => {
+                    crate::config::load_unchecked(cli.config.as_deref(), std::env::vars())?.data_dir
+                }
+            };
+            init(&data_dir)?;
+        }
+        Command::Run => {
+            let config = load_config(cli.config.as_deref())?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(crate::agent::run(config, shutdown_signal()))?;
+        }
+        Command::Status { json } => status(&load_config(cli.config.as_deref())?, json)?,
+        Command::Model(command) => model_command(
+            &crate::config::load_unchecked(cli.config.as_deref(), std::env::vars())?,
+            command,
+        )?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let key_path = data_dir.join("device.key");
+    let identity = if key_path.exists() {
+        let text = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?;
+        text.parse::<DeviceIdentity>()
+            .with_context(|| format!("{}", key_path.display()))?
+    } else {
+        let identity = DeviceIdentity::generate();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .with_context(|| format!("cannot create {}", key_path.display()))?;
+        std::io::Write::write_all(
+            &mut file,
+            format!("{}\n", identity.to_secret_string()).as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+        file.sync_all()?;
+        eprintln!("created the device key {}", key_path.display());
+        identity
+    };
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+    println!("{}", identity.public_key());
+    Ok(())
+}
+
+/// Prints the agent's state: from the running agent's status socket, or, when it is not
+/// running, from its store.
+fn status(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
+    let (state, running) = match status_socket::read(&config.status_socket_path()) {
+        Ok(bytes) => {
+            let state: ReportedState = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the agent's status socket {} answered with something other than its state",
+                    config.status_socket_path().display()
+                )
+            })?;
+            (state, true)
+        }
+        Err(_) => (stored_state(config)?, false),
+    };
+    if json {
+        let mut doc = serde_json::to_value(&state)?;
+        doc["running"] = running.into();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let source = if running {
+        "agent running"
+    } else {
+        "agent not running; read from its store"
+    };
+    println!("device          {} ({source})", state.device_id);
+    match state.applied_version {
+        Some(version) => println!("applied         version {version}"),
+        None => println!("applied         nothing yet"),
+    }
+    if let Some(o) = &state.last_desired {
+        let version = o.version.map_or("-".to_owned(), |v| v.to_string());
+        println!(
+            "last manifest   version {version}: {} {}",
+            u16::from(o.status),
+            o.message
+        );
+    }
+    for (name, m) in &state.modules {
+        let status = serde_json::to_value(m.runtime_status)?;
+        let mut line = format!(
+            "module          {name}: {} {}",
+            status.as_str().unwrap_or("-"),
+            m.image
+        );
+        if let Some(i) = &m.inference {
+            line.push_str(&format!(" ({} inferences, {} errors)", i.count, i.errors));
+        }
+        if let Some(error) = &m.last_error {
+            line.push_str(&format!(" error: {error}"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "outbox          {} record(s), {} bytes, {} dropped",
+        state.outbox.depth, state.outbox.bytes, state.outbox.dropped
+    );
+    Ok(())
+}
+
+/// What a stopped agent's store holds, in the shape of its reported state.
+fn stored_state(config: &AgentConfig) -> anyhow::Result<ReportedState> {
+    let store = Store::open(&config.store_path()).with_context(|| {
+        format!(
+            "cannot open the agent store {} and no agent answers on {}",
+            config.store_path().display(),
+            config.status_socket_path().display()
+        )
+    })?;
+    let key = config.fleet_key()?;
+    let applied = store.applied()?.and_then(|w| key.verify(&w).ok());
+    let modules = store
+        .modules()?
+        .into_iter()
+        .map(|(name, record)| {
+            let kind = applied
+                .as_ref()
+                .and_then(|m| m.modules.get(&name))
+                .map_or(ModuleKind::Model, Module::kind);
+            let state = ModuleState {
+                kind,
+                runtime_status: RuntimeStatus::Stopped,
+                image: record.image,
+                image_digest: Some(record.digest),
+                restart_count: 0,
+                exit_code: None,
+                last_start_ms: None,
+                last_error: None,
+                inference: None,
+            };
+            (name, state)
+        })
+        .collect();
+    Ok(ReportedState {
+        schema_version: REPORTED_SCHEMA_VERSION.to_owned(),
+        device_id: config.device_id.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        applied_version: applied.map(|m| m.version),
+        last_desired: store.outcome()?,
+        modules,
+        outbox: store.outbox_state()?,
+        reported_at_ms: edgefleet_transport::now_ms(),
+    })
+}
+
+fn model_command(config: &AgentConfig, command: ModelCommand) -> anyhow::Result<()> {
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.onnx_runtime_library.clone());
+    let runtime = OnnxRuntime::load(&library)?;
+    let path = match &command {
+        ModelCommand::Inspect { model }
+        | ModelCommand::Score { model, .. }
+        | ModelCommand::Serve { model, .. } => model,
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let model = runtime
+        .model(&bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    match command {
+        ModelCommand::Inspect { .. } => {
+            for spec in model.inputs() {
+                println!("input  {}: {}", spec.name, describe(spec));
+            }
+            for spec in model.outputs() {
+                println!("output {}: {}", spec.name, describe(spec));
+            }
+        }
+        ModelCommand::Score { request, .. } => {
+            let body: serde_json::Value =
+                serde_json::from_str(&request).context("the request is not valid JSON")?;
+            println!("{}", model.score(&body)?);
+        }
+        ModelCommand::Serve {
+            model: path,
+            port,
+            bind,
+            data_dir,
+        } => {
+            serve(config, path, model, &bind, port, data_dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn serve(
+    config: &AgentConfig,
+    path: PathBuf,
+    model: edgefleet_onnx::Model,
+    bind: &str,
+    port: u16,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::model_module::{ActiveModel, ModelModule};
+    use crate::outbox::Outbox;
+    use edgefleet_common::manifest::ModelServing;
+    use edgefleet_onnx::canary::metadata_from_model;
+
+    let (dir, temporary) = match data_dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("edgefleet-serve-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path
+        .file_stem()
+        .map_or("model".to_owned(), |s| s.to_string_lossy().into_owned());
+    let metadata = metadata_from_model(&name, &model);
+    let serving = ModelServing {
+        http_port: port,
+        bind_address: bind.to_owned(),
+        auth_key_sha256: Vec::new(),
+        mqtt_input: false,
+        data_collection_ppm: 0,
+    };
+    let active = ActiveModel {
+        model,
+        metadata,
+        image: path.display().to_string(),
+        digest: String::new(),
+        blobs: Vec::new(),
+    };
+    let module = std::sync::Arc::new(ModelModule::new(&name, active, serving));
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let store = Store::open(&dir.join("agent.redb"))?;
+        let outbox = Outbox::start(store, "local".into(), config.telemetry.outbox_max_bytes);
+        let router = crate::scoring_api::router(module, outbox, config.telemetry.max_request_bytes);
+        let listener = tokio::net::TcpListener::bind((bind, port))
+            .await
+            .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        eprintln!("serving {} on http://{bind}:{port}/score", path.display());
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("scoring API")
+    });
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}

@@ -1,0 +1,391 @@
+//! A container module's task: creates, recreates, starts and stops its container as the
+//! manifest says (pulls run beside the task's commands, so a slow pull never stops it from
+//! answering), applies the restart policy, answers the fleet's `restart`, and retries with
+//! backoff when the module could not be applied.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgefleet_common::commands::{CommandOutcome, CommandResult};
+use edgefleet_common::manifest::{
+    ContainerSpec, DesiredStatus, Module, ModuleKind, RegistryCredential,
+};
+use edgefleet_common::reported::{ModuleState, RuntimeStatus};
+use edgefleet_transport::now_ms;
+use tokio::sync::mpsc;
+
+use crate::container_runtime::{OwnedContainer, spec_digest, unix_millis};
+use crate::module_task::{Assignment, Backoff, ModuleCommand, ModuleEvent, ModuleHandle, Services};
+use crate::reconciler::{ActualContainer, ContainerOperation, plan_container};
+use crate::restart_policy::{Decision, Observed, RestartState};
+
+/// How often the container is checked against its restart policy.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the task of container module `name`; `adopted` is its container found on the
+/// engine when the agent started.
+pub(crate) fn spawn(
+    name: &str,
+    services: Arc<Services>,
+    adopted: Option<OwnedContainer>,
+) -> ModuleHandle {
+    let (commands, rx) = mpsc::unbounded_channel();
+    let task = ContainerTask {
+        name: name.to_owned(),
+        services,
+        assignment: None,
+        seen: adopted,
+        restarts: RestartState::default(),
+        error: None,
+        backoff: Backoff::default(),
+    };
+    ModuleHandle {
+        kind: ModuleKind::Container,
+        commands,
+        task: tokio::spawn(task.run(rx)),
+    }
+}
+
+/// Work on the engine that may take long (a pull); `Ok` may carry a warning to report.
+type Work = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
+
+#[derive(Debug)]
+struct ContainerTask {
+    name: String,
+    services: Arc<Services>,
+    assignment: Option<Assignment>,
+    /// The container as last seen on the engine.
+    seen: Option<OwnedContainer>,
+    restarts: RestartState,
+    /// The module's last error, or a warning (a failed pull while the present image runs).
+    error: Option<String>,
+    backoff: Backoff,
+}
+
+impl ContainerTask {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<ModuleCommand>) {
+        let mut work: Option<Work> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut watch = tokio::time::interval(WATCH_INTERVAL);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    // The agent is shutting down; containers keep running without it.
+                    None => return,
+                    Some(ModuleCommand::Apply(assignment)) => {
+                        self.backoff.reset();
+                        retry_at = None;
+                        work = self.apply(assignment).await;
+                    }
+                    Some(ModuleCommand::Remove) => {
+                        self.remove().await;
+                        return;
+                    }
+                    Some(ModuleCommand::Restart { request_id }) => self.restart(request_id).await,
+                },
+                result = async { work.as_mut().expect("guarded by is_some").await }, if work.is_some() => {
+                    work = None;
+                    self.refresh().await;
+                    match result {
+                        Ok(warning) => self.succeed(warning),
+                        Err(e) => {
+                            tracing::warn!(module = %self.name, error = %e, "container module not applied");
+                            self.fail(e);
+                            retry_at = Some(Instant::now() + self.backoff.next_delay());
+                        }
+                    }
+                }
+                () = async { tokio::time::sleep_until(retry_at.expect("guarded by is_some").into()).await }, if retry_at.is_some() => {
+                    retry_at = None;
+                    if let Some(assignment) = self.assignment.clone() {
+                        tracing::info!(module = %self.name, version = assignment.version, "retrying the module");
+                        work = self.apply(assignment).await;
+                    }
+                }
+                _ = watch.tick(), if work.is_none() => self.watch().await,
+            }
+        }
+    }
+
+    fn spec(&self) -> Option<&ContainerSpec> {
+        match &self.assignment.as_ref()?.module {
+            Module::Container(spec) => Some(spec),
+            Module::Model(_) => None,
+        }
+    }
+
+    /// Starts what `assignment` needs from the engine, as work for the task to run beside its
+    /// commands; reports at once when nothing is needed.
+    async fn apply(&mut self, assignment: Assignment) -> Option<Work> {
+        self.assignment = Some(assignment.clone());
+        let Module::Container(spec) = assignment.module else {
+            self.fail("the manifest gave a container module's task a model".into());
+            return None;
+        };
+        let Some(runtime) = self.services.containers.clone() else {
+            self.fail(self.services.no_engine());
+            return None;
+        };
+        self.refresh().await;
+        let actual = self.seen.as_ref().map(|c| ActualContainer {
+            spec: c.spec.clone(),
+            running: c.running,
+        });
+        let name = self.name.clone();
+        let operation = plan_container(&spec, actual.as_ref(), spec_digest);
+        if matches!(operation, ContainerOperation::Recreate)
+            && let Some(old) = &self.seen
+            && old.image != spec.image
+        {
+            self.mark_unused(&old.image);
+        }
+        let work: Work = match operation {
+            ContainerOperation::Nothing => {
+                self.succeed(None);
+                return None;
+            }
+            ContainerOperation::Create | ContainerOperation::Recreate => {
+                self.publish_state();
+                Box::pin(create_container(
+                    self.services.clone(),
+                    name,
+                    spec,
+                    assignment.version,
+                    assignment.credential,
+                    matches!(operation, ContainerOperation::Recreate),
+                ))
+            }
+            ContainerOperation::Start => Box::pin(async move {
+                runtime
+                    .start(&name)
+                    .await
+                    .map(|()| None)
+                    .map_err(|e| e.to_string())
+            }),
+            ContainerOperation::Stop => Box::pin(async move {
+                runtime
+                    .stop(&name)
+                    .await
+                    .map(|()| None)
+                    .map_err(|e| e.to_string())
+            }),
+        };
+        Some(work)
+    }
+
+    /// Reads the container's state from the engine.
+    async fn refresh(&mut self) {
+        if let Some(runtime) = &self.services.containers {
+            match runtime.inspect_module(&self.name).await {
+                Ok(seen) => self.seen = seen,
+                Err(e) => {
+                    tracing::warn!(module = %self.name, error = %e, "container not inspected")
+                }
+            }
+        }
+    }
+
+    /// Applies the restart policy to what the engine reports now.
+    async fn watch(&mut self) {
+        let Some(spec) = self.spec().cloned() else {
+            return;
+        };
+        let Some(runtime) = self.services.containers.clone() else {
+            return;
+        };
+        let before = (self.seen.clone(), self.status());
+        self.refresh().await;
+        if spec.status == DesiredStatus::Running
+            && let Some(c) = &self.seen
+        {
+            let observed = observed(c);
+            if self
+                .restarts
+                .decide(spec.restart_policy, observed, Instant::now())
+                == Decision::Restart
+            {
+                tracing::info!(module = %self.name, restarts = self.restarts.restart_count, "restarting container");
+                if c.running {
+                    let _ = runtime.stop(&self.name).await;
+                }
+                if let Err(e) = runtime.start(&self.name).await {
+                    self.error = Some(e.to_string());
+                }
+                self.refresh().await;
+            }
+        }
+        if (self.seen.clone(), self.status()) != before {
+            self.publish_state();
+        }
+    }
+
+    /// The fleet's `restart` command.
+    async fn restart(&mut self, request_id: String) {
+        let outcome = match &self.services.containers {
+            None => CommandOutcome::Failed {
+                error: self.services.no_engine(),
+            },
+            Some(runtime) => {
+                let stopped = runtime.stop(&self.name).await;
+                match stopped.and(runtime.start(&self.name).await) {
+                    Ok(()) => {
+                        self.restarts.restart_count += 1;
+                        CommandOutcome::Restarted
+                    }
+                    Err(e) => CommandOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                }
+            }
+        };
+        self.services.answer(
+            "restart",
+            &CommandResult {
+                request_id,
+                module: self.name.clone(),
+                outcome,
+            },
+        );
+        self.refresh().await;
+        self.publish_state();
+    }
+
+    async fn remove(&mut self) {
+        if let Some(runtime) = &self.services.containers {
+            if let Err(e) = runtime.remove(&self.name).await {
+                tracing::warn!(module = %self.name, error = %e, "container not removed");
+            }
+            if let Some(old) = self.seen.take() {
+                self.mark_unused(&old.image);
+            }
+        }
+        self.services.board.remove_module(&self.name);
+        let _ = self.services.events.send(ModuleEvent::Removed {
+            module: self.name.clone(),
+        });
+    }
+
+    /// Remembers that `image` may be unused now; the image clean-up removes it after the grace
+    /// period unless a manifest uses it again.
+    fn mark_unused(&self, image: &str) {
+        let result = self.services.store.update_unused_images(|images| {
+            images.entry(image.to_owned()).or_insert_with(now_ms);
+        });
+        if let Err(e) = result {
+            tracing::warn!(%image, error = %e, "cannot record an unused image");
+        }
+    }
+
+    fn succeed(&mut self, warning: Option<String>) {
+        self.error = warning;
+        self.backoff.reset();
+        self.report(Ok(()));
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error = Some(error.clone());
+        self.report(Err(error));
+    }
+
+    fn report(&self, result: Result<(), String>) {
+        self.publish_state();
+        if let Some(assignment) = &self.assignment {
+            let _ = self.services.events.send(ModuleEvent::Applied {
+                module: self.name.clone(),
+                version: assignment.version,
+                result,
+            });
+        }
+    }
+
+    fn status(&self) -> RuntimeStatus {
+        let policy = self.spec().map(|s| s.restart_policy).unwrap_or_default();
+        match &self.seen {
+            Some(c) => self.restarts.status(policy, observed(c)),
+            None if self.error.is_some() => RuntimeStatus::Failed,
+            None => RuntimeStatus::Pulling,
+        }
+    }
+
+    /// Puts the module's state on the status board.
+    fn publish_state(&self) {
+        let seen = self.seen.as_ref();
+        let image = self
+            .spec()
+            .map(|s| s.image.clone())
+            .or_else(|| seen.map(|c| c.image.clone()))
+            .unwrap_or_default();
+        let state = ModuleState {
+            kind: ModuleKind::Container,
+            runtime_status: self.status(),
+            image_digest: image.split_once('@').map(|(_, d)| d.to_owned()),
+            image,
+            restart_count: self.restarts.restart_count,
+            exit_code: seen.filter(|c| !c.running).and_then(|c| c.exit_code),
+            last_start_ms: seen
+                .and_then(|c| c.started_at.as_deref())
+                .and_then(unix_millis),
+            last_error: self.error.clone(),
+            inference: None,
+        };
+        self.services.board.set_module(&self.name, state, None);
+    }
+}
+
+fn observed(c: &OwnedContainer) -> Observed {
+    Observed {
+        running: c.running,
+        exit_code: c.exit_code,
+        unhealthy: c.unhealthy,
+    }
+}
+
+/// Pulls a container module's image and creates (and starts) its container. A pull that
+/// fails while the image is already on the device is not fatal: the module runs and the
+/// error is returned as a warning to report.
+async fn create_container(
+    services: Arc<Services>,
+    name: String,
+    spec: ContainerSpec,
+    version: u64,
+    credential: Option<RegistryCredential>,
+    recreate: bool,
+) -> Result<Option<String>, String> {
+    let runtime = services
+        .containers
+        .clone()
+        .ok_or_else(|| services.no_engine())?;
+    let login = services.registry_login(credential.as_ref())?;
+    let credentials = login.as_ref().map(|(c, p)| (c, p.as_str()));
+    // The registry is asked first (the engine does not go back to it for a digest it has): a
+    // refused or unreachable registry is reported even when the image is here.
+    let pulled = match services.puller.check_access(&spec.image, credentials).await {
+        Ok(()) => runtime
+            .pull(&spec.image, credentials)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut warning = None;
+    if let Err(e) = pulled {
+        if runtime.image_present(&spec.image).await {
+            warning = Some(format!("{e}; running the image already on this device"));
+        } else {
+            return Err(e);
+        }
+    }
+    if recreate {
+        runtime.remove(&name).await.map_err(|e| e.to_string())?;
+    }
+    runtime
+        .create(&name, &spec, version)
+        .await
+        .map_err(|e| e.to_string())?;
+    if spec.status == DesiredStatus::Running {
+        runtime.start(&name).await.map_err(|e| e.to_string())?;
+    }
+    tracing::info!(module = %name, image = %spec.image, "container created");
+    Ok(warning)
+}

@@ -1,0 +1,448 @@
+//! A model module's task: activates the image the manifest names (pull, load, canary) while
+//! the version it serves keeps answering, swaps to it, serves the scoring API on the
+//! manifest's port, and retries with backoff when an activation fails.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgefleet_common::commands::{CommandOutcome, CommandResult};
+use edgefleet_common::manifest::{ModelServing, ModelSpec, Module, ModuleKind};
+use edgefleet_common::reported::{ModuleState, RuntimeStatus};
+use edgefleet_onnx::canary::{canary, metadata_from_model};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::model_module::{ActiveModel, ModelModule};
+use crate::module_task::{Assignment, Backoff, ModuleCommand, ModuleEvent, ModuleHandle, Services};
+use crate::reconciler::{ModelOperation, ServedModel, plan_model};
+use crate::scoring_api;
+use crate::store::ModuleRecord;
+
+/// How long a stopping scoring API may take to finish its requests before it is cut off.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What a model module served before the agent restarted, to serve again from the cache.
+#[derive(Debug, Clone)]
+pub(crate) struct Restore {
+    pub record: ModuleRecord,
+    pub serving: Option<ModelServing>,
+}
+
+/// Starts the task of model module `name`.
+pub(crate) fn spawn(name: &str, services: Arc<Services>, restore: Option<Restore>) -> ModuleHandle {
+    let (commands, rx) = mpsc::unbounded_channel();
+    let task = ModelTask {
+        name: name.to_owned(),
+        services,
+        served: None,
+        server: None,
+        assignment: None,
+        error: None,
+        backoff: Backoff::default(),
+    };
+    ModuleHandle {
+        kind: ModuleKind::Model,
+        commands,
+        task: tokio::spawn(task.run(rx, restore)),
+    }
+}
+
+/// The scoring API of the served version.
+#[derive(Debug)]
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+type Activation = Pin<Box<dyn Future<Output = Result<ActiveModel, String>> + Send>>;
+
+#[derive(Debug)]
+struct ModelTask {
+    name: String,
+    services: Arc<Services>,
+    served: Option<Arc<ModelModule>>,
+    server: Option<Server>,
+    /// The manifest's part for this module, once one came.
+    assignment: Option<Assignment>,
+    /// Why the module is not what its assignment asks, when it is not.
+    error: Option<String>,
+    backoff: Backoff,
+}
+
+impl ModelTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<ModuleCommand>,
+        restore: Option<Restore>,
+    ) {
+        if let Some(restore) = restore {
+            self.restore(restore).await;
+        }
+        let mut activation: Option<Activation> = None;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    // The agent is shutting down: dropping the server handle stops it.
+                    None => return,
+                    Some(ModuleCommand::Apply(assignment)) => {
+                        self.backoff.reset();
+                        retry_at = None;
+                        activation = self.apply(assignment).await;
+                    }
+                    Some(ModuleCommand::Remove) => {
+                        self.remove().await;
+                        return;
+                    }
+                    Some(ModuleCommand::Restart { request_id }) => {
+                        self.services.answer("restart", &CommandResult {
+                            request_id,
+                            module: self.name.clone(),
+                            outcome: CommandOutcome::Failed {
+                                error: format!("{:?} is a model module; only container modules restart", self.name),
+                            },
+                        });
+                    }
+                },
+                result = async { activation.as_mut().expect("guarded by is_some").await }, if activation.is_some() => {
+                    activation = None;
+                    if !self.activated(result).await {
+                        retry_at = Some(Instant::now() + self.backoff.next_delay());
+                    }
+                }
+                () = async { tokio::time::sleep_until(retry_at.expect("guarded by is_some").into()).await }, if retry_at.is_some() => {
+                    retry_at = None;
+                    if let Some(assignment) = self.assignment.clone() {
+                        tracing::info!(module = %self.name, version = assignment.version, "retrying the module");
+                        activation = self.apply(assignment).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn spec(&self) -> Option<&ModelSpec> {
+        match &self.assignment.as_ref()?.module {
+            Module::Model(spec) => Some(spec),
+            Module::Container(_) => None,
+        }
+    }
+
+    /// Starts what `assignment` needs: nothing, a new serving configuration (done here, it is
+    /// local and quick), or an activation (returned, for the task to run beside its commands).
+    async fn apply(&mut self, assignment: Assignment) -> Option<Activation> {
+        self.assignment = Some(assignment.clone());
+        let Module::Model(spec) = assignment.module else {
+            self.fail("the manifest gave a model module's task a container".into());
+            return None;
+        };
+        let actual = self.served.as_ref().map(|m| ServedModel {
+            image: m.active().image.clone(),
+            serving: self.server.as_ref().map(|_| (*m.serving()).clone()),
+        });
+        match plan_model(&spec, actual.as_ref()) {
+            ModelOperation::Nothing => {
+                self.succeed();
+                None
+            }
+            ModelOperation::Reconfigure => {
+                match self.configure_server(spec.serving.clone()).await {
+                    Ok(()) => self.succeed(),
+                    Err(e) => self.fail(e),
+                }
+                None
+            }
+            ModelOperation::Activate => {
+                self.publish_state();
+                Some(Box::pin(activate(
+                    self.services.clone(),
+                    self.name.clone(),
+                    spec.image,
+                    assignment.credential,
+                )))
+            }
+        }
+    }
+
+    /// Serves a finished activation; whether the module now is what its assignment asks.
+    async fn activated(&mut self, result: Result<ActiveModel, String>) -> bool {
+        let serving = self.spec().and_then(|s| s.serving.clone());
+        let installed = match result {
+            Ok(active) => self.install(active, serving).await,
+            Err(e) => Err(e),
+        };
+        match installed {
+            Ok(()) => {
+                self.succeed();
+                true
+            }
+            Err(e) => {
+                let e = match &self.served {
+                    Some(m) => format!("{e}; still serving {}", m.active().image),
+                    None => e,
+                };
+                tracing::warn!(module = %self.name, error = %e, "activation failed");
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    /// Makes `active` the serving version, starting or moving the scoring API as `serving` says.
+    async fn install(
+        &mut self,
+        active: ActiveModel,
+        serving: Option<ModelServing>,
+    ) -> Result<(), String> {
+        let record = ModuleRecord {
+            image: active.image.clone(),
+            digest: active.digest.clone(),
+            blobs: active.blobs.clone(),
+        };
+        match &self.served {
+            Some(module) => module.swap(active),
+            None => {
+                let module =
+                    ModelModule::new(&self.name, active, serving.clone().unwrap_or_else(no_http));
+                self.served = Some(Arc::new(module));
+            }
+        }
+        if let Err(e) = self.services.store.put_module(&self.name, &record) {
+            tracing::error!(module = %self.name, error = %e, "the served version is not remembered");
+        }
+        tracing::info!(module = %self.name, image = %record.image, "serving");
+        self.configure_server(serving).await
+    }
+
+    /// Serves again what the store says this module served, from the cache, without the
+    /// network.
+    async fn restore(&mut self, restore: Restore) {
+        let services = self.services.clone();
+        let name = self.name.clone();
+        let record = restore.record;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (bytes, metadata) = services
+                .puller
+                .load_cached(&record.blobs)
+                .map_err(|e| e.to_string())?;
+            let model = services.onnx.model(&bytes).map_err(|e| e.to_string())?;
+            let metadata = metadata.unwrap_or_else(|| metadata_from_model(&name, &model));
+            Ok::<_, String>(ActiveModel {
+                model,
+                metadata,
+                image: record.image,
+                digest: record.digest,
+                blobs: record.blobs,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("restoring task failed: {e}")));
+        let restored = match loaded {
+            Ok(active) => self.install(active, restore.serving).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restored {
+            tracing::warn!(module = %self.name, error = %e, "cached module could not be restored");
+            self.error = Some(e);
+        }
+        self.publish_state();
+    }
+
+    /// Starts, moves or stops the scoring API so that it serves as `serving` says.
+    async fn configure_server(&mut self, serving: Option<ModelServing>) -> Result<(), String> {
+        let Some(module) = self.served.clone() else {
+            return Err("module is not running".into());
+        };
+        module.set_serving(serving.clone().unwrap_or_else(no_http));
+        let want = match &serving {
+            Some(s) => Some(addr(&self.services, s)?),
+            None => None,
+        };
+        if want == self.server.as_ref().map(|s| s.addr) {
+            return Ok(());
+        }
+        self.stop_server().await;
+        if let Some(addr) = want {
+            self.server = Some(start_server(&self.services, module, addr)?);
+        }
+        Ok(())
+    }
+
+    async fn stop_server(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        let _ = server.stop.send(());
+        let mut task = server.task;
+        if tokio::time::timeout(SERVER_STOP_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+
+    async fn remove(&mut self) {
+        self.stop_server().await;
+        self.served = None;
+        if let Err(e) = self.services.store.remove_module(&self.name) {
+            tracing::warn!(module = %self.name, error = %e, "removed module not forgotten");
+        }
+        tracing::info!(module = %self.name, "removed");
+        self.services.board.remove_module(&self.name);
+        let _ = self.services.events.send(ModuleEvent::Removed {
+            module: self.name.clone(),
+        });
+    }
+
+    fn succeed(&mut self) {
+        self.error = None;
+        self.backoff.reset();
+        self.report(Ok(()));
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error = Some(error.clone());
+        self.report(Err(error));
+    }
+
+    fn report(&self, result: Result<(), String>) {
+        self.publish_state();
+        if let Some(assignment) = &self.assignment {
+            let _ = self.services.events.send(ModuleEvent::Applied {
+                module: self.name.clone(),
+                version: assignment.version,
+                result,
+            });
+        }
+    }
+
+    /// Puts the module's state on the status board.
+    fn publish_state(&self) {
+        let (runtime_status, image, digest) = match &self.served {
+            Some(m) => {
+                let active = m.active();
+                (
+                    RuntimeStatus::Running,
+                    active.image.clone(),
+                    Some(active.digest.clone()),
+                )
+            }
+            None => {
+                let status = if self.error.is_some() {
+                    RuntimeStatus::Failed
+                } else {
+                    RuntimeStatus::Pulling
+                };
+                let image = self.spec().map(|s| s.image.clone()).unwrap_or_default();
+                (status, image, None)
+            }
+        };
+        let state = ModuleState {
+            kind: ModuleKind::Model,
+            runtime_status,
+            image,
+            image_digest: digest,
+            restart_count: 0,
+            exit_code: None,
+            last_start_ms: None,
+            last_error: self.error.clone(),
+            inference: None,
+        };
+        self.services
+            .board
+            .set_module(&self.name, state, self.served.clone());
+    }
+}
+
+/// Pulls, loads and canaries `image`. Nothing changes for the version being served.
+async fn activate(
+    services: Arc<Services>,
+    name: String,
+    image: String,
+    credential: Option<edgefleet_common::manifest::RegistryCredential>,
+) -> Result<ActiveModel, String> {
+    let login = services.registry_login(credential.as_ref())?;
+    let pulled = services
+        .puller
+        .pull_model(&image, login.as_ref().map(|(c, p)| (c, p.as_str())))
+        .await
+        .map_err(|e| e.to_string())?;
+    let onnx = services.onnx;
+    tokio::task::spawn_blocking(move || {
+        let model = onnx
+            .model(&pulled.model)
+            .map_err(|e| format!("model of {image} does not load: {e}"))?;
+        let metadata = pulled
+            .metadata
+            .unwrap_or_else(|| metadata_from_model(&name, &model));
+        canary(&model, &metadata).map_err(|e| format!("{image} failed its canary: {e}"))?;
+        Ok(ActiveModel {
+            model,
+            metadata,
+            image,
+            digest: pulled.digest,
+            blobs: pulled.blobs,
+        })
+    })
+    .await
+    .map_err(|e| format!("activation task failed: {e}"))?
+}
+
+fn start_server(
+    services: &Services,
+    module: Arc<ModelModule>,
+    addr: SocketAddr,
+) -> Result<Server, String> {
+    let std_listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let router = scoring_api::router(
+        module,
+        services.outbox.clone(),
+        services.config.telemetry.max_request_bytes,
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(%addr, error = %e, "scoring API stopped");
+        }
+    });
+    Ok(Server { addr, stop, task })
+}
+
+/// Where a model module's scoring API listens: the device's configured address, else the
+/// manifest's.
+fn addr(services: &Services, serving: &ModelServing) -> Result<SocketAddr, String> {
+    let configured = &services.config.serving.bind_address;
+    let host = if configured.is_empty() {
+        &serving.bind_address
+    } else {
+        configured
+    };
+    format!("{host}:{}", serving.http_port)
+        .parse()
+        .map_err(|e| format!("invalid bind address {host}:{}: {e}", serving.http_port))
+}
+
+/// Serving options of a model module without an HTTP endpoint (MQTT input only).
+fn no_http() -> ModelServing {
+    ModelServing {
+        http_port: 0,
+        bind_address: String::new(),
+        auth_key_sha256: Vec::new(),
+        mqtt_input: true,
+        data_collection_ppm: 0,
+    }
+}

@@ -1,0 +1,171 @@
+//! What module tasks share: the agent's services, the commands the supervisor sends a task,
+//! the events a task answers with, and the retry backoff of a module that failed to apply.
+
+use std::time::Duration;
+
+use edgefleet_common::agent_config::AgentConfig;
+use edgefleet_common::commands::CommandResult;
+use edgefleet_common::manifest::{Module, RegistryCredential};
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_common::topics::DeviceTopics;
+use edgefleet_onnx::OnnxRuntime;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::container_runtime::ContainerRuntime;
+use crate::link::OutgoingMessage;
+use crate::outbox::Outbox;
+use crate::puller::Puller;
+use crate::status_board::StatusBoard;
+use crate::store::Store;
+
+/// The agent's services, shared by the supervisor and every module task.
+#[derive(Debug)]
+pub(crate) struct Services {
+    pub config: AgentConfig,
+    pub topics: DeviceTopics,
+    pub store: Store,
+    pub outbox: Outbox,
+    pub puller: Puller,
+    pub onnx: OnnxRuntime,
+    pub identity: DeviceIdentity,
+    /// The Docker engine, when it was reachable at start.
+    pub containers: Option<ContainerRuntime>,
+    pub board: StatusBoard,
+    /// Where tasks tell the supervisor what became of their module.
+    pub events: mpsc::UnboundedSender<ModuleEvent>,
+    /// Messages for the link to publish (command results).
+    pub outgoing: mpsc::Sender<OutgoingMessage>,
+}
+
+impl Services {
+    /// The error of a container operation without an engine.
+    pub fn no_engine(&self) -> String {
+        format!(
+            "the Docker engine at {} is not reachable",
+            self.config.docker.socket
+        )
+    }
+
+    /// The manifest's credentials for `image`'s registry, with the password unsealed.
+    pub fn registry_login(
+        &self,
+        credential: Option<&RegistryCredential>,
+    ) -> Result<Option<(RegistryCredential, String)>, String> {
+        let Some(c) = credential else {
+            return Ok(None);
+        };
+        let password = self.identity.unseal(&c.password).map_err(|e| {
+            format!(
+                "registry {}: cannot unseal the password sealed for this device: {e}",
+                c.address
+            )
+        })?;
+        Ok(Some((c.clone(), password)))
+    }
+
+    /// Publishes a command's result without making the caller wait on the link.
+    pub fn answer(&self, command: &str, result: &CommandResult) {
+        let message = OutgoingMessage {
+            topic: self.topics.command_result(command),
+            payload: match serde_json::to_vec(result) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(error = %e, "command result not serialized");
+                    return;
+                }
+            },
+        };
+        let outgoing = self.outgoing.clone();
+        tokio::spawn(async move {
+            let _ = outgoing.send(message).await;
+        });
+    }
+}
+
+/// One module's part of a manifest.
+#[derive(Debug, Clone)]
+pub(crate) struct Assignment {
+    pub version: u64,
+    pub module: Module,
+    /// The manifest's credentials for the module's registry (password still sealed).
+    pub credential: Option<RegistryCredential>,
+}
+
+/// What the supervisor asks of a module task.
+#[derive(Debug)]
+pub(crate) enum ModuleCommand {
+    /// Make the module what the manifest says; answered with [`ModuleEvent::Applied`].
+    Apply(Assignment),
+    /// Stop the module, forget it and end the task; answered with [`ModuleEvent::Removed`].
+    Remove,
+    /// Restart a container module (the fleet's `restart` command); answered on the link.
+    Restart { request_id: String },
+}
+
+/// What a module task tells the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ModuleEvent {
+    /// The module is what manifest `version` asks (`Ok`), or could not be made so (`Err`,
+    /// for the operator; the task retries with backoff and reports again).
+    Applied {
+        module: String,
+        version: u64,
+        result: Result<(), String>,
+    },
+    Removed {
+        module: String,
+    },
+}
+
+/// A running module task. Dropping the handle's sender ends the task without touching the
+/// module (the agent is shutting down); [`ModuleCommand::Remove`] removes the module.
+#[derive(Debug)]
+pub(crate) struct ModuleHandle {
+    pub kind: edgefleet_common::manifest::ModuleKind,
+    pub commands: mpsc::UnboundedSender<ModuleCommand>,
+    pub task: JoinHandle<()>,
+}
+
+/// First retry of a module that did not apply; doubles up to [`RETRY_MAX`].
+pub(crate) const RETRY_MIN: Duration = Duration::from_secs(15);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// The retry schedule of one module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: RETRY_MIN }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(RETRY_MAX);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.next = RETRY_MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_fifteen_seconds_to_ten_minutes_and_reset() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(delays, vec![15, 30, 60, 120, 240, 480, 600, 600]);
+        b.reset();
+        assert_eq!(b.next_delay(), RETRY_MIN);
+    }
+}

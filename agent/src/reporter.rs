@@ -1,0 +1,135 @@
+//! The reporter task: turns the status board into the reported state (for the link to
+//! publish and the status socket to serve) on every change, at most every few seconds when only
+//! inference counters moved, and sends the agent's periodic metrics as telemetry, expiring
+//! outbox records older than their TTL.
+
+use std::time::Duration;
+
+use edgefleet_common::manifest::TelemetrySettings;
+use edgefleet_common::reported::{REPORTED_SCHEMA_VERSION, ReportedState};
+use edgefleet_common::telemetry::{AgentMetrics, TelemetryRecord};
+use edgefleet_transport::now_ms;
+use tokio::sync::watch;
+
+use crate::outbox::Outbox;
+use crate::status_board::StatusBoard;
+use crate::store::Store;
+
+/// The module name of the agent's own telemetry.
+pub(crate) const AGENT_MODULE: &str = "_agent";
+
+/// Inference counters change with every request; they are reported at most this often.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    pub device_id: String,
+    pub board: StatusBoard,
+    pub store: Store,
+    pub outbox: Outbox,
+    /// Where the reported state goes (JSON).
+    pub reported: watch::Sender<Vec<u8>>,
+    /// The desired manifest's telemetry settings.
+    pub telemetry: watch::Receiver<TelemetrySettings>,
+}
+
+impl Reporter {
+    /// The reported state now.
+    pub fn state(&self) -> ReportedState {
+        let board = self.board.snapshot();
+        let modules = board
+            .modules
+            .into_iter()
+            .map(|(name, entry)| {
+                let mut state = entry.state;
+                if let Some(served) = &entry.served {
+                    state.inference = Some(served.stats());
+                }
+                (name, state)
+            })
+            .collect();
+        ReportedState {
+            schema_version: REPORTED_SCHEMA_VERSION.to_owned(),
+            device_id: self.device_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            applied_version: board.applied_version,
+            last_desired: board.outcome,
+            modules,
+            outbox: self.store.outbox_state().unwrap_or_default(),
+            reported_at_ms: now_ms(),
+        }
+    }
+
+    fn publish(&self, state: &ReportedState) {
+        match serde_json::to_vec(state) {
+            Ok(bytes) => {
+                self.reported.send_replace(bytes);
+            }
+            Err(e) => tracing::error!(error = %e, "reported state not serialized"),
+        }
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(mut self) {
+        let inferences = |state: &ReportedState| -> u64 {
+            state
+                .modules
+                .values()
+                .filter_map(|m| m.inference.as_ref())
+                .map(|i| i.count)
+                .sum()
+        };
+        let initial = self.state();
+        let mut reported_inferences = inferences(&initial);
+        self.publish(&initial);
+        let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        let mut metrics_tick = self.metrics_interval();
+        loop {
+            tokio::select! {
+                () = self.board.changed() => {
+                    let state = self.state();
+                    reported_inferences = inferences(&state);
+                    self.publish(&state);
+                }
+                _ = stats_tick.tick() => {
+                    let state = self.state();
+                    if inferences(&state) != reported_inferences {
+                        reported_inferences = inferences(&state);
+                        self.publish(&state);
+                    }
+                }
+                _ = metrics_tick.tick() => {
+                    self.expire_outbox();
+                    let state = self.state();
+                    let metrics = AgentMetrics { modules: state.modules.clone(), outbox: state.outbox.clone() };
+                    if let Err(e) = self.outbox.submit(AGENT_MODULE, TelemetryRecord::Metric(metrics)) {
+                        tracing::warn!(error = %e, "agent metrics not accepted");
+                    }
+                    self.publish(&state);
+                }
+                changed = self.telemetry.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    metrics_tick = self.metrics_interval();
+                }
+            }
+        }
+    }
+
+    /// The metrics interval of the manifest, its first tick one interval from now.
+    fn metrics_interval(&mut self) -> tokio::time::Interval {
+        let seconds = self.telemetry.borrow_and_update().interval_seconds.max(1);
+        let period = Duration::from_secs(u64::from(seconds));
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    }
+
+    fn expire_outbox(&self) {
+        let ttl_ms = self.telemetry.borrow().ttl_seconds.saturating_mul(1000);
+        match self.store.expire_outbox(now_ms().saturating_sub(ttl_ms)) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(expired = n, "telemetry older than its TTL dropped"),
+            Err(e) => tracing::error!(error = %e, "outbox expiry failed"),
+        }
+    }
+}

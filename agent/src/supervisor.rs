@@ -1,0 +1,459 @@
+//! The supervisor: the agent's routing loop. It verifies manifests, hands each module its part
+//! through the module's own task (phase by phase, as the reconciler plans), turns the tasks'
+//! answers into the manifest's outcome, routes MQTT inputs to the served models and fleet
+//! commands to the modules. Everything slow (pulls, activations, engine calls, the link, the
+//! reporter, the image clean-up) runs in tasks of its own: the loop never awaits the network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult, DeviceCommand};
+use edgefleet_common::manifest::{Manifest, Module, ModuleKind, TelemetrySettings};
+use edgefleet_common::reported::{ApplyStatus, DesiredOutcome};
+use edgefleet_common::signing::FleetPublicKey;
+use tokio::sync::{mpsc, watch};
+
+use crate::apply_progress::{ApplyProgress, Verdict};
+use crate::link::Inbound;
+use crate::module_task::{Assignment, ModuleCommand, ModuleEvent, ModuleHandle, Services};
+use crate::reconciler::{Step, plan};
+use crate::{container_task, create_options, model_task, mqtt_input};
+
+/// Most bytes of logs one command result carries.
+const COMMAND_RESULT_MAX_BYTES: usize = 64 * 1024;
+
+/// How long module tasks get to finish when the agent stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    services: Arc<Services>,
+    fleet_key: FleetPublicKey,
+    tasks: BTreeMap<String, ModuleHandle>,
+    /// The manifest being applied or applied, verified, with its wire bytes.
+    desired: Option<(Manifest, Vec<u8>)>,
+    progress: Option<ApplyProgress>,
+    applied_version: Option<u64>,
+    /// The desired manifest's telemetry settings, for the reporter.
+    telemetry: watch::Sender<TelemetrySettings>,
+    /// The container images the desired manifest uses, for the image clean-up.
+    wanted_images: watch::Sender<BTreeSet<String>>,
+}
+
+impl Supervisor {
+    pub fn new(
+        services: Arc<Services>,
+        fleet_key: FleetPublicKey,
+        telemetry: watch::Sender<TelemetrySettings>,
+        wanted_images: watch::Sender<BTreeSet<String>>,
+    ) -> Self {
+        Self {
+            services,
+            fleet_key,
+            tasks: BTreeMap::new(),
+            desired: None,
+            progress: None,
+            applied_version: None,
+            telemetry,
+            wanted_images,
+        }
+    }
+
+    /// Serves again what ran before the agent stopped, without the network: model modules
+    /// from the cache, containers adopted from the engine (`owned`); then continues with the
+    /// last manifest received.
+    pub fn restore(
+        &mut self,
+        owned: BTreeMap<String, crate::container_runtime::OwnedContainer>,
+    ) -> Result<(), crate::store::StoreError> {
+        let store = &self.services.store;
+        if let Some(outcome) = store.outcome()? {
+            self.services.board.set_outcome(outcome);
+        }
+        let verified = |wire: Option<Vec<u8>>| {
+            wire.and_then(|w| self.fleet_key.verify(&w).ok().map(|m| (m, w)))
+        };
+        let applied = verified(store.applied()?);
+        let desired = verified(store.desired()?).or_else(|| applied.clone());
+        if let Some((manifest, _)) = &applied {
+            self.applied_version = Some(manifest.version);
+            self.services.board.set_applied_version(manifest.version);
+        }
+        let spec_of = |name: &str| {
+            [&applied, &desired]
+                .into_iter()
+                .flatten()
+                .find_map(|(m, _)| match m.modules.get(name) {
+                    Some(Module::Model(spec)) => Some(spec.serving.clone()),
+                    _ => None,
+                })
+        };
+        for (name, record) in store.modules()? {
+            let restore = model_task::Restore {
+                serving: spec_of(&name).flatten(),
+                record,
+            };
+            let handle = model_task::spawn(&name, self.services.clone(), Some(restore));
+            self.tasks.insert(name, handle);
+        }
+        for (name, container) in owned {
+            let handle = container_task::spawn(&name, self.services.clone(), Some(container));
+            self.tasks.insert(name, handle);
+        }
+        if let Some((manifest, wire)) = desired {
+            let announce = Some(manifest.version) != self.applied_version;
+            self.start(manifest, wire, announce);
+        }
+        Ok(())
+    }
+
+    /// Routes until `shutdown` resolves or the link ends, then ends the module tasks.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut events: mpsc::UnboundedReceiver<ModuleEvent>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                message = inbound.recv() => match message {
+                    Some(Inbound::Desired(wire)) => self.on_desired(wire),
+                    Some(Inbound::Input { module, payload }) => self.on_input(&module, payload),
+                    Some(Inbound::Command { name, payload }) => self.on_command(&name, &payload),
+                    None => break,
+                },
+                Some(event) = events.recv() => self.on_event(event),
+            }
+        }
+        // Closing the command channels ends each task without touching its module: served
+        // models stop their scoring APIs, containers keep running.
+        let tasks: Vec<_> = std::mem::take(&mut self.tasks)
+            .into_values()
+            .map(|h| h.task)
+            .collect();
+        for task in tasks {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+        }
+    }
+
+    fn on_desired(&mut self, wire: Vec<u8>) {
+        let manifest = match self.fleet_key.verify(&wire) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "manifest refused");
+                self.set_outcome(None, e.status(), e.to_string());
+                return;
+            }
+        };
+        let config = &self.services.config;
+        if manifest.device_id != config.device_id {
+            let message = format!(
+                "manifest is for device {:?}, this is {:?}",
+                manifest.device_id, config.device_id
+            );
+            self.set_outcome(Some(manifest.version), ApplyStatus::Invalid, message);
+            return;
+        }
+        if let Some(applied) = self.applied_version
+            && manifest.version < applied
+        {
+            tracing::info!(
+                version = manifest.version,
+                applied,
+                "ignoring an older manifest"
+            );
+            return;
+        }
+        let unchanged = self.desired.as_ref().is_some_and(|(_, w)| *w == wire);
+        if unchanged && self.applied_version == Some(manifest.version) {
+            return;
+        }
+        // A container module the engine would not accept refuses the whole manifest before
+        // anything changes.
+        for (name, module) in &manifest.modules {
+            if let Module::Container(spec) = module
+                && let Err(e) = create_options::parse(spec.create_options.as_ref())
+            {
+                let message = format!("module {name}: {e}");
+                self.set_outcome(Some(manifest.version), ApplyStatus::Invalid, message);
+                return;
+            }
+        }
+        if let Err(e) = self.services.store.put_desired(&wire) {
+            self.set_outcome(
+                Some(manifest.version),
+                ApplyStatus::AgentError,
+                e.to_string(),
+            );
+            return;
+        }
+        self.start(manifest, wire, true);
+    }
+
+    /// Starts applying `manifest`: its settings at once, its modules phase by phase.
+    fn start(&mut self, manifest: Manifest, wire: Vec<u8>, announce: bool) {
+        self.services
+            .outbox
+            .set_max_bytes(manifest.telemetry.outbox_max_bytes);
+        self.telemetry.send_replace(manifest.telemetry.clone());
+        self.wanted_images.send_replace(
+            manifest
+                .modules
+                .values()
+                .filter(|m| m.kind() == ModuleKind::Container)
+                .map(|m| m.image().to_owned())
+                .collect(),
+        );
+        let running = self
+            .tasks
+            .iter()
+            .map(|(name, h)| (name.clone(), h.kind))
+            .collect();
+        let phases = plan(&manifest, &running);
+        self.progress = Some(ApplyProgress::new(manifest.version, phases, announce));
+        self.desired = Some((manifest, wire));
+        self.advance();
+    }
+
+    /// Dispatches phases until one waits for answers, then announces a verdict if there is one.
+    fn advance(&mut self) {
+        while let Some(phase) = self.progress.as_mut().and_then(ApplyProgress::next_phase) {
+            for step in phase {
+                self.dispatch(step);
+            }
+        }
+        let Some(progress) = &mut self.progress else {
+            return;
+        };
+        let (version, announce) = (progress.version, progress.announce);
+        match progress.verdict() {
+            Some(Verdict::Applied { modules }) => self.applied(version, modules, announce),
+            Some(Verdict::Failed(errors)) => {
+                self.set_outcome(
+                    Some(version),
+                    ApplyStatus::ActivationFailed,
+                    errors.join("; "),
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn dispatch(&mut self, step: Step) {
+        let Some((manifest, _)) = &self.desired else {
+            return;
+        };
+        match step {
+            Step::Remove(name) => {
+                if let Some(handle) = self.tasks.get(&name)
+                    && handle.commands.send(ModuleCommand::Remove).is_ok()
+                    && let Some(progress) = &mut self.progress
+                {
+                    progress.wait_for(&name);
+                }
+            }
+            Step::Apply(name) => {
+                let Some(module) = manifest.modules.get(&name) else {
+                    return;
+                };
+                let assignment = Assignment {
+                    version: manifest.version,
+                    credential: manifest.credential_for_image(module.image()).cloned(),
+                    module: module.clone(),
+                };
+                let services = &self.services;
+                let handle = self
+                    .tasks
+                    .entry(name.clone())
+                    .or_insert_with(|| match module {
+                        Module::Model(_) => model_task::spawn(&name, services.clone(), None),
+                        Module::Container(_) => {
+                            container_task::spawn(&name, services.clone(), None)
+                        }
+                    });
+                if handle
+                    .commands
+                    .send(ModuleCommand::Apply(assignment))
+                    .is_ok()
+                    && let Some(progress) = &mut self.progress
+                {
+                    progress.wait_for(&name);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ModuleEvent) {
+        match event {
+            ModuleEvent::Removed { module } => {
+                self.tasks.remove(&module);
+                if let Some(progress) = &mut self.progress {
+                    progress.answered(&module, None);
+                }
+            }
+            ModuleEvent::Applied {
+                module,
+                version,
+                result,
+            } => match &mut self.progress {
+                Some(progress) if progress.version == version => {
+                    progress.answered(&module, Some(result));
+                }
+                _ => return,
+            },
+        }
+        self.advance();
+    }
+
+    /// Every module is what manifest `version` asks.
+    fn applied(&mut self, version: u64, modules: usize, announce: bool) {
+        let Some((_, wire)) = &self.desired else {
+            return;
+        };
+        if let Err(e) = self.services.store.put_applied(wire) {
+            self.set_outcome(Some(version), ApplyStatus::AgentError, e.to_string());
+            return;
+        }
+        self.applied_version = Some(version);
+        self.services.board.set_applied_version(version);
+        let services = self.services.clone();
+        tokio::task::spawn_blocking(move || {
+            let keep: Vec<String> = match services.store.modules() {
+                Ok(records) => records.into_values().flat_map(|r| r.blobs).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache clean-up skipped");
+                    return;
+                }
+            };
+            if let Err(e) = services.puller.collect_garbage(&keep) {
+                tracing::warn!(error = %e, "cache clean-up failed");
+            }
+        });
+        if announce {
+            let message = format!("applied {modules} module(s)");
+            self.set_outcome(Some(version), ApplyStatus::Applied, message);
+        }
+    }
+
+    fn set_outcome(&mut self, version: Option<u64>, status: ApplyStatus, message: String) {
+        let outcome = DesiredOutcome {
+            version,
+            status,
+            message,
+        };
+        if let Err(e) = self.services.store.put_outcome(&outcome) {
+            tracing::error!(error = %e, "cannot store the manifest outcome");
+        }
+        self.services.board.set_outcome(outcome);
+    }
+
+    /// Scores a message from a model module's MQTT input topic.
+    fn on_input(&self, name: &str, payload: Vec<u8>) {
+        let Some(module) = self.services.board.served(name) else {
+            tracing::debug!(module = %name, "input for a module that is not serving");
+            return;
+        };
+        if module.serving().mqtt_input {
+            mqtt_input::score(module, self.services.outbox.clone(), payload);
+        }
+    }
+
+    /// Answers a fleet command: `logs` at once from a task of its own, `restart` through the
+    /// module's task. Results go to `commands/<name>/result`.
+    fn on_command(&self, name: &str, payload: &[u8]) {
+        let request: CommandRequest = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(command = %name, error = %e, "malformed command refused");
+                let request_id = serde_json::from_slice::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("requestId")?.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let outcome = CommandOutcome::Failed {
+                    error: format!("malformed {name} command: {e}"),
+                };
+                self.answer(name, request_id, String::new(), outcome);
+                return;
+            }
+        };
+        let CommandRequest {
+            request_id,
+            module,
+            command,
+        } = request;
+        let is_container = self
+            .desired
+            .as_ref()
+            .and_then(|(m, _)| m.modules.get(&module))
+            .is_some_and(|m| m.kind() == ModuleKind::Container);
+        let refusal = if command.name() != name {
+            Some(format!(
+                "the {name} topic carried a {} command",
+                command.name()
+            ))
+        } else if !is_container {
+            Some(format!(
+                "{module:?} is not a container module of this device"
+            ))
+        } else if self.services.containers.is_none() {
+            Some(self.services.no_engine())
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.answer(name, request_id, module, CommandOutcome::Failed { error });
+            return;
+        }
+        match command {
+            DeviceCommand::Logs { tail, since } => {
+                let services = self.services.clone();
+                tokio::spawn(async move {
+                    let Some(runtime) = &services.containers else {
+                        return;
+                    };
+                    let outcome = match runtime
+                        .logs(&module, tail, since, COMMAND_RESULT_MAX_BYTES)
+                        .await
+                    {
+                        Ok(logs) => CommandOutcome::Logs { logs },
+                        Err(e) => CommandOutcome::Failed {
+                            error: e.to_string(),
+                        },
+                    };
+                    let result = CommandResult {
+                        request_id,
+                        module,
+                        outcome,
+                    };
+                    services.answer("logs", &result);
+                });
+            }
+            DeviceCommand::Restart => {
+                let sent = self.tasks.get(&module).is_some_and(|h| {
+                    h.commands
+                        .send(ModuleCommand::Restart {
+                            request_id: request_id.clone(),
+                        })
+                        .is_ok()
+                });
+                if !sent {
+                    let error = format!("module {module:?} is not running on this device");
+                    self.answer(name, request_id, module, CommandOutcome::Failed { error });
+                }
+            }
+        }
+    }
+
+    fn answer(&self, name: &str, request_id: String, module: String, outcome: CommandOutcome) {
+        let result = CommandResult {
+            request_id,
+            module,
+            outcome,
+        };
+        self.services.answer(name, &result);
+    }
+}

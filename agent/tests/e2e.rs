@@ -5,276 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edgefleet_common::manifest::{
-    ContainerSpec, Manifest, ModelServing, ModelSpec, Module, RegistryCredential, RestartPolicy,
-};
-use edgefleet_common::sealing::DevicePublicKey;
-use edgefleet_common::signing::FleetSigningKey;
-use edgefleet_common::topics::DeviceTopics;
+use edgefleet_common::manifest::{ModelSpec, Module, RestartPolicy};
 use edgefleet_tests::{
-    AgentProcess, AgentSetup, Mosquitto, OciLayout, Registry, Subscriber, free_port, http_client,
-    model_dir, ort_library, skopeo_push, wait_for,
+    AgentProcess, DEVICE, DeviceWorld, QUICKSTART_REQUEST, REGISTRY_PASSWORD, Subscriber,
+    assert_close, diabetes_module_json, free_port, http_client, model_dir, score, sensor_module,
+    wait_for, wait_for_or_log,
 };
 use serde_json::{Value, json};
 
-const FLEET: &str = "plant";
-const DEVICE: &str = "gw-01";
-const REGISTRY_USER: &str = "edge";
-const REGISTRY_PASSWORD: &str = "edge-pass";
-
-struct World {
-    broker: Mosquitto,
-    registry: Registry,
-    fleet_key: FleetSigningKey,
-    topics: DeviceTopics,
-    /// The device's id (also its MQTT user name).
-    device: &'static str,
-}
-
-impl World {
-    fn new() -> Self {
-        Self::with(false, DEVICE)
-    }
-
-    fn with_tls(tls: bool) -> Self {
-        Self::with(tls, DEVICE)
-    }
-
-    /// With `tls`, the broker serves MQTT over TLS and requires a client certificate, and the
-    /// registry serves HTTPS; both certificates come from test CAs.
-    fn with(tls: bool, device: &'static str) -> Self {
-        let mut broker = Mosquitto::new()
-            .add_user(device, "device-pass")
-            .add_user("fleet", "fleet-pass");
-        if tls {
-            broker = broker.with_tls(true);
-        }
-        let registry = if tls {
-            Registry::start_tls(REGISTRY_USER, REGISTRY_PASSWORD)
-        } else {
-            Registry::start(REGISTRY_USER, REGISTRY_PASSWORD)
-        };
-        Self {
-            broker: broker.start(),
-            registry,
-            fleet_key: FleetSigningKey::generate(),
-            topics: DeviceTopics::new(FLEET, device).expect("names"),
-            device,
-        }
-    }
-
-    fn agent(&self) -> AgentProcess {
-        AgentProcess::init(
-            AgentSetup {
-                binary: env!("CARGO_BIN_EXE_edgefleet-agent").into(),
-                device_id: self.device.into(),
-                fleet: FLEET.into(),
-                fleet_public_key: self.fleet_key.public_key().to_string(),
-                mqtt_username: self.device.into(),
-                mqtt_password: "device-pass".into(),
-                insecure_registries: match self.registry.tls() {
-                    Some(_) => vec![],
-                    None => vec![self.registry.address()],
-                },
-                onnx_runtime_library: ort_library(),
-                mqtt_ca_file: self.broker.tls().map(|t| t.ca.ca_file()),
-                mqtt_client_cert: self
-                    .broker
-                    .tls()
-                    .map(|t| t.ca.issue(self.device, &[self.device])),
-                registry_ca_file: self.registry.tls().map(|t| t.cert_dir.join("ca.crt")),
-            },
-            &self.broker,
-        )
-    }
-
-    /// Pushes a model module image and returns its reference pinned by digest.
-    fn push(&self, repository: &str, model: &str, module_json: Option<Value>) -> String {
-        let bytes = std::fs::read(model_dir(model).join("model.onnx")).expect("model");
-        let json = module_json.map(|v| serde_json::to_vec(&v).expect("module.json"));
-        let layout = OciLayout::model_module(
-            &bytes,
-            json.as_deref(),
-            &[("org.edgefleet.model.name", model)],
-        );
-        skopeo_push(
-            &layout,
-            &self.registry,
-            repository,
-            "1",
-            REGISTRY_USER,
-            REGISTRY_PASSWORD,
-        )
-        .expect("push");
-        format!(
-            "{}/{repository}@{}",
-            self.registry.address(),
-            layout.manifest_digest
-        )
-    }
-
-    fn manifest(
-        &self,
-        agent: &AgentProcess,
-        version: u64,
-        password: &str,
-        modules: &[(&str, &str, u16)],
-    ) -> Manifest {
-        let device_key: DevicePublicKey = agent.public_key.parse().expect("device key");
-        let mut m = Manifest::new(self.device, version);
-        m.registry_credentials.insert(
-            "local".into(),
-            RegistryCredential {
-                address: self.registry.address(),
-                username: REGISTRY_USER.into(),
-                password: device_key.seal(password).expect("seal"),
-            },
-        );
-        for (name, image, port) in modules {
-            m.modules.insert(
-                (*name).into(),
-                Module::Model(ModelSpec {
-                    image: (*image).into(),
-                    status: Default::default(),
-                    serving: Some(ModelServing {
-                        http_port: *port,
-                        bind_address: "127.0.0.1".into(),
-                        auth_key_sha256: vec![],
-                        mqtt_input: true,
-                        data_collection_ppm: 0,
-                    }),
-                }),
-            );
-        }
-        m
-    }
-
-    /// The diabetes image as the fleet packages it (with module.json), pinned by digest.
-    fn push_diabetes(&self) -> String {
-        self.push(
-            "models/diabetes",
-            "diabetes",
-            Some(diabetes_module_json(false)),
-        )
-    }
-
-    /// A started agent serving the diabetes image (with module.json) as module `name`, its
-    /// first manifest applied; returns the agent, the image and the scoring port.
-    fn serving_diabetes(&self, name: &str) -> (AgentProcess, String, u16) {
-        let mut agent = self.agent();
-        agent.start();
-        let image = self.push_diabetes();
-        let port = free_port();
-        self.publish(&self.manifest(&agent, 1, REGISTRY_PASSWORD, &[(name, &image, port)]));
-        self.wait_outcome(&agent, 1, 200);
-        (agent, image, port)
-    }
-
-    fn publish_wire(&self, wire: &[u8]) {
-        let text = String::from_utf8(wire.to_vec()).expect("manifests are UTF-8");
-        assert!(
-            self.broker
-                .publish("fleet", "fleet-pass", &self.topics.desired(), &text, true)
-        );
-    }
-
-    fn publish(&self, manifest: &Manifest) {
-        self.publish_wire(&self.fleet_key.sign(manifest));
-    }
-
-    /// The device's retained reported state.
-    fn reported(&self) -> Option<Value> {
-        let lines = self
-            .broker
-            .subscribe("fleet", "fleet-pass", &self.topics.reported(), 1, 2);
-        let line = lines.first()?;
-        let (_, json) = line.split_once(' ')?;
-        serde_json::from_str(json).ok()
-    }
-
-    /// Waits until the reported state says `version` finished with `status`.
-    fn wait_outcome(&self, agent: &AgentProcess, version: u64, status: u16) -> Value {
-        wait_for(
-            &format!("manifest {version} to end with {status}"),
-            Duration::from_secs(60),
-            || {
-                let r = self.reported()?;
-                let d = &r["lastDesired"];
-                (d["version"] == json!(version) && d["status"] == json!(status)).then_some(r)
-            },
-        )
-        .tap_log(agent)
-    }
-}
-
-trait TapLog {
-    fn tap_log(self, agent: &AgentProcess) -> Self;
-}
-
-impl TapLog for String {
-    fn tap_log(self, agent: &AgentProcess) -> Self {
-        if std::env::var_os("EDGEFLEET_TEST_LOG").is_some() {
-            eprintln!("{}", agent.log());
-        }
-        self
-    }
-}
-
-impl TapLog for Value {
-    fn tap_log(self, agent: &AgentProcess) -> Self {
-        if std::env::var_os("EDGEFLEET_TEST_LOG").is_some() {
-            eprintln!("{}", agent.log());
-        }
-        self
-    }
-}
-
-/// module.json as the fleet packages it: the model's signature and a sample from the
-/// Python reference, optionally with a wrong sample output.
-fn diabetes_module_json(corrupt_sample_output: bool) -> Value {
-    let reference: Value = serde_json::from_slice(
-        &std::fs::read(model_dir("diabetes").join("reference.json")).expect("reference"),
-    )
-    .expect("json");
-    let mut output = json!({"variable": [reference["outputs"]["variable"][0].clone()]});
-    if corrupt_sample_output {
-        output = json!({"variable": [[1.0]]});
-    }
-    json!({
-        "schemaVersion": "1",
-        "name": "diabetes",
-        "version": 1,
-        "description": "ridge regression on scikit-learn's diabetes dataset",
-        "inputs": [{"name": "X", "type": "tensor", "dtype": "float32", "shape": [-1, 10]}],
-        "outputs": [{"name": "variable", "type": "tensor", "dtype": "float32", "shape": [-1, 1]}],
-        "sample": {"input": {"data": [reference["inputs"]["X"][0].clone()]}, "output": output},
-    })
-}
-
-fn score(port: u16, body: &str) -> (u16, Value) {
-    let response = http_client()
-        .post(format!("http://127.0.0.1:{port}/score"))
-        .header("Content-Type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .expect("POST /score");
-    let status = response.status().as_u16();
-    (status, response.json().unwrap_or(Value::Null))
-}
-
-const QUICKSTART_REQUEST: &str = r#"{"data": [[1,2,3,4,5,6,7,8,9,10],[10,9,8,7,6,5,4,3,2,1]]}"#;
-
-fn assert_close(ours: &Value, reference: &Value) {
-    let (a, b) = (
-        ours.as_f64().expect("number"),
-        reference.as_f64().expect("number"),
-    );
-    assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-6), "{a} != {b}");
-}
-
 #[test]
 fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python() {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let (mut agent, image, port) = world.serving_diabetes("diabetes");
     let reported = world.wait_outcome(&agent, 1, 200);
     assert_eq!(reported["appliedVersion"], 1);
@@ -330,10 +71,12 @@ fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python()
     collect(1);
     let (status, _) = score(port, QUICKSTART_REQUEST);
     assert_eq!(status, 200);
-    let line = wait_for("an inference record", Duration::from_secs(20), || {
-        collect(1).into_iter().next()
-    })
-    .tap_log(&agent);
+    let line = wait_for_or_log(
+        &agent,
+        "an inference record",
+        Duration::from_secs(20),
+        || collect(1).into_iter().next(),
+    );
     let envelope: Value =
         serde_json::from_str(line.split_once(' ').expect("topic payload").1).expect("json");
     assert_eq!(envelope["deviceId"], DEVICE);
@@ -346,7 +89,7 @@ fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python()
 
 #[test]
 fn a_plain_digits_image_from_the_dockerfile_recipe_serves_probabilities_as_json() {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let mut agent = world.agent();
     agent.start();
     // No module.json: the layout `docker build images/model-module` gives.
@@ -369,7 +112,7 @@ fn a_plain_digits_image_from_the_dockerfile_recipe_serves_probabilities_as_json(
 
 #[test]
 fn a_wrong_registry_password_reports_417_naming_the_registry_and_the_old_model_keeps_answering() {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let (mut agent, diabetes, port) = world.serving_diabetes("m");
     let digits = world.push("models/digits", "digits", None);
 
@@ -403,7 +146,7 @@ fn a_wrong_registry_password_reports_417_naming_the_registry_and_the_old_model_k
 
 #[test]
 fn a_manifest_with_one_byte_changed_is_rejected_with_412_and_changes_nothing() {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let (mut agent, diabetes, port) = world.serving_diabetes("m");
 
     let other_port = free_port();
@@ -440,7 +183,7 @@ fn a_manifest_with_one_byte_changed_is_rejected_with_412_and_changes_nothing() {
 
 #[test]
 fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let mut agent = world.agent();
     agent.start();
     let good = world.push_diabetes();
@@ -474,7 +217,7 @@ fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
 #[test]
 fn malformed_score_bodies_get_400s_and_oversized_ones_413_naming_the_problem_and_the_agent_stays_up()
  {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let (mut agent, _, port) = world.serving_diabetes("m");
 
     let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -533,7 +276,7 @@ fn malformed_score_bodies_get_400s_and_oversized_ones_413_naming_the_problem_and
 #[test]
 fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_without_gaps() {
     const TOTAL: usize = 10_000;
-    let mut world = World::new();
+    let mut world = DeviceWorld::new();
     let (mut agent, _, port) = world.serving_diabetes("m");
 
     // A persistent subscriber: the broker keeps its queue across its own restart.
@@ -615,7 +358,7 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
 
 #[test]
 fn over_a_tls_broker_with_a_client_certificate_and_a_tls_registry_the_agent_applies_and_serves() {
-    let world = World::with_tls(true);
+    let world = DeviceWorld::with_tls(true);
     let (mut agent, _, port) = world.serving_diabetes("diabetes");
     let reported = world.wait_outcome(&agent, 1, 200);
     assert_eq!(reported["modules"]["diabetes"]["runtimeStatus"], "running");
@@ -627,7 +370,7 @@ fn over_a_tls_broker_with_a_client_certificate_and_a_tls_registry_the_agent_appl
 #[test]
 fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry() {
     use sha2::Digest as _;
-    let world = World::new();
+    let world = DeviceWorld::new();
     let mut agent = world.agent();
     agent.start();
     let image = world.push_diabetes();
@@ -728,7 +471,7 @@ fn status_json(agent: &AgentProcess) -> Value {
 #[test]
 fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_reads_it_running_or_stopped()
  {
-    let world = World::new();
+    let world = DeviceWorld::new();
     let (mut agent, image, port) = world.serving_diabetes("m");
     let (status, _) = score(port, QUICKSTART_REQUEST);
     assert_eq!(status, 200);
@@ -757,7 +500,7 @@ fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_rea
     assert_eq!(doc["modules"]["m"]["image"], image.as_str());
     assert_eq!(doc["lastDesired"]["status"], 200);
 
-    let World {
+    let DeviceWorld {
         broker, registry, ..
     } = world;
     drop(registry);
@@ -778,7 +521,7 @@ fn restarted_without_its_registry_the_agent_serves_from_its_cache_and_status_rea
 #[test]
 fn a_bad_configuration_exits_78_naming_the_field_and_init_keeps_the_key_private() {
     use std::os::unix::fs::PermissionsExt as _;
-    let world = World::new();
+    let world = DeviceWorld::new();
     let agent = world.agent();
     let key = agent.data_dir().join("device.key");
     let mode = std::fs::metadata(&key)
@@ -808,7 +551,7 @@ fn a_bad_configuration_exits_78_naming_the_field_and_init_keeps_the_key_private(
 #[test]
 fn requests_sent_while_a_new_version_is_activated_all_succeed() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let world = World::new();
+    let world = DeviceWorld::new();
     let mut agent = world.agent();
     agent.start();
     let v1 = world.push_diabetes();
@@ -856,50 +599,12 @@ fn requests_sent_while_a_new_version_is_activated_all_succeed() {
     agent.stop();
 }
 
-/// Like `wait_for`, printing the agent's log when it times out.
-fn wait_for_or_log<T>(
-    agent: &AgentProcess,
-    what: &str,
-    timeout: Duration,
-    check: impl FnMut() -> Option<T>,
-) -> T {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(what, timeout, check)
-    })) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("agent log:\n{}", agent.log());
-            std::panic::resume_unwind(e)
-        }
-    }
-}
-
-/// A container module running sensor-sim on the host network, publishing to `topic` of
-/// `broker` as the device.
-fn sensor_module(image: &str, world: &World, topic: &str, policy: RestartPolicy) -> ContainerSpec {
-    let env = BTreeMap::from([
-        ("MQTT_PORT".to_owned(), world.broker.port().to_string()),
-        ("MQTT_USERNAME".to_owned(), world.device.to_owned()),
-        ("MQTT_PASSWORD".to_owned(), "device-pass".to_owned()),
-        ("TOPIC".to_owned(), topic.to_owned()),
-        ("INTERVAL_MS".to_owned(), "200".to_owned()),
-    ]);
-    ContainerSpec {
-        image: image.to_owned(),
-        status: Default::default(),
-        restart_policy: policy,
-        env,
-        create_options: Some(json!({"HostConfig": {"NetworkMode": "host", "Memory": 67_108_864}})),
-        startup_order: None,
-    }
-}
-
 #[test]
 fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_the_manifest_says() {
     use edgefleet_tests::docker;
     // Its own device id: the agents of the other tests share this Docker engine and only
     // look at their own device's containers.
-    let world = World::with(false, "gw-containers");
+    let world = DeviceWorld::with(false, "gw-containers");
     let image_tag = format!("edgefleet-test/sensor-sim:{}", std::process::id());
     let module = format!("sensor-{}", std::process::id());
     let container = format!("edgefleet-{module}");
@@ -1052,7 +757,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
 fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs_the_present_image_and_is_reported()
  {
     use edgefleet_tests::docker;
-    let world = World::with(false, "gw-never");
+    let world = DeviceWorld::with(false, "gw-never");
     let image_tag = format!("edgefleet-test/sensor-sim-never:{}", std::process::id());
     let module = format!("never-{}", std::process::id());
     let container = format!("edgefleet-{module}");

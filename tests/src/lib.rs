@@ -5,12 +5,15 @@
 //! distribution registry with htpasswd authentication, over HTTP or TLS with a generated test
 //! CA). They are stopped by PID when dropped. [`OciLayout`] writes model module images the way
 //! `docker build` of `images/model-module/Dockerfile` lays them out, and [`skopeo_push`] pushes
-//! them the way users do.
+//! them the way users do. [`DeviceWorld`] puts a broker, a registry and a fleet key around
+//! the real agent binary for the agent's end-to-end tests; [`ThrottledProxy`] makes a registry
+//! slow.
 //!
 //! A missing program fails the test with the Debian package to install: a test that needs a
 //! real service never passes without it.
 
 mod agent_process;
+mod device_world;
 pub mod docker;
 mod fleet_process;
 mod mosquitto;
@@ -19,10 +22,15 @@ mod process;
 mod registry;
 mod subscriber;
 mod test_ca;
+mod throttled_proxy;
 
 use std::path::{Path, PathBuf};
 
 pub use agent_process::{AgentProcess, AgentSetup, wait_for};
+pub use device_world::{
+    DEVICE, DeviceWorld, FLEET, QUICKSTART_REQUEST, REGISTRY_PASSWORD, REGISTRY_USER, assert_close,
+    diabetes_module_json, score, sensor_module, wait_for_or_log,
+};
 pub use fleet_process::FleetProcess;
 pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
@@ -30,6 +38,7 @@ pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
 pub use subscriber::Subscriber;
 pub use test_ca::TestCa;
+pub use throttled_proxy::ThrottledProxy;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {

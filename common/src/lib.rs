@@ -2,7 +2,7 @@
 //!
 //! Everything that crosses a process boundary is defined here and only here: the signed
 //! per-device deployment [`manifest`], the [`reported`] state a device publishes, the
-//! [`telemetry`] envelope and bodies, fleet [`commands`] and their results, the agent's
+//! [`telemetry`] envelope and bodies, fleet [`commands`] and their results, the fleet service's HTTP API ([`fleet_api`]), the agent's
 //! configuration file ([`agent_config`]), the MQTT [`topics`], the model module image format
 //! ([`module_image`]), manifest [`signing`] (ed25519 over a hash tree of canonical serializations) and
 //! registry password [`sealing`] (age, X25519). The crate does no I/O and knows no
@@ -11,6 +11,7 @@
 pub mod agent_config;
 pub mod broker_url;
 pub mod commands;
+pub mod fleet_api;
 pub mod manifest;
 pub mod module_image;
 pub mod reported;

@@ -123,13 +123,14 @@ fn render_fleet(
             let mut signed = Vec::with_capacity(drafts.len());
             let mut drafts = drafts.into_iter().peekable();
             while drafts.peek().is_some() {
-                signed.extend(sign(drafts.by_ref().take(SIGNING_BATCH).collect(), key));
+                let batch = drafts.by_ref().take(SIGNING_BATCH).collect();
+                signed.extend(sign(batch, key).expect("signed"));
             }
             signed
         }
         Signing::EachAlone => drafts
             .into_iter()
-            .flat_map(|draft| sign(vec![draft], key))
+            .flat_map(|draft| sign(vec![draft], key).expect("signed"))
             .collect(),
     };
     (indices.into_iter().zip(signed).collect(), rendered)

@@ -1,17 +1,23 @@
 //! edgefleet: the fleet service and the administrators' CLI.
 //!
-//! The service ([`service`]) keeps [`records`] in its [`store`], parses deployment target
-//! [`condition`]s, [`render`]s one signed manifest per device, [`package`]s models as OCI
-//! images and computes [`rollout`] status. The CLI ([`cli`]) talks to it over the HTTP
-//! [`api`].
+//! The [`service`] wires the fleet's keys, its [`store`], the [`mqtt_session`] and the HTTP
+//! [`routes`], which call the [`domain`] layer: registries, the model registry (checked with
+//! ONNX Runtime, [`package`]d as OCI images), devices, deployments with target [`condition`]s,
+//! per-device manifests ([`render`]) and [`rollout`] status, over the [`records`] it stores.
+//! Errors are [`error::FleetError`]. The [`cli`] talks to the service through the typed
+//! [`client`]; request and response bodies are `edgefleet_common::fleet_api`.
 
-pub mod api;
 pub mod cli;
+pub mod client;
 pub mod condition;
+pub mod domain;
 pub mod embedded_broker;
+pub mod error;
+pub mod mqtt_session;
 pub mod package;
 pub mod records;
 pub mod render;
 pub mod rollout;
+pub mod routes;
 pub mod service;
 pub mod store;

@@ -21,7 +21,7 @@ use crate::records::ModelVersion;
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
     #[error("the sample input does not fit the model: {0}")]
-    Sample(String),
+    Sample(#[source] edgefleet_onnx::ModelError),
     #[error("pushing to registry {registry} as user {username:?}: {cause}")]
     Push {
         registry: String,
@@ -29,7 +29,9 @@ pub enum PackageError {
         cause: String,
     },
     #[error("building the image: {0}")]
-    Build(String),
+    Build(#[from] std::io::Error),
+    #[error("building the image: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// `model/module.json` for a model: its inputs and outputs, and a sample request (given or
@@ -51,9 +53,7 @@ pub fn module_metadata(
         .sample_input
         .clone()
         .unwrap_or_else(|| synthetic_request(&metadata));
-    let output = model
-        .score(&input)
-        .map_err(|e| PackageError::Sample(e.to_string()))?;
+    let output = model.score(&input).map_err(PackageError::Sample)?;
     metadata.sample = Some(Sample { input, output });
     Ok(metadata)
 }
@@ -80,17 +80,14 @@ pub fn build(
     model_bytes: &[u8],
     metadata: &ModuleMetadata,
 ) -> Result<Image, PackageError> {
-    let build = |e: std::io::Error| PackageError::Build(e.to_string());
-    let module_json =
-        serde_json::to_vec_pretty(metadata).map_err(|e| PackageError::Build(e.to_string()))?;
+    let module_json = serde_json::to_vec_pretty(metadata)?;
     let mut tar = tar::Builder::new(Vec::new());
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
     dir.set_mode(0o755);
     dir.set_size(0);
     dir.set_mtime(0);
-    tar.append_data(&mut dir, "model/", std::io::empty())
-        .map_err(build)?;
+    tar.append_data(&mut dir, "model/", std::io::empty())?;
     for (path, bytes) in [
         (MODEL_PATH, model_bytes),
         (MODULE_JSON_PATH, module_json.as_slice()),
@@ -99,15 +96,15 @@ pub fn build(
         header.set_mode(0o644);
         header.set_size(bytes.len() as u64);
         header.set_mtime(0);
-        tar.append_data(&mut header, path, bytes).map_err(build)?;
+        tar.append_data(&mut header, path, bytes)?;
     }
-    let tar = tar.into_inner().map_err(build)?;
+    let tar = tar.into_inner()?;
     let diff_id = sha256(&tar);
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).map_err(build)?;
-    let layer = gz.finish().map_err(build)?;
+    gz.write_all(&tar)?;
+    let layer = gz.finish()?;
     let layer_digest = sha256(&layer);
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
@@ -117,8 +114,7 @@ pub fn build(
             LABEL_MODEL_VERSION: version.version.to_string(),
         }},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }))
-    .map_err(|e| PackageError::Build(e.to_string()))?;
+    }))?;
     let config_digest = sha256(&config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -129,8 +125,7 @@ pub fn build(
             "org.opencontainers.image.title": version.name,
             "org.opencontainers.image.version": version.version.to_string(),
         },
-    }))
-    .map_err(|e| PackageError::Build(e.to_string()))?;
+    }))?;
     let manifest_digest = sha256(&manifest);
     Ok(Image {
         layer,

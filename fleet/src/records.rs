@@ -1,9 +1,12 @@
 //! What the fleet service stores: registries, model versions, devices, deployments and the
-//! manifests rendered for each device.
+//! manifests rendered for each device. Model versions and deployment modules are stored as the
+//! API shows them (`edgefleet_common::fleet_api`); the rest hold secrets or bookkeeping the API
+//! does not show.
 
 use std::collections::BTreeMap;
 
 use edgefleet_common::UnixMillis;
+pub use edgefleet_common::fleet_api::{DeploymentModule, ModelVersion, Package};
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::sealing::SealedSecret;
 use serde::{Deserialize, Serialize};
@@ -22,44 +25,6 @@ pub struct Registry {
     /// Reached over plain HTTP (the fleet pushes with HTTP; devices must list it as insecure).
     #[serde(default)]
     pub insecure: bool,
-}
-
-/// One registered version of a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelVersion {
-    pub name: String,
-    pub version: u32,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    #[serde(default)]
-    pub description: String,
-    /// SHA-256 of the ONNX file.
-    pub sha256: String,
-    pub size: u64,
-    pub registered_ms: UnixMillis,
-    /// Where the model was pushed as a model module image, once packaged.
-    #[serde(default)]
-    pub package: Option<Package>,
-    /// A sample request given at registration (otherwise one is synthesized when packaging).
-    #[serde(default)]
-    pub sample_input: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Package {
-    pub registry: String,
-    pub repository: String,
-    /// `address/repository:version@sha256:...`
-    pub image: String,
-    pub digest: String,
-}
-
-impl ModelVersion {
-    pub fn reference(&self) -> String {
-        format!("{}:{}", self.name, self.version)
-    }
 }
 
 /// A device of the fleet.
@@ -97,19 +62,6 @@ pub struct Deployment {
     pub modules: BTreeMap<String, DeploymentModule>,
     /// Order of creation (newest is largest), for ties.
     pub created_seq: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeploymentModule {
-    /// `name:latest` (follows new versions) or `name:<version>`.
-    pub model: String,
-    /// Port of the module's scoring API on the device.
-    pub port: u16,
-    #[serde(default)]
-    pub auth_key_sha256: Vec<String>,
-    #[serde(default)]
-    pub data_collection_ppm: u32,
 }
 
 /// The manifest last rendered for a device.

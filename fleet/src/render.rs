@@ -196,7 +196,11 @@ pub fn render_device(
     }
     // The fingerprint only has to be stable between renders by the same build, so it hashes
     // serde_json's plain serialization (version 0); only new content is written canonically.
-    let fingerprint = sha256_hex(&serde_json::to_vec(&manifest).unwrap_or_default());
+    let plain = serde_json::to_vec(&manifest).map_err(|e| RenderError::Device {
+        device: device.id.clone(),
+        reason: format!("the manifest cannot be serialized: {e}"),
+    })?;
+    let fingerprint = sha256_hex(&plain);
     if previous.is_some_and(|p| p.fingerprint == fingerprint) {
         return Ok(Render::Unchanged);
     }
@@ -229,7 +233,10 @@ fn seal_to(device: &Device, password: &str) -> Result<SealedSecret, RenderError>
 pub const SIGNING_BATCH: usize = 4096;
 
 /// Signs drafts with one signature over the batch (see `edgefleet_common::signing`).
-pub fn sign(drafts: Vec<Draft>, key: &FleetSigningKey) -> Vec<RenderedManifest> {
+pub fn sign(
+    drafts: Vec<Draft>,
+    key: &FleetSigningKey,
+) -> Result<Vec<RenderedManifest>, RenderError> {
     let mut manifests = Vec::with_capacity(drafts.len());
     let mut rendered = Vec::with_capacity(drafts.len());
     for draft in drafts {
@@ -244,9 +251,12 @@ pub fn sign(drafts: Vec<Draft>, key: &FleetSigningKey) -> Vec<RenderedManifest> 
         });
     }
     for (rendered, wire) in rendered.iter_mut().zip(key.sign_batch(manifests)) {
-        rendered.wire = String::from_utf8(wire).unwrap_or_default();
+        rendered.wire = String::from_utf8(wire).map_err(|e| RenderError::Device {
+            device: rendered.device_id.clone(),
+            reason: format!("the signed manifest is not UTF-8: {e}"),
+        })?;
     }
-    rendered
+    Ok(rendered)
 }
 
 #[cfg(test)]
@@ -416,7 +426,7 @@ mod tests {
         )
         .expect("render")
         {
-            Render::Changed(draft) => Some(sign(vec![draft], &key).remove(0)),
+            Render::Changed(draft) => Some(sign(vec![draft], &key).expect("signed").remove(0)),
             Render::Unchanged => None,
         };
         let first = render(&c1, None).expect("a first manifest");

@@ -4,55 +4,11 @@
 use std::collections::BTreeMap;
 
 use edgefleet_common::UnixMillis;
+use edgefleet_common::fleet_api::{DeviceProgress, DeviceRollout, RolloutStatus};
 use edgefleet_common::reported::ApplyStatus;
-use serde::{Deserialize, Serialize};
 
+use crate::domain::is_stale;
 use crate::records::{DeviceStatus, RenderedManifest};
-
-/// A device is stale when it has not been heard from for this long.
-pub const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DeviceRollout {
-    /// The device has not answered the manifest yet.
-    Pending,
-    /// Applied: every module runs as asked.
-    Succeeded,
-    /// The device refused the manifest or could not activate it.
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceProgress {
-    pub device_id: String,
-    pub manifest_version: u64,
-    pub state: DeviceRollout,
-    pub stale: bool,
-    /// The device's message for the manifest (the reason, when failed).
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutStatus {
-    pub deployment: String,
-    pub targeted: usize,
-    /// Devices that answered the manifest (succeeded or failed).
-    pub applied: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub pending: usize,
-    pub stale: usize,
-    pub devices: Vec<DeviceProgress>,
-}
-
-impl RolloutStatus {
-    pub fn complete(&self) -> bool {
-        self.targeted > 0 && self.succeeded == self.targeted
-    }
-}
 
 /// The status of `deployment`: its devices are those whose manifest holds one of its modules.
 pub fn status(
@@ -86,9 +42,7 @@ pub fn status(
             }
             _ => (DeviceRollout::Pending, None),
         };
-        let stale = status
-            .and_then(|s| s.last_seen_ms)
-            .is_none_or(|seen| now_ms.saturating_sub(seen) > STALE_AFTER_MS);
+        let stale = status.is_none_or(|s| is_stale(s, now_ms));
         devices.push(DeviceProgress {
             device_id: manifest.device_id.clone(),
             manifest_version: manifest.version,

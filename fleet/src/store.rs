@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use edgefleet_common::telemetry::TelemetryEnvelope;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,12 +18,29 @@ const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("tel
 pub const TELEMETRY_HISTORY: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
-#[error("fleet store: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    #[error("fleet store {path}: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error("fleet store: {0}")]
+    Database(#[source] redb::Error),
+    #[error("fleet store: record {key} cannot be written: {source}")]
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("fleet store: record {key} cannot be read (written by another version?): {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+}
 
 impl<E: Into<redb::Error>> From<E> for StoreError {
     fn from(e: E) -> Self {
-        Self(e.into().to_string())
+        Self::Database(e.into())
     }
 }
 
@@ -50,11 +68,19 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn put<T: Serialize>(&mut self, kind: &str, name: &str, value: &T) {
-        self.puts.push((
-            format!("{kind}/{name}"),
-            serde_json::to_vec(value).unwrap_or_default(),
-        ));
+    pub fn put<T: Serialize>(
+        &mut self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let key = format!("{kind}/{name}");
+        let json = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+            key: key.clone(),
+            source,
+        })?;
+        self.puts.push((key, json));
+        Ok(())
     }
 
     pub fn delete(&mut self, kind: &str, name: &str) {
@@ -64,8 +90,10 @@ impl Batch {
 
 impl FleetStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db =
-            Database::create(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(TELEMETRY)?;
@@ -81,9 +109,12 @@ impl FleetStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;
         let key = format!("{kind}/{name}");
-        Ok(table
-            .get(key.as_str())?
-            .and_then(|v| serde_json::from_slice(v.value()).ok()))
+        let Some(value) = table.get(key.as_str())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|source| StoreError::Decode { key, source })
     }
 
     /// Every record of `kind`, by name.
@@ -95,9 +126,11 @@ impl FleetStore {
         let mut out = Vec::new();
         for entry in table.range(start.as_str()..end.as_str())? {
             let (key, value) = entry?;
-            if let Ok(v) = serde_json::from_slice(value.value()) {
-                out.push((key.value()[start.len()..].to_owned(), v));
-            }
+            let v = serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
+                key: key.value().to_owned(),
+                source,
+            })?;
+            out.push((key.value()[start.len()..].to_owned(), v));
         }
         Ok(out)
     }
@@ -119,7 +152,7 @@ impl FleetStore {
 
     pub fn put<T: Serialize>(&self, kind: &str, name: &str, value: &T) -> Result<(), StoreError> {
         let mut batch = Batch::default();
-        batch.put(kind, name, value);
+        batch.put(kind, name, value)?;
         self.commit(batch)
     }
 
@@ -148,11 +181,11 @@ impl FleetStore {
             for device in devices {
                 let count = table.range((device, 0)..=(device, u64::MAX))?.count();
                 if count > TELEMETRY_HISTORY {
-                    let old: Vec<u64> = table
+                    let old = table
                         .range((device, 0)..=(device, u64::MAX))?
                         .take(count - TELEMETRY_HISTORY)
-                        .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
-                        .collect();
+                        .map(|e| e.map(|(k, _)| k.value().1))
+                        .collect::<Result<Vec<u64>, _>>()?;
                     for seq in old {
                         table.remove((device, seq))?;
                     }
@@ -168,18 +201,23 @@ impl FleetStore {
         &self,
         device: &str,
         limit: usize,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    ) -> Result<Vec<TelemetryEnvelope>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TELEMETRY)?;
-        let mut out: Vec<serde_json::Value> = table
+        let mut out = Vec::new();
+        for entry in table
             .range((device, 0)..=(device, u64::MAX))?
             .rev()
             .take(limit)
-            .filter_map(|e| {
-                e.ok()
-                    .and_then(|(_, v)| serde_json::from_slice(v.value()).ok())
-            })
-            .collect();
+        {
+            let (key, value) = entry?;
+            let envelope =
+                serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
+                    key: format!("telemetry {device} #{}", key.value().1),
+                    source,
+                })?;
+            out.push(envelope);
+        }
         out.reverse();
         Ok(out)
     }

@@ -1,0 +1,260 @@
+//! The fleet service's HTTP API (`/v1/...`): every request and response body, shared by the
+//! service, its CLI and any other client. Errors are `{"error": "..."}` ([`ErrorBody`]) with a
+//! 4xx or 5xx status.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+use crate::commands::DeviceCommand;
+use crate::reported::ReportedState;
+
+/// `GET /v1/fleet`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetInfo {
+    pub fleet: String,
+    /// The manifest signing key devices verify with (base64).
+    pub public_key: String,
+    pub mqtt_url: String,
+}
+
+/// `PUT /v1/registries/{name}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryRequest {
+    /// Host and optional port, as in image references.
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    /// Reached over plain HTTP.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// A registry as the API shows it: never its password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryView {
+    pub name: String,
+    pub address: String,
+    pub username: String,
+    pub insecure: bool,
+}
+
+/// `POST /v1/models?name=...` (the body is the ONNX file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterModelQuery {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Tags as a JSON object of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    /// A sample request body (JSON) the model must score; packaged as the canary's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<String>,
+}
+
+/// One registered version of a model (`GET /v1/models` lists them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVersion {
+    pub name: String,
+    pub version: u32,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+    /// SHA-256 of the ONNX file.
+    pub sha256: String,
+    pub size: u64,
+    pub registered_ms: UnixMillis,
+    /// Where the model was pushed as a model module image, once packaged.
+    #[serde(default)]
+    pub package: Option<Package>,
+    /// A sample request given at registration (otherwise one is synthesized when packaging).
+    #[serde(default)]
+    pub sample_input: Option<serde_json::Value>,
+}
+
+impl ModelVersion {
+    /// `name:version`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.version)
+    }
+}
+
+/// Where a model version was pushed (`POST /v1/models/{name}/{version}/package` answers it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Package {
+    pub registry: String,
+    pub repository: String,
+    /// `address/repository:version@sha256:...`
+    pub image: String,
+    pub digest: String,
+}
+
+/// `POST /v1/models/{name}/{version}/package`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageRequest {
+    pub registry: String,
+    pub repository: String,
+}
+
+/// What a `DELETE` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    pub deleted: String,
+}
+
+/// `PUT /v1/devices/{id}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRequest {
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The device's age X25519 recipient (`edgefleet-agent init` prints it).
+    pub public_key: String,
+}
+
+/// A device as the API shows it (`GET /v1/devices`, `GET /v1/devices/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView {
+    pub id: String,
+    pub tags: BTreeMap<String, String>,
+    pub public_key: String,
+    /// The version of the manifest rendered for it, if any.
+    pub manifest_version: Option<u64>,
+    pub last_seen_ms: Option<UnixMillis>,
+    /// Not heard from for longer than the fleet's staleness limit.
+    pub stale: bool,
+    /// What the device last reported.
+    pub reported: Option<ReportedState>,
+}
+
+/// `PUT /v1/deployments/{name}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRequest {
+    /// The target condition (`tags.site = 'plant1'`).
+    pub target: String,
+    /// For each module name, the highest priority wins; ties go to the newest deployment.
+    #[serde(default)]
+    pub priority: i32,
+    pub modules: BTreeMap<String, DeploymentModule>,
+}
+
+/// A model module of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentModule {
+    /// `name:latest` (follows new versions) or `name:<version>`.
+    pub model: String,
+    /// Port of the module's scoring API on the device.
+    pub port: u16,
+    #[serde(default)]
+    pub auth_key_sha256: Vec<String>,
+    #[serde(default)]
+    pub data_collection_ppm: u32,
+}
+
+/// `PUT /v1/deployments/{name}` answers how many devices the deployment targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSaved {
+    pub name: String,
+    pub targeted: usize,
+}
+
+/// A deployment (`GET /v1/deployments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentView {
+    pub name: String,
+    pub target: String,
+    pub priority: i32,
+    pub modules: BTreeMap<String, DeploymentModule>,
+}
+
+/// `GET /v1/manifests/{device}`: the manifest rendered for a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestView {
+    pub version: u64,
+    /// For each module, the deployment it came from.
+    pub sources: BTreeMap<String, String>,
+    /// The signed envelope as published (manifest and signature).
+    pub signed: serde_json::Value,
+}
+
+/// `GET /v1/rollouts/{deployment}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub deployment: String,
+    pub targeted: usize,
+    /// Devices that answered the manifest (succeeded or failed).
+    pub applied: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub pending: usize,
+    pub stale: usize,
+    pub devices: Vec<DeviceProgress>,
+}
+
+impl RolloutStatus {
+    /// Every targeted device succeeded.
+    pub fn complete(&self) -> bool {
+        self.targeted > 0 && self.succeeded == self.targeted
+    }
+
+    /// Every targeted device answered.
+    pub fn finished(&self) -> bool {
+        self.targeted > 0 && self.succeeded + self.failed >= self.targeted
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProgress {
+    pub device_id: String,
+    pub manifest_version: u64,
+    pub state: DeviceRollout,
+    pub stale: bool,
+    /// The device's message for the manifest (the reason, when failed).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeviceRollout {
+    /// The device has not answered the manifest yet.
+    Pending,
+    /// Applied: every module runs as asked.
+    Succeeded,
+    /// The device refused the manifest or could not activate it.
+    Failed,
+}
+
+/// `POST /v1/devices/{id}/commands`: a command for one module of the device; the answer is
+/// the device's [`crate::commands::CommandResult`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleCommandRequest {
+    pub module: String,
+    #[serde(flatten)]
+    pub command: DeviceCommand,
+}
+
+/// Every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,411 @@
+//! The `edgefleet` command line: `serve` runs the fleet service; every other command is an
+//! administrator's call to it (nouns then verbs, `--output json` on every read command,
+//! `EDGEFLEET_SERVER` and `EDGEFLEET_TOKEN` from the environment) through the typed client.
+//! [`Exit`] lists the exit codes.
+
+mod output;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::ClientError;
+use crate::service::{ServeOptions, serve};
+
+pub use run::run;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgefleet",
+    version,
+    about = "Edgefleet fleet service and administrators' CLI",
+    after_help = "Exit codes: 0 success, 1 refused, 2 bad usage, 3 service unreachable, 4 unauthorized, 5 rollout failed."
+)]
+pub struct Cli {
+    /// The fleet service.
+    #[arg(
+        long,
+        env = "EDGEFLEET_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub server: String,
+    /// The admin token (printed by `edgefleet serve` into <data-dir>/admin-token).
+    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format of read commands.
+    #[arg(long, short, value_enum, default_value = "text", global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the fleet service.
+    Serve(ServeArgs),
+    /// Container registries models are pushed to.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// The model registry: versions, packaging as OCI images.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Devices and their tags.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Deployments: models for the devices a condition selects.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+    /// Rollout progress of a deployment.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Signed per-device manifests.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Telemetry devices sent.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+    /// Container modules on a device: logs, restart (answered by the device's agent).
+    #[command(subcommand)]
+    Module(ModuleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// The module's recent output (capped at 64 KiB).
+    Logs {
+        device: String,
+        module: String,
+        #[arg(long, default_value_t = 100)]
+        tail: u64,
+        /// Only output from the last SECONDS.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Restart the module's container.
+    Restart { device: String, module: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(
+        long,
+        env = "EDGEFLEET_DATA_DIR",
+        default_value = "/var/lib/edgefleet-fleet"
+    )]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value = "default")]
+    pub fleet: String,
+    /// The fleet's MQTT broker (mosquitto, EMQX, HiveMQ). Without it, an embedded broker
+    /// listens on --embedded-broker-listen.
+    #[arg(long, env = "EDGEFLEET_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub embedded_broker_listen: std::net::SocketAddr,
+    /// CA of an mqtts:// broker (default: the system roots).
+    #[arg(long, env = "EDGEFLEET_MQTT_CA_FILE", default_value = "")]
+    pub mqtt_ca_file: String,
+    #[arg(long, env = "EDGEFLEET_MQTT_USERNAME", default_value = "")]
+    pub mqtt_username: String,
+    #[arg(
+        long,
+        env = "EDGEFLEET_MQTT_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub mqtt_password: String,
+    /// The broker URL devices use, when it differs from the service's.
+    #[arg(long)]
+    pub device_mqtt_url: Option<String>,
+    /// The ONNX Runtime library (to validate and package models).
+    #[arg(
+        long,
+        env = "ORT_DYLIB_PATH",
+        default_value = "/usr/lib/edgefleet/libonnxruntime.so.1.31.1"
+    )]
+    pub onnx_runtime: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Add or update a registry. The password is read from stdin (--password-stdin) or
+    /// EDGEFLEET_REGISTRY_PASSWORD, never from the command line.
+    Add {
+        name: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// The registry speaks plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Register an ONNX file (or the model.onnx of a directory) as the next version of NAME.
+    Register {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        path: PathBuf,
+        /// key=value, repeatable.
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A JSON request body to use as the sample (otherwise one is synthesized).
+        #[arg(long)]
+        sample_input: Option<PathBuf>,
+    },
+    List,
+    /// Build the model's OCI image and push it (tag = version).
+    Package {
+        /// NAME:VERSION
+        model: String,
+        #[arg(long)]
+        registry: String,
+        #[arg(long)]
+        repository: String,
+    },
+    /// Delete a version (refused while a deployment uses it).
+    Delete {
+        model: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Add or update a device.
+    Add {
+        id: String,
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// As printed by `edgefleet-agent init`.
+        #[arg(long)]
+        public_key: String,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Print the device's agent configuration file.
+    Config {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Create or replace a deployment of one model module.
+    Create {
+        name: String,
+        /// e.g. "tags.site = 'plant1' AND tags.line IN ['a', 'b']"
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// NAME:latest (follows new versions) or NAME:VERSION.
+        #[arg(long)]
+        model: String,
+        /// Module name on the device (default: the model's name).
+        #[arg(long)]
+        module: Option<String>,
+        /// Port of the module's scoring API on the device.
+        #[arg(long, default_value_t = 5001)]
+        port: u16,
+        /// SHA-256 (hex) of a bearer key the scoring API accepts; repeatable.
+        #[arg(long)]
+        auth_key_sha256: Vec<String>,
+        /// Share of requests sent as collected data, in parts per million.
+        #[arg(long, default_value_t = 0)]
+        data_collection_ppm: u32,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    Status {
+        deployment: String,
+        /// Wait until every targeted device succeeded (exit 0) or one failed (exit 5).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// The manifest rendered for a device.
+    Show { device: String },
+    /// Verify a signed manifest file against the fleet public key and print it.
+    Verify {
+        file: PathBuf,
+        #[arg(long, env = "EDGEFLEET_FLEET_KEY")]
+        fleet_key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TelemetryCommand {
+    /// The newest telemetry records of a device.
+    Tail {
+        device: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// The exit codes of `edgefleet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// The service refused the command (bad input, not found, conflict; the message says
+    /// why), or `serve` could not run: a service manager may restart `serve`.
+    Refused = 1,
+    /// The command line was wrong (clap prints the usage).
+    Usage = 2,
+    /// The fleet service could not be reached (EDGEFLEET_SERVER).
+    Unreachable = 3,
+    /// The admin token is missing or wrong (EDGEFLEET_TOKEN).
+    Unauthorized = 4,
+    /// `rollout status --wait`: a device failed or the time ran out.
+    RolloutFailed = 5,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// A CLI failure: its exit code and the message for the administrator.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl CliError {
+    fn refused(message: impl Into<String>) -> Self {
+        Self {
+            exit: Exit::Refused,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        let exit = match &e {
+            ClientError::NoToken | ClientError::Unauthorized(_) => Exit::Unauthorized,
+            ClientError::Unreachable { .. } => Exit::Unreachable,
+            ClientError::Refused { .. } | ClientError::Unexpected(_) | ClientError::Setup(_) => {
+                Exit::Refused
+            }
+        };
+        Self {
+            exit,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => run_service(args).map_err(|e| CliError::refused(format!("{e:#}"))),
+        _ => run(cli),
+    };
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            eprintln!("edgefleet: {}", e.message);
+            e.exit.into()
+        }
+    }
+}
+
+fn run_service(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let options = ServeOptions {
+        data_dir: args.data_dir,
+        fleet: args.fleet,
+        mqtt_url: args.mqtt_url,
+        embedded_broker_listen: args.embedded_broker_listen,
+        mqtt_ca_file: args.mqtt_ca_file,
+        mqtt_username: args.mqtt_username,
+        mqtt_password: args.mqtt_password,
+        token: std::env::var("EDGEFLEET_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        onnx_runtime_library: args.onnx_runtime,
+        device_mqtt_url: args.device_mqtt_url,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        serve(options, listener, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,175 @@
+//! How the CLI shows what the service answered: JSON (`--output json`, the API's own types)
+//! or text for a person (tables, one device, a rollout), and a progress line on a terminal.
+
+use std::io::IsTerminal as _;
+
+use edgefleet_common::fleet_api::{DeviceRollout, DeviceView, RolloutStatus};
+use edgefleet_transport::now_ms;
+use serde::Serialize;
+
+use super::Output;
+
+/// Prints `value` as JSON, or as `text` makes it.
+pub(super) fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
+    match output {
+        Output::Json => match serde_json::to_string_pretty(value) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("edgefleet: the answer cannot be shown as JSON: {e}"),
+        },
+        Output::Text => println!("{}", text(value)),
+    }
+}
+
+/// A plain text table: a header of `columns`, then one line per row.
+pub(super) fn table(columns: &[&str], rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    std::iter::once(line(columns.iter().map(|c| c.to_uppercase()).collect()))
+        .chain(rows.into_iter().map(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A cell of an optional value: `-` when absent.
+pub(super) fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn state_name(state: DeviceRollout) -> &'static str {
+    match state {
+        DeviceRollout::Pending => "pending",
+        DeviceRollout::Succeeded => "succeeded",
+        DeviceRollout::Failed => "failed",
+    }
+}
+
+pub(super) fn rollout_text(r: &RolloutStatus) -> String {
+    let mut out = format!(
+        "deployment {}: targeted {}, applied {}, succeeded {}, failed {}, pending {}, stale {}",
+        r.deployment, r.targeted, r.applied, r.succeeded, r.failed, r.pending, r.stale
+    );
+    for d in &r.devices {
+        out.push_str(&format!(
+            "\n  {:<20} manifest {:<4} {:<10}{} {}",
+            d.device_id,
+            d.manifest_version,
+            state_name(d.state),
+            if d.stale { " (stale)" } else { "" },
+            d.message.as_deref().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Why a rollout did not succeed, device by device.
+pub(super) fn rollout_failures(r: &RolloutStatus) -> String {
+    let mut lines = vec![format!(
+        "rollout of {} did not succeed: {}/{} succeeded, {} failed, {} pending",
+        r.deployment, r.succeeded, r.targeted, r.failed, r.pending
+    )];
+    for d in r
+        .devices
+        .iter()
+        .filter(|d| d.state != DeviceRollout::Succeeded)
+    {
+        lines.push(format!(
+            "  {} ({}): {}",
+            d.device_id,
+            state_name(d.state),
+            d.message.as_deref().unwrap_or("no answer yet")
+        ));
+    }
+    lines.join("\n")
+}
+
+pub(super) fn device_text(v: &DeviceView) -> String {
+    let last_seen = match v.last_seen_ms {
+        Some(ms) => format!("{} s ago", now_ms().saturating_sub(ms) / 1000),
+        None => "never".to_owned(),
+    };
+    let tags = serde_json::to_string(&v.tags).unwrap_or_default();
+    let mut out = format!(
+        "device {}  tags {tags}  manifest {}  last seen {last_seen}  {}",
+        v.id,
+        or_dash(v.manifest_version),
+        if v.stale { "STALE" } else { "online" }
+    );
+    let Some(reported) = &v.reported else {
+        return out;
+    };
+    if let Some(d) = &reported.last_desired {
+        out.push_str(&format!(
+            "\nlast manifest {}: {} {}",
+            or_dash(d.version),
+            u16::from(d.status),
+            d.message
+        ));
+    }
+    for (name, m) in &reported.modules {
+        let status = serde_json::to_value(m.runtime_status)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let inference = m
+            .inference
+            .as_ref()
+            .map(|i| {
+                format!(
+                    " inferences {} p50 {} µs p99 {} µs",
+                    i.count, i.latency_p50_us, i.latency_p99_us
+                )
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("\nmodule {name}: {status} {}{inference}", m.image));
+        if let Some(e) = &m.last_error {
+            out.push_str(&format!("\n  last error: {e}"));
+        }
+    }
+    out
+}
+
+/// A one-line progress display on stderr, when stderr is a terminal.
+pub(super) struct Progress {
+    tty: bool,
+}
+
+impl Progress {
+    pub fn start(message: String) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        if tty && !message.is_empty() {
+            eprint!("{message} ...");
+        }
+        Self { tty }
+    }
+
+    pub fn update(&self, message: &str) {
+        if self.tty {
+            eprint!("\r\x1b[2K{message}");
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Carries out one CLI command (all but `serve`) through the typed client.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edgefleet_common::commands::{CommandOutcome, DeviceCommand as ModuleCommandKind};
+use edgefleet_common::fleet_api::{
+    DeploymentModule, DeploymentRequest, DeviceRequest, ModuleCommandRequest, PackageRequest,
+    RegisterModelQuery, RegistryRequest,
+};
+use edgefleet_common::signing::{FleetPublicKey, KeyParseError};
+use edgefleet_transport::now_ms;
+
+use super::output::{Progress, device_text, or_dash, print, rollout_failures, rollout_text, table};
+use super::{
+    Cli, CliError, Command, DeploymentCommand, DeviceCommand, ManifestCommand, ModelCommand,
+    ModuleCommand, RegistryCommand, RolloutCommand, TelemetryCommand,
+};
+use crate::client::FleetClient;
+
+fn split_model(reference: &str) -> Result<(&str, &str), CliError> {
+    reference
+        .split_once(':')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| CliError::refused(format!("{reference:?} is not NAME:VERSION")))
+}
+
+/// `path` itself, or the model of a directory: its model.onnx or its only .onnx file.
+fn model_file(path: &Path) -> Result<PathBuf, CliError> {
+    if path.is_file() {
+        return Ok(path.to_owned());
+    }
+    if path.is_dir() {
+        let named = path.join("model.onnx");
+        if named.is_file() {
+            return Ok(named);
+        }
+        let onnx: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| CliError::refused(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+            .collect();
+        if let [only] = onnx.as_slice() {
+            return Ok(only.clone());
+        }
+        return Err(CliError::refused(format!(
+            "{}: expected model.onnx or exactly one .onnx file in the directory",
+            path.display()
+        )));
+    }
+    Err(CliError::refused(format!(
+        "{}: no such file or directory",
+        path.display()
+    )))
+}
+
+fn read_password(password_stdin: bool) -> Result<String, CliError> {
+    if password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| CliError::refused(format!("cannot read the password from stdin: {e}")))?;
+        return Ok(s.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    std::env::var("EDGEFLEET_REGISTRY_PASSWORD").map_err(|_| {
+        CliError::refused("give the password with --password-stdin or EDGEFLEET_REGISTRY_PASSWORD")
+    })
+}
+
+/// Runs one CLI command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let api = FleetClient::new(&cli.server, cli.token.clone())?;
+    let output = cli.output;
+    match cli.command {
+        Command::Serve(_) => return Err(CliError::refused("`serve` runs the service")),
+        Command::Registry(RegistryCommand::Add {
+            name,
+            address,
+            username,
+            password_stdin,
+            insecure,
+        }) => {
+            let request = RegistryRequest {
+                address,
+                username,
+                password: read_password(password_stdin)?,
+                insecure,
+            };
+            api.put_registry(&name, &request)?;
+            eprintln!("registry {name} saved (password stored encrypted)");
+        }
+        Command::Registry(RegistryCommand::List) => {
+            let registries = api.registries()?;
+            print(output, &registries, |list| {
+                let rows = list
+                    .iter()
+                    .map(|r| {
+                        let insecure = r.insecure.to_string();
+                        vec![
+                            r.name.clone(),
+                            r.address.clone(),
+                            r.username.clone(),
+                            insecure,
+                        ]
+                    })
+                    .collect();
+                table(&["name", "address", "username", "insecure"], rows)
+            });
+        }
+        Command::Model(ModelCommand::Register {
+            name,
+            path,
+            tags,
+            description,
+            sample_input,
+        }) => {
+            let file = model_file(&path)?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::refused(format!("{}: {e}", file.display())))?;
+            let tags: BTreeMap<String, String> = tags.into_iter().collect();
+            let sample = match sample_input {
+                Some(sample) => Some(
+                    std::fs::read_to_string(&sample)
+                        .map_err(|e| CliError::refused(format!("{}: {e}", sample.display())))?,
+                ),
+                None => None,
+            };
+            let query = RegisterModelQuery {
+                name,
+                description,
+                tags: Some(serde_json::to_string(&tags).unwrap_or_default()),
+                sample,
+            };
+            let version = api.register_model(&query, bytes)?;
+            print(output, &version, |v| v.reference());
+        }
+        Command::Model(ModelCommand::List) => {
+            let models = api.models()?;
+            print(output, &models, |list| {
+                let rows = list
+                    .iter()
+                    .map(|m| {
+                        let image = or_dash(m.package.as_ref().map(|p| &p.image));
+                        vec![m.reference(), image, m.description.clone()]
+                    })
+                    .collect();
+                table(&["model", "image", "description"], rows)
+            });
+        }
+        Command::Model(ModelCommand::Package {
+            model,
+            registry,
+            repository,
+        }) => {
+            let (name, version) = split_model(&model)?;
+            let spinner =
+                Progress::start(format!("packaging {model} and pushing it to {registry}"));
+            let request = PackageRequest {
+                registry,
+                repository,
+            };
+            let package = api.package_model(name, version, &request);
+            spinner.finish();
+            print(output, &package?, |p| format!("pushed {}", p.image));
+        }
+        Command::Model(ModelCommand::Delete { model }) => {
+            let (name, version) = split_model(&model)?;
+            api.delete_model(name, version)?;
+            eprintln!("deleted {model}");
+        }
+        Command::Device(DeviceCommand::Add {
+            id,
+            tags,
+            public_key,
+        }) => {
+            let request = DeviceRequest {
+                tags: tags.into_iter().collect(),
+                public_key,
+            };
+            api.put_device(&id, &request)?;
+            eprintln!(
+                "device {id} saved; `edgefleet device config {id}` prints its agent configuration"
+            );
+        }
+        Command::Device(DeviceCommand::List) => {
+            let devices = api.devices()?;
+            print(output, &devices, |list| {
+                let rows = list
+                    .iter()
+                    .map(|d| {
+                        let tags = serde_json::to_string(&d.tags).unwrap_or_default();
+                        let stale = d.stale.to_string();
+                        vec![d.id.clone(), tags, or_dash(d.manifest_version), stale]
+                    })
+                    .collect();
+                table(&["id", "tags", "manifestVersion", "stale"], rows)
+            });
+        }
+        Command::Device(DeviceCommand::Show { id }) => {
+            print(output, &api.device(&id)?, device_text);
+        }
+        Command::Device(DeviceCommand::Config { id }) => print!("{}", api.device_config(&id)?),
+        Command::Deployment(DeploymentCommand::Create {
+            name,
+            target,
+            priority,
+            model,
+            module,
+            port,
+            auth_key_sha256,
+            data_collection_ppm,
+        }) => {
+            let module =
+                module.unwrap_or_else(|| model.split(':').next().unwrap_or_default().to_owned());
+            let request = DeploymentRequest {
+                target,
+                priority,
+                modules: BTreeMap::from([(
+                    module,
+                    DeploymentModule {
+                        model,
+                        port,
+                        auth_key_sha256,
+                        data_collection_ppm,
+                    },
+                )]),
+            };
+            let saved = api.put_deployment(&name, &request)?;
+            eprintln!(
+                "deployment {name} saved; it targets {} device(s)",
+                saved.targeted
+            );
+        }
+        Command::Deployment(DeploymentCommand::List) => {
+            let deployments = api.deployments()?;
+            print(output, &deployments, |list| {
+                let rows = list
+                    .iter()
+                    .map(|d| {
+                        let modules = serde_json::to_string(&d.modules).unwrap_or_default();
+                        vec![
+                            d.name.clone(),
+                            d.target.clone(),
+                            d.priority.to_string(),
+                            modules,
+                        ]
+                    })
+                    .collect();
+                table(&["name", "target", "priority", "modules"], rows)
+            });
+        }
+        Command::Deployment(DeploymentCommand::Delete { name }) => {
+            api.delete_deployment(&name)?;
+            eprintln!("deleted deployment {name}");
+        }
+        Command::Rollout(RolloutCommand::Status {
+            deployment,
+            wait,
+            timeout_secs,
+        }) => {
+            let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+            let mut status = api.rollout(&deployment)?;
+            let progress = Progress::start(String::new());
+            while wait && !status.finished() && Instant::now() < deadline {
+                progress.update(&format!(
+                    "{deployment}: {}/{} succeeded, {} failed, {} pending",
+                    status.succeeded, status.targeted, status.failed, status.pending
+                ));
+                std::thread::sleep(Duration::from_millis(500));
+                status = api.rollout(&deployment)?;
+            }
+            progress.finish();
+            print(output, &status, rollout_text);
+            if wait && !status.complete() {
+                return Err(CliError {
+                    exit: super::Exit::RolloutFailed,
+                    message: rollout_failures(&status),
+                });
+            }
+        }
+        Command::Manifest(ManifestCommand::Show { device }) => {
+            let manifest = api.manifest(&device)?;
+            print(output, &manifest, |m| {
+                serde_json::to_string_pretty(&m.signed["manifest"]).unwrap_or_default()
+            });
+        }
+        Command::Manifest(ManifestCommand::Verify { file, fleet_key }) => {
+            let key: FleetPublicKey = fleet_key
+                .parse()
+                .map_err(|e: KeyParseError| CliError::refused(e.to_string()))?;
+            let wire = std::fs::read(&file)
+                .map_err(|e| CliError::refused(format!("{}: {e}", file.display())))?;
+            let manifest = key
+                .verify(&wire)
+                .map_err(|e| CliError::refused(format!("{}: {e}", file.display())))?;
+            print(super::Output::Json, &manifest, |_| String::new());
+        }
+        Command::Module(ModuleCommand::Logs {
+            device,
+            module,
+            tail,
+            since,
+        }) => {
+            let since = since.map_or(0, |s| (now_ms() / 1000).saturating_sub(s));
+            let request = ModuleCommandRequest {
+                module,
+                command: ModuleCommandKind::Logs {
+                    tail,
+                    since: i64::try_from(since).unwrap_or(0),
+                },
+            };
+            let result = api.command(&device, &request)?;
+            print(output, &result, |r| match &r.outcome {
+                CommandOutcome::Logs { logs } => logs.trim_end().to_owned(),
+                other => format!("{other:?}"),
+            });
+        }
+        Command::Module(ModuleCommand::Restart { device, module }) => {
+            let request = ModuleCommandRequest {
+                module: module.clone(),
+                command: ModuleCommandKind::Restart,
+            };
+            api.command(&device, &request)?;
+            eprintln!("restarted {module} on {device}");
+        }
+        Command::Telemetry(TelemetryCommand::Tail { device, limit }) => {
+            let records = api.telemetry(&device, limit)?;
+            print(output, &records, |list| {
+                list.iter()
+                    .map(|r| {
+                        let kind = serde_json::to_value(r.record.kind()).unwrap_or_default();
+                        let body = serde_json::to_value(&r.record).unwrap_or_default();
+                        format!(
+                            "#{} {} {} {}",
+                            r.seq,
+                            r.module,
+                            kind.as_str().unwrap_or_default(),
+                            body["body"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
+}

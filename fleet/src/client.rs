@@ -1,0 +1,222 @@
+//! A typed, blocking client of the fleet service's HTTP API: the CLI is built on it, and the
+//! API's tests call the service through it.
+
+use std::time::Duration;
+
+use edgefleet_common::commands::CommandResult;
+use edgefleet_common::fleet_api::{
+    Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest, DeviceView,
+    ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
+    PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
+};
+use edgefleet_common::telemetry::TelemetryEnvelope;
+use reqwest::blocking::{RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no admin token: set EDGEFLEET_TOKEN (the fleet service wrote it to <data-dir>/admin-token)"
+    )]
+    NoToken,
+    #[error("cannot reach the fleet service at {server}: {source} (set EDGEFLEET_SERVER)")]
+    Unreachable {
+        server: String,
+        source: reqwest::Error,
+    },
+    /// The service refused the token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The service refused the request; the message is its answer.
+    #[error("{message}")]
+    Refused {
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    #[error("unexpected answer from the fleet service: {0}")]
+    Unexpected(#[source] reqwest::Error),
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(#[source] reqwest::Error),
+}
+
+/// The fleet service at `server`, as the admin with `token`.
+#[derive(Debug)]
+pub struct FleetClient {
+    server: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl FleetClient {
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+        edgefleet_transport::install_crypto_provider();
+        let http = reqwest::blocking::Client::builder()
+            // Packaging pushes a whole model; everything else answers in well under this.
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(ClientError::Setup)?;
+        Ok(Self {
+            server: server.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let token = self.token.as_deref().ok_or(ClientError::NoToken)?;
+        let response =
+            request
+                .bearer_auth(token)
+                .send()
+                .map_err(|source| ClientError::Unreachable {
+                    server: self.server.clone(),
+                    source,
+                })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let message = response
+            .json::<ErrorBody>()
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("the fleet service answered {status}"));
+        Err(if status == reqwest::StatusCode::UNAUTHORIZED {
+            ClientError::Unauthorized(message)
+        } else {
+            ClientError::Refused { status, message }
+        })
+    }
+
+    fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        self.send(request)?.json().map_err(ClientError::Unexpected)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(self.http.get(self.url(path)))
+    }
+
+    pub fn info(&self) -> Result<FleetInfo, ClientError> {
+        self.get("/v1/fleet")
+    }
+
+    pub fn put_registry(
+        &self,
+        name: &str,
+        request: &RegistryRequest,
+    ) -> Result<RegistryView, ClientError> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/v1/registries/{name}")))
+                .json(request),
+        )
+    }
+
+    pub fn registries(&self) -> Result<Vec<RegistryView>, ClientError> {
+        self.get("/v1/registries")
+    }
+
+    pub fn register_model(
+        &self,
+        query: &RegisterModelQuery,
+        onnx: Vec<u8>,
+    ) -> Result<ModelVersion, ClientError> {
+        self.json(
+            self.http
+                .post(self.url("/v1/models"))
+                .query(query)
+                .body(onnx),
+        )
+    }
+
+    pub fn models(&self) -> Result<Vec<ModelVersion>, ClientError> {
+        self.get("/v1/models")
+    }
+
+    pub fn package_model(
+        &self,
+        name: &str,
+        version: &str,
+        request: &PackageRequest,
+    ) -> Result<Package, ClientError> {
+        let path = format!("/v1/models/{name}/{version}/package");
+        self.json(self.http.post(self.url(&path)).json(request))
+    }
+
+    pub fn delete_model(&self, name: &str, version: &str) -> Result<Deleted, ClientError> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/v1/models/{name}/{version}"))),
+        )
+    }
+
+    pub fn put_device(&self, id: &str, request: &DeviceRequest) -> Result<DeviceView, ClientError> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/v1/devices/{id}")))
+                .json(request),
+        )
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {
+        self.get("/v1/devices")
+    }
+
+    pub fn device(&self, id: &str) -> Result<DeviceView, ClientError> {
+        self.get(&format!("/v1/devices/{id}"))
+    }
+
+    /// The device's agent configuration file (TOML).
+    pub fn device_config(&self, id: &str) -> Result<String, ClientError> {
+        let request = self.http.get(self.url(&format!("/v1/devices/{id}/config")));
+        self.send(request)?.text().map_err(ClientError::Unexpected)
+    }
+
+    pub fn command(
+        &self,
+        id: &str,
+        request: &ModuleCommandRequest,
+    ) -> Result<CommandResult, ClientError> {
+        let path = format!("/v1/devices/{id}/commands");
+        self.json(self.http.post(self.url(&path)).json(request))
+    }
+
+    pub fn put_deployment(
+        &self,
+        name: &str,
+        request: &DeploymentRequest,
+    ) -> Result<DeploymentSaved, ClientError> {
+        let path = format!("/v1/deployments/{name}");
+        self.json(self.http.put(self.url(&path)).json(request))
+    }
+
+    pub fn deployments(&self) -> Result<Vec<DeploymentView>, ClientError> {
+        self.get("/v1/deployments")
+    }
+
+    pub fn delete_deployment(&self, name: &str) -> Result<Deleted, ClientError> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/v1/deployments/{name}"))),
+        )
+    }
+
+    pub fn manifest(&self, device: &str) -> Result<ManifestView, ClientError> {
+        self.get(&format!("/v1/manifests/{device}"))
+    }
+
+    pub fn rollout(&self, deployment: &str) -> Result<RolloutStatus, ClientError> {
+        self.get(&format!("/v1/rollouts/{deployment}"))
+    }
+
+    pub fn telemetry(
+        &self,
+        device: &str,
+        limit: usize,
+    ) -> Result<Vec<TelemetryEnvelope>, ClientError> {
+        self.get(&format!("/v1/telemetry/{device}?limit={limit}"))
+    }
+}

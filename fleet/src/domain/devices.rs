@@ -1,0 +1,219 @@
+//! Devices: their tags and keys, what they last reported, their agent configuration, and
+//! commands to their modules (answered over MQTT).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use edgefleet_common::agent_config::AgentConfig;
+use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult};
+use edgefleet_common::fleet_api::{DeviceRequest, DeviceView, ModuleCommandRequest};
+use edgefleet_common::sealing::DevicePublicKey;
+use edgefleet_common::topics::{DeviceTopics, check_name};
+use edgefleet_transport::now_ms;
+
+use super::{Affected, Fleet, Publication};
+use crate::error::FleetError;
+use crate::records::{Device, DeviceStatus, Registry, RenderedManifest};
+use crate::store::kind;
+
+/// A device is stale when it has not been heard from for this long.
+pub const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
+
+/// How long the service waits for a device to answer a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Fleet {
+    pub async fn put_device(
+        &self,
+        id: &str,
+        request: DeviceRequest,
+    ) -> Result<DeviceView, FleetError> {
+        check_name("device id", id)?;
+        request
+            .public_key
+            .parse::<DevicePublicKey>()
+            .map_err(|e| FleetError::invalid(e.to_string()))?;
+        let _guard = self.writes.lock().await;
+        let existing: Option<Device> = self.store.get(kind::DEVICE, id)?;
+        let mqtt_password = match existing {
+            Some(d) => d.mqtt_password,
+            None => self
+                .secrets
+                .public_key()
+                .seal(&hex::encode(rand::random::<[u8; 18]>()))?,
+        };
+        let device = Device {
+            id: id.to_owned(),
+            tags: request.tags,
+            public_key: request.public_key,
+            added_ms: now_ms(),
+            mqtt_password,
+        };
+        self.store.put(kind::DEVICE, id, &device)?;
+        self.refresh_broker_credentials()?;
+        self.rerender(Affected::Devices(BTreeSet::from([id.to_owned()])))
+            .await?;
+        self.view(&device)
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceView>, FleetError> {
+        self.store
+            .list::<Device>(kind::DEVICE)?
+            .iter()
+            .map(|(_, d)| self.view(d))
+            .collect()
+    }
+
+    pub fn device(&self, id: &str) -> Result<DeviceView, FleetError> {
+        self.view(&self.device_record(id)?)
+    }
+
+    pub(crate) fn device_record(&self, id: &str) -> Result<Device, FleetError> {
+        self.store.get(kind::DEVICE, id)?.ok_or_else(|| {
+            FleetError::not_found(format!(
+                "device {id:?} is not in the fleet (see `edgefleet device list`)"
+            ))
+        })
+    }
+
+    fn view(&self, device: &Device) -> Result<DeviceView, FleetError> {
+        let status: DeviceStatus = self
+            .store
+            .get(kind::STATUS, &device.id)?
+            .unwrap_or_default();
+        let manifest: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &device.id)?;
+        Ok(DeviceView {
+            id: device.id.clone(),
+            tags: device.tags.clone(),
+            public_key: device.public_key.clone(),
+            manifest_version: manifest.map(|m| m.version),
+            last_seen_ms: status.last_seen_ms,
+            stale: is_stale(&status, now_ms()),
+            reported: status.reported,
+        })
+    }
+
+    /// The device's agent configuration file (TOML), with its MQTT password.
+    pub fn device_config(&self, id: &str) -> Result<String, FleetError> {
+        let device = self.device_record(id)?;
+        let mut config = AgentConfig {
+            device_id: id.to_owned(),
+            fleet: self.settings.name.clone(),
+            fleet_public_key: self.key.public_key().to_string(),
+            ..AgentConfig::default()
+        };
+        config.mqtt.url = self
+            .settings
+            .device_mqtt_url
+            .clone()
+            .unwrap_or_else(|| self.settings.mqtt_url.clone());
+        config.mqtt.username = id.to_owned();
+        config.mqtt.password = self.secrets.unseal(&device.mqtt_password)?;
+        config.registry.insecure = self
+            .store
+            .list::<Registry>(kind::REGISTRY)?
+            .into_iter()
+            .filter(|(_, r)| r.insecure)
+            .map(|(_, r)| r.address)
+            .collect();
+        let toml = toml::to_string(&config)
+            .map_err(|e| FleetError::invalid(format!("the agent configuration: {e}")))?;
+        Ok(format!(
+            "# edgefleet-agent configuration for device {id}, written by `edgefleet device config`.\n\
+             # It holds the device's MQTT password: keep it 0600. Every setting is explained by\n\
+             # `edgefleet-agent print-default-config`.\n{toml}"
+        ))
+    }
+
+    /// Sends a command (`logs`, `restart`) to one module of a device and waits for its result.
+    pub async fn command(
+        &self,
+        id: &str,
+        request: ModuleCommandRequest,
+    ) -> Result<CommandResult, FleetError> {
+        self.device_record(id)?;
+        let request_id = hex::encode(rand::random::<[u8; 8]>());
+        let name = request.command.name();
+        let request = CommandRequest {
+            request_id: request_id.clone(),
+            module: request.module,
+            command: request.command,
+        };
+        let payload = serde_json::to_vec(&request)
+            .map_err(|e| FleetError::invalid(format!("the command cannot be sent: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending().insert(request_id.clone(), tx);
+        let topic = DeviceTopics::new(&self.settings.name, id)?.command(name);
+        let published = self
+            .publish(Publication {
+                topic,
+                payload,
+                retain: false,
+            })
+            .await;
+        let answer = match published {
+            Ok(()) => tokio::time::timeout(COMMAND_TIMEOUT, rx).await,
+            Err(e) => {
+                self.pending().remove(&request_id);
+                return Err(e);
+            }
+        };
+        self.pending().remove(&request_id);
+        match answer {
+            Ok(Ok(CommandResult {
+                outcome: CommandOutcome::Failed { error },
+                ..
+            })) => Err(FleetError::DeviceRefused {
+                device: id.to_owned(),
+                error,
+            }),
+            Ok(Ok(result)) => Ok(result),
+            _ => Err(FleetError::DeviceTimeout {
+                device: id.to_owned(),
+                seconds: COMMAND_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    /// A device answered a command; the request waiting for it (if any) gets the result.
+    pub(crate) fn command_answered(&self, result: CommandResult) {
+        if let Some(waiter) = self.pending().remove(&result.request_id) {
+            let _ = waiter.send(result);
+        }
+    }
+
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::BTreeMap<String, tokio::sync::oneshot::Sender<CommandResult>>,
+    > {
+        // A waiter map left by a panicking thread is still consistent (inserts and removes).
+        self.pending_commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lets every device of the store connect to the embedded broker with its password.
+    pub(crate) fn refresh_broker_credentials(&self) -> Result<(), FleetError> {
+        let Some(credentials) = &self.broker_credentials else {
+            return Ok(());
+        };
+        let mut passwords = Vec::new();
+        for (id, device) in self.store.list::<Device>(kind::DEVICE)? {
+            passwords.push((id, self.secrets.unseal(&device.mqtt_password)?));
+        }
+        let mut c = credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.extend(passwords);
+        Ok(())
+    }
+}
+
+/// Whether a device was last heard from longer than [`STALE_AFTER_MS`] before `now_ms`.
+pub fn is_stale(status: &DeviceStatus, now_ms: u64) -> bool {
+    status
+        .last_seen_ms
+        .is_none_or(|seen| now_ms.saturating_sub(seen) > STALE_AFTER_MS)
+}

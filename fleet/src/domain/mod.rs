@@ -1,0 +1,118 @@
+//! The fleet's domain layer: what the HTTP routes call, and what unit tests call without any
+//! socket. [`Fleet`] holds the store, the fleet's keys and ONNX Runtime; one file per resource
+//! adds its operations (registries, models, devices, deployments, telemetry), and
+//! [`rendering`] turns every change into signed per-device manifests, handed to the MQTT
+//! session as [`Publication`]s.
+
+mod deployments;
+mod devices;
+mod models;
+mod registries;
+pub(crate) mod rendering;
+mod telemetry;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use edgefleet_common::commands::CommandResult;
+use edgefleet_common::fleet_api::FleetInfo;
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_common::signing::FleetSigningKey;
+use edgefleet_common::topics::FleetTopics;
+use edgefleet_onnx::OnnxRuntime;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::embedded_broker;
+use crate::error::FleetError;
+use crate::store::FleetStore;
+
+pub use devices::{STALE_AFTER_MS, is_stale};
+pub use rendering::Affected;
+
+/// A message for the fleet's MQTT session to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Retained (signed manifests are).
+    pub retain: bool,
+}
+
+/// Where the fleet is and what devices are told about it.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// The fleet's name, the `<fleet>` of every topic.
+    pub name: String,
+    /// Where models are kept (`<data_dir>/models/<name>/<version>.onnx`).
+    pub data_dir: PathBuf,
+    /// The broker the service uses.
+    pub mqtt_url: String,
+    /// The broker URL written into device configurations (default: `mqtt_url`).
+    pub device_mqtt_url: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Fleet {
+    pub(crate) settings: FleetSettings,
+    pub(crate) store: FleetStore,
+    key: FleetSigningKey,
+    /// The fleet's own age identity: registry and MQTT passwords are sealed to it at rest.
+    secrets: DeviceIdentity,
+    onnx: OnnxRuntime,
+    pub(crate) topics: FleetTopics,
+    outgoing: mpsc::Sender<Publication>,
+    /// Who may connect to the embedded broker (absent with an external broker).
+    broker_credentials: Option<embedded_broker::Credentials>,
+    /// Serializes changes of the store so renders never interleave.
+    writes: tokio::sync::Mutex<()>,
+    /// Commands sent to devices, waiting for their result, by request id.
+    pending_commands: Mutex<BTreeMap<String, oneshot::Sender<CommandResult>>>,
+}
+
+impl Fleet {
+    /// The domain layer over `store`, publishing through `outgoing`.
+    pub fn new(
+        settings: FleetSettings,
+        store: FleetStore,
+        key: FleetSigningKey,
+        secrets: DeviceIdentity,
+        onnx: OnnxRuntime,
+        outgoing: mpsc::Sender<Publication>,
+        broker_credentials: Option<embedded_broker::Credentials>,
+    ) -> Result<Self, FleetError> {
+        let topics = FleetTopics::new(&settings.name)?;
+        let fleet = Self {
+            settings,
+            store,
+            key,
+            secrets,
+            onnx,
+            topics,
+            outgoing,
+            broker_credentials,
+            writes: tokio::sync::Mutex::new(()),
+            pending_commands: Mutex::new(BTreeMap::new()),
+        };
+        fleet.refresh_broker_credentials()?;
+        Ok(fleet)
+    }
+
+    pub fn info(&self) -> FleetInfo {
+        FleetInfo {
+            fleet: self.settings.name.clone(),
+            public_key: self.key.public_key().to_string(),
+            mqtt_url: self.settings.mqtt_url.clone(),
+        }
+    }
+
+    /// Hands `publication` to the MQTT session, waiting while its queue is full.
+    async fn publish(&self, publication: Publication) -> Result<(), FleetError> {
+        self.outgoing
+            .send(publication)
+            .await
+            .map_err(|e| FleetError::Broker(e.to_string()))
+    }
+}

@@ -1,0 +1,244 @@
+//! The model registry: versions of ONNX models, checked with ONNX Runtime when registered,
+//! packaged as model module images and pushed to a registry. Images are built and pushed
+//! without holding the store's write lock; only recording where they went takes it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use edgefleet_common::fleet_api::{
+    Deleted, ModelVersion, Package, PackageRequest, RegisterModelQuery,
+};
+use edgefleet_common::topics::check_name;
+use edgefleet_transport::now_ms;
+use sha2::{Digest as _, Sha256};
+
+use super::rendering::models_by_name;
+use super::{Affected, Fleet};
+use crate::error::FleetError;
+use crate::package;
+use crate::records::Deployment;
+use crate::render::resolve_model;
+use crate::store::{Batch, kind};
+
+fn model_key(name: &str, version: u32) -> String {
+    format!("{name}/{version:010}")
+}
+
+impl Fleet {
+    /// Registers `bytes` as the next version of model `query.name`. A model whose previous
+    /// version was packaged is packaged to the same place at once, so deployments that follow
+    /// `name:latest` roll it out (continuous deployment).
+    pub async fn register_model(
+        &self,
+        query: RegisterModelQuery,
+        bytes: Vec<u8>,
+    ) -> Result<ModelVersion, FleetError> {
+        let name = query.name;
+        check_name("model name", &name)?;
+        let tags: BTreeMap<String, String> = match &query.tags {
+            Some(t) => {
+                serde_json::from_str(t).map_err(|e| FleetError::invalid(format!("tags: {e}")))?
+            }
+            None => BTreeMap::new(),
+        };
+        let sample_input: Option<serde_json::Value> = match &query.sample {
+            Some(s) => Some(
+                serde_json::from_str(s)
+                    .map_err(|e| FleetError::invalid(format!("sample input is not JSON: {e}")))?,
+            ),
+            None => None,
+        };
+        let onnx = self.onnx;
+        let (bytes, checked_sample) = (bytes, sample_input.clone());
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, FleetError> {
+            let model = onnx.model(&bytes).map_err(|e| {
+                FleetError::invalid(format!("not a model ONNX Runtime can load: {e}"))
+            })?;
+            if let Some(sample) = &checked_sample {
+                model.score(sample).map_err(|e| {
+                    FleetError::invalid(format!("the sample input does not fit the model: {e}"))
+                })?;
+            }
+            Ok(bytes)
+        })
+        .await??;
+
+        let (record, previous) = {
+            let _guard = self.writes.lock().await;
+            let models = models_by_name(&self.store)?;
+            let previous = models.get(&name).and_then(|v| v.last()).cloned();
+            let version = previous.as_ref().map_or(1, |p| p.version + 1);
+            let path = self.model_path(&name, version);
+            let write = |result: std::io::Result<()>| {
+                result.map_err(|source| FleetError::File {
+                    what: "the model file",
+                    path: path.display().to_string(),
+                    source,
+                })
+            };
+            if let Some(dir) = path.parent() {
+                write(std::fs::create_dir_all(dir))?;
+            }
+            write(std::fs::write(&path, &bytes))?;
+            let record = ModelVersion {
+                name: name.clone(),
+                version,
+                tags,
+                description: query.description,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                size: bytes.len() as u64,
+                registered_ms: now_ms(),
+                package: None,
+                sample_input,
+            };
+            self.store
+                .put(kind::MODEL, &model_key(&name, version), &record)?;
+            (record, previous)
+        };
+        match previous.and_then(|p| p.package) {
+            Some(p) => {
+                let package = self
+                    .package_and_roll_out(&record, &p.registry, &p.repository)
+                    .await?;
+                Ok(ModelVersion {
+                    package: Some(package),
+                    ..record
+                })
+            }
+            None => Ok(record),
+        }
+    }
+
+    /// Every version of every model, by name then version.
+    pub fn models(&self) -> Result<Vec<ModelVersion>, FleetError> {
+        Ok(models_by_name(&self.store)?
+            .into_values()
+            .flatten()
+            .collect())
+    }
+
+    pub async fn package_model(
+        &self,
+        name: &str,
+        version: u32,
+        request: PackageRequest,
+    ) -> Result<Package, FleetError> {
+        let record = self.model(name, version)?;
+        self.package_and_roll_out(&record, &request.registry, &request.repository)
+            .await
+    }
+
+    pub async fn delete_model(&self, name: &str, version: u32) -> Result<Deleted, FleetError> {
+        let _guard = self.writes.lock().await;
+        self.model(name, version)?;
+        let models = models_by_name(&self.store)?;
+        for (_, d) in self.store.list::<Deployment>(kind::DEPLOYMENT)? {
+            for module in d.modules.values() {
+                if resolve_model(&models, &module.model)
+                    .is_ok_and(|m| m.name == name && m.version == version)
+                {
+                    return Err(FleetError::Conflict(format!(
+                        "model {name}:{version} is used by deployment {:?} (module {:?}); change or delete the deployment first",
+                        d.name, module.model
+                    )));
+                }
+            }
+        }
+        let mut batch = Batch::default();
+        batch.delete(kind::MODEL, &model_key(name, version));
+        self.store.commit(batch)?;
+        let _ = std::fs::remove_file(self.model_path(name, version));
+        Ok(Deleted {
+            deleted: format!("{name}:{version}"),
+        })
+    }
+
+    fn model(&self, name: &str, version: u32) -> Result<ModelVersion, FleetError> {
+        self.store
+            .get(kind::MODEL, &model_key(name, version))?
+            .ok_or_else(|| {
+                FleetError::not_found(format!("model {name}:{version} is not registered"))
+            })
+    }
+
+    fn model_path(&self, name: &str, version: u32) -> PathBuf {
+        self.settings
+            .data_dir
+            .join("models")
+            .join(name)
+            .join(format!("{version}.onnx"))
+    }
+
+    /// Builds and pushes `record`'s image (no lock held), then records where it went and
+    /// re-renders the devices (a deployment may follow `name:latest`).
+    async fn package_and_roll_out(
+        &self,
+        record: &ModelVersion,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Package, FleetError> {
+        let package = self.build_and_push(record, registry, repository).await?;
+        let _guard = self.writes.lock().await;
+        let mut current = self.model(&record.name, record.version).map_err(|_| {
+            FleetError::Conflict(format!(
+                "model {} was deleted while it was being packaged",
+                record.reference()
+            ))
+        })?;
+        current.package = Some(package.clone());
+        self.store.put(
+            kind::MODEL,
+            &model_key(&current.name, current.version),
+            &current,
+        )?;
+        self.rerender(Affected::All).await?;
+        Ok(package)
+    }
+
+    async fn build_and_push(
+        &self,
+        record: &ModelVersion,
+        registry_name: &str,
+        repository: &str,
+    ) -> Result<Package, FleetError> {
+        let (registry, password) = self.registry_login(registry_name)?;
+        let path = self.model_path(&record.name, record.version);
+        let bytes = std::fs::read(&path).map_err(|source| FleetError::File {
+            what: "the model file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let onnx = self.onnx;
+        let for_build = record.clone();
+        let image = tokio::task::spawn_blocking(move || -> Result<package::Image, FleetError> {
+            let model = onnx
+                .model(&bytes)
+                .map_err(|e| FleetError::invalid(e.to_string()))?;
+            let metadata = package::module_metadata(&for_build, &model)?;
+            Ok(package::build(&for_build, &bytes, &metadata)?)
+        })
+        .await??;
+        let tag = record.version.to_string();
+        package::push(
+            &image,
+            &package::Destination {
+                address: &registry.address,
+                repository,
+                tag: tag.clone(),
+                username: &registry.username,
+                password: &password,
+                insecure: registry.insecure,
+            },
+        )
+        .await?;
+        Ok(Package {
+            registry: registry_name.to_owned(),
+            repository: repository.to_owned(),
+            image: format!(
+                "{}/{repository}:{tag}@{}",
+                registry.address, image.manifest_digest
+            ),
+            digest: image.manifest_digest,
+        })
+    }
+}

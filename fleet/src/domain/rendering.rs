@@ -1,0 +1,151 @@
+//! Every change re-renders the devices it can affect: the store is read into a `Catalog`, each
+//! device is rendered (`render`), and the manifests that changed are signed, stored and
+//! published (retained) in batches of [`SIGNING_BATCH`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edgefleet_common::topics::DeviceTopics;
+use sha2::{Digest as _, Sha256};
+
+use super::{Fleet, Publication};
+use crate::condition::Condition;
+use crate::error::FleetError;
+use crate::records::{Deployment, Device, ModelVersion, Registry, RenderedManifest};
+use crate::render::{self, Catalog, Draft, RegistryAccess, Render, SIGNING_BATCH, render_device};
+use crate::store::{Batch, FleetStore, kind};
+
+/// The devices a change can affect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Affected {
+    All,
+    Devices(BTreeSet<String>),
+}
+
+/// Model name -> its versions, ascending.
+pub(crate) fn models_by_name(
+    store: &FleetStore,
+) -> Result<BTreeMap<String, Vec<ModelVersion>>, FleetError> {
+    let mut by_name: BTreeMap<String, Vec<ModelVersion>> = BTreeMap::new();
+    for (_, m) in store.list::<ModelVersion>(kind::MODEL)? {
+        by_name.entry(m.name.clone()).or_default().push(m);
+    }
+    for versions in by_name.values_mut() {
+        versions.sort_by_key(|v| v.version);
+    }
+    Ok(by_name)
+}
+
+impl Fleet {
+    pub(crate) fn devices_matching(
+        &self,
+        conditions: &[Condition],
+    ) -> Result<BTreeSet<String>, FleetError> {
+        Ok(self
+            .store
+            .list::<Device>(kind::DEVICE)?
+            .into_iter()
+            .filter(|(_, d)| conditions.iter().any(|c| c.matches(&d.id, &d.tags)))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    fn catalog(&self) -> Result<Catalog, FleetError> {
+        let registries = self
+            .store
+            .list::<Registry>(kind::REGISTRY)?
+            .into_iter()
+            .map(|(name, r)| {
+                let password = self.secrets.unseal(&r.password)?;
+                let password_id = hex::encode(Sha256::digest(r.password.as_armored().as_bytes()));
+                let access = RegistryAccess {
+                    address: r.address,
+                    username: r.username,
+                    password,
+                    password_id,
+                };
+                Ok((name, access))
+            })
+            .collect::<Result<_, FleetError>>()?;
+        let deployments = self
+            .store
+            .list::<Deployment>(kind::DEPLOYMENT)?
+            .into_iter()
+            .filter_map(|(_, d)| d.target.parse().ok().map(|c| (d, c)))
+            .collect();
+        Ok(Catalog {
+            registries,
+            models: models_by_name(&self.store)?,
+            deployments,
+        })
+    }
+
+    /// Renders the affected devices; stores and publishes (retained) what changed. Returns how
+    /// many manifests changed.
+    pub(crate) async fn rerender(&self, affected: Affected) -> Result<usize, FleetError> {
+        let catalog = self.catalog()?;
+        let mut drafts = Vec::new();
+        let mut changed = 0;
+        for (id, device) in self.store.list::<Device>(kind::DEVICE)? {
+            if let Affected::Devices(ids) = &affected
+                && !ids.contains(&id)
+            {
+                continue;
+            }
+            let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &id)?;
+            let previous = previous.as_ref();
+            match render_device(&device, &catalog, previous) {
+                // A device that never had a manifest gets none until it has a module.
+                Ok(Render::Changed(draft)) if !(draft.sources.is_empty() && previous.is_none()) => {
+                    drafts.push(draft);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),
+            }
+            if drafts.len() == SIGNING_BATCH {
+                changed += self.sign_store_publish(std::mem::take(&mut drafts)).await?;
+            }
+        }
+        changed += self.sign_store_publish(drafts).await?;
+        Ok(changed)
+    }
+
+    /// Signs one batch of new manifests, stores them and publishes them (retained).
+    async fn sign_store_publish(&self, drafts: Vec<Draft>) -> Result<usize, FleetError> {
+        if drafts.is_empty() {
+            return Ok(0);
+        }
+        let changed = render::sign(drafts, &self.key)?;
+        let mut batch = Batch::default();
+        for rendered in &changed {
+            batch.put(kind::MANIFEST, &rendered.device_id, rendered)?;
+        }
+        self.store.commit(batch)?;
+        for rendered in &changed {
+            self.publish(self.manifest_publication(rendered)?).await?;
+        }
+        Ok(changed.len())
+    }
+
+    /// A rendered manifest as it is published: retained on the device's desired topic.
+    pub(crate) fn manifest_publication(
+        &self,
+        rendered: &RenderedManifest,
+    ) -> Result<Publication, FleetError> {
+        let topics = DeviceTopics::new(&self.settings.name, &rendered.device_id)?;
+        Ok(Publication {
+            topic: topics.desired(),
+            payload: rendered.wire.clone().into_bytes(),
+            retain: true,
+        })
+    }
+
+    /// Every stored manifest, to publish again when the session connects (a broker may have
+    /// lost retained messages).
+    pub(crate) fn all_manifests(&self) -> Result<Vec<Publication>, FleetError> {
+        self.store
+            .list::<RenderedManifest>(kind::MANIFEST)?
+            .iter()
+            .map(|(_, m)| self.manifest_publication(m))
+            .collect()
+    }
+}

@@ -1,0 +1,339 @@
+//! The domain layer without sockets: a real store in a temporary directory, real keys and ONNX
+//! Runtime, and the publications it hands the MQTT session read from their channel.
+
+use std::collections::BTreeMap;
+
+use edgefleet_common::fleet_api::{
+    DeploymentModule, DeploymentRequest, DeviceRequest, DeviceRollout, ModelVersion, Package,
+    RegistryRequest,
+};
+use edgefleet_common::manifest::{Manifest, Module};
+use edgefleet_common::reported::{
+    ApplyStatus, DesiredOutcome, OutboxState, REPORTED_SCHEMA_VERSION, ReportedState,
+};
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_common::signing::{FleetPublicKey, FleetSigningKey};
+use edgefleet_onnx::OnnxRuntime;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::records::DeviceStatus;
+use crate::store::kind;
+
+struct World {
+    fleet: Fleet,
+    published: mpsc::Receiver<Publication>,
+    public_key: FleetPublicKey,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = FleetSigningKey::generate();
+        let public_key = key.public_key();
+        let (outgoing, published) = mpsc::channel(1024);
+        let settings = FleetSettings {
+            name: "plant".into(),
+            data_dir: dir.path().to_owned(),
+            mqtt_url: "mqtt://127.0.0.1:1883".into(),
+            device_mqtt_url: None,
+        };
+        let store = FleetStore::open(&dir.path().join("fleet.redb")).expect("store");
+        let onnx = OnnxRuntime::load(&edgefleet_tests::ort_library()).expect("ONNX Runtime");
+        let fleet = Fleet::new(
+            settings,
+            store,
+            key,
+            DeviceIdentity::generate(),
+            onnx,
+            outgoing,
+            None,
+        )
+        .expect("fleet");
+        Self {
+            fleet,
+            published,
+            public_key,
+            _dir: dir,
+        }
+    }
+
+    /// A registry and version 1 and 2 of model `m`, both packaged (as `model package`
+    /// records them after a push).
+    async fn with_packaged_models(self) -> Self {
+        let registry = RegistryRequest {
+            address: "127.0.0.1:5000".into(),
+            username: "edge".into(),
+            password: "edge-pass".into(),
+            insecure: true,
+        };
+        self.fleet
+            .put_registry("acr", registry)
+            .await
+            .expect("registry");
+        for version in [1, 2] {
+            let record = ModelVersion {
+                name: "m".into(),
+                version,
+                tags: BTreeMap::new(),
+                description: String::new(),
+                sha256: String::new(),
+                size: 0,
+                registered_ms: 0,
+                package: Some(Package {
+                    registry: "acr".into(),
+                    repository: "models/m".into(),
+                    image: format!(
+                        "127.0.0.1:5000/models/m:{version}@sha256:{}",
+                        "a".repeat(64)
+                    ),
+                    digest: format!("sha256:{}", "a".repeat(64)),
+                }),
+                sample_input: None,
+            };
+            let key = format!("m/{version:010}");
+            self.fleet
+                .store
+                .put(kind::MODEL, &key, &record)
+                .expect("model");
+        }
+        self
+    }
+
+    async fn device(&self, id: &str, site: &str) {
+        let request = DeviceRequest {
+            tags: BTreeMap::from([("site".to_owned(), site.to_owned())]),
+            public_key: DeviceIdentity::generate().public_key().to_string(),
+        };
+        self.fleet.put_device(id, request).await.expect("device");
+    }
+
+    /// Every manifest published since the last call, verified, by device.
+    fn manifests(&mut self) -> BTreeMap<String, Vec<Manifest>> {
+        let mut out: BTreeMap<String, Vec<Manifest>> = BTreeMap::new();
+        while let Ok(p) = self.published.try_recv() {
+            assert!(p.retain, "manifests are retained");
+            let manifest = self
+                .public_key
+                .verify(&p.payload)
+                .expect("a signed manifest");
+            assert_eq!(
+                p.topic,
+                format!("edgefleet/plant/devices/{}/desired", manifest.device_id)
+            );
+            out.entry(manifest.device_id.clone())
+                .or_default()
+                .push(manifest);
+        }
+        out
+    }
+}
+
+fn deployment(target: &str, priority: i32, model: &str, port: u16) -> DeploymentRequest {
+    DeploymentRequest {
+        target: target.into(),
+        priority,
+        modules: BTreeMap::from([(
+            "scorer".to_owned(),
+            DeploymentModule {
+                model: model.into(),
+                port,
+                auth_key_sha256: vec![],
+                data_collection_ppm: 0,
+            },
+        )]),
+    }
+}
+
+fn served_image(manifest: &Manifest) -> (&str, Option<u16>) {
+    match &manifest.modules["scorer"] {
+        Module::Model(m) => (m.image.as_str(), m.serving.as_ref().map(|s| s.http_port)),
+        Module::Container(c) => panic!("a container: {c:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_renders_signed_manifests_for_the_devices_it_targets_and_only_changes_publish()
+{
+    let mut world = World::new().with_packaged_models().await;
+    world.device("gw-1", "plant1").await;
+    world.device("gw-2", "plant2").await;
+    assert!(world.manifests().is_empty(), "no module, no manifest");
+
+    let saved = world
+        .fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:latest", 8001))
+        .await
+        .expect("deployment");
+    assert_eq!(saved.targeted, 1);
+    let published = world.manifests();
+    assert_eq!(published.keys().collect::<Vec<_>>(), ["gw-1"]);
+    let first = &published["gw-1"][0];
+    assert_eq!(first.version, 1);
+    assert!(
+        served_image(first).0.contains("models/m:2@"),
+        "latest is version 2"
+    );
+    assert_eq!(first.registry_credentials["acr"].username, "edge");
+
+    // The same deployment again changes nothing: no new version, nothing published.
+    world
+        .fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:latest", 8001))
+        .await
+        .expect("deployment");
+    assert!(world.manifests().is_empty());
+
+    // Another port is new content: version 2.
+    world
+        .fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:latest", 9001))
+        .await
+        .expect("deployment");
+    let next = &world.manifests()["gw-1"][0];
+    assert_eq!((next.version, served_image(next).1), (2, Some(9001)));
+}
+
+#[tokio::test]
+async fn per_module_the_highest_priority_wins_then_the_newest_and_the_manifest_names_its_source() {
+    let mut world = World::new().with_packaged_models().await;
+    world.device("gw-1", "plant1").await;
+    let fleet = &world.fleet;
+    fleet
+        .put_deployment("base", deployment("tags.site = 'plant1'", 5, "m:1", 8001))
+        .await
+        .expect("base");
+    fleet
+        .put_deployment("low", deployment("tags.site = 'plant1'", 1, "m:2", 8002))
+        .await
+        .expect("low");
+    assert_eq!(
+        fleet.manifest("gw-1").expect("manifest").sources["scorer"],
+        "base"
+    );
+    fleet
+        .put_deployment("tie", deployment("tags.site = 'plant1'", 5, "m:2", 8003))
+        .await
+        .expect("tie");
+    let view = fleet.manifest("gw-1").expect("manifest");
+    assert_eq!(view.sources["scorer"], "tie", "ties go to the newest");
+    let last = world.manifests()["gw-1"]
+        .last()
+        .cloned()
+        .expect("published");
+    assert_eq!(served_image(&last).1, Some(8003));
+}
+
+#[tokio::test]
+async fn rollout_status_follows_what_devices_report_for_their_manifest() {
+    let world = World::new().with_packaged_models().await;
+    world.device("gw-1", "plant1").await;
+    world.device("gw-2", "plant1").await;
+    let fleet = &world.fleet;
+    fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:1", 8001))
+        .await
+        .expect("deployment");
+    let status = fleet.rollout("d").expect("status");
+    assert_eq!((status.targeted, status.pending), (2, 2));
+
+    let report = |status: ApplyStatus, message: &str| DeviceStatus {
+        last_seen_ms: Some(edgefleet_transport::now_ms()),
+        reported: Some(ReportedState {
+            schema_version: REPORTED_SCHEMA_VERSION.into(),
+            device_id: String::new(),
+            agent_version: "test".into(),
+            applied_version: Some(1),
+            last_desired: Some(DesiredOutcome {
+                version: Some(1),
+                status,
+                message: message.into(),
+            }),
+            modules: BTreeMap::new(),
+            outbox: OutboxState::default(),
+            reported_at_ms: 0,
+        }),
+    };
+    let statuses = BTreeMap::from([
+        (
+            "gw-1".to_owned(),
+            report(ApplyStatus::Applied, "applied 1 module(s)"),
+        ),
+        (
+            "gw-2".to_owned(),
+            report(ApplyStatus::ActivationFailed, "module scorer: unauthorized"),
+        ),
+    ]);
+    fleet.ingest(statuses, &[]).expect("ingest");
+    let status = fleet.rollout("d").expect("status");
+    assert_eq!((status.succeeded, status.failed, status.pending), (1, 1, 0));
+    assert!(status.finished() && !status.complete());
+    let failed = status
+        .devices
+        .iter()
+        .find(|d| d.state == DeviceRollout::Failed)
+        .expect("a failed device");
+    assert_eq!(failed.device_id, "gw-2");
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("module scorer: unauthorized")
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_by_kind_and_change_nothing() {
+    let mut world = World::new().with_packaged_models().await;
+    world.device("gw-1", "plant1").await;
+    let fleet = &world.fleet;
+    let bad_condition = fleet
+        .put_deployment("d", deployment("tags.site = ", 0, "m:1", 8001))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(bad_condition, FleetError::Condition(_)),
+        "{bad_condition}"
+    );
+    let unknown_model = fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "nope:1", 8001))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown_model, FleetError::Render(_)),
+        "{unknown_model}"
+    );
+    assert!(fleet.deployments().expect("list").is_empty());
+    assert!(world.manifests().is_empty());
+
+    let fleet = &world.fleet;
+    fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:1", 8001))
+        .await
+        .expect("deployment");
+    let in_use = fleet.delete_model("m", 1).await.unwrap_err();
+    assert!(matches!(in_use, FleetError::Conflict(_)), "{in_use}");
+    assert!(in_use.to_string().contains("deployment \"d\""), "{in_use}");
+    let missing = fleet.device("gw-9").unwrap_err();
+    assert!(matches!(missing, FleetError::NotFound(_)), "{missing}");
+    assert!(matches!(
+        fleet.rollout("nope").unwrap_err(),
+        FleetError::NotFound(_)
+    ));
+}
+
+#[tokio::test]
+async fn the_device_configuration_is_the_agents_own_type_with_the_devices_password() {
+    let world = World::new();
+    world.device("gw-1", "plant1").await;
+    let text = world.fleet.device_config("gw-1").expect("config");
+    let config = edgefleet_common::agent_config::AgentConfig::parse(
+        Some((std::path::Path::new("agent.toml"), &text)),
+        Vec::new(),
+    )
+    .expect("the agent reads what the fleet writes");
+    assert_eq!(config.device_id, "gw-1");
+    assert_eq!(config.fleet, "plant");
+    assert_eq!(config.mqtt.username, "gw-1");
+    assert_eq!(config.mqtt.password.len(), 36, "a generated password");
+    assert_eq!(config.fleet_public_key, world.public_key.to_string());
+}

@@ -1,0 +1,263 @@
+//! The HTTP API (`/v1/...`): routes by resource, each a thin call into the domain layer, behind
+//! the admin token. [`status`] is the one place errors become status codes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use edgefleet_common::commands::CommandResult;
+use edgefleet_common::fleet_api::{
+    Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest, DeviceView,
+    ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
+    PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
+};
+use edgefleet_common::telemetry::TelemetryEnvelope;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::domain::Fleet;
+use crate::error::FleetError;
+
+/// Largest request body: an ONNX model being registered.
+const MAX_BODY_BYTES: usize = 2 << 30;
+
+#[derive(Debug, Clone)]
+struct Api {
+    fleet: Arc<Fleet>,
+    /// SHA-256 of the admin token (compared digest to digest).
+    token_sha256: [u8; 32],
+}
+
+/// The API's router over `fleet`, for requests that carry `token`.
+pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
+    let api = Api {
+        fleet,
+        token_sha256: Sha256::digest(token.as_bytes()).into(),
+    };
+    Router::new()
+        .route("/v1/fleet", get(fleet_info))
+        .route("/v1/registries", get(list_registries))
+        .route("/v1/registries/{name}", put(put_registry))
+        .route("/v1/models", get(list_models).post(register_model))
+        .route("/v1/models/{name}/{version}", delete(delete_model))
+        .route("/v1/models/{name}/{version}/package", post(package_model))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{id}", put(put_device).get(show_device))
+        .route("/v1/devices/{id}/config", get(device_config))
+        .route("/v1/devices/{id}/commands", post(device_command))
+        .route("/v1/deployments", get(list_deployments))
+        .route(
+            "/v1/deployments/{name}",
+            put(put_deployment).delete(delete_deployment),
+        )
+        .route("/v1/manifests/{device}", get(show_manifest))
+        .route("/v1/rollouts/{deployment}", get(rollout_status))
+        .route("/v1/telemetry/{device}", get(telemetry))
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(api)
+}
+
+/// The HTTP status of each error.
+pub fn status(error: &FleetError) -> StatusCode {
+    match error {
+        FleetError::Invalid(_)
+        | FleetError::Condition(_)
+        | FleetError::Render(_)
+        | FleetError::Name(_)
+        | FleetError::DeviceRefused { .. } => StatusCode::BAD_REQUEST,
+        FleetError::NotFound(_) => StatusCode::NOT_FOUND,
+        FleetError::Conflict(_) => StatusCode::CONFLICT,
+        FleetError::Package(crate::package::PackageError::Sample(_)) => StatusCode::BAD_REQUEST,
+        FleetError::Package(_) => StatusCode::BAD_GATEWAY,
+        FleetError::DeviceTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        FleetError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        FleetError::Store(_)
+        | FleetError::Secrets(_)
+        | FleetError::File { .. }
+        | FleetError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error as the API answers it.
+#[derive(Debug)]
+struct ApiError(FleetError);
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = status(&self.0);
+        if code.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let body = ErrorBody {
+            error: self.0.to_string(),
+        };
+        (code, Json(body)).into_response()
+    }
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|t| Sha256::digest(t.as_bytes()).as_slice() == api.token_sha256) {
+        return next.run(request).await;
+    }
+    let body = ErrorBody {
+        error: "missing or wrong admin token: set EDGEFLEET_TOKEN (see <data-dir>/admin-token on the fleet host)".into(),
+    };
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+fn version(version: &str) -> Result<u32, ApiError> {
+    version.parse().map_err(|_| {
+        ApiError(FleetError::invalid(format!(
+            "model version {version:?} is not a number"
+        )))
+    })
+}
+
+async fn fleet_info(State(api): State<Api>) -> Json<FleetInfo> {
+    Json(api.fleet.info())
+}
+
+// Registries.
+
+async fn put_registry(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Json(request): Json<RegistryRequest>,
+) -> Answer<RegistryView> {
+    Ok(Json(api.fleet.put_registry(&name, request).await?))
+}
+
+async fn list_registries(State(api): State<Api>) -> Answer<Vec<RegistryView>> {
+    Ok(Json(api.fleet.registries()?))
+}
+
+// Models.
+
+async fn register_model(
+    State(api): State<Api>,
+    Query(query): Query<RegisterModelQuery>,
+    body: Bytes,
+) -> Answer<ModelVersion> {
+    Ok(Json(api.fleet.register_model(query, body.to_vec()).await?))
+}
+
+async fn list_models(State(api): State<Api>) -> Answer<Vec<ModelVersion>> {
+    Ok(Json(api.fleet.models()?))
+}
+
+async fn package_model(
+    State(api): State<Api>,
+    Path((name, v)): Path<(String, String)>,
+    Json(request): Json<PackageRequest>,
+) -> Answer<Package> {
+    Ok(Json(
+        api.fleet
+            .package_model(&name, version(&v)?, request)
+            .await?,
+    ))
+}
+
+async fn delete_model(
+    State(api): State<Api>,
+    Path((name, v)): Path<(String, String)>,
+) -> Answer<Deleted> {
+    Ok(Json(api.fleet.delete_model(&name, version(&v)?).await?))
+}
+
+// Devices.
+
+async fn put_device(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(request): Json<DeviceRequest>,
+) -> Answer<DeviceView> {
+    Ok(Json(api.fleet.put_device(&id, request).await?))
+}
+
+async fn list_devices(State(api): State<Api>) -> Answer<Vec<DeviceView>> {
+    Ok(Json(api.fleet.devices()?))
+}
+
+async fn show_device(State(api): State<Api>, Path(id): Path<String>) -> Answer<DeviceView> {
+    Ok(Json(api.fleet.device(&id)?))
+}
+
+async fn device_config(State(api): State<Api>, Path(id): Path<String>) -> Result<String, ApiError> {
+    Ok(api.fleet.device_config(&id)?)
+}
+
+async fn device_command(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(request): Json<ModuleCommandRequest>,
+) -> Answer<CommandResult> {
+    Ok(Json(api.fleet.command(&id, request).await?))
+}
+
+// Deployments, their manifests and rollouts.
+
+async fn put_deployment(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Json(request): Json<DeploymentRequest>,
+) -> Answer<DeploymentSaved> {
+    Ok(Json(api.fleet.put_deployment(&name, request).await?))
+}
+
+async fn list_deployments(State(api): State<Api>) -> Answer<Vec<DeploymentView>> {
+    Ok(Json(api.fleet.deployments()?))
+}
+
+async fn delete_deployment(State(api): State<Api>, Path(name): Path<String>) -> Answer<Deleted> {
+    Ok(Json(api.fleet.delete_deployment(&name).await?))
+}
+
+async fn show_manifest(State(api): State<Api>, Path(device): Path<String>) -> Answer<ManifestView> {
+    Ok(Json(api.fleet.manifest(&device)?))
+}
+
+async fn rollout_status(
+    State(api): State<Api>,
+    Path(deployment): Path<String>,
+) -> Answer<RolloutStatus> {
+    Ok(Json(api.fleet.rollout(&deployment)?))
+}
+
+// Telemetry.
+
+#[derive(Debug, Deserialize)]
+struct TelemetryQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    20
+}
+
+async fn telemetry(
+    State(api): State<Api>,
+    Path(device): Path<String>,
+    Query(query): Query<TelemetryQuery>,
+) -> Answer<Vec<TelemetryEnvelope>> {
+    Ok(Json(api.fleet.telemetry(&device, query.limit)?))
+}

@@ -15,8 +15,8 @@ pub(crate) struct ApplyProgress {
     phases: VecDeque<Vec<Step>>,
     /// Modules of the dispatched phase that have not answered yet.
     waiting: BTreeSet<String>,
-    /// Each module's last answer for this version.
-    results: BTreeMap<String, Result<(), String>>,
+    /// Each module's last answer for this version: why it failed, or `None` when applied.
+    results: BTreeMap<String, Option<String>>,
     /// The verdict last announced, to announce only changes.
     announced: Option<Verdict>,
 }
@@ -56,17 +56,16 @@ impl ApplyProgress {
         self.waiting.insert(module.to_owned());
     }
 
-    /// A module answered for this manifest (applied, failed, or removed: `None`).
-    pub fn answered(&mut self, module: &str, result: Option<Result<(), String>>) {
+    /// Module `module` applied (`failure` is `None`) or failed for this manifest.
+    pub fn applied(&mut self, module: &str, failure: Option<String>) {
         self.waiting.remove(module);
-        match result {
-            Some(result) => {
-                self.results.insert(module.to_owned(), result);
-            }
-            None => {
-                self.results.remove(module);
-            }
-        }
+        self.results.insert(module.to_owned(), failure);
+    }
+
+    /// Module `module` was removed.
+    pub fn removed(&mut self, module: &str) {
+        self.waiting.remove(module);
+        self.results.remove(module);
     }
 
     /// The verdict, when every phase was dispatched and answered and it differs from the one
@@ -78,7 +77,7 @@ impl ApplyProgress {
         let failed: Vec<String> = self
             .results
             .iter()
-            .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("module {name}: {e}")))
+            .filter_map(|(name, failure)| Some(format!("module {name}: {}", failure.as_ref()?)))
             .collect();
         let verdict = if failed.is_empty() {
             Verdict::Applied {
@@ -113,20 +112,20 @@ mod tests {
         r.wait_for("old");
         assert_eq!(r.next_phase(), None, "the removal has not answered");
         assert_eq!(r.verdict(), None);
-        r.answered("old", None);
+        r.removed("old");
         assert!(r.next_phase().is_some());
         r.wait_for("a");
         r.wait_for("b");
-        r.answered("a", Some(Err("pull failed".into())));
+        r.applied("a", Some("pull failed".into()));
         assert_eq!(r.verdict(), None, "b has not answered");
-        r.answered("b", Some(Ok(())));
+        r.applied("b", None);
         assert_eq!(
             r.verdict(),
             Some(Verdict::Failed(vec!["module a: pull failed".into()]))
         );
         assert_eq!(r.verdict(), None, "announced once");
         // The module's own retry succeeds later.
-        r.answered("a", Some(Ok(())));
+        r.applied("a", None);
         assert_eq!(r.verdict(), Some(Verdict::Applied { modules: 2 }));
     }
 

@@ -17,7 +17,9 @@ use edgefleet_transport::now_ms;
 use tokio::sync::mpsc;
 
 use crate::container_runtime::{OwnedContainer, spec_digest, unix_millis};
-use crate::module_task::{Assignment, Backoff, ModuleCommand, ModuleEvent, ModuleHandle, Services};
+use crate::module_task::{
+    Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
+};
 use crate::reconciler::{ActualContainer, ContainerOperation, plan_container};
 use crate::restart_policy::{Decision, Observed, RestartState};
 
@@ -49,7 +51,7 @@ pub(crate) fn spawn(
 }
 
 /// Work on the engine that may take long (a pull); `Ok` may carry a warning to report.
-type Work = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
+type Work = Pin<Box<dyn Future<Output = Result<Option<String>, ModuleError>> + Send>>;
 
 #[derive(Debug)]
 struct ContainerTask {
@@ -90,9 +92,9 @@ impl ContainerTask {
                     self.refresh().await;
                     match result {
                         Ok(warning) => self.succeed(warning),
-                        Err(e) => {
+                                                Err(e) => {
                             tracing::warn!(module = %self.name, error = %e, "container module not applied");
-                            self.fail(e);
+                            self.fail(e.to_string());
                             retry_at = Some(Instant::now() + self.backoff.next_delay());
                         }
                     }
@@ -121,11 +123,16 @@ impl ContainerTask {
     async fn apply(&mut self, assignment: Assignment) -> Option<Work> {
         self.assignment = Some(assignment.clone());
         let Module::Container(spec) = assignment.module else {
-            self.fail("the manifest gave a container module's task a model".into());
+            self.fail(
+                ModuleError::WrongKind {
+                    expected: "container",
+                }
+                .to_string(),
+            );
             return None;
         };
         let Some(runtime) = self.services.containers.clone() else {
-            self.fail(self.services.no_engine());
+            self.fail(self.services.no_engine().to_string());
             return None;
         };
         self.refresh().await;
@@ -157,20 +164,12 @@ impl ContainerTask {
                     matches!(operation, ContainerOperation::Recreate),
                 ))
             }
-            ContainerOperation::Start => Box::pin(async move {
-                runtime
-                    .start(&name)
-                    .await
-                    .map(|()| None)
-                    .map_err(|e| e.to_string())
-            }),
-            ContainerOperation::Stop => Box::pin(async move {
-                runtime
-                    .stop(&name)
-                    .await
-                    .map(|()| None)
-                    .map_err(|e| e.to_string())
-            }),
+            ContainerOperation::Start => {
+                Box::pin(async move { Ok(runtime.start(&name).await.map(|()| None)?) })
+            }
+            ContainerOperation::Stop => {
+                Box::pin(async move { Ok(runtime.stop(&name).await.map(|()| None)?) })
+            }
         };
         Some(work)
     }
@@ -225,7 +224,7 @@ impl ContainerTask {
     async fn restart(&mut self, request_id: String) {
         let outcome = match &self.services.containers {
             None => CommandOutcome::Failed {
-                error: self.services.no_engine(),
+                error: self.services.no_engine().to_string(),
             },
             Some(runtime) => {
                 let stopped = runtime.stop(&self.name).await;
@@ -278,24 +277,27 @@ impl ContainerTask {
         }
     }
 
+    /// The module is applied; `warning` (a failed pull while the present image runs) is
+    /// reported as its last error.
     fn succeed(&mut self, warning: Option<String>) {
         self.error = warning;
         self.backoff.reset();
-        self.report(Ok(()));
+        self.report(None);
     }
 
     fn fail(&mut self, error: String) {
         self.error = Some(error.clone());
-        self.report(Err(error));
+        self.report(Some(error));
     }
 
-    fn report(&self, result: Result<(), String>) {
+    /// Tells the supervisor what became of the assignment, and the board what the module is.
+    fn report(&self, failure: Option<String>) {
         self.publish_state();
         if let Some(assignment) = &self.assignment {
             let _ = self.services.events.send(ModuleEvent::Applied {
                 module: self.name.clone(),
                 version: assignment.version,
-                result,
+                failure,
             });
         }
     }
@@ -352,7 +354,7 @@ async fn create_container(
     version: u64,
     credential: Option<RegistryCredential>,
     recreate: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ModuleError> {
     let runtime = services
         .containers
         .clone()
@@ -361,13 +363,11 @@ async fn create_container(
     let credentials = login.as_ref().map(|(c, p)| (c, p.as_str()));
     // The registry is asked first (the engine does not go back to it for a digest it has): a
     // refused or unreachable registry is reported even when the image is here.
-    let pulled = match services.puller.check_access(&spec.image, credentials).await {
-        Ok(()) => runtime
-            .pull(&spec.image, credentials)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let pulled: Result<(), ModuleError> =
+        match services.puller.check_access(&spec.image, credentials).await {
+            Ok(()) => Ok(runtime.pull(&spec.image, credentials).await?),
+            Err(e) => Err(e.into()),
+        };
     let mut warning = None;
     if let Err(e) = pulled {
         if runtime.image_present(&spec.image).await {
@@ -377,14 +377,11 @@ async fn create_container(
         }
     }
     if recreate {
-        runtime.remove(&name).await.map_err(|e| e.to_string())?;
+        runtime.remove(&name).await?;
     }
-    runtime
-        .create(&name, &spec, version)
-        .await
-        .map_err(|e| e.to_string())?;
+    runtime.create(&name, &spec, version).await?;
     if spec.status == DesiredStatus::Running {
-        runtime.start(&name).await.map_err(|e| e.to_string())?;
+        runtime.start(&name).await?;
     }
     tracing::info!(module = %name, image = %spec.image, "container created");
     Ok(warning)

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::model_module::{ActiveModel, ModelModule};
-use crate::module_task::{Assignment, Backoff, ModuleCommand, ModuleEvent, ModuleHandle, Services};
+use crate::module_task::{
+    Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
+};
 use crate::reconciler::{ModelOperation, ServedModel, plan_model};
 use crate::scoring_api;
 use crate::store::ModuleRecord;
@@ -58,7 +60,7 @@ struct Server {
     task: JoinHandle<()>,
 }
 
-type Activation = Pin<Box<dyn Future<Output = Result<ActiveModel, String>> + Send>>;
+type Activation = Pin<Box<dyn Future<Output = Result<ActiveModel, ModuleError>> + Send>>;
 
 #[derive(Debug)]
 struct ModelTask {
@@ -68,7 +70,7 @@ struct ModelTask {
     server: Option<Server>,
     /// The manifest's part for this module, once one came.
     assignment: Option<Assignment>,
-    /// Why the module is not what its assignment asks, when it is not.
+    /// Why the module is not what its assignment asks, when it is not (for the operator).
     error: Option<String>,
     backoff: Backoff,
 }
@@ -137,7 +139,7 @@ impl ModelTask {
     async fn apply(&mut self, assignment: Assignment) -> Option<Activation> {
         self.assignment = Some(assignment.clone());
         let Module::Model(spec) = assignment.module else {
-            self.fail("the manifest gave a model module's task a container".into());
+            self.fail(ModuleError::WrongKind { expected: "model" }.to_string());
             return None;
         };
         let actual = self.served.as_ref().map(|m| ServedModel {
@@ -152,7 +154,7 @@ impl ModelTask {
             ModelOperation::Reconfigure => {
                 match self.configure_server(spec.serving.clone()).await {
                     Ok(()) => self.succeed(),
-                    Err(e) => self.fail(e),
+                    Err(e) => self.fail(e.to_string()),
                 }
                 None
             }
@@ -169,7 +171,7 @@ impl ModelTask {
     }
 
     /// Serves a finished activation; whether the module now is what its assignment asks.
-    async fn activated(&mut self, result: Result<ActiveModel, String>) -> bool {
+    async fn activated(&mut self, result: Result<ActiveModel, ModuleError>) -> bool {
         let serving = self.spec().and_then(|s| s.serving.clone());
         let installed = match result {
             Ok(active) => self.install(active, serving).await,
@@ -183,7 +185,7 @@ impl ModelTask {
             Err(e) => {
                 let e = match &self.served {
                     Some(m) => format!("{e}; still serving {}", m.active().image),
-                    None => e,
+                    None => e.to_string(),
                 };
                 tracing::warn!(module = %self.name, error = %e, "activation failed");
                 self.fail(e);
@@ -197,7 +199,7 @@ impl ModelTask {
         &mut self,
         active: ActiveModel,
         serving: Option<ModelServing>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ModuleError> {
         let record = ModuleRecord {
             image: active.image.clone(),
             digest: active.digest.clone(),
@@ -225,13 +227,16 @@ impl ModelTask {
         let name = self.name.clone();
         let record = restore.record;
         let loaded = tokio::task::spawn_blocking(move || {
-            let (bytes, metadata) = services
-                .puller
-                .load_cached(&record.blobs)
-                .map_err(|e| e.to_string())?;
-            let model = services.onnx.model(&bytes).map_err(|e| e.to_string())?;
+            let (bytes, metadata) = services.puller.load_cached(&record.blobs)?;
+            let model = services
+                .onnx
+                .model(&bytes)
+                .map_err(|source| ModuleError::Load {
+                    image: record.image.clone(),
+                    source: Box::new(source),
+                })?;
             let metadata = metadata.unwrap_or_else(|| metadata_from_model(&name, &model));
-            Ok::<_, String>(ActiveModel {
+            Ok::<_, ModuleError>(ActiveModel {
                 model,
                 metadata,
                 image: record.image,
@@ -240,22 +245,23 @@ impl ModelTask {
             })
         })
         .await
-        .unwrap_or_else(|e| Err(format!("restoring task failed: {e}")));
+        .unwrap_or_else(|e| Err(ModuleError::Task("restoring", e)));
         let restored = match loaded {
             Ok(active) => self.install(active, restore.serving).await,
             Err(e) => Err(e),
         };
         if let Err(e) = restored {
             tracing::warn!(module = %self.name, error = %e, "cached module could not be restored");
-            self.error = Some(e);
+            self.error = Some(e.to_string());
         }
         self.publish_state();
     }
 
     /// Starts, moves or stops the scoring API so that it serves as `serving` says.
-    async fn configure_server(&mut self, serving: Option<ModelServing>) -> Result<(), String> {
+    async fn configure_server(&mut self, serving: Option<ModelServing>) -> Result<(), ModuleError> {
         let Some(module) = self.served.clone() else {
-            return Err("module is not running".into());
+            // Nothing serves yet: the activation starts the server.
+            return Ok(());
         };
         module.set_serving(serving.clone().unwrap_or_else(no_http));
         let want = match &serving {
@@ -302,21 +308,22 @@ impl ModelTask {
     fn succeed(&mut self) {
         self.error = None;
         self.backoff.reset();
-        self.report(Ok(()));
+        self.report();
     }
 
     fn fail(&mut self, error: String) {
-        self.error = Some(error.clone());
-        self.report(Err(error));
+        self.error = Some(error);
+        self.report();
     }
 
-    fn report(&self, result: Result<(), String>) {
+    /// Tells the supervisor what became of the assignment, and the board what the module is.
+    fn report(&self) {
         self.publish_state();
         if let Some(assignment) = &self.assignment {
             let _ = self.services.events.send(ModuleEvent::Applied {
                 module: self.name.clone(),
                 version: assignment.version,
-                result,
+                failure: self.error.clone(),
             });
         }
     }
@@ -365,22 +372,27 @@ async fn activate(
     name: String,
     image: String,
     credential: Option<edgefleet_common::manifest::RegistryCredential>,
-) -> Result<ActiveModel, String> {
+) -> Result<ActiveModel, ModuleError> {
     let login = services.registry_login(credential.as_ref())?;
     let pulled = services
         .puller
         .pull_model(&image, login.as_ref().map(|(c, p)| (c, p.as_str())))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let onnx = services.onnx;
     tokio::task::spawn_blocking(move || {
         let model = onnx
             .model(&pulled.model)
-            .map_err(|e| format!("model of {image} does not load: {e}"))?;
+            .map_err(|source| ModuleError::Load {
+                image: image.clone(),
+                source: Box::new(source),
+            })?;
         let metadata = pulled
             .metadata
             .unwrap_or_else(|| metadata_from_model(&name, &model));
-        canary(&model, &metadata).map_err(|e| format!("{image} failed its canary: {e}"))?;
+        canary(&model, &metadata).map_err(|source| ModuleError::Canary {
+            image: image.clone(),
+            source: Box::new(source),
+        })?;
         Ok(ActiveModel {
             model,
             metadata,
@@ -390,21 +402,18 @@ async fn activate(
         })
     })
     .await
-    .map_err(|e| format!("activation task failed: {e}"))?
+    .map_err(|e| ModuleError::Task("activation", e))?
 }
 
 fn start_server(
     services: &Services,
     module: Arc<ModelModule>,
     addr: SocketAddr,
-) -> Result<Server, String> {
-    let std_listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+) -> Result<Server, ModuleError> {
+    let listen = |source| ModuleError::Listen { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+    std_listener.set_nonblocking(true).map_err(listen)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen)?;
     let router = scoring_api::router(
         module,
         services.outbox.clone(),
@@ -424,16 +433,17 @@ fn start_server(
 
 /// Where a model module's scoring API listens: the device's configured address, else the
 /// manifest's.
-fn addr(services: &Services, serving: &ModelServing) -> Result<SocketAddr, String> {
+fn addr(services: &Services, serving: &ModelServing) -> Result<SocketAddr, ModuleError> {
     let configured = &services.config.serving.bind_address;
     let host = if configured.is_empty() {
         &serving.bind_address
     } else {
         configured
     };
-    format!("{host}:{}", serving.http_port)
+    let address = format!("{host}:{}", serving.http_port);
+    address
         .parse()
-        .map_err(|e| format!("invalid bind address {host}:{}: {e}", serving.http_port))
+        .map_err(|source| ModuleError::BindAddress { address, source })
 }
 
 /// Serving options of a model module without an HTTP endpoint (MQTT input only).

@@ -19,6 +19,67 @@ use crate::puller::Puller;
 use crate::status_board::StatusBoard;
 use crate::store::Store;
 
+/// Why a module is not what its manifest asks. The message is for the operator: it ends up in
+/// the reported state and the manifest's outcome.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModuleError {
+    #[error("registry {address}: cannot unseal the password sealed for this device: {source}")]
+    Unseal {
+        address: String,
+        source: Box<edgefleet_common::sealing::SealingError>,
+    },
+    #[error(transparent)]
+    Pull(Box<crate::puller::PullError>),
+    #[error("the model cache: {0}")]
+    Cache(Box<crate::puller::PullCause>),
+    #[error("model of {image} does not load: {source}")]
+    Load {
+        image: String,
+        source: Box<edgefleet_onnx::ModelError>,
+    },
+    #[error("{image} failed its canary: {source}")]
+    Canary {
+        image: String,
+        source: Box<edgefleet_onnx::canary::CanaryError>,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid bind address {address}: {source}")]
+    BindAddress {
+        address: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("the Docker engine at {socket} is not reachable")]
+    NoEngine { socket: String },
+    #[error(transparent)]
+    Container(Box<crate::container_runtime::ContainerError>),
+    #[error("the manifest gave this {expected} module's task another kind of module")]
+    WrongKind { expected: &'static str },
+    #[error("{0} task failed: {1}")]
+    Task(&'static str, #[source] tokio::task::JoinError),
+}
+
+impl From<crate::puller::PullError> for ModuleError {
+    fn from(e: crate::puller::PullError) -> Self {
+        Self::Pull(Box::new(e))
+    }
+}
+
+impl From<crate::puller::PullCause> for ModuleError {
+    fn from(e: crate::puller::PullCause) -> Self {
+        Self::Cache(Box::new(e))
+    }
+}
+
+impl From<crate::container_runtime::ContainerError> for ModuleError {
+    fn from(e: crate::container_runtime::ContainerError) -> Self {
+        Self::Container(Box::new(e))
+    }
+}
+
 /// The agent's services, shared by the supervisor and every module task.
 #[derive(Debug)]
 pub(crate) struct Services {
@@ -40,27 +101,27 @@ pub(crate) struct Services {
 
 impl Services {
     /// The error of a container operation without an engine.
-    pub fn no_engine(&self) -> String {
-        format!(
-            "the Docker engine at {} is not reachable",
-            self.config.docker.socket
-        )
+    pub fn no_engine(&self) -> ModuleError {
+        ModuleError::NoEngine {
+            socket: self.config.docker.socket.clone(),
+        }
     }
 
     /// The manifest's credentials for `image`'s registry, with the password unsealed.
     pub fn registry_login(
         &self,
         credential: Option<&RegistryCredential>,
-    ) -> Result<Option<(RegistryCredential, String)>, String> {
+    ) -> Result<Option<(RegistryCredential, String)>, ModuleError> {
         let Some(c) = credential else {
             return Ok(None);
         };
-        let password = self.identity.unseal(&c.password).map_err(|e| {
-            format!(
-                "registry {}: cannot unseal the password sealed for this device: {e}",
-                c.address
-            )
-        })?;
+        let password = self
+            .identity
+            .unseal(&c.password)
+            .map_err(|source| ModuleError::Unseal {
+                address: c.address.clone(),
+                source: Box::new(source),
+            })?;
         Ok(Some((c.clone(), password)))
     }
 
@@ -106,12 +167,12 @@ pub(crate) enum ModuleCommand {
 /// What a module task tells the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ModuleEvent {
-    /// The module is what manifest `version` asks (`Ok`), or could not be made so (`Err`,
-    /// for the operator; the task retries with backoff and reports again).
+    /// The module is what manifest `version` asks, or (`failure`, the message for the
+    /// operator) could not be made so; the task then retries with backoff and reports again.
     Applied {
         module: String,
         version: u64,
-        result: Result<(), String>,
+        failure: Option<String>,
     },
     Removed {
         module: String,

@@ -25,8 +25,12 @@ pub enum OutboxError {
     Busy,
     #[error("telemetry outbox stopped")]
     Stopped,
+    /// The batch the record was in could not be committed (every producer of the batch gets
+    /// the same error).
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Arc<StoreError>),
+    #[error("telemetry outbox: the writer task failed")]
+    WriterFailed,
 }
 
 struct Pending {
@@ -145,7 +149,8 @@ async fn writer(
         let store = store.clone();
         let result = tokio::task::spawn_blocking(move || store.append_outbox(now, records, cap))
             .await
-            .unwrap_or_else(|e| Err(StoreError::from_message(format!("outbox writer: {e}"))));
+            .map_err(|_| OutboxError::WriterFailed)
+            .and_then(|r| r.map_err(|e| OutboxError::Store(Arc::new(e))));
         match result {
             Ok(appended) => {
                 if appended.dropped > 0 {
@@ -164,9 +169,10 @@ async fn writer(
             Err(e) => {
                 tracing::error!(error = %e, "telemetry records not accepted");
                 for ack in acks.into_iter().flatten() {
-                    let _ = ack.send(Err(OutboxError::Store(StoreError::from_message(
-                        e.to_string(),
-                    ))));
+                    let _ = ack.send(Err(match &e {
+                        OutboxError::Store(store) => OutboxError::Store(store.clone()),
+                        _ => OutboxError::WriterFailed,
+                    }));
                 }
             }
         }

@@ -32,19 +32,29 @@ const DROPPED: &str = "dropped";
 const UNUSED_IMAGES: &str = "unused_images";
 
 #[derive(Debug, thiserror::Error)]
-#[error("agent store: {0}")]
-pub struct StoreError(String);
-
-impl StoreError {
-    pub fn from_message(message: String) -> Self {
-        Self(message)
-    }
+pub enum StoreError {
+    #[error("agent store: cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error("agent store: {0}")]
+    Database(#[source] redb::Error),
+    #[error("agent store: {what} cannot be written: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 impl<E: Into<redb::Error>> From<E> for StoreError {
     fn from(e: E) -> Self {
-        Self(e.into().to_string())
+        Self::Database(e.into())
     }
+}
+
+fn encode(what: &'static str, value: &impl Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode { what, source })
 }
 
 /// A module the agent has activated, as it is remembered across restarts.
@@ -97,7 +107,10 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(4 * 1024 * 1024)
             .create(path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
@@ -143,7 +156,7 @@ impl Store {
 
     /// Records the version a model module serves now, to serve it again after a restart.
     pub fn put_module(&self, name: &str, record: &ModuleRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        let json = encode("a module record", record)?;
         let txn = self.db.begin_write()?;
         txn.open_table(MODULES)?.insert(name, json.as_slice())?;
         txn.commit()?;
@@ -165,7 +178,7 @@ impl Store {
     }
 
     pub fn put_outcome(&self, outcome: &DesiredOutcome) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(outcome).map_err(|e| StoreError(e.to_string()))?;
+        let json = encode("the manifest outcome", outcome)?;
         self.put_meta(OUTCOME, &json)
     }
 
@@ -190,7 +203,7 @@ impl Store {
                 .and_then(|v| serde_json::from_slice(v.value()).ok())
                 .unwrap_or_default();
             change(&mut images);
-            let json = serde_json::to_vec(&images).map_err(|e| StoreError(e.to_string()))?;
+            let json = encode("the unused images", &images)?;
             table.insert(UNUSED_IMAGES, json.as_slice())?;
         }
         txn.commit()?;
@@ -316,8 +329,7 @@ impl Store {
             return Ok(());
         }
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| StoreError(e.to_string()))?;
+        txn.set_durability(Durability::None)?;
         {
             let mut meta = txn.open_table(META)?;
             let mut outbox = txn.open_table(OUTBOX)?;

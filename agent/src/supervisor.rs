@@ -35,6 +35,10 @@ pub(crate) struct Supervisor {
     /// The manifest being applied or applied, verified, with its wire bytes.
     desired: Option<(Manifest, Vec<u8>)>,
     progress: Option<ApplyProgress>,
+    /// Modules told to remove themselves that have not answered yet.
+    removing: BTreeSet<String>,
+    /// Modules the manifest wants whose previous task is still being removed.
+    deferred: BTreeSet<String>,
     applied_version: Option<u64>,
     /// The desired manifest's telemetry settings, for the reporter.
     telemetry: watch::Sender<TelemetrySettings>,
@@ -55,6 +59,8 @@ impl Supervisor {
             tasks: BTreeMap::new(),
             desired: None,
             progress: None,
+            removing: BTreeSet::new(),
+            deferred: BTreeSet::new(),
             applied_version: None,
             telemetry,
             wanted_images,
@@ -214,6 +220,7 @@ impl Supervisor {
             .map(|(name, h)| (name.clone(), h.kind))
             .collect();
         let phases = plan(&manifest, &running);
+        self.deferred.clear();
         self.progress = Some(ApplyProgress::new(manifest.version, phases, announce));
         self.desired = Some((manifest, wire));
         self.advance();
@@ -247,12 +254,15 @@ impl Supervisor {
         let Some((manifest, _)) = &self.desired else {
             return;
         };
+        let Some(progress) = &mut self.progress else {
+            return;
+        };
         match step {
             Step::Remove(name) => {
                 if let Some(handle) = self.tasks.get(&name)
                     && handle.commands.send(ModuleCommand::Remove).is_ok()
-                    && let Some(progress) = &mut self.progress
                 {
+                    self.removing.insert(name.clone());
                     progress.wait_for(&name);
                 }
             }
@@ -260,6 +270,16 @@ impl Supervisor {
                 let Some(module) = manifest.modules.get(&name) else {
                     return;
                 };
+                progress.wait_for(&name);
+                // A module still being removed gets a new task once it is gone.
+                if self.removing.contains(&name) {
+                    self.deferred.insert(name);
+                    return;
+                }
+                // A task that ended on its own (it panicked) is replaced.
+                if self.tasks.get(&name).is_some_and(|h| h.task.is_finished()) {
+                    self.tasks.remove(&name);
+                }
                 let assignment = Assignment {
                     version: manifest.version,
                     credential: manifest.credential_for_image(module.image()).cloned(),
@@ -278,10 +298,9 @@ impl Supervisor {
                 if handle
                     .commands
                     .send(ModuleCommand::Apply(assignment))
-                    .is_ok()
-                    && let Some(progress) = &mut self.progress
+                    .is_err()
                 {
-                    progress.wait_for(&name);
+                    progress.applied(&name, Some("the module's task is not running".into()));
                 }
             }
         }
@@ -291,17 +310,21 @@ impl Supervisor {
         match event {
             ModuleEvent::Removed { module } => {
                 self.tasks.remove(&module);
+                self.removing.remove(&module);
                 if let Some(progress) = &mut self.progress {
-                    progress.answered(&module, None);
+                    progress.removed(&module);
+                }
+                if self.deferred.remove(&module) {
+                    self.dispatch(Step::Apply(module));
                 }
             }
             ModuleEvent::Applied {
                 module,
                 version,
-                result,
+                failure,
             } => match &mut self.progress {
                 Some(progress) if progress.version == version => {
-                    progress.answered(&module, Some(result));
+                    progress.applied(&module, failure);
                 }
                 _ => return,
             },
@@ -400,7 +423,7 @@ impl Supervisor {
                 "{module:?} is not a container module of this device"
             ))
         } else if self.services.containers.is_none() {
-            Some(self.services.no_engine())
+            Some(self.services.no_engine().to_string())
         } else {
             None
         };

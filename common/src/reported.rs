@@ -39,16 +39,21 @@ impl From<ApplyStatus> for u16 {
     }
 }
 
+/// A status code that is not one of [`ApplyStatus`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status code {0} (known: 200, 400, 412, 417, 500)")]
+pub struct UnknownStatusCode(pub u16);
+
 impl TryFrom<u16> for ApplyStatus {
-    type Error = String;
-    fn try_from(code: u16) -> Result<Self, String> {
+    type Error = UnknownStatusCode;
+    fn try_from(code: u16) -> Result<Self, UnknownStatusCode> {
         Ok(match code {
             200 => Self::Applied,
             400 => Self::Invalid,
             412 => Self::SignatureInvalid,
             417 => Self::ActivationFailed,
             500 => Self::AgentError,
-            other => return Err(format!("unknown status code {other}")),
+            other => return Err(UnknownStatusCode(other)),
         })
     }
 }

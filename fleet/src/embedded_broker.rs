@@ -33,14 +33,28 @@ next_connection_delay_ms = 1
     dynamic_filters = true
 "#;
 
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("embedded MQTT broker configuration: {0}")]
+    Config(String),
+    #[error("embedded MQTT broker cannot listen on {listen}: {source} (or give --mqtt-url)")]
+    Listen {
+        listen: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("embedded MQTT broker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// Starts the broker on `listen` in its own thread.
-pub fn start(listen: SocketAddr, credentials: Credentials) -> anyhow::Result<()> {
-    let mut config: rumqttd::Config = toml::from_str(CONFIG)?;
+pub fn start(listen: SocketAddr, credentials: Credentials) -> Result<(), BrokerError> {
+    let mut config: rumqttd::Config =
+        toml::from_str(CONFIG).map_err(|e| BrokerError::Config(e.to_string()))?;
     let server = config
         .v4
         .as_mut()
         .and_then(|servers| servers.get_mut("1"))
-        .ok_or_else(|| anyhow::anyhow!("embedded broker configuration has no v4 server"))?;
+        .ok_or_else(|| BrokerError::Config("no v4 server".into()))?;
     server.listen = listen;
     server.set_auth_handler(move |_client_id, user, password| {
         let allowed = credentials
@@ -50,9 +64,10 @@ pub fn start(listen: SocketAddr, credentials: Credentials) -> anyhow::Result<()>
         async move { allowed }
     });
     // Fails early when the port is taken, rather than inside the broker's thread.
-    drop(std::net::TcpListener::bind(listen).map_err(|e| {
-        anyhow::anyhow!("embedded MQTT broker cannot listen on {listen}: {e} (or give --mqtt-url)")
-    })?);
+    drop(
+        std::net::TcpListener::bind(listen)
+            .map_err(|source| BrokerError::Listen { listen, source })?,
+    );
     let mut broker = rumqttd::Broker::new(config);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -60,6 +75,7 @@ pub fn start(listen: SocketAddr, credentials: Credentials) -> anyhow::Result<()>
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
-        })?;
+        })
+        .map_err(BrokerError::Thread)?;
     Ok(())
 }

@@ -7,8 +7,17 @@ use edgefleet_common::UnixMillis;
 use edgefleet_common::fleet_api::{DeviceProgress, DeviceRollout, RolloutStatus};
 use edgefleet_common::reported::ApplyStatus;
 
-use crate::domain::is_stale;
 use crate::records::{DeviceStatus, RenderedManifest};
+
+/// A device is stale when it has not been heard from for this long.
+pub const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
+
+/// Whether a device was last heard from longer than [`STALE_AFTER_MS`] before `now_ms`.
+pub fn is_stale(status: &DeviceStatus, now_ms: UnixMillis) -> bool {
+    status
+        .last_seen_ms
+        .is_none_or(|seen| now_ms.saturating_sub(seen) > STALE_AFTER_MS)
+}
 
 /// The status of `deployment`: its devices are those whose manifest holds one of its modules.
 pub fn status(

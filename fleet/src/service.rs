@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_common::signing::FleetSigningKey;
 use edgefleet_common::topics::check_name;
@@ -41,11 +40,47 @@ pub struct ServeOptions {
     pub device_mqtt_url: Option<String>,
 }
 
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    FleetName(#[from] edgefleet_common::topics::TopicNameError),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the fleet signing key: {0}")]
+    SigningKey(#[from] edgefleet_common::signing::KeyParseError),
+    #[error("the fleet secrets key: {0}")]
+    SecretsKey(#[from] edgefleet_common::sealing::SealingError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    OnnxRuntime(#[from] edgefleet_onnx::runtime::RuntimeError),
+    #[error(transparent)]
+    EmbeddedBroker(#[from] embedded_broker::BrokerError),
+    #[error("--mqtt-url {0}")]
+    BrokerUrl(#[from] edgefleet_transport::BrokerUrlError),
+    #[error("--mqtt-ca-file: {0}")]
+    Tls(#[from] edgefleet_transport::TlsError),
+    #[error(transparent)]
+    Fleet(#[from] crate::error::FleetError),
+    #[error("the HTTP API: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServeError {
+    let path = path.display().to_string();
+    move |source| ServeError::File { what, path, source }
+}
+
 /// Queued publications (manifests, commands) before the domain layer waits for the session.
 const OUTGOING_QUEUE: usize = 1024;
 
 /// Reads a 0600 key file, or creates it with `make` on first start.
-fn key_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+fn key_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, ServeError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Ok(text) = std::fs::read_to_string(path) {
         return Ok(text.trim().to_owned());
@@ -56,10 +91,10 @@ fn key_file(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .map_err(file_error("cannot create key file", path))?;
     std::io::Write::write_all(&mut file, format!("{value}\n").as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()?;
+        .and_then(|()| file.sync_all())
+        .map_err(file_error("cannot write key file", path))?;
     Ok(value)
 }
 
@@ -68,12 +103,12 @@ pub async fn serve(
     options: ServeOptions,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     edgefleet_transport::install_crypto_provider();
     check_name("fleet name", &options.fleet)?;
     let dir = &options.data_dir;
     std::fs::create_dir_all(dir.join("models"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+        .map_err(file_error("cannot create the data directory", dir))?;
     let key_text = key_file(&dir.join("fleet-signing.key"), || {
         FleetSigningKey::generate().to_base64()
     })?;
@@ -110,9 +145,7 @@ pub async fn serve(
             (url, (user, password), Some(credentials))
         }
     };
-    let broker: BrokerUrl = mqtt_url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--mqtt-url {e}"))?;
+    let broker: BrokerUrl = mqtt_url.parse()?;
     let login = Login {
         client_id: format!("edgefleet-fleet-{}", options.fleet),
         username: login.0,
@@ -153,12 +186,13 @@ pub async fn serve(
     ));
 
     let app = routes::router(fleet.clone(), &token);
-    let listen = listener.local_addr()?;
+    let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
     tracing::info!(%listen, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await
+        .map_err(ServeError::Http)?;
     let _ = stop_session.send(true);
     let _ = session.await;
     Ok(())

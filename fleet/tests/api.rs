@@ -11,7 +11,7 @@ use edgefleet_common::fleet_api::{
 use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_common::signing::FleetPublicKey;
 use edgefleet_fleet::client::{ClientError, FleetClient};
-use edgefleet_fleet::service::{ServeOptions, serve};
+use edgefleet_fleet::service::{ServeError, ServeOptions, serve};
 use edgefleet_tests::{Mosquitto, Registry, Subscriber, model_dir, ort_library, wait_for};
 use tokio::sync::oneshot;
 
@@ -21,7 +21,7 @@ const TOKEN: &str = "api-test-token";
 struct InProcessFleet {
     url: String,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,7 +64,7 @@ impl InProcessFleet {
     }
 
     /// Stops the service and returns what `serve` returned.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    fn stop(&mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -390,7 +390,7 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        serve(options, listener, shutdown_signal()).await
+        Ok(serve(options, listener, shutdown_signal()).await?)
     })
 }
 

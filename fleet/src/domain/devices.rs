@@ -14,10 +14,8 @@ use edgefleet_transport::now_ms;
 use super::{Affected, Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{Device, DeviceStatus, Registry, RenderedManifest};
+use crate::rollout::is_stale;
 use crate::store::kind;
-
-/// A device is stale when it has not been heard from for this long.
-pub const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
 
 /// How long the service waits for a device to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -209,11 +207,4 @@ impl Fleet {
         c.extend(passwords);
         Ok(())
     }
-}
-
-/// Whether a device was last heard from longer than [`STALE_AFTER_MS`] before `now_ms`.
-pub fn is_stale(status: &DeviceStatus, now_ms: u64) -> bool {
-    status
-        .last_seen_ms
-        .is_none_or(|seen| now_ms.saturating_sub(seen) > STALE_AFTER_MS)
 }

@@ -29,7 +29,6 @@ use crate::embedded_broker;
 use crate::error::FleetError;
 use crate::store::FleetStore;
 
-pub use devices::{STALE_AFTER_MS, is_stale};
 pub use rendering::Affected;
 
 /// A message for the fleet's MQTT session to publish.

@@ -41,6 +41,7 @@ pub(crate) fn spawn(
         seen: adopted,
         restarts: RestartState::default(),
         error: None,
+        failing: false,
         backoff: Backoff::default(),
     };
     ModuleHandle {
@@ -63,6 +64,8 @@ struct ContainerTask {
     restarts: RestartState,
     /// The module's last error, or a warning (a failed pull while the present image runs).
     error: Option<String>,
+    /// The last attempt failed (`error` is not a warning): it is retried after the backoff.
+    failing: bool,
     backoff: Backoff,
 }
 
@@ -71,15 +74,17 @@ impl ContainerTask {
         let mut work: Option<Work> = None;
         let mut retry_at: Option<Instant> = None;
         let mut watch = tokio::time::interval(WATCH_INTERVAL);
+        // Ticks missed while work ran are not made up in a burst.
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     // The agent is shutting down; containers keep running without it.
                     None => return,
-                    Some(ModuleCommand::Apply(assignment)) => {
+                                        Some(ModuleCommand::Apply(assignment)) => {
                         self.backoff.reset();
-                        retry_at = None;
                         work = self.apply(assignment).await;
+                        retry_at = self.retry_if_failed(work.is_none());
                     }
                     Some(ModuleCommand::Remove) => {
                         self.remove().await;
@@ -90,25 +95,31 @@ impl ContainerTask {
                 result = async { work.as_mut().expect("guarded by is_some").await }, if work.is_some() => {
                     work = None;
                     self.refresh().await;
-                    match result {
+                                        match result {
                         Ok(warning) => self.succeed(warning),
-                                                Err(e) => {
+                        Err(e) => {
                             tracing::warn!(module = %self.name, error = %e, "container module not applied");
                             self.fail(e.to_string());
-                            retry_at = Some(Instant::now() + self.backoff.next_delay());
                         }
                     }
+                    retry_at = self.retry_if_failed(true);
                 }
                 () = async { tokio::time::sleep_until(retry_at.expect("guarded by is_some").into()).await }, if retry_at.is_some() => {
                     retry_at = None;
-                    if let Some(assignment) = self.assignment.clone() {
+                                        if let Some(assignment) = self.assignment.clone() {
                         tracing::info!(module = %self.name, version = assignment.version, "retrying the module");
                         work = self.apply(assignment).await;
+                        retry_at = self.retry_if_failed(work.is_none());
                     }
                 }
                 _ = watch.tick(), if work.is_none() => self.watch().await,
             }
         }
+    }
+
+    /// When to try again: after the backoff, if what was tried has ended (`settled`) and failed.
+    fn retry_if_failed(&mut self, settled: bool) -> Option<Instant> {
+        (settled && self.failing).then(|| Instant::now() + self.backoff.next_delay())
     }
 
     fn spec(&self) -> Option<&ContainerSpec> {
@@ -281,12 +292,14 @@ impl ContainerTask {
     /// reported as its last error.
     fn succeed(&mut self, warning: Option<String>) {
         self.error = warning;
+        self.failing = false;
         self.backoff.reset();
         self.report(None);
     }
 
     fn fail(&mut self, error: String) {
         self.error = Some(error.clone());
+        self.failing = true;
         self.report(Some(error));
     }
 

@@ -91,10 +91,10 @@ impl ModelTask {
                 command = commands.recv() => match command {
                     // The agent is shutting down: dropping the server handle stops it.
                     None => return,
-                    Some(ModuleCommand::Apply(assignment)) => {
+                                        Some(ModuleCommand::Apply(assignment)) => {
                         self.backoff.reset();
-                        retry_at = None;
                         activation = self.apply(assignment).await;
+                        retry_at = self.retry_if_failed(activation.is_none());
                     }
                     Some(ModuleCommand::Remove) => {
                         self.remove().await;
@@ -111,20 +111,25 @@ impl ModelTask {
                     }
                 },
                 result = async { activation.as_mut().expect("guarded by is_some").await }, if activation.is_some() => {
-                    activation = None;
-                    if !self.activated(result).await {
-                        retry_at = Some(Instant::now() + self.backoff.next_delay());
-                    }
+                                        activation = None;
+                    self.activated(result).await;
+                    retry_at = self.retry_if_failed(true);
                 }
                 () = async { tokio::time::sleep_until(retry_at.expect("guarded by is_some").into()).await }, if retry_at.is_some() => {
                     retry_at = None;
-                    if let Some(assignment) = self.assignment.clone() {
+                                        if let Some(assignment) = self.assignment.clone() {
                         tracing::info!(module = %self.name, version = assignment.version, "retrying the module");
                         activation = self.apply(assignment).await;
+                        retry_at = self.retry_if_failed(activation.is_none());
                     }
                 }
             }
         }
+    }
+
+    /// When to try again: after the backoff, if what was tried has ended (`settled`) and failed.
+    fn retry_if_failed(&mut self, settled: bool) -> Option<Instant> {
+        (settled && self.error.is_some()).then(|| Instant::now() + self.backoff.next_delay())
     }
 
     fn spec(&self) -> Option<&ModelSpec> {
@@ -170,18 +175,15 @@ impl ModelTask {
         }
     }
 
-    /// Serves a finished activation; whether the module now is what its assignment asks.
-    async fn activated(&mut self, result: Result<ActiveModel, ModuleError>) -> bool {
+    /// Serves a finished activation, or reports why it failed.
+    async fn activated(&mut self, result: Result<ActiveModel, ModuleError>) {
         let serving = self.spec().and_then(|s| s.serving.clone());
         let installed = match result {
             Ok(active) => self.install(active, serving).await,
             Err(e) => Err(e),
         };
         match installed {
-            Ok(()) => {
-                self.succeed();
-                true
-            }
+            Ok(()) => self.succeed(),
             Err(e) => {
                 let e = match &self.served {
                     Some(m) => format!("{e}; still serving {}", m.active().image),
@@ -189,7 +191,6 @@ impl ModelTask {
                 };
                 tracing::warn!(module = %self.name, error = %e, "activation failed");
                 self.fail(e);
-                false
             }
         }
     }

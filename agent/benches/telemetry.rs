@@ -93,6 +93,7 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
     let (inbound_tx, _inbound_rx) = mpsc::channel(16);
     let (_outgoing_tx, outgoing_rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = watch::channel(false);
+    let (fleet_silent_tx, _fleet_silent) = watch::channel(None);
     tokio::spawn(edgefleet_agent::link::run(
         config,
         store.clone(),
@@ -100,6 +101,7 @@ async fn outbox_and_link(port: u16) -> (f64, f64) {
         reported_rx,
         inbound_tx,
         outgoing_rx,
+        fleet_silent_tx,
         stop_rx,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -136,6 +136,7 @@ pub async fn run(
     supervisor.restore(owned)?;
 
     let (reported_tx, reported) = watch::channel(Vec::new());
+    let (fleet_silent_tx, fleet_silent) = watch::channel(None);
     let reporter = Reporter {
         device_id: config.device_id.clone(),
         board,
@@ -143,6 +144,7 @@ pub async fn run(
         outbox: outbox.clone(),
         reported: reported_tx,
         telemetry,
+        fleet_silent,
     };
     let background = [
         tokio::spawn(reporter.run()),
@@ -160,6 +162,7 @@ pub async fn run(
         reported,
         inbound_tx,
         outgoing,
+        fleet_silent_tx,
         link_stop,
     ));
 

@@ -317,6 +317,7 @@ fn stored_state(config: &AgentConfig) -> anyhow::Result<ReportedState> {
         modules,
         outbox: store.outbox_state()?,
         reported_at_ms: edgefleet_transport::now_ms(),
+        fleet_silent_since_ms: None,
     })
 }
 

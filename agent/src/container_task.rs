@@ -90,7 +90,11 @@ impl ContainerTask {
                         self.remove().await;
                         return;
                     }
-                    Some(ModuleCommand::Restart { request_id }) => self.restart(request_id).await,
+                                        Some(ModuleCommand::Restart { request_id }) => self.restart(request_id).await,
+                    Some(ModuleCommand::Input { ack, .. }) => {
+                        let error = format!("{:?} is a container module; MQTT inputs go to model modules", self.name);
+                        crate::mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
+                    }
                 },
                 result = async { work.as_mut().expect("guarded by is_some").await }, if work.is_some() => {
                     work = None;

@@ -1,34 +1,44 @@
-//! The MQTT session to the fleet's broker (rumqttc, TLS through rustls).
+//! The MQTT session to the fleet's broker (rumqttc, TLS through rustls), a persistent session
+//! so that inputs published while the agent is away wait for it at the broker.
 //!
-//! It subscribes the device's desired topic and its model input topics, publishes the reported
-//! state (retained) on every change and on every reconnect, and drains the telemetry outbox:
-//! records are published QoS 1 in `seq` order, at most [`WINDOW`] at a time, and removed from
-//! the store only when the broker acknowledges them. A lost connection resets the window and
-//! everything unacknowledged is sent again after the reconnect (the fleet drops repeats by
-//! `seq`). Reconnects back off exponentially between the configured bounds.
+//! After every connect it subscribes the device's topics, publishes the reported state
+//! (retained) and asks the fleet for its desired manifest and telemetry acknowledgement
+//! ([`SyncRequest`]); it publishes the reported state again on every change. It drains the
+//! telemetry outbox in `seq` order, QoS 1, through the [`Delivery`] window: a record leaves the
+//! outbox only when the fleet's [`TelemetryAck`] covers it (the broker's PubAck only frees the
+//! window), so nothing the fleet has not stored is forgotten, whatever the broker keeps.
+//! Inputs are acknowledged to the broker by whoever makes their result durable
+//! ([`InputAck`]). Reconnects back off exponentially between the configured bounds.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use edgefleet_common::UnixMillis;
+use edgefleet_common::delivery::{SyncRequest, TelemetryAck};
+use edgefleet_common::reported::ReportedState;
 use edgefleet_common::topics::DeviceTopics;
-use edgefleet_transport::{Login, TlsFiles};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use edgefleet_transport::{Login, TlsFiles, now_ms};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig as Config;
+use crate::delivery::{Delivery, Tag, WINDOW};
 use crate::outbox::{Outbox, unframe};
 use crate::store::Store;
 
-/// Telemetry records in flight (published, not yet acknowledged).
-pub const WINDOW: usize = 256;
+/// How long the fleet may take to answer a [`SyncRequest`] before the agent reports it silent.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the link receives for the agent.
 #[derive(Debug)]
 pub enum Inbound {
     /// A signed manifest from the desired topic.
     Desired(Vec<u8>),
-    /// A message for a model module's input topic.
-    Input { module: String, payload: Vec<u8> },
+    /// A message for a model module's input topic; acknowledge it once its result is durable.
+    Input {
+        module: String,
+        payload: Vec<u8>,
+        ack: InputAck,
+    },
     /// A command from the fleet (`commands/<name>`).
     Command { name: String, payload: Vec<u8> },
 }
@@ -51,11 +61,26 @@ pub enum LinkError {
     Topics(#[from] edgefleet_common::topics::TopicNameError),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Tag {
-    Telemetry(u64),
-    Reported,
-    Other,
+/// The broker's delivery of one input message, acknowledged (so the broker forgets it) only
+/// when [`InputAck::done`] is called. Dropped without it, the broker delivers the message again
+/// after the next connect.
+pub struct InputAck {
+    client: AsyncClient,
+    publish: Publish,
+}
+
+impl InputAck {
+    pub fn done(self) {
+        let _ = self.client.try_ack(&self.publish);
+    }
+}
+
+impl std::fmt::Debug for InputAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputAck")
+            .field("pkid", &self.publish.pkid)
+            .finish()
+    }
 }
 
 /// The MQTT options for this device.
@@ -74,13 +99,16 @@ pub fn mqtt_options(config: &Config) -> Result<MqttOptions, LinkError> {
     };
     let mut options = edgefleet_transport::mqtt_options(&config.broker()?, &login, &tls)?;
     options
-        .set_clean_session(true)
+        .set_clean_session(false)
+        .set_manual_acks(true)
         .set_inflight(WINDOW as u16 + 8)
         .set_request_channel_capacity(WINDOW * 2 + 64);
     Ok(options)
 }
 
-/// Runs the session until `shutdown` resolves.
+/// Runs the session until `shutdown` resolves. `fleet_silent` says since when the fleet has
+/// not answered a [`SyncRequest`] (`None` while it answers).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
     store: Store,
@@ -88,6 +116,7 @@ pub async fn run(
     mut reported: watch::Receiver<Vec<u8>>,
     inbound: mpsc::Sender<Inbound>,
     mut outgoing: mpsc::Receiver<OutgoingMessage>,
+    fleet_silent: watch::Sender<Option<UnixMillis>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let topics = DeviceTopics::new(&config.fleet, &config.device_id)?;
@@ -98,11 +127,10 @@ pub async fn run(
     let max_backoff = Duration::from_millis(config.mqtt.reconnect_max_ms);
     let mut backoff = min_backoff;
     let mut connected = false;
-    // Publishes handed to rumqttc, in order, waiting for their packet id.
-    let mut queued: VecDeque<Tag> = VecDeque::new();
-    let mut in_flight: HashMap<u16, Tag> = HashMap::new();
-    let mut cursor = 0u64;
-    let mut acked: Vec<u64> = Vec::new();
+    let mut delivery = Delivery::new(Instant::now());
+    // When the last SyncRequest went out, until the fleet answers it.
+    let mut sync_sent: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
         tokio::select! {
@@ -111,43 +139,62 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
                     backoff = min_backoff;
-                    queued.clear();
-                    in_flight.clear();
-                    cursor = 0;
+                    delivery.connected(Instant::now());
                     tracing::info!(broker = %config.mqtt.url, "connected to the broker");
-                    let _ = client.try_subscribe(topics.desired(), QoS::AtLeastOnce);
-                    let _ = client.try_subscribe(topics.input("+"), QoS::AtLeastOnce);
-                    let _ = client.try_subscribe(topics.command("+"), QoS::AtLeastOnce);
+                    for topic in [topics.desired(), topics.input("+"), topics.command("+"), topics.acks()] {
+                        let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
+                    }
                     let state = reported.borrow_and_update().clone();
-                    if !state.is_empty() && client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state).is_ok() {
-                        queued.push_back(Tag::Reported);
+                    if !state.is_empty() && client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state.clone()).is_ok() {
+                        delivery.handed(Tag::Other);
+                    }
+                    let applied_version = serde_json::from_slice::<ReportedState>(&state)
+                        .ok()
+                        .and_then(|s| s.applied_version);
+                    let request = serde_json::to_vec(&SyncRequest { applied_version }).unwrap_or_default();
+                    if client.try_publish(topics.sync(), QoS::AtLeastOnce, false, request).is_ok() {
+                        delivery.handed(Tag::Other);
+                        sync_sent.get_or_insert_with(Instant::now);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if p.topic == topics.acks() {
+                        fleet_answered(&mut sync_sent, &fleet_silent);
+                        match serde_json::from_slice::<TelemetryAck>(&p.payload) {
+                            Ok(ack) if delivery.fleet_acked(ack.committed_seq, Instant::now()) => {
+                                if let Err(e) = store.remove_outbox_through(ack.committed_seq) {
+                                    tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "telemetry acknowledgement not understood"),
+                        }
+                        let _ = client.try_ack(&p);
+                        continue;
+                    }
                     let message = if p.topic == topics.desired() {
+                        fleet_answered(&mut sync_sent, &fleet_silent);
                         Some(Inbound::Desired(p.payload.to_vec()))
                     } else if let Some(name) = p.topic.strip_prefix(&commands_prefix) {
                         Some(Inbound::Command { name: name.to_owned(), payload: p.payload.to_vec() })
-                    } else {
-                        p.topic.strip_prefix(&inputs_prefix).map(|module| Inbound::Input {
+                    } else if let Some(module) = p.topic.strip_prefix(&inputs_prefix) {
+                        let message = Inbound::Input {
                             module: module.to_owned(),
                             payload: p.payload.to_vec(),
-                        })
+                            ack: InputAck { client: client.clone(), publish: p.clone() },
+                        };
+                        let _ = inbound.send(message).await;
+                        continue;
+                    } else {
+                        None
                     };
                     if let Some(message) = message {
                         let _ = inbound.send(message).await;
                     }
+                    let _ = client.try_ack(&p);
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(Tag::Telemetry(seq)) = in_flight.remove(&ack.pkid) {
-                        acked.push(seq);
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(tag) = queued.pop_front() {
-                        in_flight.insert(pkid, tag);
-                    }
-                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => delivery.broker_acked(ack.pkid),
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => delivery.published(pkid),
                 Ok(_) => {}
                 Err(e) => {
                     if connected {
@@ -156,8 +203,6 @@ pub async fn run(
                         tracing::debug!(error = %e, retry_in = ?backoff, "broker unreachable");
                     }
                     connected = false;
-                    queued.clear();
-                    in_flight.clear();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => break,
@@ -166,57 +211,86 @@ pub async fn run(
                 }
             },
             _ = outbox.committed.notified(), if connected => {}
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if connected && delivery.resend_due(now) {
+                    tracing::info!(from_seq = delivery.cursor() + 1, "the fleet has not acknowledged telemetry; sending it again");
+                }
+                if let Some(sent) = sync_sent
+                    && now.duration_since(sent) >= SYNC_TIMEOUT
+                    && fleet_silent.borrow().is_none()
+                {
+                    tracing::warn!("the fleet has not answered the sync request; the desired state may be out of date");
+                    let since = now_ms().saturating_sub(now.duration_since(sent).as_millis() as u64);
+                    fleet_silent.send_replace(Some(since));
+                }
+            }
             Some(message) = outgoing.recv() => {
                 if connected && client.try_publish(message.topic, QoS::AtLeastOnce, false, message.payload).is_ok() {
-                    queued.push_back(Tag::Other);
+                    delivery.handed(Tag::Other);
                 }
             }
             changed = reported.changed(), if connected => {
                 if changed.is_ok() {
                     let state = reported.borrow_and_update().clone();
                     if client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state).is_ok() {
-                        queued.push_back(Tag::Reported);
+                        delivery.handed(Tag::Other);
                     }
                 }
             }
         }
 
-        if !acked.is_empty() {
-            if let Err(e) = store.remove_outbox(&acked) {
-                tracing::error!(error = %e, "cannot remove acknowledged telemetry");
-            }
-            acked.clear();
-        }
         if connected {
-            let room = WINDOW.saturating_sub(queued.len() + in_flight.len());
-            if room > 0 {
-                match store.outbox_after(cursor, room) {
-                    Ok(records) => {
-                        for record in records {
-                            let Some((module, json)) = unframe(&record.payload) else {
-                                cursor = record.seq;
-                                continue;
-                            };
-                            if client
-                                .try_publish(
-                                    topics.telemetry(module),
-                                    QoS::AtLeastOnce,
-                                    false,
-                                    json.to_vec(),
-                                )
-                                .is_err()
-                            {
-                                break;
-                            }
-                            queued.push_back(Tag::Telemetry(record.seq));
-                            cursor = record.seq;
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot read the telemetry outbox"),
-                }
-            }
+            send_telemetry(&client, &topics, &store, &mut delivery);
         }
     }
     let _ = client.try_disconnect();
     Ok(())
+}
+
+/// The fleet answered (a manifest or an acknowledgement arrived): it is not silent.
+fn fleet_answered(
+    sync_sent: &mut Option<Instant>,
+    fleet_silent: &watch::Sender<Option<UnixMillis>>,
+) {
+    *sync_sent = None;
+    fleet_silent.send_if_modified(|silent| silent.take().is_some());
+}
+
+/// Hands outbox records to the client while the window has room.
+fn send_telemetry(
+    client: &AsyncClient,
+    topics: &DeviceTopics,
+    store: &Store,
+    delivery: &mut Delivery,
+) {
+    let room = delivery.room();
+    if room == 0 {
+        return;
+    }
+    let records = match store.outbox_after(delivery.cursor(), room) {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the telemetry outbox");
+            return;
+        }
+    };
+    for record in records {
+        let Some((module, json)) = unframe(&record.payload) else {
+            delivery.skipped(record.seq);
+            continue;
+        };
+        if client
+            .try_publish(
+                topics.telemetry(module),
+                QoS::AtLeastOnce,
+                false,
+                json.to_vec(),
+            )
+            .is_err()
+        {
+            break;
+        }
+        delivery.handed(Tag::Telemetry(record.seq));
+    }
 }

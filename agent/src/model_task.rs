@@ -15,13 +15,17 @@ use edgefleet_onnx::canary::{canary, metadata_from_model};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::link::InputAck;
 use crate::model_module::{ActiveModel, ModelModule};
 use crate::module_task::{
     Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
 };
 use crate::reconciler::{ModelOperation, ServedModel, plan_model};
-use crate::scoring_api;
 use crate::store::ModuleRecord;
+use crate::{mqtt_input, scoring_api};
+
+/// Inputs kept for a module that is not serving yet; more are recorded as refused.
+const MAX_WAITING_INPUTS: usize = 10_000;
 
 /// How long a stopping scoring API may take to finish its requests before it is cut off.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -44,6 +48,7 @@ pub(crate) fn spawn(name: &str, services: Arc<Services>, restore: Option<Restore
         assignment: None,
         error: None,
         backoff: Backoff::default(),
+        waiting_inputs: Vec::new(),
     };
     ModuleHandle {
         kind: ModuleKind::Model,
@@ -73,6 +78,9 @@ struct ModelTask {
     /// Why the module is not what its assignment asks, when it is not (for the operator).
     error: Option<String>,
     backoff: Backoff,
+    /// MQTT inputs that arrived before anything served (at start, during the first
+    /// activation), scored once something does.
+    waiting_inputs: Vec<(Vec<u8>, InputAck)>,
 }
 
 impl ModelTask {
@@ -100,6 +108,7 @@ impl ModelTask {
                         self.remove().await;
                         return;
                     }
+                                        Some(ModuleCommand::Input { payload, ack }) => self.on_input(payload, ack),
                     Some(ModuleCommand::Restart { request_id }) => {
                         self.services.answer("restart", &CommandResult {
                             request_id,
@@ -123,6 +132,33 @@ impl ModelTask {
                         retry_at = self.retry_if_failed(activation.is_none());
                     }
                 }
+            }
+        }
+    }
+
+    /// Scores an input with the served version, or keeps it until a version serves.
+    fn on_input(&mut self, payload: Vec<u8>, ack: InputAck) {
+        let outbox = &self.services.outbox;
+        match &self.served {
+            Some(module) if module.serving().mqtt_input => {
+                mqtt_input::score(module.clone(), outbox.clone(), payload, ack);
+            }
+            Some(_) => {
+                let error = format!(
+                    "{:?} does not take MQTT inputs (its serving.mqttInput is false)",
+                    self.name
+                );
+                mqtt_input::refuse(outbox, &self.name, error, ack);
+            }
+            None if self.waiting_inputs.len() < MAX_WAITING_INPUTS => {
+                self.waiting_inputs.push((payload, ack));
+            }
+            None => {
+                let error = format!(
+                    "{:?} is not serving yet and {MAX_WAITING_INPUTS} inputs already wait for it",
+                    self.name
+                );
+                mqtt_input::refuse(outbox, &self.name, error, ack);
             }
         }
     }
@@ -214,6 +250,9 @@ impl ModelTask {
                 self.served = Some(Arc::new(module));
             }
         }
+        for (payload, ack) in std::mem::take(&mut self.waiting_inputs) {
+            self.on_input(payload, ack);
+        }
         if let Err(e) = self.services.store.put_module(&self.name, &record) {
             tracing::error!(module = %self.name, error = %e, "the served version is not remembered");
         }
@@ -294,6 +333,10 @@ impl ModelTask {
     }
 
     async fn remove(&mut self) {
+        for (_, ack) in std::mem::take(&mut self.waiting_inputs) {
+            let error = format!("{:?} was removed before it served", self.name);
+            mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
+        }
         self.stop_server().await;
         self.served = None;
         if let Err(e) = self.services.store.remove_module(&self.name) {

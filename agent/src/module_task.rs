@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::container_runtime::ContainerRuntime;
-use crate::link::OutgoingMessage;
+use crate::link::{InputAck, OutgoingMessage};
 use crate::outbox::Outbox;
 use crate::puller::Puller;
 use crate::status_board::StatusBoard;
@@ -162,6 +162,8 @@ pub(crate) enum ModuleCommand {
     Remove,
     /// Restart a container module (the fleet's `restart` command); answered on the link.
     Restart { request_id: String },
+    /// Score a message from the module's MQTT input topic (model modules).
+    Input { payload: Vec<u8>, ack: InputAck },
 }
 
 /// What a module task tells the supervisor.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use edgefleet_common::UnixMillis;
 use edgefleet_common::manifest::TelemetrySettings;
 use edgefleet_common::reported::{REPORTED_SCHEMA_VERSION, ReportedState};
 use edgefleet_common::telemetry::{AgentMetrics, TelemetryRecord};
@@ -18,7 +19,8 @@ use crate::store::Store;
 /// The module name of the agent's own telemetry.
 pub(crate) const AGENT_MODULE: &str = "_agent";
 
-/// Inference counters change with every request; they are reported at most this often.
+/// Inference counters and dropped records change without notice; they are reported at most
+/// this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub(crate) struct Reporter {
     pub reported: watch::Sender<Vec<u8>>,
     /// The desired manifest's telemetry settings.
     pub telemetry: watch::Receiver<TelemetrySettings>,
+    /// Since when the fleet has not answered (from the link).
+    pub fleet_silent: watch::Receiver<Option<UnixMillis>>,
 }
 
 impl Reporter {
@@ -57,6 +61,7 @@ impl Reporter {
             modules,
             outbox: self.store.outbox_state().unwrap_or_default(),
             reported_at_ms: now_ms(),
+            fleet_silent_since_ms: *self.fleet_silent.borrow(),
         }
     }
 
@@ -71,13 +76,15 @@ impl Reporter {
 
     /// Runs until the task is aborted.
     pub async fn run(mut self) {
-        let inferences = |state: &ReportedState| -> u64 {
-            state
+        // Inference counters and the count of dropped records change without a board change.
+        let inferences = |state: &ReportedState| -> (u64, u64) {
+            let count = state
                 .modules
                 .values()
                 .filter_map(|m| m.inference.as_ref())
                 .map(|i| i.count)
-                .sum()
+                .sum();
+            (count, state.outbox.dropped)
         };
         let initial = self.state();
         let mut reported_inferences = inferences(&initial);
@@ -105,6 +112,10 @@ impl Reporter {
                     if let Err(e) = self.outbox.submit(AGENT_MODULE, TelemetryRecord::Metric(metrics)) {
                         tracing::warn!(error = %e, "agent metrics not accepted");
                     }
+                    self.publish(&state);
+                }
+                                Ok(()) = self.fleet_silent.changed() => {
+                    let state = self.state();
                     self.publish(&state);
                 }
                 changed = self.telemetry.changed() => {

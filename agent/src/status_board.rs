@@ -1,6 +1,6 @@
 //! The status board: what each module task last said about its module, the outcome of the
 //! last manifest and the applied version. Tasks write it; the reporter reads it into the
-//! reported state; the supervisor looks up served models on it to score MQTT inputs.
+//! reported state.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +35,7 @@ pub(crate) struct Board {
 #[derive(Debug, Clone)]
 pub(crate) struct ModuleEntry {
     pub state: ModuleState,
-    /// The served model, for its live inference counters and for MQTT inputs.
+    /// The served model, for its live inference counters.
     pub served: Option<Arc<ModelModule>>,
 }
 
@@ -73,11 +73,6 @@ impl StatusBoard {
 
     pub fn set_applied_version(&self, version: u64) {
         self.change(|b| b.applied_version = Some(version));
-    }
-
-    /// The model `name` serves now, if any.
-    pub fn served(&self, name: &str) -> Option<Arc<ModelModule>> {
-        self.board().modules.get(name)?.served.clone()
     }
 
     /// A copy of the board.

@@ -323,26 +323,32 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes acknowledged records (without fsync: see the module documentation).
-    pub fn remove_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
+    /// Removes the records the fleet has stored: every `seq <= committed` (without fsync: see
+    /// the module documentation). Returns how many were removed.
+    pub fn remove_outbox_through(&self, committed: u64) -> Result<u64, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
-        {
+        let removed = {
             let mut meta = txn.open_table(META)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut bytes = u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value()));
-            for seq in seqs {
-                if let Some(v) = outbox.remove(seq)? {
+            let mut removed = 0;
+            while outbox
+                .first()?
+                .is_some_and(|(seq, _)| seq.value() <= committed)
+            {
+                if let Some((_, v)) = outbox.pop_first()? {
                     bytes = bytes.saturating_sub(v.value().len() as u64);
+                    removed += 1;
                 }
             }
-            meta.insert(OUTBOX_BYTES, bytes.to_be_bytes().as_slice())?;
-        }
+            if removed > 0 {
+                meta.insert(OUTBOX_BYTES, bytes.to_be_bytes().as_slice())?;
+            }
+            removed
+        };
         txn.commit()?;
-        Ok(())
+        Ok(removed)
     }
 
     /// Drops records accepted before `cutoff_ms`; returns how many.
@@ -385,6 +391,8 @@ impl Store {
             depth: outbox.len()?,
             bytes: u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value())),
             dropped: u64_of(meta.get(DROPPED)?.as_ref().map(|v| v.value())),
+            next_seq: u64_of(meta.get(NEXT_SEQ)?.as_ref().map(|v| v.value())).max(1),
+            oldest_seq: outbox.first()?.map(|(seq, _)| seq.value()),
         })
     }
 }
@@ -416,11 +424,13 @@ mod tests {
         let all = store.outbox_after(0, 10).expect("read");
         assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(all[2].payload, b"3:c");
-        store.remove_outbox(&[1, 2]).expect("remove");
+        assert_eq!(store.remove_outbox_through(2).expect("remove"), 2);
+        assert_eq!(store.remove_outbox_through(2).expect("again"), 0);
         assert_eq!(store.outbox_after(0, 10).expect("read").len(), 1);
         let state = store.outbox_state().expect("state");
         assert_eq!(state.depth, 1);
         assert_eq!(state.bytes, 8 + 3);
+        assert_eq!((state.oldest_seq, state.next_seq), (Some(3), 4));
     }
 
     #[test]

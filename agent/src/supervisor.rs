@@ -16,7 +16,7 @@ use edgefleet_common::signing::FleetPublicKey;
 use tokio::sync::{mpsc, watch};
 
 use crate::apply_progress::{ApplyProgress, Verdict};
-use crate::link::Inbound;
+use crate::link::{Inbound, InputAck};
 use crate::module_task::{Assignment, ModuleCommand, ModuleEvent, ModuleHandle, Services};
 use crate::reconciler::{Step, plan};
 use crate::{container_task, create_options, model_task, mqtt_input};
@@ -128,7 +128,7 @@ impl Supervisor {
                 () = &mut shutdown => break,
                 message = inbound.recv() => match message {
                     Some(Inbound::Desired(wire)) => self.on_desired(wire),
-                    Some(Inbound::Input { module, payload }) => self.on_input(&module, payload),
+                                        Some(Inbound::Input { module, payload, ack }) => self.on_input(module, payload, ack),
                     Some(Inbound::Command { name, payload }) => self.on_command(&name, &payload),
                     None => break,
                 },
@@ -202,9 +202,10 @@ impl Supervisor {
 
     /// Starts applying `manifest`: its settings at once, its modules phase by phase.
     fn start(&mut self, manifest: Manifest, wire: Vec<u8>, announce: bool) {
-        self.services
-            .outbox
-            .set_max_bytes(manifest.telemetry.outbox_max_bytes);
+        // The device's own cap bounds what the fleet asks: the operator owns the disk.
+        let cap = manifest.telemetry.outbox_max_bytes;
+        let device_cap = self.services.config.telemetry.outbox_max_bytes;
+        self.services.outbox.set_max_bytes(cap.min(device_cap));
         self.telemetry.send_replace(manifest.telemetry.clone());
         self.wanted_images.send_replace(
             manifest
@@ -374,15 +375,24 @@ impl Supervisor {
         self.services.board.set_outcome(outcome);
     }
 
-    /// Scores a message from a model module's MQTT input topic.
-    fn on_input(&self, name: &str, payload: Vec<u8>) {
-        let Some(module) = self.services.board.served(name) else {
-            tracing::debug!(module = %name, "input for a module that is not serving");
-            return;
+    /// Hands a message from a model module's MQTT input topic to the module's task; one for
+    /// no model module of this device is recorded as an event and acknowledged.
+    fn on_input(&self, module: String, payload: Vec<u8>, ack: InputAck) {
+        let (payload, ack) = match self.tasks.get(&module) {
+            Some(handle) if handle.kind == ModuleKind::Model => {
+                match handle.commands.send(ModuleCommand::Input { payload, ack }) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(ModuleCommand::Input { payload, ack })) => {
+                        (payload, ack)
+                    }
+                    Err(_) => return,
+                }
+            }
+            _ => (payload, ack),
         };
-        if module.serving().mqtt_input {
-            mqtt_input::score(module, self.services.outbox.clone(), payload);
-        }
+        drop(payload);
+        let error = format!("an input for {module:?}, which is not a model module of this device");
+        mqtt_input::refuse(&self.services.outbox, &module, error, ack);
     }
 
     /// Answers a fleet command: `logs` at once from a task of its own, `restart` through the

@@ -11,6 +11,7 @@
 pub mod agent_config;
 pub mod broker_url;
 pub mod commands;
+pub mod delivery;
 pub mod fleet_api;
 pub mod manifest;
 pub mod module_image;

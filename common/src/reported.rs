@@ -72,6 +72,10 @@ pub struct ReportedState {
     pub outbox: OutboxState,
     /// When the device produced this report.
     pub reported_at_ms: UnixMillis,
+    /// Since when the fleet has not answered the device's request for its desired state
+    /// (absent while it answers): the device may be running an out-of-date manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_silent_since_ms: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -126,4 +130,11 @@ pub struct OutboxState {
     pub bytes: u64,
     /// Records dropped by the byte cap or the TTL since the device started counting.
     pub dropped: u64,
+    /// The `seq` the next record will get.
+    #[serde(default)]
+    pub next_seq: u64,
+    /// The oldest record the device still holds. Records before it that the fleet does not
+    /// have were dropped (and counted in `dropped`): the fleet acknowledges past them.
+    #[serde(default)]
+    pub oldest_seq: Option<u64>,
 }

@@ -7,6 +7,8 @@
 //! edgefleet/<fleet>/devices/<id>/inputs/<module>         local apps -> model module
 //! edgefleet/<fleet>/devices/<id>/commands/<name>         fleet -> device
 //! edgefleet/<fleet>/devices/<id>/commands/<name>/result  device -> fleet
+//! edgefleet/<fleet>/devices/<id>/acks                    retained, fleet -> device
+//! edgefleet/<fleet>/devices/<id>/sync                    device -> fleet
 //! ```
 
 /// Why a name cannot be used in a topic.
@@ -74,6 +76,17 @@ impl DeviceTopics {
     pub fn command_result(&self, name: &str) -> String {
         format!("{}/commands/{name}/result", self.prefix)
     }
+
+    /// The fleet's acknowledgements of the device's telemetry (`delivery::TelemetryAck`).
+    pub fn acks(&self) -> String {
+        format!("{}/acks", self.prefix)
+    }
+
+    /// The device's request for its desired manifest and acknowledgement, sent after every
+    /// connect (`delivery::SyncRequest`).
+    pub fn sync(&self) -> String {
+        format!("{}/sync", self.prefix)
+    }
 }
 
 /// Subscriptions of the fleet service for every device of a fleet.
@@ -88,6 +101,7 @@ pub enum DeviceTopic<'a> {
     Reported { device_id: &'a str },
     Telemetry { device_id: &'a str, module: &'a str },
     CommandResult { device_id: &'a str, name: &'a str },
+    Sync { device_id: &'a str },
 }
 
 impl FleetTopics {
@@ -110,6 +124,10 @@ impl FleetTopics {
         format!("{}/+/commands/+/result", self.prefix)
     }
 
+    pub fn all_sync(&self) -> String {
+        format!("{}/+/sync", self.prefix)
+    }
+
     /// Reads a topic received on one of this fleet's subscriptions.
     pub fn parse<'a>(&self, topic: &'a str) -> Option<DeviceTopic<'a>> {
         let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
@@ -120,6 +138,7 @@ impl FleetTopics {
             [device_id, "commands", name, "result"] => {
                 Some(DeviceTopic::CommandResult { device_id, name })
             }
+            [device_id, "sync"] => Some(DeviceTopic::Sync { device_id }),
             _ => None,
         }
     }
@@ -174,7 +193,12 @@ mod tests {
                 name: "logs"
             })
         );
+        assert_eq!(
+            f.parse(&d.sync()),
+            Some(DeviceTopic::Sync { device_id: "gw-01" })
+        );
         assert_eq!(f.parse(&d.desired()), None);
+        assert_eq!(f.parse(&d.acks()), None);
         assert_eq!(f.parse("edgefleet/other/devices/gw-01/reported"), None);
     }
 

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use edgefleet_common::commands::{CommandRequest, CommandResult};
+use edgefleet_common::delivery::{SyncRequest, TelemetryAck};
 use edgefleet_common::manifest::Manifest;
 use edgefleet_common::module_image::ModuleMetadata;
 use edgefleet_common::reported::ReportedState;
@@ -20,6 +21,14 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         (
             "command-result.schema.json",
             schemars::schema_for!(CommandResult),
+        ),
+        (
+            "telemetry-ack.schema.json",
+            schemars::schema_for!(TelemetryAck),
+        ),
+        (
+            "sync-request.schema.json",
+            schemars::schema_for!(SyncRequest),
         ),
         ("module.schema.json", schemars::schema_for!(ModuleMetadata)),
         (

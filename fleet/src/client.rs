@@ -8,6 +8,7 @@ use edgefleet_common::fleet_api::{
     Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest, DeviceView,
     ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
     PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
+    TelemetryQuery,
 };
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use reqwest::blocking::{RequestBuilder, Response};
@@ -212,11 +213,13 @@ impl FleetClient {
         self.get(&format!("/v1/rollouts/{deployment}"))
     }
 
+    /// Device `device`'s records as `query` asks (see [`TelemetryQuery`]).
     pub fn telemetry(
         &self,
         device: &str,
-        limit: usize,
+        query: &TelemetryQuery,
     ) -> Result<Vec<TelemetryEnvelope>, ClientError> {
-        self.get(&format!("/v1/telemetry/{device}?limit={limit}"))
+        let request = self.http.get(self.url(&format!("/v1/telemetry/{device}")));
+        self.json(request.query(query))
     }
 }

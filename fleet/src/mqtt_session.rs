@@ -1,6 +1,11 @@
 //! The fleet's MQTT session: publishes what the domain layer hands it (signed manifests,
-//! retained, and commands), publishes every manifest again on each connect, and ingests
-//! reported state, telemetry and command results, writing state and telemetry in batches.
+//! retained, and commands), publishes every manifest again on each connect, answers devices'
+//! sync requests, and ingests reported state, telemetry and command results.
+//!
+//! Ingestion is a group commit: what arrives while one batch is being written becomes the
+//! next batch. A message is acknowledged to the broker (manual acks, persistent session) only
+//! once its batch is committed, and each device of the batch is then sent its
+//! acknowledgement (`TelemetryAck`), so a record leaves a device only once the fleet has it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,16 +16,14 @@ use edgefleet_common::reported::ReportedState;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use edgefleet_common::topics::DeviceTopic;
 use edgefleet_transport::now_ms;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::domain::{Fleet, Publication};
-use crate::records::DeviceStatus;
+use crate::domain::{Arrived, Fleet, Heard, Publication};
+use crate::error::FleetError;
 
-/// How often what arrived is written to the store.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Runs the session until `shutdown` turns true, then writes what arrived last.
+/// Runs the session until `shutdown` turns true, then commits and acknowledges what arrived.
 pub async fn run(
     fleet: Arc<Fleet>,
     client: AsyncClient,
@@ -31,12 +34,21 @@ pub async fn run(
     // Publishing waits while the client's queue is full, which only polling the event loop
     // empties: it runs beside the loop.
     let publisher = tokio::spawn(forward(client.clone(), outgoing));
-    let mut batch = Ingested::default();
-    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    let mut batch = Batch::default();
+    let mut committing: Option<JoinHandle<Committed>> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
+        if committing.is_none() && !batch.is_empty() {
+            committing = Some(batch.commit(&fleet));
+        }
         tokio::select! {
             _ = shutdown.changed() => break,
+            done = async { committing.as_mut().expect("guarded by is_some").await }, if committing.is_some() => {
+                committing = None;
+                if let Ok(done) = done {
+                    done.acknowledge(&client);
+                }
+            }
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
@@ -45,12 +57,16 @@ pub async fn run(
                         fleet.topics.all_reported(),
                         fleet.topics.all_telemetry(),
                         fleet.topics.all_command_results(),
+                        fleet.topics.all_sync(),
                     ] {
                         let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                     }
-                    republish(&fleet, &client);
+                    match fleet.all_manifests() {
+                        Ok(manifests) => publish_all(&client, manifests),
+                        Err(e) => tracing::error!(error = %e, "manifests not published again"),
+                    }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &p.topic, &p.payload),
+                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &client, p),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "broker connection");
@@ -61,12 +77,26 @@ pub async fn run(
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             },
-            _ = flush.tick() => batch.flush(&fleet),
         }
     }
-    batch.flush(&fleet);
+    // What arrived is stored before the service stops; its acknowledgements go out while the
+    // event loop is still polled.
+    if let Some(done) = committing.take()
+        && let Ok(done) = done.await
+    {
+        done.acknowledge(&client);
+    }
+    if !batch.is_empty()
+        && let Ok(done) = batch.commit(&fleet).await
+    {
+        done.acknowledge(&client);
+    }
+    let drain = async {
+        let _ = client.disconnect().await;
+        while eventloop.poll().await.is_ok() {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     publisher.abort();
-    let _ = client.try_disconnect();
 }
 
 async fn forward(client: AsyncClient, mut outgoing: mpsc::Receiver<Publication>) {
@@ -80,18 +110,14 @@ async fn forward(client: AsyncClient, mut outgoing: mpsc::Receiver<Publication>)
     }
 }
 
-/// Publishes every stored manifest again (in a task of its own: a large fleet has many).
-fn republish(fleet: &Arc<Fleet>, client: &AsyncClient) {
-    let manifests = match fleet.all_manifests() {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(error = %e, "manifests not published again");
-            return;
-        }
-    };
+/// Publishes `publications` in a task of its own (a large fleet has many).
+fn publish_all(client: &AsyncClient, publications: Vec<Publication>) {
+    if publications.is_empty() {
+        return;
+    }
     let client = client.clone();
     tokio::spawn(async move {
-        for p in manifests {
+        for p in publications {
             if client
                 .publish(p.topic, QoS::AtLeastOnce, p.retain, p.payload)
                 .await
@@ -103,34 +129,76 @@ fn republish(fleet: &Arc<Fleet>, client: &AsyncClient) {
     });
 }
 
-/// What arrived since the last flush.
+/// What arrived since the last commit began.
 #[derive(Debug, Default)]
-struct Ingested {
-    statuses: BTreeMap<String, DeviceStatus>,
-    telemetry: Vec<(String, u64, Vec<u8>)>,
+struct Batch {
+    heard: BTreeMap<String, Heard>,
+    telemetry: Vec<Arrived>,
+    /// The messages to acknowledge to the broker once the batch is stored.
+    messages: Vec<Publish>,
 }
 
-impl Ingested {
-    fn receive(&mut self, fleet: &Fleet, topic: &str, payload: &[u8]) {
-        match fleet.topics.parse(topic) {
+/// A stored batch: its messages to acknowledge and the devices' acknowledgements to publish.
+#[derive(Debug)]
+struct Committed {
+    messages: Vec<Publish>,
+    acks: Result<Vec<Publication>, FleetError>,
+}
+
+impl Committed {
+    fn acknowledge(self, client: &AsyncClient) {
+        match self.acks {
+            Ok(acks) => {
+                for message in &self.messages {
+                    let _ = client.try_ack(message);
+                }
+                publish_all(client, acks);
+            }
+            // Not acknowledged: the broker delivers the messages again after a reconnect, and
+            // the devices keep the records and send them again.
+            Err(e) => tracing::error!(error = %e, "reported state and telemetry not stored"),
+        }
+    }
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Writes the batch on the blocking pool; the session goes on receiving meanwhile.
+    fn commit(&mut self, fleet: &Arc<Fleet>) -> JoinHandle<Committed> {
+        let Batch {
+            heard,
+            telemetry,
+            messages,
+        } = std::mem::take(self);
+        let fleet = fleet.clone();
+        tokio::task::spawn_blocking(move || Committed {
+            acks: fleet.ingest(heard, &telemetry),
+            messages,
+        })
+    }
+
+    fn receive(&mut self, fleet: &Fleet, client: &AsyncClient, p: Publish) {
+        match fleet.topics.parse(&p.topic) {
             Some(DeviceTopic::Reported { device_id }) => {
-                match serde_json::from_slice::<ReportedState>(payload) {
-                    Ok(reported) => {
-                        let status = self.status(fleet, device_id);
-                        status.last_seen_ms = Some(now_ms());
-                        status.reported = Some(reported);
-                    }
+                match serde_json::from_slice::<ReportedState>(&p.payload) {
+                    Ok(reported) => self.heard(device_id).reported = Some(reported),
                     Err(e) => {
                         tracing::warn!(device = %device_id, error = %e, "reported state not understood")
                     }
                 }
             }
             Some(DeviceTopic::Telemetry { device_id, .. }) => {
-                match serde_json::from_slice::<TelemetryEnvelope>(payload) {
+                match serde_json::from_slice::<TelemetryEnvelope>(&p.payload) {
                     Ok(envelope) => {
-                        self.telemetry
-                            .push((device_id.to_owned(), envelope.seq, payload.to_vec()));
-                        self.status(fleet, device_id).last_seen_ms = Some(now_ms());
+                        self.telemetry.push((
+                            device_id.to_owned(),
+                            envelope.seq,
+                            p.payload.to_vec(),
+                        ));
+                        self.heard(device_id);
                     }
                     Err(e) => {
                         tracing::warn!(device = %device_id, error = %e, "telemetry record not understood")
@@ -138,28 +206,37 @@ impl Ingested {
                 }
             }
             Some(DeviceTopic::CommandResult { device_id, .. }) => {
-                match serde_json::from_slice::<CommandResult>(payload) {
+                match serde_json::from_slice::<CommandResult>(&p.payload) {
                     Ok(result) => fleet.command_answered(result),
                     Err(e) => {
                         tracing::warn!(device = %device_id, error = %e, "command result not understood")
                     }
                 }
+                let _ = client.try_ack(&p);
+                return;
             }
-            _ => {}
+            Some(DeviceTopic::Sync { device_id }) => {
+                match fleet.sync(device_id) {
+                    Ok(answer) => publish_all(client, answer),
+                    Err(e) => {
+                        tracing::error!(device = %device_id, error = %e, "sync request not answered")
+                    }
+                }
+                let _ = client.try_ack(&p);
+                return;
+            }
+            None => {
+                let _ = client.try_ack(&p);
+                return;
+            }
         }
+        self.messages.push(p);
     }
 
-    fn status(&mut self, fleet: &Fleet, device_id: &str) -> &mut DeviceStatus {
-        self.statuses
-            .entry(device_id.to_owned())
-            .or_insert_with(|| fleet.status(device_id).unwrap_or_default())
-    }
-
-    fn flush(&mut self, fleet: &Fleet) {
-        let statuses = std::mem::take(&mut self.statuses);
-        let telemetry = std::mem::take(&mut self.telemetry);
-        if let Err(e) = fleet.ingest(statuses, &telemetry) {
-            tracing::error!(error = %e, "reported state and telemetry not stored");
-        }
+    /// The device was heard from now.
+    fn heard(&mut self, device_id: &str) -> &mut Heard {
+        let heard = self.heard.entry(device_id.to_owned()).or_default();
+        heard.last_seen_ms = now_ms();
+        heard
     }
 }

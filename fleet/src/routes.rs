@@ -15,12 +15,13 @@ use edgefleet_common::fleet_api::{
     Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest, DeviceView,
     ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
     PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
+    TelemetryQuery,
 };
 use edgefleet_common::telemetry::TelemetryEnvelope;
-use serde::Deserialize;
+
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::Fleet;
+use crate::domain::{Fleet, TelemetryFilter};
 use crate::error::FleetError;
 
 /// Largest request body: an ONNX model being registered.
@@ -244,20 +245,24 @@ async fn rollout_status(
 
 // Telemetry.
 
-#[derive(Debug, Deserialize)]
-struct TelemetryQuery {
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-
-fn default_limit() -> usize {
-    20
-}
+/// Records one telemetry answer holds at most.
+const TELEMETRY_PAGE_MAX: usize = 10_000;
 
 async fn telemetry(
     State(api): State<Api>,
     Path(device): Path<String>,
     Query(query): Query<TelemetryQuery>,
 ) -> Answer<Vec<TelemetryEnvelope>> {
-    Ok(Json(api.fleet.telemetry(&device, query.limit)?))
+    let limit = query.limit.unwrap_or(20).min(TELEMETRY_PAGE_MAX);
+    if query.is_tail() {
+        return Ok(Json(api.fleet.telemetry(&device, limit)?));
+    }
+    let filter = TelemetryFilter {
+        after_seq: query.after.unwrap_or(0),
+        since_ms: query.since_ms,
+        until_ms: query.until_ms,
+        module: query.module,
+        kind: query.kind,
+    };
+    Ok(Json(api.fleet.query_telemetry(&device, &filter, limit)?))
 }

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::domain::{Fleet, FleetSettings};
-use crate::store::FleetStore;
+use crate::store::{FleetStore, TelemetryRetention};
 use crate::{embedded_broker, mqtt_session, routes};
 
 /// How `edgefleet serve` runs.
@@ -38,6 +38,8 @@ pub struct ServeOptions {
     pub onnx_runtime_library: PathBuf,
     /// The broker URL written into device configurations (default: `mqtt_url`).
     pub device_mqtt_url: Option<String>,
+    /// How long and how much telemetry is kept per device.
+    pub retention: TelemetryRetention,
 }
 
 /// Why the service could not start or stopped.
@@ -157,7 +159,9 @@ pub async fn serve(
         ..TlsFiles::default()
     };
     let mut mqtt_options = edgefleet_transport::mqtt_options(&broker, &login, &tls)?;
-    mqtt_options.set_clean_session(true);
+    // A persistent session: what devices publish while the service restarts waits for it at
+    // the broker, and is acknowledged only once stored.
+    mqtt_options.set_clean_session(false).set_manual_acks(true);
     let (client, eventloop) = AsyncClient::new(mqtt_options, OUTGOING_QUEUE);
 
     let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_QUEUE);
@@ -166,6 +170,7 @@ pub async fn serve(
         data_dir: options.data_dir.clone(),
         mqtt_url,
         device_mqtt_url: options.device_mqtt_url.clone(),
+        retention: options.retention,
     };
     let fleet = Arc::new(Fleet::new(
         settings,

@@ -1,9 +1,12 @@
-//! The fleet service's database (one redb file): records by kind and name as JSON, and a
-//! bounded telemetry history per device.
+//! The fleet service's database (one redb file): records by kind and name as JSON, and each
+//! device's telemetry, deduplicated by `(device, seq)`, kept for the configured age and bytes,
+//! with the highest `seq` up to which the fleet has every record (its acknowledgement).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use edgefleet_common::UnixMillis;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -11,11 +14,12 @@ use serde::de::DeserializeOwned;
 
 /// "<kind>/<name>" -> JSON.
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
-/// (device, seq) -> telemetry envelope JSON.
-const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("telemetry");
-
-/// Telemetry records kept per device.
-pub const TELEMETRY_HISTORY: usize = 1000;
+/// (device, seq) -> when the fleet accepted it (8 bytes, big-endian ms) + envelope JSON.
+const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("device_telemetry");
+/// device -> bytes of its stored telemetry.
+const TELEMETRY_BYTES: TableDefinition<&str, u64> = TableDefinition::new("telemetry_bytes");
+/// device -> the highest seq up to which the fleet has every record (its acknowledgement).
+const COMMITTED: TableDefinition<&str, u64> = TableDefinition::new("telemetry_committed");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,6 +101,8 @@ impl FleetStore {
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(TELEMETRY)?;
+        txn.open_table(TELEMETRY_BYTES)?;
+        txn.open_table(COMMITTED)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -163,37 +169,98 @@ impl FleetStore {
         Ok(current + 1)
     }
 
-    /// Stores telemetry records; a (device, seq) already stored is ignored. Returns how many
-    /// were new. Keeps the newest [`TELEMETRY_HISTORY`] per device.
-    pub fn add_telemetry(&self, records: &[(String, u64, Vec<u8>)]) -> Result<usize, StoreError> {
+    /// Stores what devices sent, in one transaction: their status records (`statuses`, JSON
+    /// by device), their telemetry records (`records`: device, seq, accepted time, envelope
+    /// JSON; a `(device, seq)` already stored is ignored) and the `floors` below which a device
+    /// holds nothing any more. Returns, for every device of the batch, the highest `seq` up to
+    /// which the fleet has every record (or knows the device dropped it): its acknowledgement.
+    pub fn ingest(
+        &self,
+        statuses: &[(String, Vec<u8>)],
+        records: &[(String, u64, UnixMillis, Vec<u8>)],
+        floors: &[(String, u64)],
+        retention: &TelemetryRetention,
+        now_ms: UnixMillis,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
         let txn = self.db.begin_write()?;
-        let mut added = 0;
+        let mut acks = BTreeMap::new();
         {
-            let mut table = txn.open_table(TELEMETRY)?;
-            let mut devices = std::collections::BTreeSet::new();
-            for (device, seq, json) in records {
-                if table.get((device.as_str(), *seq))?.is_none() {
-                    table.insert((device.as_str(), *seq), json.as_slice())?;
-                    added += 1;
-                    devices.insert(device.as_str());
-                }
+            let mut table = txn.open_table(RECORDS)?;
+            for (device, json) in statuses {
+                table.insert(
+                    format!("{}/{device}", kind::STATUS).as_str(),
+                    json.as_slice(),
+                )?;
             }
-            for device in devices {
-                let count = table.range((device, 0)..=(device, u64::MAX))?.count();
-                if count > TELEMETRY_HISTORY {
-                    let old = table
-                        .range((device, 0)..=(device, u64::MAX))?
-                        .take(count - TELEMETRY_HISTORY)
-                        .map(|e| e.map(|(k, _)| k.value().1))
-                        .collect::<Result<Vec<u64>, _>>()?;
-                    for seq in old {
-                        table.remove((device, seq))?;
-                    }
+            let mut telemetry = txn.open_table(TELEMETRY)?;
+            let mut bytes = txn.open_table(TELEMETRY_BYTES)?;
+            let mut committed = txn.open_table(COMMITTED)?;
+            let mut value = Vec::new();
+            for (device, seq, accepted_ms, json) in records {
+                let key = (device.as_str(), *seq);
+                if telemetry.get(key)?.is_some() {
+                    acks.entry(device.clone()).or_insert(0);
+                    continue;
                 }
+                value.clear();
+                value.extend_from_slice(&accepted_ms.to_be_bytes());
+                value.extend_from_slice(json);
+                telemetry.insert(key, value.as_slice())?;
+                let total = bytes.get(device.as_str())?.map_or(0, |v| v.value());
+                bytes.insert(device.as_str(), total + value.len() as u64)?;
+                acks.entry(device.clone()).or_insert(0);
+            }
+            for (device, floor) in floors {
+                let current = committed.get(device.as_str())?.map_or(0, |v| v.value());
+                if *floor > current {
+                    committed.insert(device.as_str(), *floor)?;
+                }
+                acks.entry(device.clone()).or_insert(0);
+            }
+            for (device, ack) in acks.iter_mut() {
+                let mut c = committed.get(device.as_str())?.map_or(0, |v| v.value());
+                while telemetry.get((device.as_str(), c + 1))?.is_some() {
+                    c += 1;
+                }
+                committed.insert(device.as_str(), c)?;
+                *ack = c;
+                trim(&mut telemetry, &mut bytes, device, retention, now_ms)?;
             }
         }
         txn.commit()?;
-        Ok(added)
+        Ok(acks)
+    }
+
+    /// The highest `seq` of `device` the fleet has acknowledged.
+    pub fn committed(&self, device: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COMMITTED)?;
+        Ok(table.get(device)?.map_or(0, |v| v.value()))
+    }
+
+    /// Telemetry records of `device` with `seq > after`, oldest first, that `filter` keeps, at
+    /// most `limit`.
+    pub fn telemetry_after(
+        &self,
+        device: &str,
+        after: u64,
+        limit: usize,
+        mut filter: impl FnMut(&TelemetryEnvelope) -> bool,
+    ) -> Result<Vec<TelemetryEnvelope>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        let mut out = Vec::new();
+        for entry in table.range((device, after.saturating_add(1))..=(device, u64::MAX))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let envelope = decode_telemetry(device, key.value().1, value.value())?;
+            if filter(&envelope) {
+                out.push(envelope);
+            }
+        }
+        Ok(out)
     }
 
     /// The newest `limit` telemetry records of `device`, oldest first.
@@ -211,14 +278,72 @@ impl FleetStore {
             .take(limit)
         {
             let (key, value) = entry?;
-            let envelope =
-                serde_json::from_slice(value.value()).map_err(|source| StoreError::Decode {
-                    key: format!("telemetry {device} #{}", key.value().1),
-                    source,
-                })?;
-            out.push(envelope);
+            out.push(decode_telemetry(device, key.value().1, value.value())?);
         }
         out.reverse();
         Ok(out)
     }
+}
+
+/// How long and how much telemetry the fleet keeps per device; the oldest records go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryRetention {
+    pub max_age_ms: u64,
+    pub max_bytes_per_device: u64,
+}
+
+impl Default for TelemetryRetention {
+    /// A week, and 64 MiB per device: a week of a fleet of 100 devices sending 10 records/s
+    /// in all (0.1/s each, about 60,000 records of under 1 KiB per device).
+    fn default() -> Self {
+        Self {
+            max_age_ms: 7 * 24 * 3600 * 1000,
+            max_bytes_per_device: 64 << 20,
+        }
+    }
+}
+
+/// Drops `device`'s oldest records while they are older than the retention or over its bytes.
+fn trim(
+    telemetry: &mut redb::Table<(&str, u64), &[u8]>,
+    bytes: &mut redb::Table<&str, u64>,
+    device: &str,
+    retention: &TelemetryRetention,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    let mut total = bytes.get(device)?.map_or(0, |v| v.value());
+    let cutoff = now_ms.saturating_sub(retention.max_age_ms);
+    loop {
+        let oldest = telemetry
+            .range((device, 0)..=(device, u64::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, v)| (k.value().1, v.value().len() as u64, accepted_ms(v.value())));
+        let Some((seq, size, accepted)) = oldest else {
+            break;
+        };
+        if total <= retention.max_bytes_per_device && accepted >= cutoff {
+            break;
+        }
+        telemetry.remove((device, seq))?;
+        total = total.saturating_sub(size);
+    }
+    bytes.insert(device, total)?;
+    Ok(())
+}
+
+fn accepted_ms(value: &[u8]) -> UnixMillis {
+    value
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn decode_telemetry(device: &str, seq: u64, value: &[u8]) -> Result<TelemetryEnvelope, StoreError> {
+    serde_json::from_slice(value.get(8..).unwrap_or_default()).map_err(|source| {
+        StoreError::Decode {
+            key: format!("telemetry {device} #{seq}"),
+            source,
+        }
+    })
 }

@@ -39,6 +39,7 @@ impl InProcessFleet {
             token: Some(TOKEN.into()),
             onnx_runtime_library: ort_library(),
             device_mqtt_url: None,
+            retention: Default::default(),
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime

@@ -5,204 +5,21 @@
 use std::time::Duration;
 
 use edgefleet_tests::{
-    AgentProcess, AgentSetup, FleetProcess, Mosquitto, Registry, free_port, http_client, model_dir,
-    ort_library, repo_root, wait_for, workspace_binary,
+    AgentProcess, AgentSetup, FleetProcess, FleetWorld, Mosquitto, Registry, free_port,
+    http_client, model_dir, ort_library, score_at, wait_for, workspace_binary,
 };
 use serde_json::Value;
 
 const QUICKSTART_REQUEST: &str = r#"{"data": [[1,2,3,4,5,6,7,8,9,10],[10,9,8,7,6,5,4,3,2,1]]}"#;
 
-struct World {
-    broker: Mosquitto,
-    registry: Registry,
-    fleet: FleetProcess,
-}
-
-impl World {
-    fn new() -> Self {
-        // The ACL users are told to use: the fleet service may use every topic, a device
-        // (user name = device id) only its own.
-        let acl = std::fs::read_to_string(repo_root().join("docs/mosquitto-acl.conf"))
-            .expect("docs/mosquitto-acl.conf");
-        let broker = Mosquitto::new()
-            .add_user("fleet", "fleet-pass")
-            .with_acl(&acl)
-            .start();
-        let registry = Registry::start("edge", "edge-pass");
-        let fleet = FleetProcess::start(
-            workspace_binary("edgefleet"),
-            &broker,
-            "fleet",
-            "fleet-pass",
-            "plant",
-        );
-        let world = Self {
-            broker,
-            registry,
-            fleet,
-        };
-        add_registry(&world.fleet, &world.registry, "edge-pass");
-        world
-    }
-
-    /// A device added to the fleet, configured with what `edgefleet device config` printed,
-    /// serving its model APIs on `bind` (one loopback address per device).
-    fn device(&mut self, id: &str, tags: &[&str], bind: &str) -> AgentProcess {
-        let mut agent = AgentProcess::init(
-            AgentSetup {
-                binary: workspace_binary("edgefleet-agent"),
-                device_id: id.into(),
-                fleet: "plant".into(),
-                fleet_public_key: String::new(),
-                mqtt_username: id.into(),
-                mqtt_password: String::new(),
-                insecure_registries: vec![],
-                onnx_runtime_library: ort_library(),
-                mqtt_ca_file: None,
-                mqtt_client_cert: None,
-                registry_ca_file: None,
-            },
-            &self.broker,
-        );
-        let mut args = vec!["device", "add", id, "--public-key", &agent.public_key];
-        for tag in tags {
-            args.extend(["--tag", tag]);
-        }
-        self.fleet.ok(&args);
-        let config = self.fleet.ok(&["device", "config", id]);
-        let password = config
-            .lines()
-            .find_map(|l| l.strip_prefix("password = "))
-            .map(|p| p.trim_matches('"').to_owned())
-            .expect("the config holds the MQTT password");
-        self.broker.add_user_live(id, &password);
-        agent.use_config(&config);
-        agent.set_env("EDGEFLEET_MQTT_URL", &self.broker.url());
-        agent.set_env("EDGEFLEET_SERVING_BIND_ADDRESS", bind);
-        agent.start();
-        agent
-    }
-
-    fn wait_rollout(&self, deployment: &str) -> Value {
-        let out = self.fleet.cli(&[
-            "rollout",
-            "status",
-            deployment,
-            "--wait",
-            "--timeout-secs",
-            "90",
-            "--output",
-            "json",
-        ]);
-        assert!(
-            out.status.success(),
-            "rollout {deployment} did not succeed: {}\n{}\nfleet log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.fleet.log()
-        );
-        serde_json::from_slice(&out.stdout).expect("rollout JSON")
-    }
-
-    fn manifest(&self, device: &str) -> Value {
-        serde_json::from_str(
-            &self
-                .fleet
-                .ok(&["manifest", "show", device, "--output", "json"]),
-        )
-        .expect("manifest JSON")
-    }
-}
-
-fn score(bind: &str, port: u16) -> Value {
-    let response = http_client()
-        .post(format!("http://{bind}:{port}/score"))
-        .body(QUICKSTART_REQUEST)
-        .send()
-        .expect("POST /score");
-    assert_eq!(response.status(), 200);
-    response.json().expect("JSON")
-}
-
-/// `edgefleet registry add acr ...` for `registry`, the password on stdin.
-fn add_registry(fleet: &FleetProcess, registry: &Registry, password: &str) {
-    let out = fleet.cli_with(
-        &[
-            "registry",
-            "add",
-            "acr",
-            "--address",
-            &registry.address(),
-            "--username",
-            "edge",
-            "--password-stdin",
-            "--insecure",
-        ],
-        Some(password),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `edgefleet model register` of a committed model; returns `name:version`.
-fn register(fleet: &FleetProcess, name: &str, model: &str) -> String {
-    let path = model_dir(model).join("model.onnx");
-    fleet
-        .ok(&[
-            "model",
-            "register",
-            "--name",
-            name,
-            "--path",
-            path.to_str().expect("path"),
-            "--tag",
-            "team=ml",
-        ])
-        .trim()
-        .to_owned()
-}
-
-/// `edgefleet model package <model> --registry acr --repository <repository>`.
-/// Creates (or replaces) deployment `name` of `model` on `port` for the devices `target` selects.
-fn deploy(fleet: &FleetProcess, name: &str, target: &str, model: &str, port: u16) {
-    fleet.ok(&[
-        "deployment",
-        "create",
-        name,
-        "--target",
-        target,
-        "--model",
-        model,
-        "--port",
-        &port.to_string(),
-    ]);
-}
-
-fn package(fleet: &FleetProcess, model: &str, repository: &str) -> String {
-    fleet.ok(&[
-        "model",
-        "package",
-        model,
-        "--registry",
-        "acr",
-        "--repository",
-        repository,
-        "--output",
-        "json",
-    ])
-}
-
 #[test]
 fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_module_on_one_device()
  {
-    let mut world = World::new();
-    assert_eq!(register(&world.fleet, "diabetes", "diabetes"), "diabetes:1");
-    package(&world.fleet, "diabetes:1", "models/diabetes");
-    assert_eq!(register(&world.fleet, "digits", "digits"), "digits:1");
-    package(&world.fleet, "digits:1", "models/digits");
+    let mut world = FleetWorld::new();
+    assert_eq!(world.fleet.register("diabetes", "diabetes"), "diabetes:1");
+    world.fleet.package("diabetes:1", "models/diabetes");
+    assert_eq!(world.fleet.register("digits", "digits"), "digits:1");
+    world.fleet.package("digits:1", "models/digits");
 
     let mut gw1 = world.device("gw-1", &["site=plant1", "line=a"], "127.0.0.2");
     let mut gw2 = world.device("gw-2", &["site=plant1", "line=b"], "127.0.0.3");
@@ -233,8 +50,8 @@ fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_
         .filter_map(|d| d["deviceId"].as_str())
         .collect();
     assert_eq!(targeted, ["gw-1", "gw-2"]);
-    assert!(score("127.0.0.2", port)["variable"].is_array());
-    assert!(score("127.0.0.3", port)["variable"].is_array());
+    assert!(score_at("127.0.0.2", port)["variable"].is_array());
+    assert!(score_at("127.0.0.3", port)["variable"].is_array());
     let none = world.fleet.cli(&["manifest", "show", "gw-3"]);
     assert_eq!(none.status.code(), Some(1), "gw-3 is not targeted");
 
@@ -275,7 +92,7 @@ fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_
         "{body}"
     );
     assert!(
-        score("127.0.0.2", port)["variable"].is_array(),
+        score_at("127.0.0.2", port)["variable"].is_array(),
         "gw-1 still serves diabetes"
     );
 
@@ -287,7 +104,7 @@ fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_
         .expect("password")
         .trim_matches('"')
         .to_owned();
-    let foreign = world.broker.subscribe(
+    let foreign = world.broker().subscribe(
         "gw-1",
         &gw1_password,
         "edgefleet/plant/devices/gw-2/desired",
@@ -295,7 +112,7 @@ fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_
         2,
     );
     assert!(foreign.is_empty(), "gw-1 read gw-2's desired topic");
-    let own = world.broker.subscribe(
+    let own = world.broker().subscribe(
         "gw-1",
         &gw1_password,
         "edgefleet/plant/devices/gw-1/desired",
@@ -337,18 +154,14 @@ fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_
 fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_password_fails_until_fixed()
  {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let mut world = World::new();
-    register(&world.fleet, "diabetes", "diabetes");
-    package(&world.fleet, "diabetes:1", "models/diabetes");
+    let mut world = FleetWorld::new();
+    world.fleet.register("diabetes", "diabetes");
+    world.fleet.package("diabetes:1", "models/diabetes");
     let mut gw1 = world.device("gw-1", &["site=plant1"], "127.0.0.5");
     let port = free_port();
-    deploy(
-        &world.fleet,
-        "cd",
-        "tags.site = 'plant1'",
-        "diabetes:latest",
-        port,
-    );
+    world
+        .fleet
+        .deploy("cd", "tags.site = 'plant1'", "diabetes:latest", port);
     world.wait_rollout("cd");
     let v1_image =
         world.manifest("gw-1")["signed"]["manifest"]["modules"]["diabetes"]["image"].clone();
@@ -372,7 +185,7 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
             }
             failures
         });
-        assert_eq!(register(&world.fleet, "diabetes", "diabetes"), "diabetes:2");
+        assert_eq!(world.fleet.register("diabetes", "diabetes"), "diabetes:2");
         wait_for("diabetes:2 on gw-1", Duration::from_secs(60), || {
             let image =
                 world.manifest("gw-1")["signed"]["manifest"]["modules"]["diabetes"]["image"]
@@ -403,13 +216,9 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
     // The registry's password is rotated; the fleet still has the old one. Pinning the
     // deployment to diabetes:1 makes the device pull with it, and fail.
     world.registry.set_password("rotated-pass");
-    deploy(
-        &world.fleet,
-        "cd",
-        "tags.site = 'plant1'",
-        "diabetes:1",
-        port,
-    );
+    world
+        .fleet
+        .deploy("cd", "tags.site = 'plant1'", "diabetes:1", port);
     let out = world
         .fleet
         .cli(&["rollout", "status", "cd", "--wait", "--timeout-secs", "60"]);
@@ -420,19 +229,19 @@ fn a_new_version_under_latest_rolls_out_without_failing_requests_and_a_rotated_p
         "{stderr}"
     );
     assert!(
-        score("127.0.0.5", port)["variable"].is_array(),
+        score_at("127.0.0.5", port)["variable"].is_array(),
         "v2 keeps serving"
     );
 
     // Fixing the password re-renders the device's manifest and the rollout succeeds.
-    add_registry(&world.fleet, &world.registry, "rotated-pass");
+    world.fleet.add_registry(&world.registry, "rotated-pass");
     world.wait_rollout("cd");
     gw1.stop();
 }
 
 #[test]
 fn bad_cli_input_gets_one_clear_line_and_a_nonzero_exit_and_writes_nothing() {
-    let world = World::new();
+    let world = FleetWorld::new();
     let unknown = world.fleet.cli(&[
         "deployment",
         "create",
@@ -524,9 +333,9 @@ fn bad_cli_input_gets_one_clear_line_and_a_nonzero_exit_and_writes_nothing() {
 
 #[test]
 fn a_packaged_model_is_a_standard_image_and_cannot_be_deleted_while_deployed() {
-    let world = World::new();
-    register(&world.fleet, "diabetes", "diabetes");
-    let out = package(&world.fleet, "diabetes:1", "models/diabetes");
+    let world = FleetWorld::new();
+    world.fleet.register("diabetes", "diabetes");
+    let out = world.fleet.package("diabetes:1", "models/diabetes");
     let package: Value = serde_json::from_str(&out).expect("package JSON");
 
     // skopeo reads it like any image: labels, the digest the fleet recorded, one layer.
@@ -584,9 +393,9 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
     let registry = Registry::start("edge", "edge-pass");
     let broker_port = free_port();
     let fleet = FleetProcess::start_embedded(workspace_binary("edgefleet"), broker_port, "solo");
-    add_registry(&fleet, &registry, "edge-pass");
-    register(&fleet, "diabetes", "diabetes");
-    package(&fleet, "diabetes:1", "models/diabetes");
+    fleet.add_registry(&registry, "edge-pass");
+    fleet.register("diabetes", "diabetes");
+    fleet.package("diabetes:1", "models/diabetes");
 
     // The agent's configuration is exactly what `device config` prints, the broker included.
     let placeholder = Mosquitto::new();
@@ -624,7 +433,7 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
     agent.set_env("EDGEFLEET_SERVING_BIND_ADDRESS", "127.0.0.6");
     agent.start();
     let port = free_port();
-    deploy(&fleet, "lab", "tags.site = 'lab'", "diabetes:latest", port);
+    fleet.deploy("lab", "tags.site = 'lab'", "diabetes:latest", port);
     let out = fleet.cli(&["rollout", "status", "lab", "--wait", "--timeout-secs", "60"]);
     assert!(
         out.status.success(),
@@ -633,7 +442,7 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
         String::from_utf8_lossy(&out.stderr),
         agent.log()
     );
-    assert!(score("127.0.0.6", port)["variable"].is_array());
+    assert!(score_at("127.0.0.6", port)["variable"].is_array());
     agent.stop();
 }
 
@@ -652,9 +461,9 @@ fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
         "fleet-pass",
         "tls",
     );
-    add_registry(&fleet, &registry, "edge-pass");
-    register(&fleet, "diabetes", "diabetes");
-    package(&fleet, "diabetes:1", "models/diabetes");
+    fleet.add_registry(&registry, "edge-pass");
+    fleet.register("diabetes", "diabetes");
+    fleet.package("diabetes:1", "models/diabetes");
     let device = edgefleet_common::sealing::DeviceIdentity::generate();
     fleet.ok(&[
         "device",
@@ -707,7 +516,7 @@ fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
 fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
     use edgefleet_common::manifest::{ContainerSpec, Manifest, Module, RegistryCredential};
     use edgefleet_tests::docker;
-    let mut world = World::new();
+    let mut world = FleetWorld::new();
     let image_tag = format!("edgefleet-test/sensor-sim-logs:{}", std::process::id());
     let module = format!("logs-{}", std::process::id());
     let container = format!("edgefleet-{module}");
@@ -742,7 +551,7 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
             status: Default::default(),
             restart_policy: Default::default(),
             env: std::collections::BTreeMap::from([
-                ("MQTT_PORT".to_owned(), world.broker.port().to_string()),
+                ("MQTT_PORT".to_owned(), world.broker().port().to_string()),
                 ("TOPIC".to_owned(), "sensors/logs".to_owned()),
             ]),
             create_options: Some(serde_json::json!({"HostConfig": {"NetworkMode": "host"}})),
@@ -750,7 +559,7 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
         }),
     );
     let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");
-    assert!(world.broker.publish(
+    assert!(world.broker().publish(
         "fleet",
         "fleet-pass",
         "edgefleet/plant/devices/gw-logs/desired",

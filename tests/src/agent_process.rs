@@ -136,21 +136,21 @@ impl AgentProcess {
         self.dir.path().join("agent.log")
     }
 
-    /// `edgefleet-agent --config <this device's config>`.
+    /// `edgefleet-agent --config <this device's config>`, with the device's environment
+    /// overrides.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.setup.binary);
         cmd.arg("--config")
             .arg(self.config_path())
-            .env_remove("ORT_DYLIB_PATH");
+            .env_remove("ORT_DYLIB_PATH")
+            .envs(self.env.iter().cloned());
         cmd
     }
 
     /// Starts `edgefleet-agent run`; returns once the process is up (not once it is connected).
     pub fn start(&mut self) {
         let mut cmd = self.command();
-        cmd.arg("run")
-            .env("RUST_LOG", "info,edgefleet_agent=debug")
-            .envs(self.env.iter().cloned());
+        cmd.arg("run").env("RUST_LOG", "info,edgefleet_agent=debug");
         self.process = Some(ServiceProcess::spawn_unchecked(
             "edgefleet-agent",
             cmd,

@@ -7,14 +7,19 @@ use crate::mosquitto::Mosquitto;
 use crate::process::{ServiceProcess, free_port};
 
 /// A fleet service on a free port with its own data directory, connected to `broker` as the
-/// user given to [`FleetProcess::start`].
+/// user given to [`FleetProcess::start`]. It can be stopped, killed and started again on the
+/// same port and data.
 #[derive(Debug)]
 pub struct FleetProcess {
     dir: tempfile::TempDir,
     binary: PathBuf,
     port: u16,
     pub token: String,
-    _process: ServiceProcess,
+    fleet: String,
+    /// Arguments and environment beyond the data directory, port and fleet.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    process: Option<ServiceProcess>,
 }
 
 impl FleetProcess {
@@ -25,51 +30,81 @@ impl FleetProcess {
         password: &str,
         fleet: &str,
     ) -> Self {
-        Self::spawn(binary, fleet, |command| {
-            command.args(["--mqtt-url", &broker.url(), "--mqtt-username", user]);
-            if let Some(tls) = broker.tls() {
-                command.arg("--mqtt-ca-file").arg(tls.ca.ca_file());
-            }
-            command.env("EDGEFLEET_MQTT_PASSWORD", password);
-        })
+        let mut args = vec![
+            "--mqtt-url".to_owned(),
+            broker.url(),
+            "--mqtt-username".to_owned(),
+            user.to_owned(),
+        ];
+        if let Some(tls) = broker.tls() {
+            args.push("--mqtt-ca-file".to_owned());
+            args.push(tls.ca.ca_file().display().to_string());
+        }
+        let env = vec![("EDGEFLEET_MQTT_PASSWORD".to_owned(), password.to_owned())];
+        Self::spawn(binary, fleet, args, env)
     }
 
     /// A fleet service with its embedded MQTT broker on `broker_port`.
     pub fn start_embedded(binary: PathBuf, broker_port: u16, fleet: &str) -> Self {
-        Self::spawn(binary, fleet, |command| {
-            command.args([
-                "--embedded-broker-listen",
-                &format!("127.0.0.1:{broker_port}"),
-            ]);
-        })
+        let args = vec![
+            "--embedded-broker-listen".to_owned(),
+            format!("127.0.0.1:{broker_port}"),
+        ];
+        Self::spawn(binary, fleet, args, Vec::new())
     }
 
-    fn spawn(binary: PathBuf, fleet: &str, configure: impl FnOnce(&mut Command)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let token = "fleet-admin-token".to_owned();
-        let mut command = Command::new(&binary);
+    fn spawn(binary: PathBuf, fleet: &str, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        let mut fleet = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            binary,
+            port: free_port(),
+            token: "fleet-admin-token".to_owned(),
+            fleet: fleet.to_owned(),
+            args,
+            env,
+            process: None,
+        };
+        fleet.launch();
+        fleet
+    }
+
+    /// Starts the service (again), on the same port and data.
+    pub fn launch(&mut self) {
+        let mut command = Command::new(&self.binary);
         command
             .arg("serve")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--fleet", fleet])
-            .env("EDGEFLEET_TOKEN", &token)
+            .arg(self.data_dir())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--fleet",
+                &self.fleet,
+            ])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("EDGEFLEET_TOKEN", &self.token)
             .env("ORT_DYLIB_PATH", crate::ort_library())
             .env("RUST_LOG", "info");
-        configure(&mut command);
-        let process = ServiceProcess::spawn(
+        self.process = Some(ServiceProcess::spawn(
             "edgefleet serve",
             command,
-            &dir.path().join("fleet.log"),
-            port,
-        );
-        Self {
-            dir,
-            binary,
-            port,
-            token,
-            _process: process,
+            &self.dir.path().join("fleet.log"),
+            self.port,
+        ));
+    }
+
+    /// SIGTERM, and waits for the service to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 

@@ -16,6 +16,7 @@ mod agent_process;
 mod device_world;
 pub mod docker;
 mod fleet_process;
+mod fleet_world;
 mod mosquitto;
 mod oci_layout;
 mod process;
@@ -32,6 +33,7 @@ pub use device_world::{
     diabetes_module_json, score, sensor_module, wait_for_or_log,
 };
 pub use fleet_process::FleetProcess;
+pub use fleet_world::{FleetWorld, InputPublisher, score_at};
 pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
 pub use process::{ServiceProcess, free_port, require_program};

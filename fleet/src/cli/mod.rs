@@ -5,6 +5,7 @@
 
 mod output;
 mod run;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +14,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::ClientError;
 use crate::service::{ServeOptions, serve};
+use crate::store::TelemetryRetention;
 
 pub use run::run;
+pub use telemetry::TelemetryCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,6 +137,12 @@ pub struct ServeArgs {
         default_value = "/usr/lib/edgefleet/libonnxruntime.so.1.31.1"
     )]
     pub onnx_runtime: PathBuf,
+    /// Telemetry older than this many days is dropped.
+    #[arg(long, default_value_t = 7)]
+    pub telemetry_retention_days: u64,
+    /// Each device's oldest telemetry is dropped beyond this many MiB.
+    #[arg(long, default_value_t = 64)]
+    pub telemetry_max_mib_per_device: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,16 +274,6 @@ pub enum ManifestCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum TelemetryCommand {
-    /// The newest telemetry records of a device.
-    Tail {
-        device: String,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-}
-
 fn parse_tag(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -384,6 +383,12 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|t| !t.is_empty()),
         onnx_runtime_library: args.onnx_runtime,
         device_mqtt_url: args.device_mqtt_url,
+        retention: TelemetryRetention {
+            max_age_ms: args
+                .telemetry_retention_days
+                .saturating_mul(24 * 3600 * 1000),
+            max_bytes_per_device: args.telemetry_max_mib_per_device.saturating_mul(1 << 20),
+        },
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

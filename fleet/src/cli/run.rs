@@ -16,7 +16,7 @@ use edgefleet_transport::now_ms;
 use super::output::{Progress, device_text, or_dash, print, rollout_failures, rollout_text, table};
 use super::{
     Cli, CliError, Command, DeploymentCommand, DeviceCommand, ManifestCommand, ModelCommand,
-    ModuleCommand, RegistryCommand, RolloutCommand, TelemetryCommand,
+    ModuleCommand, RegistryCommand, RolloutCommand,
 };
 use crate::client::FleetClient;
 
@@ -325,25 +325,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             api.command(&device, &request)?;
             eprintln!("restarted {module} on {device}");
         }
-        Command::Telemetry(TelemetryCommand::Tail { device, limit }) => {
-            let records = api.telemetry(&device, limit)?;
-            print(output, &records, |list| {
-                list.iter()
-                    .map(|r| {
-                        let kind = serde_json::to_value(r.record.kind()).unwrap_or_default();
-                        let body = serde_json::to_value(&r.record).unwrap_or_default();
-                        format!(
-                            "#{} {} {} {}",
-                            r.seq,
-                            r.module,
-                            kind.as_str().unwrap_or_default(),
-                            body["body"]
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-        }
+        Command::Telemetry(command) => super::telemetry::run(&api, output, command)?,
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ use crate::error::FleetError;
 use crate::store::FleetStore;
 
 pub use rendering::Affected;
+pub use telemetry::{Arrived, Heard, TelemetryFilter};
 
 /// A message for the fleet's MQTT session to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct FleetSettings {
     pub mqtt_url: String,
     /// The broker URL written into device configurations (default: `mqtt_url`).
     pub device_mqtt_url: Option<String>,
+    /// How long and how much telemetry is kept per device.
+    pub retention: crate::store::TelemetryRetention,
 }
 
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use edgefleet_onnx::OnnxRuntime;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::records::DeviceStatus;
+
 use crate::store::kind;
 
 struct World {
@@ -38,6 +38,7 @@ impl World {
             data_dir: dir.path().to_owned(),
             mqtt_url: "mqtt://127.0.0.1:1883".into(),
             device_mqtt_url: None,
+            retention: Default::default(),
         };
         let store = FleetStore::open(&dir.path().join("fleet.redb")).expect("store");
         let onnx = OnnxRuntime::load(&edgefleet_tests::ort_library()).expect("ONNX Runtime");
@@ -238,8 +239,8 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
     let status = fleet.rollout("d").expect("status");
     assert_eq!((status.targeted, status.pending), (2, 2));
 
-    let report = |status: ApplyStatus, message: &str| DeviceStatus {
-        last_seen_ms: Some(edgefleet_transport::now_ms()),
+    let report = |status: ApplyStatus, message: &str| Heard {
+        last_seen_ms: edgefleet_transport::now_ms(),
         reported: Some(ReportedState {
             schema_version: REPORTED_SCHEMA_VERSION.into(),
             device_id: String::new(),
@@ -253,6 +254,7 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
             modules: BTreeMap::new(),
             outbox: OutboxState::default(),
             reported_at_ms: 0,
+            fleet_silent_since_ms: None,
         }),
     };
     let statuses = BTreeMap::from([

@@ -1,0 +1,26 @@
+//! End-to-end delivery of telemetry: a record leaves a device's outbox only once the fleet has
+//! stored it. MQTT's PubAck says only that the broker has a record; the fleet says it has
+//! committed one with a [`TelemetryAck`] on the device's `acks` topic, and a device asks for
+//! its acknowledgement and its desired manifest after every connect with a [`SyncRequest`],
+//! so neither depends on the broker keeping retained messages or sessions.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The fleet has stored every record of the device up to `committed_seq` (or knows the device
+/// dropped it): the device may forget them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryAck {
+    pub committed_seq: u64,
+}
+
+/// A device asks for its desired manifest and its telemetry acknowledgement (sent after every
+/// connect; the fleet answers on the `desired` and `acks` topics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequest {
+    /// The manifest version the device has applied, if any.
+    #[serde(default)]
+    pub applied_version: Option<u64>,
+}

@@ -80,7 +80,7 @@ fn traffic(
                     response.is_ok_and(|r| r.status() == 200),
                     "{id} stopped scoring"
                 );
-                if round % 5 == 0 && publisher.publish(id, "diabetes", INPUT) {
+                if round.is_multiple_of(5) && publisher.publish(id, "diabetes", INPUT) {
                     inputs.fetch_add(1, Ordering::Relaxed);
                 }
             }

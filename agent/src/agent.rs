@@ -158,7 +158,7 @@ pub async fn run(
     let link = tokio::spawn(link::run(
         config.clone(),
         store,
-        outbox,
+        outbox.clone(),
         reported,
         inbound_tx,
         outgoing,
@@ -168,6 +168,8 @@ pub async fn run(
 
     supervisor.run(inbound, events, shutdown).await;
     tracing::info!("shutting down");
+    // The scoring APIs have stopped; what they handed the outbox is committed before exit.
+    outbox.flush().await;
     for task in background {
         task.abort();
     }

@@ -97,8 +97,11 @@ impl ModelTask {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    // The agent is shutting down: dropping the server handle stops it.
-                    None => return,
+                                        // The agent is shutting down: the scoring API finishes its requests first.
+                    None => {
+                        self.stop_server().await;
+                        return;
+                    }
                                         Some(ModuleCommand::Apply(assignment)) => {
                         self.backoff.reset();
                         activation = self.apply(assignment).await;

@@ -39,10 +39,17 @@ struct Pending {
     accepted: Option<oneshot::Sender<Result<u64, OutboxError>>>,
 }
 
+/// What the writer receives: a record, or a request to be told once everything before it is
+/// committed.
+enum Message {
+    Record(Pending),
+    Flush(oneshot::Sender<()>),
+}
+
 /// A handle to the outbox; cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Message>,
     max_bytes: Arc<AtomicU64>,
     /// Woken after each commit so the link publishes new records at once.
     pub committed: Arc<Notify>,
@@ -81,25 +88,33 @@ impl Outbox {
     pub async fn record(&self, module: &str, record: TelemetryRecord) -> Result<u64, OutboxError> {
         let (accepted, rx) = oneshot::channel();
         self.tx
-            .send(Pending {
+            .send(Message::Record(Pending {
                 module: module.to_owned(),
                 record,
                 accepted: Some(accepted),
-            })
+            }))
             .await
             .map_err(|_| OutboxError::Stopped)?;
         rx.await.map_err(|_| OutboxError::Stopped)?
+    }
+
+    /// Waits until every record handed over before this call is committed (or refused).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Queues a record without waiting for it to be durable (for request handlers that must
     /// not wait on the disk). Fails at once when the writer is saturated.
     pub fn submit(&self, module: &str, record: TelemetryRecord) -> Result<(), OutboxError> {
         self.tx
-            .try_send(Pending {
+            .try_send(Message::Record(Pending {
                 module: module.to_owned(),
                 record,
                 accepted: None,
-            })
+            }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => OutboxError::Busy,
                 mpsc::error::TrySendError::Closed(_) => OutboxError::Stopped,
@@ -110,18 +125,29 @@ impl Outbox {
 async fn writer(
     store: Store,
     device_id: String,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Message>,
     max_bytes: Arc<AtomicU64>,
     committed: Arc<Notify>,
 ) {
     let device_id: Arc<str> = device_id.into();
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Record(p) => batch.push(p),
+                Message::Flush(done) => flushes.push(done),
             }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            for done in flushes {
+                let _ = done.send(());
+            }
+            continue;
         }
         let now = edgefleet_transport::now_ms();
         let mut acks = Vec::with_capacity(batch.len());
@@ -175,6 +201,9 @@ async fn writer(
                     }));
                 }
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

@@ -111,7 +111,7 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
     match scored {
         Ok((request, output)) => {
             api.module.observe(latency_us, true);
-            record(&api, &request, &output, latency_us);
+            record(&api, &request, &output, latency_us).await;
             axum::Json(output).into_response()
         }
         Err(ModelError::Request(e)) => {
@@ -126,25 +126,29 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
 }
 
 /// Sends the inference record and, at the configured rate, the collected inputs and outputs.
-fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
+/// Records the inference (and, at the configured rate, the collected inputs and outputs) and
+/// returns once they are durable: an answered request always has its record, whatever happens
+/// to the process next. Concurrent requests share one commit (the outbox's group commit).
+async fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
     let name = &api.module.name;
-    let inference = TelemetryRecord::Inference(InferenceRecord {
-        source: InputSource::Http,
-        latency_us,
-        outputs: output.clone(),
-    });
-    if let Err(e) = api.outbox.submit(name, inference) {
-        tracing::warn!(module = %name, error = %e, "inference record not accepted");
-    }
     let ppm = api.module.serving().data_collection_ppm;
     if ppm > 0 && rand::random::<u32>() % 1_000_000 < ppm {
         let collected = TelemetryRecord::CollectedData(CollectedData {
             inputs: request.clone(),
             outputs: output.clone(),
         });
+        // Committed in order: it is durable once the inference record below is.
         if let Err(e) = api.outbox.submit(name, collected) {
             tracing::warn!(module = %name, error = %e, "collected data not accepted");
         }
+    }
+    let inference = TelemetryRecord::Inference(InferenceRecord {
+        source: InputSource::Http,
+        latency_us,
+        outputs: output.clone(),
+    });
+    if let Err(e) = api.outbox.record(name, inference).await {
+        tracing::warn!(module = %name, error = %e, "inference record not accepted");
     }
 }
 

@@ -292,3 +292,51 @@ fn with_the_fleet_down_past_the_outbox_cap_the_oldest_records_are_dropped_counte
     );
     agent.stop();
 }
+
+#[test]
+fn with_the_broker_down_an_agent_killed_and_restarted_ten_times_under_traffic_loses_no_record() {
+    let mut world = FleetWorld::new();
+    let (mut agents, port) = deployed(&mut world, &[("gw-off", "127.0.0.7")]);
+    let agent = &mut agents[0];
+    let broker = world.broker.as_mut().expect("mosquitto");
+    broker.stop();
+    for _ in 0..10 {
+        for _ in 0..20 {
+            score_at("127.0.0.7", port);
+        }
+        agent.kill();
+        agent.start();
+        wait_for(
+            "the model served from the cache",
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(("127.0.0.7", port)).ok(),
+        );
+    }
+    for _ in 0..20 {
+        score_at("127.0.0.7", port);
+    }
+    // The running agent's status is its last report (at most a few seconds old).
+    wait_for(
+        "every /score answer recorded",
+        Duration::from_secs(30),
+        || {
+            let produced = status(agent)["outbox"]["nextSeq"].as_u64()? - 1;
+            (produced >= 220).then_some(())
+        },
+    );
+    world.broker.as_mut().expect("mosquitto").restart();
+    wait_for(
+        "every record in the fleet's store",
+        Duration::from_secs(90),
+        || {
+            let next = status(agent)["outbox"]["nextSeq"].as_u64()?;
+            (seqs(&stored(&world, "gw-off", &[])) == (1..next).collect::<Vec<_>>()).then_some(())
+        },
+    );
+    wait_for(
+        "the device's outbox to empty",
+        Duration::from_secs(60),
+        || (status(agent)["outbox"]["depth"] == 0).then_some(()),
+    );
+    agent.stop();
+}

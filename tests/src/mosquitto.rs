@@ -16,6 +16,8 @@ pub struct Mosquitto {
     users: Vec<(String, String)>,
     acl: Option<String>,
     tls: Option<MosquittoTls>,
+    /// `max_inflight_messages` (mosquitto's default is 20).
+    max_inflight: Option<u32>,
     process: Option<ServiceProcess>,
 }
 
@@ -36,8 +38,15 @@ impl Mosquitto {
             users: Vec::new(),
             acl: None,
             tls: None,
+            max_inflight: None,
             process: None,
         }
+    }
+
+    /// How many QoS 1 messages the broker sends a client before it acknowledges them.
+    pub fn with_max_inflight(mut self, messages: u32) -> Self {
+        self.max_inflight = Some(messages);
+        self
     }
 
     pub fn add_user(mut self, username: &str, password: &str) -> Self {
@@ -131,6 +140,9 @@ impl Mosquitto {
                 dir.join("broker.key").display(),
                 tls.require_client_certificate
             ));
+        }
+        if let Some(messages) = self.max_inflight {
+            conf.push_str(&format!("max_inflight_messages {messages}\n"));
         }
         if let Some(acl) = &self.acl {
             let path = dir.join("acl");

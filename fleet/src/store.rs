@@ -347,3 +347,84 @@ fn decode_telemetry(device: &str, seq: u64, value: &[u8]) -> Result<TelemetryEnv
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(device: &str, seq: u64) -> Vec<u8> {
+        format!(
+            r#"{{"deviceId":"{device}","module":"m","seq":{seq},"timestampMs":{seq},"kind":"event","body":{{"error":"e"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn arrived(
+        device: &str,
+        seqs: impl IntoIterator<Item = u64>,
+        at: u64,
+    ) -> Vec<(String, u64, u64, Vec<u8>)> {
+        seqs.into_iter()
+            .map(|s| (device.to_owned(), s, at, envelope(device, s)))
+            .collect()
+    }
+
+    fn stored(store: &FleetStore, device: &str) -> Vec<u64> {
+        store
+            .telemetry_after(device, 0, usize::MAX, |_| true)
+            .expect("read")
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    }
+
+    #[test]
+    fn the_acknowledgement_is_the_highest_contiguous_seq_and_moves_past_what_the_device_dropped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = FleetStore::open(&dir.path().join("f.redb")).expect("open");
+        let keep = TelemetryRetention::default();
+        let acks = store
+            .ingest(&[], &arrived("gw", [1, 2, 4], 0), &[], &keep, 0)
+            .expect("ingest");
+        assert_eq!(acks["gw"], 2, "3 is missing");
+        // A repeat is acknowledged again, stored once.
+        let acks = store
+            .ingest(&[], &arrived("gw", [2, 3], 0), &[], &keep, 0)
+            .expect("ingest");
+        assert_eq!(acks["gw"], 4);
+        assert_eq!(stored(&store, "gw"), vec![1, 2, 3, 4]);
+        // The device dropped 5..=9 and now holds 10 on: the fleet acknowledges past the gap.
+        store
+            .ingest(&[], &arrived("gw", [10, 11], 0), &[], &keep, 0)
+            .expect("ingest");
+        assert_eq!(store.committed("gw").expect("committed"), 4);
+        let acks = store
+            .ingest(&[], &[], &[("gw".to_owned(), 9)], &keep, 0)
+            .expect("ingest");
+        assert_eq!(acks["gw"], 11);
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_records_by_age_and_by_bytes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = FleetStore::open(&dir.path().join("r.redb")).expect("open");
+        let record = 8 + envelope("gw", 1).len() as u64;
+        let three = TelemetryRetention {
+            max_age_ms: 1000,
+            max_bytes_per_device: 3 * record + 2,
+        };
+        store
+            .ingest(&[], &arrived("gw", 1..=5, 10_000), &[], &three, 10_000)
+            .expect("ingest");
+        assert_eq!(stored(&store, "gw"), vec![3, 4, 5], "bytes");
+        store
+            .ingest(&[], &arrived("gw", [6], 11_500), &[], &three, 11_500)
+            .expect("ingest");
+        assert_eq!(
+            stored(&store, "gw"),
+            vec![6],
+            "age: the others are 1.5 s old"
+        );
+        assert_eq!(store.committed("gw").expect("committed"), 6);
+    }
+}

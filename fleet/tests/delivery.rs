@@ -191,6 +191,33 @@ fn inputs_published_while_the_agent_is_stopped_are_all_scored_when_it_returns() 
             .iter()
             .all(|r| r["body"]["outputs"]["variable"].is_array())
     );
+    // Exported for other tools: one CSV row or JSON line per record.
+    let csv = world.fleet.ok(&[
+        "telemetry",
+        "export",
+        "gw-in",
+        "--kind",
+        "inference",
+        "--format",
+        "csv",
+    ]);
+    let mut rows = csv.lines();
+    assert_eq!(
+        rows.next(),
+        Some("deviceId,module,seq,timestampMs,kind,body")
+    );
+    assert!(
+        rows.filter(|r| r.starts_with("gw-in,diabetes,")).count() >= 100,
+        "{csv}"
+    );
+    let jsonl = world
+        .fleet
+        .ok(&["telemetry", "export", "--format", "jsonl"]);
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(lines.iter().filter(|r| r["kind"] == "inference").count() >= 100);
     // A malformed input is recorded as an event naming the problem, and not retried.
     assert!(world.publish_input("gw-in", "diabetes", "{\"data\": [[1,2"));
     let event = wait_for(

@@ -46,7 +46,7 @@ async fn plain_rumqttc(port: u16, devices: usize) -> f64 {
     let mut clients = Vec::new();
     let mut done = Vec::new();
     for d in 0..devices {
-        let mut options = MqttOptions::new(format!("bench-plain-{d}"), "127.0.0.1", port);
+        let mut options = MqttOptions::new(format!("bench-plain-{devices}-{d}"), "127.0.0.1", port);
         options
             .set_credentials("bench", "bench")
             .set_inflight(264)

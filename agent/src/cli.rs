@@ -405,7 +405,8 @@ fn serve(
     let result = runtime.block_on(async {
         let store = Store::open(&dir.join("agent.redb"))?;
         let outbox = Outbox::start(store, "local".into(), config.telemetry.outbox_max_bytes);
-        let router = crate::scoring_api::router(module, outbox, config.telemetry.max_request_bytes);
+        let limits = crate::scoring_api::ScoringLimits::from_config(config);
+        let router = crate::scoring_api::router(module, outbox, limits);
         let listener = tokio::net::TcpListener::bind((bind, port))
             .await
             .with_context(|| format!("cannot listen on {bind}:{port}"))?;

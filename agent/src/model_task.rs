@@ -464,7 +464,7 @@ fn start_server(
     let router = scoring_api::router(
         module,
         services.outbox.clone(),
-        services.config.telemetry.max_request_bytes,
+        scoring_api::ScoringLimits::from_config(&services.config),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -24,11 +24,29 @@ use edgefleet_onnx::ModelError;
 struct Api {
     module: Arc<ModelModule>,
     outbox: Outbox,
-    max_body: usize,
+    limits: ScoringLimits,
+}
+
+/// How a scoring API treats requests (from the agent's `[telemetry]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ScoringLimits {
+    /// Largest request body accepted.
+    pub max_body: usize,
+    /// Answer only once the inference record is durable.
+    pub durable_answers: bool,
+}
+
+impl ScoringLimits {
+    pub fn from_config(config: &edgefleet_common::agent_config::AgentConfig) -> Self {
+        Self {
+            max_body: config.telemetry.max_request_bytes,
+            durable_answers: config.telemetry.durable_answers,
+        }
+    }
 }
 
 /// The router for one model module.
-pub fn router(module: Arc<ModelModule>, outbox: Outbox, max_body: usize) -> Router {
+pub fn router(module: Arc<ModelModule>, outbox: Outbox, limits: ScoringLimits) -> Router {
     Router::new()
         .route("/", get(|| async { "Healthy" }))
         .route("/score", get(score_get).post(score))
@@ -36,7 +54,7 @@ pub fn router(module: Arc<ModelModule>, outbox: Outbox, max_body: usize) -> Rout
         .with_state(Api {
             module,
             outbox,
-            max_body,
+            limits,
         })
 }
 
@@ -86,7 +104,7 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
     if !authorized(&api, request.headers()) {
         return unauthorized();
     }
-    let body = match read_body(request.into_body(), api.max_body).await {
+    let body = match read_body(request.into_body(), api.limits.max_body).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -126,9 +144,9 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
 }
 
 /// Sends the inference record and, at the configured rate, the collected inputs and outputs.
-/// Records the inference (and, at the configured rate, the collected inputs and outputs) and
-/// returns once they are durable: an answered request always has its record, whatever happens
-/// to the process next. Concurrent requests share one commit (the outbox's group commit).
+/// Records the inference (and, at the configured rate, the collected inputs and outputs); with
+/// durable answers, returns once they are durable, so an answered request always has its
+/// record whatever happens to the process next (concurrent requests share one commit).
 async fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
     let name = &api.module.name;
     let ppm = api.module.serving().data_collection_ppm;
@@ -147,7 +165,12 @@ async fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
         latency_us,
         outputs: output.clone(),
     });
-    if let Err(e) = api.outbox.record(name, inference).await {
+    let recorded = if api.limits.durable_answers {
+        api.outbox.record(name, inference).await.map(|_| ())
+    } else {
+        api.outbox.submit(name, inference)
+    };
+    if let Err(e) = recorded {
         tracing::warn!(module = %name, error = %e, "inference record not accepted");
     }
 }

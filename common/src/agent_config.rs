@@ -101,6 +101,9 @@ pub struct TelemetryConfig {
     pub outbox_max_bytes: u64,
     pub ttl_seconds: u64,
     pub max_request_bytes: usize,
+    /// Answer `/score` only once the request's inference record is durable (an answered
+    /// request then always has its record); off, answers do not wait for the disk.
+    pub durable_answers: bool,
 }
 
 impl Default for AgentConfig {

@@ -196,19 +196,23 @@ impl FleetStore {
             let mut bytes = txn.open_table(TELEMETRY_BYTES)?;
             let mut committed = txn.open_table(COMMITTED)?;
             let mut value = Vec::new();
+            let mut added: BTreeMap<&str, u64> = BTreeMap::new();
             for (device, seq, accepted_ms, json) in records {
-                let key = (device.as_str(), *seq);
-                if telemetry.get(key)?.is_some() {
-                    acks.entry(device.clone()).or_insert(0);
-                    continue;
-                }
+                acks.entry(device.clone()).or_insert(0);
                 value.clear();
                 value.extend_from_slice(&accepted_ms.to_be_bytes());
                 value.extend_from_slice(json);
-                telemetry.insert(key, value.as_slice())?;
-                let total = bytes.get(device.as_str())?.map_or(0, |v| v.value());
-                bytes.insert(device.as_str(), total + value.len() as u64)?;
-                acks.entry(device.clone()).or_insert(0);
+                // A repeat (a device sending again what the fleet stored) is not stored twice.
+                if telemetry
+                    .insert((device.as_str(), *seq), value.as_slice())?
+                    .is_none()
+                {
+                    *added.entry(device.as_str()).or_default() += value.len() as u64;
+                }
+            }
+            for (device, size) in added {
+                let total = bytes.get(device)?.map_or(0, |v| v.value());
+                bytes.insert(device, total + size)?;
             }
             for (device, floor) in floors {
                 let current = committed.get(device.as_str())?.map_or(0, |v| v.value());

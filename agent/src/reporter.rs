@@ -1,13 +1,13 @@
 //! The reporter task: turns the status board into the reported state (for the link to
 //! publish and the status socket to serve) on every change, at most every few seconds when only
-//! inference counters moved, and sends the agent's periodic metrics as telemetry, expiring
+//! inference counters or the outbox moved, and sends the agent's periodic metrics as telemetry, expiring
 //! outbox records older than their TTL.
 
 use std::time::Duration;
 
 use edgefleet_common::UnixMillis;
 use edgefleet_common::manifest::TelemetrySettings;
-use edgefleet_common::reported::{REPORTED_SCHEMA_VERSION, ReportedState};
+use edgefleet_common::reported::{OutboxState, REPORTED_SCHEMA_VERSION, ReportedState};
 use edgefleet_common::telemetry::{AgentMetrics, TelemetryRecord};
 use edgefleet_transport::now_ms;
 use tokio::sync::watch;
@@ -19,8 +19,8 @@ use crate::store::Store;
 /// The module name of the agent's own telemetry.
 pub(crate) const AGENT_MODULE: &str = "_agent";
 
-/// Inference counters and dropped records change without notice; they are reported at most
-/// this often.
+/// Inference counters and the outbox change without notice; their changes are reported at
+/// most this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -76,18 +76,18 @@ impl Reporter {
 
     /// Runs until the task is aborted.
     pub async fn run(mut self) {
-        // Inference counters and the count of dropped records change without a board change.
-        let inferences = |state: &ReportedState| -> (u64, u64) {
+        // Inference counters and the outbox change without a board change.
+        let counters = |state: &ReportedState| -> (u64, OutboxState) {
             let count = state
                 .modules
                 .values()
                 .filter_map(|m| m.inference.as_ref())
                 .map(|i| i.count)
                 .sum();
-            (count, state.outbox.dropped)
+            (count, state.outbox.clone())
         };
         let initial = self.state();
-        let mut reported_inferences = inferences(&initial);
+        let mut last_counters = counters(&initial);
         self.publish(&initial);
         let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
         let mut metrics_tick = self.metrics_interval();
@@ -95,13 +95,13 @@ impl Reporter {
             tokio::select! {
                 () = self.board.changed() => {
                     let state = self.state();
-                    reported_inferences = inferences(&state);
+                    last_counters = counters(&state);
                     self.publish(&state);
                 }
                 _ = stats_tick.tick() => {
                     let state = self.state();
-                    if inferences(&state) != reported_inferences {
-                        reported_inferences = inferences(&state);
+                    if counters(&state) != last_counters {
+                        last_counters = counters(&state);
                         self.publish(&state);
                     }
                 }

@@ -153,7 +153,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .init();
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(crate::agent::run(config, shutdown_signal()))?;
+            runtime.block_on(crate::agent::run(
+                config,
+                edgefleet_transport::shutdown_signal(),
+            ))?;
         }
         Command::Status { json } => status(&load_config(cli.config.as_deref())?, json)?,
         Command::Model(command) => model_command(
@@ -162,21 +165,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )?,
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 fn init(data_dir: &Path) -> anyhow::Result<()> {
@@ -412,7 +400,7 @@ fn serve(
             .with_context(|| format!("cannot listen on {bind}:{port}"))?;
         eprintln!("serving {} on http://{bind}:{port}/score", path.display());
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(edgefleet_transport::shutdown_signal())
             .await
             .context("scoring API")
     });

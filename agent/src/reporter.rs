@@ -1,7 +1,7 @@
 //! The reporter task: turns the status board into the reported state (for the link to
-//! publish and the status socket to serve) on every change, at most every few seconds when only
-//! inference counters or the outbox moved, and sends the agent's periodic metrics as telemetry, expiring
-//! outbox records older than their TTL.
+//! publish and the status socket to serve) on every change, at most every few seconds when
+//! only inference counters or the outbox moved, and sends the agent's periodic metrics as
+//! telemetry, expiring outbox records older than their TTL.
 
 use std::time::Duration;
 

@@ -16,6 +16,22 @@ pub use edgefleet_common::broker_url::{BrokerUrl, BrokerUrlError};
 use rumqttc::{MqttOptions, Transport};
 pub use tls::{TlsError, TlsFiles, install_crypto_provider};
 
+/// Resolves on SIGTERM or SIGINT: how both binaries are asked to stop gracefully.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> UnixMillis {
     std::time::SystemTime::now()

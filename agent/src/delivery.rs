@@ -7,7 +7,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Telemetry records handed to the MQTT client and not yet acknowledged by the broker.
+/// Publications (telemetry messages and others) handed to the MQTT client and not yet
+/// acknowledged by the broker.
 pub const WINDOW: usize = 256;
 
 /// How long published records may go without the fleet's acknowledgement before they are
@@ -18,6 +19,7 @@ pub const RESEND_MAX: Duration = Duration::from_secs(600);
 /// What a publication handed to the client carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tag {
+    /// A telemetry message, by the highest `seq` it carries.
     Telemetry(u64),
     Other,
 }
@@ -75,7 +77,7 @@ impl Delivery {
         self.queued.push_back(tag);
     }
 
-    /// A telemetry record that could not be sent (not a valid outbox payload) is skipped.
+    /// Records through `seq` were consumed: sent, or skipped (not valid outbox payloads).
     pub fn skipped(&mut self, seq: u64) {
         self.cursor = self.cursor.max(seq);
     }

@@ -4,7 +4,8 @@
 //! After every connect it subscribes the device's topics, publishes the reported state
 //! (retained) and asks the fleet for its desired manifest and telemetry acknowledgement
 //! ([`SyncRequest`]); it publishes the reported state again on every change. It drains the
-//! telemetry outbox in `seq` order, QoS 1, through the [`Delivery`] window: a record leaves the
+//! telemetry outbox in `seq` order, QoS 1, packed into telemetry messages (consecutive records
+//! of one module), through the [`Delivery`] window: a record leaves the
 //! outbox only when the fleet's [`TelemetryAck`] covers it (the broker's PubAck only frees the
 //! window), so nothing the fleet has not stored is forgotten, whatever the broker keeps.
 //! Inputs are acknowledged to the broker by whoever makes their result durable
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use edgefleet_common::UnixMillis;
 use edgefleet_common::delivery::{SyncRequest, TelemetryAck};
 use edgefleet_common::reported::ReportedState;
+use edgefleet_common::telemetry::MAX_MESSAGE_RECORDS;
 use edgefleet_common::topics::DeviceTopics;
 use edgefleet_transport::{Login, TlsFiles, now_ms};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
@@ -22,8 +24,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig as Config;
 use crate::delivery::{Delivery, Tag, WINDOW};
-use crate::outbox::{Outbox, unframe};
+use crate::outbox::{Outbox, pack};
 use crate::store::Store;
+
+/// Most outbox records read for one refill of the window.
+const MAX_READ: usize = 4096;
 
 /// How long the fleet may take to answer a [`SyncRequest`] before the agent reports it silent.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -257,7 +262,8 @@ fn fleet_answered(
     fleet_silent.send_if_modified(|silent| silent.take().is_some());
 }
 
-/// Hands outbox records to the client while the window has room.
+/// Hands outbox records to the client, packed into telemetry messages, while the window has
+/// room.
 fn send_telemetry(
     client: &AsyncClient,
     topics: &DeviceTopics,
@@ -269,29 +275,28 @@ fn send_telemetry(
     if room < WINDOW / 4 {
         return;
     }
-    let records = match store.outbox_after(delivery.cursor(), room) {
+    let limit = (room * MAX_MESSAGE_RECORDS).min(MAX_READ);
+    let records = match store.outbox_after(delivery.cursor(), limit) {
         Ok(records) => records,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the telemetry outbox");
             return;
         }
     };
-    for record in records {
-        let Some((module, json)) = unframe(&record.payload) else {
-            delivery.skipped(record.seq);
-            continue;
-        };
+    let (messages, through) = pack(&records, room);
+    for message in messages {
         if client
             .try_publish(
-                topics.telemetry(module),
+                topics.telemetry(&message.module),
                 QoS::AtLeastOnce,
                 false,
-                json.to_vec(),
+                message.payload,
             )
             .is_err()
         {
-            break;
+            return;
         }
-        delivery.handed(Tag::Telemetry(record.seq));
+        delivery.handed(Tag::Telemetry(message.last_seq));
     }
+    delivery.skipped(through);
 }

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryRecord};
+use edgefleet_common::telemetry::{
+    MAX_MESSAGE_BYTES, MAX_MESSAGE_RECORDS, TelemetryEnvelope, TelemetryRecord, telemetry_message,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::store::{NewRecord, Store, StoreError};
+use crate::store::{NewRecord, OutboxRecord, Store, StoreError};
 
 /// Most records the writer commits in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -226,6 +228,61 @@ pub fn unframe(payload: &[u8]) -> Option<(&str, &[u8])> {
     Some((name, payload.get(2 + len..)?))
 }
 
+/// One telemetry message to publish: consecutive outbox records of one module.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TelemetryMessage {
+    pub module: String,
+    /// The highest `seq` it carries.
+    pub last_seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Packs outbox records (in `seq` order) into at most `max_messages` telemetry messages of
+/// consecutive records of one module, each within [`MAX_MESSAGE_RECORDS`] and
+/// [`MAX_MESSAGE_BYTES`]. Also returns the highest `seq` it consumed, counting records that
+/// are not valid outbox payloads (skipped: they can never be sent).
+pub fn pack(records: &[OutboxRecord], max_messages: usize) -> (Vec<TelemetryMessage>, u64) {
+    let mut messages = Vec::new();
+    let mut through = 0;
+    let mut current: Option<(&str, u64, Vec<&[u8]>, usize)> = None;
+    for record in records {
+        let Some((module, json)) = unframe(&record.payload) else {
+            through = record.seq;
+            continue;
+        };
+        let fits = current.as_ref().is_some_and(|(m, _, jsons, bytes)| {
+            *m == module
+                && jsons.len() < MAX_MESSAGE_RECORDS
+                && bytes + json.len() <= MAX_MESSAGE_BYTES
+        });
+        if !fits {
+            if let Some(done) = current.take() {
+                messages.push(finish(done));
+            }
+            if messages.len() == max_messages {
+                return (messages, through);
+            }
+            current = Some((module, 0, Vec::new(), 0));
+        }
+        if let Some((_, last_seq, jsons, bytes)) = current.as_mut() {
+            *last_seq = record.seq;
+            jsons.push(json);
+            *bytes += json.len();
+        }
+        through = record.seq;
+    }
+    messages.extend(current.map(finish));
+    (messages, through)
+}
+
+fn finish((module, last_seq, jsons, _): (&str, u64, Vec<&[u8]>, usize)) -> TelemetryMessage {
+    TelemetryMessage {
+        module: module.to_owned(),
+        last_seq,
+        payload: telemetry_message(jsons),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +292,72 @@ mod tests {
         let f = frame("diabetes", b"{\"a\":1}");
         assert_eq!(unframe(&f), Some(("diabetes", &b"{\"a\":1}"[..])));
         assert_eq!(unframe(&[0]), None);
+    }
+
+    fn record(seq: u64, module: &str, json: &str) -> OutboxRecord {
+        OutboxRecord {
+            seq,
+            accepted_ms: 0,
+            payload: frame(module, json.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn consecutive_records_of_a_module_share_a_message() {
+        let mut records = vec![
+            record(1, "a", "1"),
+            record(2, "a", "2"),
+            OutboxRecord {
+                seq: 3,
+                accepted_ms: 0,
+                payload: vec![9],
+            },
+            record(4, "b", "4"),
+            record(5, "a", "5"),
+        ];
+        let (messages, through) = pack(&records, 10);
+        let summary: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m.module.as_str(),
+                    m.last_seq,
+                    String::from_utf8_lossy(&m.payload).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", 2, "[1,2]".to_owned()),
+                ("b", 4, "[4]".to_owned()),
+                ("a", 5, "[5]".to_owned())
+            ]
+        );
+        assert_eq!(through, 5);
+        // A message limit stops before the next message begins.
+        let (messages, through) = pack(&records, 2);
+        assert_eq!(messages.len(), 2);
+        assert_eq!(through, 4);
+        // A full message starts the next one.
+        records = (1..=MAX_MESSAGE_RECORDS as u64 + 1)
+            .map(|s| record(s, "a", "0"))
+            .collect();
+        let (messages, _) = pack(&records, 10);
+        assert_eq!(
+            messages.iter().map(|m| m.last_seq).collect::<Vec<_>>(),
+            [MAX_MESSAGE_RECORDS as u64, MAX_MESSAGE_RECORDS as u64 + 1]
+        );
+        // A trailing record that cannot be sent is consumed.
+        let (messages, through) = pack(
+            &[OutboxRecord {
+                seq: 9,
+                accepted_ms: 0,
+                payload: vec![],
+            }],
+            10,
+        );
+        assert!(messages.is_empty());
+        assert_eq!(through, 9);
     }
 }

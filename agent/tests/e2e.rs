@@ -9,7 +9,7 @@ use edgefleet_common::manifest::{ModelSpec, Module, RestartPolicy};
 use edgefleet_tests::{
     AgentProcess, DEVICE, DeviceWorld, QUICKSTART_REQUEST, REGISTRY_PASSWORD, Subscriber,
     assert_close, diabetes_module_json, free_port, http_client, model_dir, score, sensor_module,
-    wait_for, wait_for_or_log,
+    telemetry_envelopes, wait_for, wait_for_or_log,
 };
 use serde_json::{Value, json};
 
@@ -77,8 +77,7 @@ fn a_signed_manifest_for_the_diabetes_model_serves_predictions_matching_python()
         Duration::from_secs(20),
         || collect(1).into_iter().next(),
     );
-    let envelope: Value =
-        serde_json::from_str(line.split_once(' ').expect("topic payload").1).expect("json");
+    let envelope = telemetry_envelopes(line.split_once(' ').expect("topic payload").1).remove(0);
     assert_eq!(envelope["deviceId"], DEVICE);
     assert_eq!(envelope["module"], "diabetes");
     assert_eq!(envelope["kind"], "inference");
@@ -328,8 +327,11 @@ fn telemetry_produced_while_the_broker_is_down_survives_sigkill_and_arrives_with
     wait_for("every record to arrive", Duration::from_secs(120), || {
         seqs.clear();
         inference.clear();
-        for (_, json) in sink.messages() {
-            let envelope: Value = serde_json::from_str(&json).expect("envelope JSON");
+        for envelope in sink
+            .messages()
+            .iter()
+            .flat_map(|(_, payload)| telemetry_envelopes(payload))
+        {
             let seq = envelope["seq"].as_u64().expect("seq");
             if envelope["kind"] == "inference" {
                 inference.insert(seq);
@@ -429,8 +431,11 @@ fn bearer_keys_are_enforced_and_mqtt_inputs_and_sampled_data_arrive_as_telemetry
         "http, mqtt and collected-data records",
         Duration::from_secs(30),
         || {
-            for line in collect(10) {
-                let envelope: Value = serde_json::from_str(line.split_once(' ')?.1).ok()?;
+            for envelope in collect(10)
+                .iter()
+                .flat_map(|line| line.split_once(' ').map(|(_, p)| telemetry_envelopes(p)))
+                .flatten()
+            {
                 let key = format!(
                     "{}/{}",
                     envelope["kind"].as_str()?,

@@ -13,7 +13,7 @@ use edgefleet_common::sealing::DevicePublicKey;
 use edgefleet_tests::{
     DeviceWorld, OciLayout, REGISTRY_PASSWORD, REGISTRY_USER, Subscriber, ThrottledProxy,
     diabetes_module_json, docker, free_port, model_dir, sensor_module, skopeo_push,
-    wait_for_or_log,
+    telemetry_envelopes, wait_for_or_log,
 };
 use serde_json::Value;
 
@@ -170,7 +170,8 @@ fn while_one_module_pulls_slowly_commands_inputs_and_reports_of_the_others_go_on
             let scored = sink
                 .payloads(&topics.telemetry("scorer"))
                 .iter()
-                .filter(|p| p.contains("\"source\":\"mqtt\""))
+                .flat_map(|p| telemetry_envelopes(p))
+                .filter(|e| e["body"]["source"] == "mqtt")
                 .count();
             (scored >= 3).then_some(())
         },

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::UnixMillis;
 use crate::reported::{ModuleState, OutboxState};
@@ -21,6 +22,38 @@ pub struct TelemetryEnvelope {
     pub timestamp_ms: UnixMillis,
     #[serde(flatten)]
     pub record: TelemetryRecord,
+}
+
+/// A telemetry message, what a device publishes on `telemetry/<module>`: a JSON array of up to
+/// [`MAX_MESSAGE_RECORDS`] envelopes of that module in `seq` order. A device with a backlog
+/// sends few large messages instead of one per record: the broker's and the fleet's work goes
+/// by message, not by byte. A single envelope object is read as a message of one.
+pub type TelemetryMessage = Vec<TelemetryEnvelope>;
+
+/// Most envelopes one telemetry message carries.
+pub const MAX_MESSAGE_RECORDS: usize = 64;
+/// Most bytes of envelopes one telemetry message carries (a larger record goes alone).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The envelopes of a telemetry message, each as its JSON text (not yet checked).
+pub fn message_envelopes(payload: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(payload),
+        _ => serde_json::from_slice(payload).map(|one| vec![one]),
+    }
+}
+
+/// A telemetry message of envelopes given as their JSON text.
+pub fn telemetry_message<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = vec![b'['];
+    for (i, json) in envelopes.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(json);
+    }
+    out.push(b']');
+    out
 }
 
 /// What a record says, by kind.
@@ -130,5 +163,21 @@ mod tests {
         let back: TelemetryEnvelope = serde_json::from_value(wire).expect("back");
         assert_eq!(back, envelope);
         assert_eq!(back.record.kind(), TelemetryKind::Inference);
+    }
+
+    #[test]
+    fn a_message_is_an_array_of_envelopes_or_one_envelope() {
+        let one = br#"{"seq":1}"#;
+        let two = br#"{"seq":2}"#;
+        let message = telemetry_message([&one[..], &two[..]]);
+        assert_eq!(message, br#"[{"seq":1},{"seq":2}]"#);
+        let texts: Vec<_> = message_envelopes(&message)
+            .expect("array")
+            .iter()
+            .map(|r| r.get().to_owned())
+            .collect();
+        assert_eq!(texts, [r#"{"seq":1}"#, r#"{"seq":2}"#]);
+        assert_eq!(message_envelopes(b" {\"seq\":3}").expect("object").len(), 1);
+        assert!(message_envelopes(b"[{\"seq\":1},").is_err());
     }
 }

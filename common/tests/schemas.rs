@@ -9,7 +9,7 @@ use edgefleet_common::delivery::{SyncRequest, TelemetryAck};
 use edgefleet_common::manifest::Manifest;
 use edgefleet_common::module_image::ModuleMetadata;
 use edgefleet_common::reported::ReportedState;
-use edgefleet_common::telemetry::TelemetryEnvelope;
+use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryMessage};
 
 fn schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
@@ -38,6 +38,10 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         (
             "telemetry.schema.json",
             schemars::schema_for!(TelemetryEnvelope),
+        ),
+        (
+            "telemetry-message.schema.json",
+            schemars::schema_for!(TelemetryMessage),
         ),
     ]
 }

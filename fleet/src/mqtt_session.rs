@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::reported::ReportedState;
-use edgefleet_common::telemetry::TelemetryEnvelope;
+use edgefleet_common::telemetry::{TelemetryEnvelope, message_envelopes};
 use edgefleet_common::topics::DeviceTopic;
 use edgefleet_transport::now_ms;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
@@ -190,21 +190,26 @@ impl Batch {
                     }
                 }
             }
-            Some(DeviceTopic::Telemetry { device_id, .. }) => {
-                match serde_json::from_slice::<TelemetryEnvelope>(&p.payload) {
-                    Ok(envelope) => {
-                        self.telemetry.push((
-                            device_id.to_owned(),
-                            envelope.seq,
-                            p.payload.to_vec(),
-                        ));
-                        self.heard(device_id);
+            Some(DeviceTopic::Telemetry { device_id, .. }) => match message_envelopes(&p.payload) {
+                Ok(envelopes) => {
+                    for json in envelopes {
+                        match serde_json::from_str::<TelemetryEnvelope>(json.get()) {
+                            Ok(envelope) => self.telemetry.push((
+                                device_id.to_owned(),
+                                envelope.seq,
+                                json.get().as_bytes().to_vec(),
+                            )),
+                            Err(e) => {
+                                tracing::warn!(device = %device_id, error = %e, "telemetry record not understood")
+                            }
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(device = %device_id, error = %e, "telemetry record not understood")
-                    }
+                    self.heard(device_id);
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(device = %device_id, error = %e, "telemetry message not understood")
+                }
+            },
             Some(DeviceTopic::CommandResult { device_id, .. }) => {
                 match serde_json::from_slice::<CommandResult>(&p.payload) {
                     Ok(result) => fleet.command_answered(result),

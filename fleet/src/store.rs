@@ -170,14 +170,14 @@ impl FleetStore {
     }
 
     /// Stores what devices sent, in one transaction: their status records (`statuses`, JSON
-    /// by device), their telemetry records (`records`: device, seq, accepted time, envelope
-    /// JSON; a `(device, seq)` already stored is ignored) and the `floors` below which a device
+    /// by device), their telemetry records (`records`: device, seq, envelope JSON, accepted
+    /// at `now_ms`; a `(device, seq)` already stored is ignored) and the `floors` below which a device
     /// holds nothing any more. Returns, for every device of the batch, the highest `seq` up to
     /// which the fleet has every record (or knows the device dropped it): its acknowledgement.
     pub fn ingest(
         &self,
         statuses: &[(String, Vec<u8>)],
-        records: &[(String, u64, UnixMillis, Vec<u8>)],
+        records: &[(String, u64, Vec<u8>)],
         floors: &[(String, u64)],
         retention: &TelemetryRetention,
         now_ms: UnixMillis,
@@ -197,10 +197,10 @@ impl FleetStore {
             let mut committed = txn.open_table(COMMITTED)?;
             let mut value = Vec::new();
             let mut added: BTreeMap<&str, u64> = BTreeMap::new();
-            for (device, seq, accepted_ms, json) in records {
+            for (device, seq, json) in records {
                 acks.entry(device.clone()).or_insert(0);
                 value.clear();
-                value.extend_from_slice(&accepted_ms.to_be_bytes());
+                value.extend_from_slice(&now_ms.to_be_bytes());
                 value.extend_from_slice(json);
                 // A repeat (a device sending again what the fleet stored) is not stored twice.
                 if telemetry
@@ -223,7 +223,12 @@ impl FleetStore {
             }
             for (device, ack) in acks.iter_mut() {
                 let mut c = committed.get(device.as_str())?.map_or(0, |v| v.value());
-                while telemetry.get((device.as_str(), c + 1))?.is_some() {
+                for entry in
+                    telemetry.range((device.as_str(), c + 1)..=(device.as_str(), u64::MAX))?
+                {
+                    if entry?.0.value().1 != c + 1 {
+                        break;
+                    }
                     c += 1;
                 }
                 committed.insert(device.as_str(), c)?;
@@ -363,13 +368,9 @@ mod tests {
         .into_bytes()
     }
 
-    fn arrived(
-        device: &str,
-        seqs: impl IntoIterator<Item = u64>,
-        at: u64,
-    ) -> Vec<(String, u64, u64, Vec<u8>)> {
+    fn arrived(device: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<(String, u64, Vec<u8>)> {
         seqs.into_iter()
-            .map(|s| (device.to_owned(), s, at, envelope(device, s)))
+            .map(|s| (device.to_owned(), s, envelope(device, s)))
             .collect()
     }
 
@@ -388,18 +389,18 @@ mod tests {
         let store = FleetStore::open(&dir.path().join("f.redb")).expect("open");
         let keep = TelemetryRetention::default();
         let acks = store
-            .ingest(&[], &arrived("gw", [1, 2, 4], 0), &[], &keep, 0)
+            .ingest(&[], &arrived("gw", [1, 2, 4]), &[], &keep, 0)
             .expect("ingest");
         assert_eq!(acks["gw"], 2, "3 is missing");
         // A repeat is acknowledged again, stored once.
         let acks = store
-            .ingest(&[], &arrived("gw", [2, 3], 0), &[], &keep, 0)
+            .ingest(&[], &arrived("gw", [2, 3]), &[], &keep, 0)
             .expect("ingest");
         assert_eq!(acks["gw"], 4);
         assert_eq!(stored(&store, "gw"), vec![1, 2, 3, 4]);
         // The device dropped 5..=9 and now holds 10 on: the fleet acknowledges past the gap.
         store
-            .ingest(&[], &arrived("gw", [10, 11], 0), &[], &keep, 0)
+            .ingest(&[], &arrived("gw", [10, 11]), &[], &keep, 0)
             .expect("ingest");
         assert_eq!(store.committed("gw").expect("committed"), 4);
         let acks = store
@@ -418,11 +419,11 @@ mod tests {
             max_bytes_per_device: 3 * record + 2,
         };
         store
-            .ingest(&[], &arrived("gw", 1..=5, 10_000), &[], &three, 10_000)
+            .ingest(&[], &arrived("gw", 1..=5), &[], &three, 10_000)
             .expect("ingest");
         assert_eq!(stored(&store, "gw"), vec![3, 4, 5], "bytes");
         store
-            .ingest(&[], &arrived("gw", [6], 11_500), &[], &three, 11_500)
+            .ingest(&[], &arrived("gw", [6]), &[], &three, 11_500)
             .expect("ingest");
         assert_eq!(
             stored(&store, "gw"),

@@ -38,7 +38,7 @@ pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
 pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
-pub use subscriber::Subscriber;
+pub use subscriber::{Subscriber, telemetry_envelopes};
 pub use test_ca::TestCa;
 pub use throttled_proxy::ThrottledProxy;
 

@@ -75,6 +75,16 @@ impl Subscriber {
     }
 }
 
+/// The envelopes a telemetry message carries (a JSON array of them, or one envelope); a payload
+/// that is not one is a test failure.
+pub fn telemetry_envelopes(payload: &str) -> Vec<serde_json::Value> {
+    edgefleet_common::telemetry::message_envelopes(payload.as_bytes())
+        .unwrap_or_else(|e| panic!("not a telemetry message ({e}): {payload}"))
+        .iter()
+        .map(|json| serde_json::from_str(json.get()).expect("envelope JSON"))
+        .collect()
+}
+
 impl std::fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscriber").finish_non_exhaustive()

@@ -97,13 +97,9 @@ impl Fleet {
                 floors.push((id.clone(), oldest.saturating_sub(1)));
             }
         }
-        let records: Vec<_> = telemetry
-            .iter()
-            .map(|(id, seq, json)| (id.clone(), *seq, now, json.clone()))
-            .collect();
-        let acks = self
-            .store
-            .ingest(&encoded, &records, &floors, &self.settings.retention, now)?;
+        let acks =
+            self.store
+                .ingest(&encoded, telemetry, &floors, &self.settings.retention, now)?;
         acks.into_iter()
             .map(|(id, committed_seq)| self.ack_publication(&id, committed_seq))
             .collect()

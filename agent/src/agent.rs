@@ -95,14 +95,14 @@ pub async fn run(
         },
         store.clone(),
     );
-    let containers = match ContainerRuntime::connect(&config.docker.socket, &config.device_id).await
-    {
-        Ok(runtime) => Some(runtime),
-        Err(e) => {
-            tracing::warn!(error = %e, "container modules cannot run");
-            None
-        }
-    };
+    let containers =
+        match ContainerRuntime::connect(&config.docker.socket, &config.device_id, &topics).await {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                tracing::warn!(error = %e, "container modules cannot run");
+                None
+            }
+        };
     // Containers found on the engine are adopted by their modules' tasks.
     let owned = match &containers {
         Some(runtime) => runtime.owned().await.unwrap_or_else(|e| {

@@ -14,6 +14,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use edgefleet_common::manifest::{ContainerSpec, RegistryCredential};
+use edgefleet_common::topics::DeviceTopics;
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
@@ -72,6 +73,8 @@ pub struct ContainerRuntime {
     /// The engine's socket, for errors.
     socket: String,
     device_id: String,
+    /// The prefix of the device's model input topics (`.../inputs`), told to every container.
+    inputs_topic: String,
 }
 
 /// `result`, with the engine's `status_code` counting as success (the state asked for holds).
@@ -94,9 +97,10 @@ fn tolerate(
     }
 }
 
-/// The container name of a module.
-pub fn container_name(module: &str) -> String {
-    format!("edgefleet-{module}")
+/// The container name of a module of device `device_id`: devices sharing an engine (tests,
+/// labs, several agents on one host) may run modules of the same name.
+pub fn container_name(device_id: &str, module: &str) -> String {
+    format!("edgefleet-{device_id}-{module}")
 }
 
 /// The digest of what a container is created from.
@@ -107,8 +111,12 @@ pub fn spec_digest(module: &ContainerSpec) -> String {
 
 impl ContainerRuntime {
     /// Connects to the engine's Unix socket and agrees on an API version; the runtime manages
-    /// `device_id`'s containers.
-    pub async fn connect(socket: &str, device_id: &str) -> Result<Self, ContainerError> {
+    /// the containers of device `topics`.
+    pub async fn connect(
+        socket: &str,
+        device_id: &str,
+        topics: &DeviceTopics,
+    ) -> Result<Self, ContainerError> {
         let fail = |reason: String| ContainerError::Engine {
             socket: socket.to_owned(),
             reason,
@@ -123,6 +131,7 @@ impl ContainerRuntime {
             docker,
             socket: socket.to_owned(),
             device_id: device_id.to_owned(),
+            inputs_topic: topics.input("").trim_end_matches('/').to_owned(),
         })
     }
 
@@ -188,7 +197,14 @@ impl ContainerRuntime {
         manifest_version: u64,
     ) -> Result<String, ContainerError> {
         let mut body: ContainerCreateBody = create_options::parse(module.create_options.as_ref())?;
-        let mut env: Vec<String> = module.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // What the module needs to know about where it runs, as IoT Edge tells its modules
+        // (IOTEDGE_DEVICEID, IOTEDGE_MODULEID); the manifest's own variables come after and win.
+        let mut env = vec![
+            format!("EDGEFLEET_DEVICE_ID={}", self.device_id),
+            format!("EDGEFLEET_MODULE={name}"),
+            format!("EDGEFLEET_INPUTS_TOPIC={}", self.inputs_topic),
+        ];
+        env.extend(module.env.iter().map(|(k, v)| format!("{k}={v}")));
         env.extend(body.env.take().unwrap_or_default());
         body.env = Some(env);
         body.image = Some(module.image.clone());
@@ -200,7 +216,7 @@ impl ContainerRuntime {
         labels.insert(LABEL_SPEC.into(), spec_digest(module));
         body.labels = Some(labels);
         let options = CreateContainerOptions {
-            name: Some(container_name(name)),
+            name: Some(container_name(&self.device_id, name)),
             ..CreateContainerOptions::default()
         };
         let created = self
@@ -218,7 +234,7 @@ impl ContainerRuntime {
     pub async fn start(&self, name: &str) -> Result<(), ContainerError> {
         self.docker
             .start_container(
-                &container_name(name),
+                &container_name(&self.device_id, name),
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
@@ -236,7 +252,7 @@ impl ContainerRuntime {
         };
         let result = self
             .docker
-            .stop_container(&container_name(name), Some(options))
+            .stop_container(&container_name(&self.device_id, name), Some(options))
             .await;
         // 304: already stopped.
         tolerate(result, 304, name, "stop")
@@ -249,7 +265,7 @@ impl ContainerRuntime {
         };
         let result = self
             .docker
-            .remove_container(&container_name(name), Some(options))
+            .remove_container(&container_name(&self.device_id, name), Some(options))
             .await;
         // 404: already gone.
         tolerate(result, 404, name, "remove")
@@ -271,7 +287,9 @@ impl ContainerRuntime {
             since: i32::try_from(since).unwrap_or(0),
             ..bollard::query_parameters::LogsOptions::default()
         };
-        let mut stream = self.docker.logs(&container_name(name), Some(options));
+        let mut stream = self
+            .docker
+            .logs(&container_name(&self.device_id, name), Some(options));
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| ContainerError::Docker {
@@ -351,7 +369,8 @@ impl ContainerRuntime {
         &self,
         name: &str,
     ) -> Result<Option<OwnedContainer>, ContainerError> {
-        self.inspect_owned(&container_name(name)).await
+        self.inspect_owned(&container_name(&self.device_id, name))
+            .await
     }
 
     /// The container `id` (or name), when it exists and belongs to this device's agent.

@@ -50,13 +50,14 @@ impl Delivery {
         }
     }
 
-    /// A new connection: nothing is in flight, and everything the fleet has not acknowledged
-    /// is sent again.
+    /// A new connection: nothing is in flight, everything the fleet has not acknowledged is
+    /// sent again, and the wait before the next resend starts from its shortest.
     pub fn connected(&mut self, now: Instant) {
         self.queued.clear();
         self.in_flight.clear();
         self.cursor = self.committed;
         self.last_progress = now;
+        self.resend_after = RESEND_AFTER;
     }
 
     /// How many more records may be handed to the client now.

@@ -135,6 +135,8 @@ pub async fn run(
     let mut delivery = Delivery::new(Instant::now());
     // When the last SyncRequest went out, until the fleet answers it.
     let mut sync_sent: Option<Instant> = None;
+    // When the SyncRequest was last (re)sent; it is sent again every SYNC_TIMEOUT until answered.
+    let mut sync_retry = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
@@ -153,13 +155,9 @@ pub async fn run(
                     if !state.is_empty() && client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state.clone()).is_ok() {
                         delivery.handed(Tag::Other);
                     }
-                    let applied_version = serde_json::from_slice::<ReportedState>(&state)
-                        .ok()
-                        .and_then(|s| s.applied_version);
-                    let request = serde_json::to_vec(&SyncRequest { applied_version }).unwrap_or_default();
-                    if client.try_publish(topics.sync(), QoS::AtLeastOnce, false, request).is_ok() {
-                        delivery.handed(Tag::Other);
+                    if request_sync(&client, &topics, &state, &mut delivery) {
                         sync_sent.get_or_insert_with(Instant::now);
+                        sync_retry = Instant::now();
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -222,12 +220,18 @@ pub async fn run(
                     tracing::info!(from_seq = delivery.cursor() + 1, "the fleet has not acknowledged telemetry; sending it again");
                 }
                 if let Some(sent) = sync_sent
-                    && now.duration_since(sent) >= SYNC_TIMEOUT
-                    && fleet_silent.borrow().is_none()
+                    && now.duration_since(sync_retry) >= SYNC_TIMEOUT
                 {
-                    tracing::warn!("the fleet has not answered the sync request; the desired state may be out of date");
-                    let since = now_ms().saturating_sub(now.duration_since(sent).as_millis() as u64);
-                    fleet_silent.send_replace(Some(since));
+                    if fleet_silent.borrow().is_none() {
+                        tracing::warn!("the fleet has not answered the sync request; the desired state may be out of date");
+                        let since = now_ms().saturating_sub(now.duration_since(sent).as_millis() as u64);
+                        fleet_silent.send_replace(Some(since));
+                    }
+                    // The request may have reached the broker before the fleet subscribed: ask again.
+                    if connected {
+                        request_sync(&client, &topics, &reported.borrow(), &mut delivery);
+                    }
+                    sync_retry = now;
                 }
             }
             Some(message) = outgoing.recv() => {
@@ -251,6 +255,27 @@ pub async fn run(
     }
     let _ = client.try_disconnect();
     Ok(())
+}
+
+/// Publishes a [`SyncRequest`] carrying the applied version of the reported `state`; returns
+/// whether it was handed to the client.
+fn request_sync(
+    client: &AsyncClient,
+    topics: &DeviceTopics,
+    state: &[u8],
+    delivery: &mut Delivery,
+) -> bool {
+    let applied_version = serde_json::from_slice::<ReportedState>(state)
+        .ok()
+        .and_then(|s| s.applied_version);
+    let request = serde_json::to_vec(&SyncRequest { applied_version }).unwrap_or_default();
+    let handed = client
+        .try_publish(topics.sync(), QoS::AtLeastOnce, false, request)
+        .is_ok();
+    if handed {
+        delivery.handed(Tag::Other);
+    }
+    handed
 }
 
 /// The fleet answered (a manifest or an acknowledgement arrived): it is not silent.

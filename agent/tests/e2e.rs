@@ -612,7 +612,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
     let world = DeviceWorld::with(false, "gw-containers");
     let image_tag = format!("edgefleet-test/sensor-sim:{}", std::process::id());
     let module = format!("sensor-{}", std::process::id());
-    let container = format!("edgefleet-{module}");
+    let container = format!("edgefleet-{}-{module}", world.device);
     let _cleanup = docker::DockerCleanup {
         containers: vec![container.clone()],
         images: vec![image_tag.clone()],
@@ -765,7 +765,7 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs
     let world = DeviceWorld::with(false, "gw-never");
     let image_tag = format!("edgefleet-test/sensor-sim-never:{}", std::process::id());
     let module = format!("never-{}", std::process::id());
-    let container = format!("edgefleet-{module}");
+    let container = format!("edgefleet-{}-{module}", world.device);
     let _cleanup = docker::DockerCleanup {
         containers: vec![container.clone()],
         images: vec![image_tag.clone()],

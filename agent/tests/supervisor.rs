@@ -32,7 +32,7 @@ fn while_one_module_pulls_slowly_commands_inputs_and_reports_of_the_others_go_on
     let image_tag = format!("edgefleet-test/sensor-sim-slow:{pid}");
     let sensor = format!("sensor-slow-{pid}");
     let _cleanup = docker::DockerCleanup {
-        containers: vec![format!("edgefleet-{sensor}")],
+        containers: vec![format!("edgefleet-{}-{sensor}", world.device)],
         images: vec![image_tag.clone()],
     };
     docker::build_sensor_sim_image(&image_tag);

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::commands::DeviceCommand;
+use crate::manifest::{DesiredStatus, RestartPolicy};
 use crate::reported::ReportedState;
 
 /// `GET /v1/fleet`
@@ -139,48 +140,207 @@ pub struct DeviceView {
     pub reported: Option<ReportedState>,
 }
 
-/// `PUT /v1/deployments/{name}`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `PUT /v1/deployments/{name}`: a deployment as an administrator writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentRequest {
     /// The target condition (`tags.site = 'plant1'`).
     pub target: String,
-    /// For each module name, the highest priority wins; ties go to the newest deployment.
+    /// Among base deployments, the highest priority applies to a device (ties: the newest);
+    /// layered deployments apply on top in ascending priority.
     #[serde(default)]
     pub priority: i32,
+    /// A layered deployment adds or overrides modules on top of the device's base deployment
+    /// (Azure IoT Edge's layered deployments).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
 }
 
-/// A model module of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeploymentModule {
-    /// `name:latest` (follows new versions) or `name:<version>`.
-    pub model: String,
-    /// Port of the module's scoring API on the device.
-    pub port: u16,
-    #[serde(default)]
-    pub auth_key_sha256: Vec<String>,
-    #[serde(default)]
-    pub data_collection_ppm: u32,
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
-/// `PUT /v1/deployments/{name}` answers how many devices the deployment targets.
+/// One module of a deployment. On the wire the member `kind` names the variant (`model`, the
+/// default when absent, or `container`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum DeploymentModule {
+    Model(ModelModule),
+    Container(ContainerModule),
+}
+
+/// A model module: from the model registry (`model: name:version` or `name:latest`) or any
+/// model module image (`image: registry/repository:tag`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelModule {
+    /// `name:latest` (follows new versions) or `name:<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A model module image, resolved to its digest when the deployment is saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The registry (by name) whose credentials pull `image`; default: the registry whose
+    /// address the image names, if one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Port of the module's scoring API on the device; absent: MQTT inputs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_key_sha256: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub data_collection_ppm: u32,
+    #[serde(default, skip_serializing_if = "is_running")]
+    pub status: DesiredStatus,
+}
+
+/// A container module, run on the device's Docker engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerModule {
+    /// Any image reference, resolved to its digest when the deployment is saved.
+    pub image: String,
+    /// The registry (by name) whose credentials pull the image; default: the registry whose
+    /// address the image names, if one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    #[serde(default, skip_serializing_if = "is_running")]
+    pub status: DesiredStatus,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Docker create options, in Docker's JSON shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_options: Option<serde_json::Value>,
+    /// Containers start in ascending order; those without one start last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_order: Option<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_running(s: &DesiredStatus) -> bool {
+    *s == DesiredStatus::Running
+}
+
+impl<'de> Deserialize<'de> for DeploymentModule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", rename_all = "camelCase")]
+        enum Tagged {
+            Model(ModelModule),
+            Container(ContainerModule),
+        }
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        if let Some(object) = value.as_object_mut() {
+            object.entry("kind").or_insert_with(|| "model".into());
+        }
+        match Tagged::deserialize(value).map_err(serde::de::Error::custom)? {
+            Tagged::Model(m) => Ok(Self::Model(m)),
+            Tagged::Container(c) => Ok(Self::Container(c)),
+        }
+    }
+}
+
+impl DeploymentModule {
+    /// A registered model (`name:version` or `name:latest`) served on `port`: what
+    /// `deployment create --model` makes.
+    pub fn registered_model(reference: &str, port: u16) -> Self {
+        Self::Model(ModelModule {
+            model: Some(reference.to_owned()),
+            port: Some(port),
+            ..ModelModule::default()
+        })
+    }
+
+    /// The image reference as written, if the module names one (not a registered model).
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            Self::Model(m) => m.image.as_deref(),
+            Self::Container(c) => Some(&c.image),
+        }
+    }
+
+    /// The registry named for the module's image, if any.
+    pub fn registry(&self) -> Option<&str> {
+        match self {
+            Self::Model(m) => m.registry.as_deref(),
+            Self::Container(c) => c.registry.as_deref(),
+        }
+    }
+}
+
+/// `PUT /v1/deployments/{name}` answers how many devices the deployment targets and its
+/// revision (unchanged when the deployment was saved with the same content).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentSaved {
     pub name: String,
     pub targeted: usize,
+    pub revision: u64,
+    /// Whether this save made a new revision.
+    pub changed: bool,
 }
 
-/// A deployment (`GET /v1/deployments`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A deployment (`GET /v1/deployments`, `GET /v1/deployments/{name}`): what `deployment apply
+/// -f` reads (YAML or JSON) and `deployment show --output yaml` prints. `revision` and
+/// `images` are what the fleet made of it; apply ignores them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentView {
     pub name: String,
     pub target: String,
+    #[serde(default)]
     pub priority: i32,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
+    /// Increases with every save that changed the deployment (`deployment history`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub revision: u64,
+    /// Module -> the image reference pinned by digest when the deployment was saved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+impl DeploymentView {
+    /// The request that saves this deployment (what the fleet made of it left out).
+    pub fn request(&self) -> DeploymentRequest {
+        DeploymentRequest {
+            target: self.target.clone(),
+            priority: self.priority,
+            layered: self.layered,
+            modules: self.modules.clone(),
+        }
+    }
+}
+
+/// One revision of a deployment (`GET /v1/deployments/{name}/history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRevision {
+    pub revision: u64,
+    pub saved_ms: UnixMillis,
+    pub deployment: DeploymentView,
+}
+
+/// Where a module of a device's manifest came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleSource {
+    pub deployment: String,
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub layered: bool,
 }
 
 /// `GET /v1/manifests/{device}`: the manifest rendered for a device.
@@ -188,8 +348,8 @@ pub struct DeploymentView {
 #[serde(rename_all = "camelCase")]
 pub struct ManifestView {
     pub version: u64,
-    /// For each module, the deployment it came from.
-    pub sources: BTreeMap<String, String>,
+    /// For each module, the deployment (and revision) it came from.
+    pub sources: BTreeMap<String, ModuleSource>,
     /// The signed envelope as published (manifest and signature).
     pub signed: serde_json::Value,
 }

@@ -57,7 +57,8 @@ fn model(name: &str) -> ModelVersion {
 }
 
 /// 25 sites x 2 lines; deployment i targets one site (and, for every fifth, one line only at a
-/// higher priority), so each device gets one to three modules.
+/// higher priority); two in three are layered, so each device gets its base and one or two
+/// layers.
 fn deployment(i: usize) -> (Deployment, Condition) {
     let site = i % SITES;
     let (target, priority) = if i % 5 == 4 {
@@ -70,15 +71,14 @@ fn deployment(i: usize) -> (Deployment, Condition) {
         name: format!("d{i}"),
         target: target.clone(),
         priority,
+        // Modules m1 and m2 come in layers on top of each device's base (m0).
+        layered: !i.is_multiple_of(3),
         modules: BTreeMap::from([(
             module,
-            DeploymentModule {
-                model: format!("model{}:latest", i % 10),
-                port: 5001,
-                auth_key_sha256: vec![],
-                data_collection_ppm: 0,
-            },
+            DeploymentModule::registered_model(&format!("model{}:latest", i % 10), 5001),
         )]),
+        images: BTreeMap::new(),
+        revision: 1,
         created_seq: i as u64,
     };
     (d, target.parse().expect("condition"))
@@ -233,7 +233,9 @@ fn main() {
     ] {
         for (deployment, _) in &mut catalog.deployments {
             for m in deployment.modules.values_mut() {
-                m.port += 1;
+                if let DeploymentModule::Model(m) = m {
+                    m.port = m.port.map(|p| p + 1);
+                }
             }
         }
         let ((changed, rendered), seconds) =
@@ -253,7 +255,7 @@ fn main() {
     // One deployment changes its model: only the devices it targets are rendered again.
     let (deployment, condition) = &mut catalog.deployments[7];
     for m in deployment.modules.values_mut() {
-        m.model = "model9:latest".into();
+        *m = DeploymentModule::registered_model("model9:latest", 5001);
     }
     let condition = condition.clone();
     let ((changed, rendered), seconds) = timed(|| {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest, DeviceView,
-    ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
+    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRequest,
+    DeviceView, ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
     PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
     TelemetryQuery,
 };
@@ -196,6 +196,14 @@ impl FleetClient {
 
     pub fn deployments(&self) -> Result<Vec<DeploymentView>, ClientError> {
         self.get("/v1/deployments")
+    }
+
+    pub fn deployment(&self, name: &str) -> Result<DeploymentView, ClientError> {
+        self.get(&format!("/v1/deployments/{name}"))
+    }
+
+    pub fn deployment_history(&self, name: &str) -> Result<Vec<DeploymentRevision>, ClientError> {
+        self.get(&format!("/v1/deployments/{name}/history"))
     }
 
     pub fn delete_deployment(&self, name: &str) -> Result<Deleted, ClientError> {

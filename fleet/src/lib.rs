@@ -13,6 +13,7 @@ pub mod condition;
 pub mod domain;
 pub mod embedded_broker;
 pub mod error;
+pub mod image_pin;
 pub mod mqtt_session;
 pub mod package;
 pub mod records;

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use edgefleet_common::UnixMillis;
-pub use edgefleet_common::fleet_api::{DeploymentModule, ModelVersion, Package};
+pub use edgefleet_common::fleet_api::{
+    DeploymentModule, DeploymentView, ModelVersion, ModuleSource, Package,
+};
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::sealing::SealedSecret;
 use serde::{Deserialize, Serialize};
@@ -50,18 +52,50 @@ pub struct DeviceStatus {
     pub reported: Option<ReportedState>,
 }
 
-/// A deployment: model modules for the devices its condition selects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A deployment: modules for the devices its condition selects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     pub name: String,
     /// The target condition (see `condition`).
     pub target: String,
-    /// For each module name, the highest priority wins; ties go to the newest deployment.
+    /// Among base deployments the highest priority applies to a device (ties: the newest);
+    /// layered ones apply on top in ascending priority.
     pub priority: i32,
+    #[serde(default)]
+    pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
+    /// Module -> its image pinned by digest when the deployment was saved (modules that name
+    /// an image; registered models are resolved when rendering, so `:latest` follows).
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    /// Increases with every save that changed the deployment.
+    #[serde(default)]
+    pub revision: u64,
     /// Order of creation (newest is largest), for ties.
     pub created_seq: u64,
+}
+
+impl Deployment {
+    pub fn view(&self) -> DeploymentView {
+        DeploymentView {
+            name: self.name.clone(),
+            target: self.target.clone(),
+            priority: self.priority,
+            layered: self.layered,
+            modules: self.modules.clone(),
+            revision: self.revision,
+            images: self.images.clone(),
+        }
+    }
+
+    pub fn source(&self) -> ModuleSource {
+        ModuleSource {
+            deployment: self.name.clone(),
+            revision: self.revision,
+            layered: self.layered,
+        }
+    }
 }
 
 /// The manifest last rendered for a device.
@@ -74,7 +108,8 @@ pub struct RenderedManifest {
     /// neither does the version.
     pub fingerprint: String,
     /// For each module, the deployment it came from.
-    pub sources: BTreeMap<String, String>,
+    #[serde(deserialize_with = "sources")]
+    pub sources: BTreeMap<String, ModuleSource>,
     /// Registry name -> the password as sealed to this device, reused by later renders.
     #[serde(default)]
     pub sealed_passwords: BTreeMap<String, SealedPassword>,
@@ -93,4 +128,31 @@ pub struct SealedPassword {
     /// Which password it holds (see `render::RegistryAccess::password_id`).
     pub password_id: String,
     pub sealed: SealedSecret,
+}
+
+/// Sources as stored: a module's deployment and revision, or (stored before revisions) the
+/// deployment's name alone.
+fn sources<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, ModuleSource>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Source(ModuleSource),
+        Name(String),
+    }
+    Ok(BTreeMap::<String, Stored>::deserialize(deserializer)?
+        .into_iter()
+        .map(|(module, stored)| {
+            let source = match stored {
+                Stored::Source(source) => source,
+                Stored::Name(deployment) => ModuleSource {
+                    deployment,
+                    revision: 0,
+                    layered: false,
+                },
+            };
+            (module, source)
+        })
+        .collect())
 }

@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use edgefleet_common::manifest::{Manifest, ModelServing, ModelSpec, Module, RegistryCredential};
+use edgefleet_common::fleet_api::{ContainerModule, ModelModule, ModuleSource};
+use edgefleet_common::manifest::{
+    ContainerSpec, Manifest, ModelServing, ModelSpec, Module, RegistryCredential,
+};
+use edgefleet_common::module_image::ImageReference;
 use edgefleet_common::sealing::{DevicePublicKey, SealedSecret};
 use edgefleet_common::signing::{CanonicalManifest, FleetSigningKey};
 use sha2::{Digest as _, Sha256};
@@ -23,8 +27,10 @@ pub enum RenderError {
         "model {0} has not been packaged yet (run `edgefleet model package {0} --registry ...`)"
     )]
     NotPackaged(String),
-    #[error("registry {0:?} of a packaged model is not configured any more")]
+    #[error("registry {0:?} is not configured (see `edgefleet registry list`)")]
     UnknownRegistry(String),
+    #[error("module {module}: {reason}")]
+    Module { module: String, reason: String },
     #[error("device {device}: {reason}")]
     Device { device: String, reason: String },
 }
@@ -85,21 +91,29 @@ pub fn resolve_model<'a>(
     Ok(chosen)
 }
 
-/// For each module name, the deployment that wins on `device`: highest priority, then newest.
+/// The deployments that apply to `device`, in the order they apply: its base deployment (the
+/// highest priority among base deployments whose condition selects it, ties to the newest),
+/// then its layered deployments in ascending priority (then age), each adding or overriding
+/// modules — Azure IoT Edge's semantics.
+pub fn applicable<'a>(device: &Device, catalog: &'a Catalog) -> Vec<&'a Deployment> {
+    let selecting = catalog
+        .deployments
+        .iter()
+        .filter(|(_, condition)| condition.matches(&device.id, &device.tags))
+        .map(|(deployment, _)| deployment);
+    let order = |d: &&Deployment| (d.priority, d.created_seq);
+    let base = selecting.clone().filter(|d| !d.layered).max_by_key(order);
+    let mut layers: Vec<&Deployment> = selecting.filter(|d| d.layered).collect();
+    layers.sort_by_key(order);
+    base.into_iter().chain(layers).collect()
+}
+
+/// For each module name, the deployment it comes from on `device` (see [`applicable`]).
 pub fn winners<'a>(device: &Device, catalog: &'a Catalog) -> BTreeMap<String, &'a Deployment> {
-    let mut won: BTreeMap<String, &Deployment> = BTreeMap::new();
-    for (deployment, condition) in &catalog.deployments {
-        if !condition.matches(&device.id, &device.tags) {
-            continue;
-        }
+    let mut won = BTreeMap::new();
+    for deployment in applicable(device, catalog) {
         for module in deployment.modules.keys() {
-            let better = won.get(module).is_none_or(|current| {
-                (deployment.priority, deployment.created_seq)
-                    > (current.priority, current.created_seq)
-            });
-            if better {
-                won.insert(module.clone(), deployment);
-            }
+            won.insert(module.clone(), deployment);
         }
     }
     won
@@ -109,18 +123,95 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn module_for(spec: &DeploymentModule, image: &str) -> Module {
-    Module::Model(ModelSpec {
-        image: image.to_owned(),
-        status: Default::default(),
-        serving: Some(ModelServing {
-            http_port: spec.port,
+/// A module of a deployment as the device's manifest carries it, and the registry (by name)
+/// whose credentials pull its image, if any.
+fn module_for(
+    name: &str,
+    deployment: &Deployment,
+    catalog: &Catalog,
+) -> Result<(Module, Option<String>), RenderError> {
+    let spec = &deployment.modules[name];
+    // A pinned image (saved with the deployment) or the reference as written.
+    let image = |written: &str| {
+        deployment
+            .images
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| written.to_owned())
+    };
+    let registry_of = |image: &str, named: Option<&str>| -> Result<Option<String>, RenderError> {
+        if let Some(named) = named {
+            return match catalog.registries.contains_key(named) {
+                true => Ok(Some(named.to_owned())),
+                false => Err(RenderError::UnknownRegistry(named.to_owned())),
+            };
+        }
+        let host = image.parse::<ImageReference>().ok().map(|r| r.registry);
+        Ok(catalog
+            .registries
+            .iter()
+            .find(|(_, r)| Some(&r.address) == host.as_ref())
+            .map(|(name, _)| name.clone()))
+    };
+    match spec {
+        DeploymentModule::Model(m) => {
+            let (image, registry) = match (&m.model, &m.image) {
+                (Some(reference), _) => {
+                    let model = resolve_model(&catalog.models, reference)?;
+                    let package = model
+                        .package
+                        .as_ref()
+                        .ok_or_else(|| RenderError::NotPackaged(model.reference()))?;
+                    if !catalog.registries.contains_key(&package.registry) {
+                        return Err(RenderError::UnknownRegistry(package.registry.clone()));
+                    }
+                    (package.image.clone(), Some(package.registry.clone()))
+                }
+                (None, Some(written)) => {
+                    let image = image(written);
+                    let registry = registry_of(&image, m.registry.as_deref())?;
+                    (image, registry)
+                }
+                (None, None) => {
+                    return Err(RenderError::Module {
+                        module: name.to_owned(),
+                        reason: "a model module needs `model` or `image`".to_owned(),
+                    });
+                }
+            };
+            Ok((Module::Model(model_spec(m, image)), registry))
+        }
+        DeploymentModule::Container(c) => {
+            let image = image(&c.image);
+            let registry = registry_of(&image, c.registry.as_deref())?;
+            Ok((Module::Container(container_spec(c, image)), registry))
+        }
+    }
+}
+
+fn model_spec(m: &ModelModule, image: String) -> ModelSpec {
+    ModelSpec {
+        image,
+        status: m.status,
+        serving: m.port.map(|http_port| ModelServing {
+            http_port,
             bind_address: "127.0.0.1".to_owned(),
-            auth_key_sha256: spec.auth_key_sha256.clone(),
+            auth_key_sha256: m.auth_key_sha256.clone(),
             mqtt_input: true,
-            data_collection_ppm: spec.data_collection_ppm,
+            data_collection_ppm: m.data_collection_ppm,
         }),
-    })
+    }
+}
+
+fn container_spec(c: &ContainerModule, image: String) -> ContainerSpec {
+    ContainerSpec {
+        image,
+        status: c.status,
+        restart_policy: c.restart_policy,
+        env: c.env.clone(),
+        create_options: c.create_options.clone(),
+        startup_order: c.startup_order,
+    }
 }
 
 /// A device's new manifest, rendered but not signed yet: see [`sign`].
@@ -130,7 +221,7 @@ pub struct Draft {
     pub version: u64,
     pub manifest: CanonicalManifest,
     pub fingerprint: String,
-    pub sources: BTreeMap<String, String>,
+    pub sources: BTreeMap<String, ModuleSource>,
     pub sealed_passwords: BTreeMap<String, SealedPassword>,
 }
 
@@ -155,25 +246,18 @@ pub fn render_device(
     let mut sources = BTreeMap::new();
     let mut sealed_passwords = BTreeMap::new();
     for (module_name, deployment) in winners(device, catalog) {
-        let spec = &deployment.modules[&module_name];
-        let model = resolve_model(&catalog.models, &spec.model)?;
-        let package = model
-            .package
-            .as_ref()
-            .ok_or_else(|| RenderError::NotPackaged(model.reference()))?;
-        let registry = catalog
-            .registries
-            .get(&package.registry)
-            .ok_or_else(|| RenderError::UnknownRegistry(package.registry.clone()))?;
-        manifest
-            .modules
-            .insert(module_name.clone(), module_for(spec, &package.image));
-        sources.insert(module_name, deployment.name.clone());
-        if sealed_passwords.contains_key(&package.registry) {
+        let (module, registry) = module_for(&module_name, deployment, catalog)?;
+        manifest.modules.insert(module_name.clone(), module);
+        sources.insert(module_name, deployment.source());
+        let Some(registry_name) = registry else {
+            continue;
+        };
+        if sealed_passwords.contains_key(&registry_name) {
             continue;
         }
+        let registry = &catalog.registries[&registry_name];
         let reusable = previous
-            .and_then(|p| p.sealed_passwords.get(&package.registry))
+            .and_then(|p| p.sealed_passwords.get(&registry_name))
             .filter(|s| s.device_key == device.public_key && s.password_id == registry.password_id)
             .cloned();
         let sealed = match reusable {
@@ -185,14 +269,14 @@ pub fn render_device(
             },
         };
         manifest.registry_credentials.insert(
-            package.registry.clone(),
+            registry_name.clone(),
             RegistryCredential {
                 address: registry.address.clone(),
                 username: registry.username.clone(),
                 password: sealed.sealed.clone(),
             },
         );
-        sealed_passwords.insert(package.registry.clone(), sealed);
+        sealed_passwords.insert(registry_name, sealed);
     }
     // The fingerprint only has to be stable between renders by the same build, so it hashes
     // serde_json's plain serialization (version 0); only new content is written canonically.
@@ -298,23 +382,33 @@ mod tests {
             name: name.into(),
             target: target.into(),
             priority,
+            layered: false,
             modules: modules
                 .iter()
                 .map(|(m, model)| {
                     (
                         (*m).to_owned(),
-                        DeploymentModule {
-                            model: (*model).into(),
-                            port: 8001,
-                            auth_key_sha256: vec![],
-                            data_collection_ppm: 0,
-                        },
+                        DeploymentModule::registered_model(model, 8001),
                     )
                 })
                 .collect(),
+            images: BTreeMap::new(),
+            revision: 1,
             created_seq: seq,
         };
         let c = target.parse().expect("condition");
+        (d, c)
+    }
+
+    fn layer(
+        name: &str,
+        target: &str,
+        priority: i32,
+        seq: u64,
+        modules: &[(&str, &str)],
+    ) -> (Deployment, Condition) {
+        let (mut d, c) = deployment(name, target, priority, seq, modules);
+        d.layered = true;
         (d, c)
     }
 
@@ -382,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn the_highest_priority_wins_per_module_and_ties_go_to_the_newest() {
+    fn one_base_applies_by_priority_then_age_and_layers_add_or_override_on_top() {
         let c = catalog(
             vec![
                 deployment(
@@ -394,16 +488,81 @@ mod tests {
                 ),
                 deployment("override", "deviceId = 'gw-2'", 20, 2, &[("a", "d:2")]),
                 deployment("tie", "tags.site = 'p1'", 10, 3, &[("b", "d:2")]),
+                layer("high", "tags.site = 'p1'", 9, 4, &[("c", "d:1")]),
+                layer(
+                    "low",
+                    "tags.site = 'p1'",
+                    1,
+                    5,
+                    &[("b", "d:1"), ("c", "d:2")],
+                ),
             ],
             vec![model("d", 1, true), model("d", 2, true)],
         );
         let id = DeviceIdentity::generate();
-        let w1 = winners(&device("gw-1", &[("site", "p1")], &id), &c);
-        assert_eq!(w1["a"].name, "base");
-        assert_eq!(w1["b"].name, "tie");
-        let w2 = winners(&device("gw-2", &[("site", "p1")], &id), &c);
-        assert_eq!(w2["a"].name, "override");
+        let names = |w: BTreeMap<String, &Deployment>| {
+            w.into_iter()
+                .map(|(m, d)| format!("{m}={}", d.name))
+                .collect::<Vec<_>>()
+        };
+        let gw1 = device("gw-1", &[("site", "p1")], &id);
+        assert_eq!(
+            names(winners(&gw1, &c)),
+            ["b=low", "c=high"],
+            "base 'tie' (newest of priority 10) alone, then layers low and high"
+        );
+        let gw2 = device("gw-2", &[("site", "p1")], &id);
+        assert_eq!(names(winners(&gw2, &c)), ["a=override", "b=low", "c=high"]);
         assert!(winners(&device("gw-3", &[("site", "p2")], &id), &c).is_empty());
+    }
+
+    #[test]
+    fn container_and_image_modules_carry_their_pinned_image_and_their_registrys_credentials() {
+        let id = DeviceIdentity::generate();
+        let pinned = format!("127.0.0.1:5000/tools/sensor:1@sha256:{}", "b".repeat(64));
+        let (mut d, cond) = deployment("set", "tags.site = 'p1'", 0, 1, &[]);
+        d.modules.insert(
+            "sensor".into(),
+            DeploymentModule::Container(ContainerModule {
+                image: "127.0.0.1:5000/tools/sensor:1".into(),
+                env: BTreeMap::from([("RATE".to_owned(), "5".to_owned())]),
+                startup_order: Some(1),
+                ..ContainerModule::default()
+            }),
+        );
+        d.images.insert("sensor".into(), pinned.clone());
+        d.modules.insert(
+            "public".into(),
+            DeploymentModule::Model(ModelModule {
+                image: Some(format!("10.0.0.9:5000/m/x@sha256:{}", "c".repeat(64))),
+                ..ModelModule::default()
+            }),
+        );
+        let c = catalog(vec![(d, cond)], vec![]);
+        let Render::Changed(draft) =
+            render_device(&device("gw-1", &[("site", "p1")], &id), &c, None).expect("render")
+        else {
+            panic!("a first manifest");
+        };
+        let manifest: Manifest = serde_json::from_slice(draft.manifest.bytes()).expect("json");
+        let Module::Container(sensor) = &manifest.modules["sensor"] else {
+            panic!("a container");
+        };
+        assert_eq!(
+            (sensor.image.as_str(), sensor.startup_order),
+            (pinned.as_str(), Some(1))
+        );
+        assert_eq!(sensor.env["RATE"], "5");
+        let Module::Model(public) = &manifest.modules["public"] else {
+            panic!("a model");
+        };
+        assert!(public.serving.is_none(), "no port: MQTT inputs only");
+        assert_eq!(
+            manifest.registry_credentials.keys().collect::<Vec<_>>(),
+            ["acr"],
+            "the sensor's registry by address; none for an unknown host"
+        );
+        assert_eq!(draft.sources["sensor"].revision, 1);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn status(
     let mut devices = Vec::new();
     for manifest in manifests
         .iter()
-        .filter(|m| m.sources.values().any(|d| d == deployment))
+        .filter(|m| m.sources.values().any(|s| s.deployment == deployment))
     {
         let status = statuses.get(&manifest.device_id);
         let reported = status.and_then(|s| s.reported.as_ref());

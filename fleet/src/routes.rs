@@ -12,8 +12,8 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest, DeviceView,
-    ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
+    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRequest,
+    DeviceView, ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
     PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
     TelemetryQuery,
 };
@@ -54,9 +54,12 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
         .route("/v1/deployments", get(list_deployments))
         .route(
             "/v1/deployments/{name}",
-            put(put_deployment).delete(delete_deployment),
+            get(show_deployment)
+                .put(put_deployment)
+                .delete(delete_deployment),
         )
         .route("/v1/manifests/{device}", get(show_manifest))
+        .route("/v1/deployments/{name}/history", get(deployment_history))
         .route("/v1/rollouts/{deployment}", get(rollout_status))
         .route("/v1/telemetry/{device}", get(telemetry))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
@@ -226,6 +229,20 @@ async fn put_deployment(
 
 async fn list_deployments(State(api): State<Api>) -> Answer<Vec<DeploymentView>> {
     Ok(Json(api.fleet.deployments()?))
+}
+
+async fn show_deployment(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Answer<DeploymentView> {
+    Ok(Json(api.fleet.deployment_view(&name)?))
+}
+
+async fn deployment_history(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Answer<Vec<DeploymentRevision>> {
+    Ok(Json(api.fleet.deployment_history(&name)?))
 }
 
 async fn delete_deployment(State(api): State<Api>, Path(name): Path<String>) -> Answer<Deleted> {

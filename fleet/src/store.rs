@@ -55,6 +55,7 @@ pub mod kind {
     pub const DEVICE: &str = "device";
     pub const STATUS: &str = "status";
     pub const DEPLOYMENT: &str = "deployment";
+    pub const DEPLOYMENT_REVISION: &str = "deployment-revision";
     pub const MANIFEST: &str = "manifest";
     pub const COUNTER: &str = "counter";
 }

@@ -163,14 +163,10 @@ fn the_api_registers_packages_and_deploys_and_refuses_bad_calls_with_their_statu
     let deployment = |target: &str| DeploymentRequest {
         target: target.into(),
         priority: 0,
+        layered: false,
         modules: BTreeMap::from([(
             "diabetes".to_owned(),
-            DeploymentModule {
-                model: "diabetes:latest".into(),
-                port: 5001,
-                auth_key_sha256: vec![],
-                data_collection_ppm: 0,
-            },
+            DeploymentModule::registered_model("diabetes:latest", 5001),
         )]),
     };
     let saved = api
@@ -178,7 +174,7 @@ fn the_api_registers_packages_and_deploys_and_refuses_bad_calls_with_their_statu
         .expect("deployment");
     assert_eq!(saved.targeted, 1);
     let manifest = api.manifest("gw-1").expect("manifest");
-    assert_eq!(manifest.sources["diabetes"], "d");
+    assert_eq!(manifest.sources["diabetes"].deployment, "d");
 
     // What the device receives is the same manifest, signed by the fleet's key.
     let wire = wait_for("the retained manifest", Duration::from_secs(30), || {

@@ -31,10 +31,13 @@ impl FleetWorld {
     pub fn new() -> Self {
         // The ACL users are told to use: the fleet service may use every topic, a device
         // (user name = device id) only its own.
+        // A sensor container may publish to the devices' model inputs as `sensors`.
         let acl = std::fs::read_to_string(repo_root().join("docs/mosquitto-acl.conf"))
-            .expect("docs/mosquitto-acl.conf");
+            .expect("docs/mosquitto-acl.conf")
+            + "\nuser sensors\ntopic write edgefleet/plant/devices/+/inputs/#\n";
         let broker = Mosquitto::new()
             .add_user("fleet", "fleet-pass")
+            .add_user("sensors", "sensors-pass")
             .with_acl(&acl)
             .start();
         let fleet = FleetProcess::start(

@@ -49,6 +49,7 @@ pub struct Cli {
 pub enum Output {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +65,7 @@ pub enum Command {
     /// Devices and their tags.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Deployments: models for the devices a condition selects.
+    /// Deployments: modules (models and containers) for the devices a condition selects.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
     /// Rollout progress of a deployment.
@@ -244,7 +245,26 @@ pub enum DeploymentCommand {
         #[arg(long, default_value_t = 0)]
         data_collection_ppm: u32,
     },
+    /// Create or replace a deployment from a file (YAML or JSON, the shape `deployment show
+    /// --output yaml` prints); saving the same content again makes no new revision.
+    Apply {
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// What applying a file would change, as a unified diff of the deployment.
+    Diff {
+        #[arg(long, short)]
+        file: PathBuf,
+    },
     List,
+    Show {
+        name: String,
+    },
+    /// Every revision of a deployment.
+    History {
+        name: String,
+    },
+    #[command(alias = "remove")]
     Delete {
         name: String,
     },

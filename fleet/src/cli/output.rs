@@ -9,15 +9,27 @@ use serde::Serialize;
 
 use super::Output;
 
-/// Prints `value` as JSON, or as `text` makes it.
+/// Prints `value` as JSON or YAML, or as `text` makes it.
 pub(super) fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
     match output {
         Output::Json => match serde_json::to_string_pretty(value) {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("edgefleet: the answer cannot be shown as JSON: {e}"),
         },
+        Output::Yaml => print!("{}", yaml(value)),
         Output::Text => println!("{}", text(value)),
     }
+}
+
+/// `value` as YAML.
+pub(super) fn yaml<T: Serialize>(value: &T) -> String {
+    yaml_serde::to_string(value)
+        .unwrap_or_else(|e| format!("# the answer cannot be shown as YAML: {e}\n"))
+}
+
+/// How long ago `ms` (Unix milliseconds) was, in seconds.
+pub(super) fn ago(ms: u64) -> String {
+    format!("{} s ago", now_ms().saturating_sub(ms) / 1000)
 }
 
 /// A plain text table: a header of `columns`, then one line per row.
@@ -103,7 +115,7 @@ pub(super) fn rollout_failures(r: &RolloutStatus) -> String {
 
 pub(super) fn device_text(v: &DeviceView) -> String {
     let last_seen = match v.last_seen_ms {
-        Some(ms) => format!("{} s ago", now_ms().saturating_sub(ms) / 1000),
+        Some(ms) => ago(ms),
         None => "never".to_owned(),
     };
     let tags = serde_json::to_string(&v.tags).unwrap_or_default();

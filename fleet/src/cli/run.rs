@@ -7,18 +7,20 @@ use std::time::{Duration, Instant};
 
 use edgefleet_common::commands::{CommandOutcome, DeviceCommand as ModuleCommandKind};
 use edgefleet_common::fleet_api::{
-    DeploymentModule, DeploymentRequest, DeviceRequest, ModuleCommandRequest, PackageRequest,
-    RegisterModelQuery, RegistryRequest,
+    DeploymentModule, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest,
+    ModelModule, ModuleCommandRequest, PackageRequest, RegisterModelQuery, RegistryRequest,
 };
 use edgefleet_common::signing::{FleetPublicKey, KeyParseError};
 use edgefleet_transport::now_ms;
 
-use super::output::{Progress, device_text, or_dash, print, rollout_failures, rollout_text, table};
+use super::output::{
+    Progress, ago, device_text, or_dash, print, rollout_failures, rollout_text, table, yaml,
+};
 use super::{
     Cli, CliError, Command, DeploymentCommand, DeviceCommand, ManifestCommand, ModelCommand,
     ModuleCommand, RegistryCommand, RolloutCommand,
 };
-use crate::client::FleetClient;
+use crate::client::{ClientError, FleetClient};
 
 fn split_model(reference: &str) -> Result<(&str, &str), CliError> {
     reference
@@ -214,24 +216,70 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }) => {
             let module =
                 module.unwrap_or_else(|| model.split(':').next().unwrap_or_default().to_owned());
+            let model = ModelModule {
+                model: Some(model),
+                port: Some(port),
+                auth_key_sha256,
+                data_collection_ppm,
+                ..ModelModule::default()
+            };
             let request = DeploymentRequest {
                 target,
                 priority,
-                modules: BTreeMap::from([(
-                    module,
-                    DeploymentModule {
-                        model,
-                        port,
-                        auth_key_sha256,
-                        data_collection_ppm,
-                    },
-                )]),
+                layered: false,
+                modules: BTreeMap::from([(module, DeploymentModule::Model(model))]),
             };
-            let saved = api.put_deployment(&name, &request)?;
-            eprintln!(
-                "deployment {name} saved; it targets {} device(s)",
-                saved.targeted
-            );
+            saved(&api.put_deployment(&name, &request)?);
+        }
+        Command::Deployment(DeploymentCommand::Apply { file }) => {
+            let deployment = deployment_file(&file)?;
+            saved(&api.put_deployment(&deployment.name, &deployment.request())?);
+        }
+        Command::Deployment(DeploymentCommand::Diff { file }) => {
+            let wanted = deployment_file(&file)?;
+            let current = match api.deployment(&wanted.name) {
+                Ok(current) => yaml(&current.request()),
+                Err(ClientError::Refused { status, .. }) if status.as_u16() == 404 => String::new(),
+                Err(e) => return Err(e.into()),
+            };
+            let wanted_yaml = yaml(&wanted.request());
+            if current == wanted_yaml {
+                eprintln!("deployment {}: no changes", wanted.name);
+            } else {
+                let diff = similar::TextDiff::from_lines(&current, &wanted_yaml);
+                let name = format!("deployment/{}", wanted.name);
+                print!(
+                    "{}",
+                    diff.unified_diff()
+                        .header(&name, &file.display().to_string())
+                );
+            }
+        }
+        Command::Deployment(DeploymentCommand::Show { name }) => {
+            print(output, &api.deployment(&name)?, yaml);
+        }
+        Command::Deployment(DeploymentCommand::History { name }) => {
+            let history = api.deployment_history(&name)?;
+            print(output, &history, |revisions| {
+                let rows = revisions
+                    .iter()
+                    .map(|r| {
+                        let modules: Vec<&str> =
+                            r.deployment.modules.keys().map(String::as_str).collect();
+                        vec![
+                            r.revision.to_string(),
+                            ago(r.saved_ms),
+                            r.deployment.target.clone(),
+                            r.deployment.priority.to_string(),
+                            modules.join(","),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["revision", "saved", "target", "priority", "modules"],
+                    rows,
+                )
+            });
         }
         Command::Deployment(DeploymentCommand::List) => {
             let deployments = api.deployments()?;
@@ -239,16 +287,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 let rows = list
                     .iter()
                     .map(|d| {
-                        let modules = serde_json::to_string(&d.modules).unwrap_or_default();
+                        let modules: Vec<&str> = d.modules.keys().map(String::as_str).collect();
                         vec![
                             d.name.clone(),
                             d.target.clone(),
                             d.priority.to_string(),
-                            modules,
+                            if d.layered { "layered" } else { "base" }.to_owned(),
+                            d.revision.to_string(),
+                            modules.join(","),
                         ]
                     })
                     .collect();
-                table(&["name", "target", "priority", "modules"], rows)
+                table(
+                    &["name", "target", "priority", "kind", "revision", "modules"],
+                    rows,
+                )
             });
         }
         Command::Deployment(DeploymentCommand::Delete { name }) => {
@@ -328,4 +381,29 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Telemetry(command) => super::telemetry::run(&api, output, command)?,
     }
     Ok(())
+}
+
+/// Reports a saved deployment.
+fn saved(saved: &DeploymentSaved) {
+    let change = if saved.changed {
+        "saved as"
+    } else {
+        "unchanged at"
+    };
+    eprintln!(
+        "deployment {} {change} revision {}; it targets {} device(s)",
+        saved.name, saved.revision, saved.targeted
+    );
+}
+
+/// A deployment file (YAML, or JSON, which YAML reads too).
+fn deployment_file(path: &std::path::Path) -> Result<DeploymentView, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::refused(format!("{}: {e}", path.display())))?;
+    yaml_serde::from_str(&text).map_err(|e| {
+        CliError::refused(format!(
+            "{}: not a deployment: {e} (see `edgefleet deployment show NAME --output yaml` for the shape)",
+            path.display()
+        ))
+    })
 }

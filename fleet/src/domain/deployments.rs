@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentSaved, DeploymentView, ManifestView, RolloutStatus,
+    Deleted, DeploymentModule, DeploymentRequest, DeploymentRevision, DeploymentSaved,
+    DeploymentView, ManifestView, ModelVersion, RolloutStatus,
 };
+use edgefleet_common::module_image::ImageReference;
 use edgefleet_common::topics::check_name;
 use edgefleet_transport::now_ms;
 
@@ -13,14 +15,16 @@ use super::rendering::models_by_name;
 use super::{Affected, Fleet};
 use crate::condition::Condition;
 use crate::error::FleetError;
-use crate::records::{Deployment, DeviceStatus, RenderedManifest};
+use crate::image_pin::{self, RegistryLogin};
+use crate::records::{Deployment, DeviceStatus, Registry, RenderedManifest};
 use crate::render::resolve_model;
 use crate::rollout;
 use crate::store::{Batch, kind};
 
 impl Fleet {
-    /// Creates or replaces deployment `name` and re-renders the devices it targeted before or
-    /// targets now.
+    /// Creates or replaces deployment `name`: checks every module, pins the images it names
+    /// to digests, and when the content differs from the stored one saves it as a new
+    /// revision and re-renders the devices it targeted before or targets now.
     pub async fn put_deployment(
         &self,
         name: &str,
@@ -29,25 +33,69 @@ impl Fleet {
         check_name("deployment name", name)?;
         let condition: Condition = request.target.parse()?;
         if request.modules.is_empty() {
-            return Err(FleetError::invalid(
-                "a deployment needs at least one module (--model)",
-            ));
+            return Err(FleetError::invalid(format!(
+                "deployment {name}: a deployment needs at least one module"
+            )));
         }
-        let _guard = self.writes.lock().await;
         let models = models_by_name(&self.store)?;
         for (module, spec) in &request.modules {
             check_name("module name", module)?;
-            resolve_model(&models, &spec.model)?;
+            self.check_module(spec, &models).map_err(|e| {
+                FleetError::invalid(format!("deployment {name}, module {module}: {e}"))
+            })?;
         }
+        // Registries are asked before the write lock is taken: a slow one delays only this save.
+        let images = self.pin_images(name, &request.modules).await?;
+        let _guard = self.writes.lock().await;
         let old: Option<Deployment> = self.store.get(kind::DEPLOYMENT, name)?;
+        if let Some(old) = &old
+            && (
+                &old.target,
+                old.priority,
+                old.layered,
+                &old.modules,
+                &old.images,
+            ) == (
+                &request.target,
+                request.priority,
+                request.layered,
+                &request.modules,
+                &images,
+            )
+        {
+            return Ok(DeploymentSaved {
+                name: name.to_owned(),
+                targeted: self.devices_matching(&[condition])?.len(),
+                revision: old.revision,
+                changed: false,
+            });
+        }
         let deployment = Deployment {
             name: name.to_owned(),
             target: request.target,
             priority: request.priority,
+            layered: request.layered,
             modules: request.modules,
-            created_seq: self.store.next("deployment")?,
+            images,
+            revision: old.as_ref().map_or(0, |o| o.revision) + 1,
+            created_seq: match &old {
+                Some(old) => old.created_seq,
+                None => self.store.next("deployment")?,
+            },
         };
-        self.store.put(kind::DEPLOYMENT, name, &deployment)?;
+        let revision = DeploymentRevision {
+            revision: deployment.revision,
+            saved_ms: now_ms(),
+            deployment: deployment.view(),
+        };
+        let mut batch = Batch::default();
+        batch.put(kind::DEPLOYMENT, name, &deployment)?;
+        batch.put(
+            &revisions_kind(name),
+            &format!("{:012}", deployment.revision),
+            &revision,
+        )?;
+        self.store.commit(batch)?;
         let mut conditions = vec![condition];
         if let Some(old) = old.and_then(|o| o.target.parse::<Condition>().ok()) {
             conditions.push(old);
@@ -58,7 +106,89 @@ impl Fleet {
         Ok(DeploymentSaved {
             name: name.to_owned(),
             targeted,
+            revision: deployment.revision,
+            changed: true,
         })
+    }
+
+    /// Refuses a module that could not be rendered, naming what is wrong.
+    fn check_module(
+        &self,
+        spec: &DeploymentModule,
+        models: &BTreeMap<String, Vec<ModelVersion>>,
+    ) -> Result<(), FleetError> {
+        if let DeploymentModule::Model(m) = spec {
+            match (&m.model, &m.image) {
+                (Some(reference), None) => {
+                    resolve_model(models, reference)?;
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(FleetError::invalid(
+                        "a model module needs exactly one of `model` (NAME:VERSION or NAME:latest) and `image`",
+                    ));
+                }
+            }
+        }
+        if let Some(image) = spec.image() {
+            image
+                .parse::<ImageReference>()
+                .map_err(|e| FleetError::invalid(e.to_string()))?;
+        }
+        if let Some(registry) = spec.registry() {
+            self.registry_login(registry)?;
+        }
+        if let DeploymentModule::Container(c) = spec {
+            if c.create_options.as_ref().is_some_and(|o| !o.is_object()) {
+                return Err(FleetError::invalid(
+                    "createOptions must be a JSON object in Docker's create shape",
+                ));
+            }
+            if let Some(var) = c.env.keys().find(|k| k.is_empty() || k.contains('=')) {
+                return Err(FleetError::invalid(format!(
+                    "environment variable name {var:?} is empty or contains '='"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The images the modules name, pinned to digests (module -> pinned reference).
+    async fn pin_images(
+        &self,
+        deployment: &str,
+        modules: &BTreeMap<String, DeploymentModule>,
+    ) -> Result<BTreeMap<String, String>, FleetError> {
+        let registries = self.store.list::<Registry>(kind::REGISTRY)?;
+        let mut pinned = BTreeMap::new();
+        for (module, spec) in modules {
+            let Some(image) = spec.image() else {
+                continue;
+            };
+            let host = image.parse::<ImageReference>().ok().map(|r| r.registry);
+            let registry = match spec.registry() {
+                Some(name) => registries.iter().find(|(n, _)| n == name),
+                None => registries
+                    .iter()
+                    .find(|(_, r)| Some(&r.address) == host.as_ref()),
+            };
+            let login = match registry {
+                Some((name, r)) => Some(RegistryLogin {
+                    name: name.clone(),
+                    username: r.username.clone(),
+                    password: self.secrets.unseal(&r.password)?,
+                    insecure: r.insecure,
+                }),
+                None => None,
+            };
+            let image = image_pin::pin(image, login.as_ref()).await.map_err(|e| {
+                FleetError::invalid(format!(
+                    "deployment {deployment}, module {module}: cannot resolve {e}"
+                ))
+            })?;
+            pinned.insert(module.clone(), image);
+        }
+        Ok(pinned)
     }
 
     pub fn deployments(&self) -> Result<Vec<DeploymentView>, FleetError> {
@@ -66,13 +196,28 @@ impl Fleet {
             .store
             .list::<Deployment>(kind::DEPLOYMENT)?
             .into_iter()
-            .map(|(_, d)| DeploymentView {
-                name: d.name,
-                target: d.target,
-                priority: d.priority,
-                modules: d.modules,
-            })
+            .map(|(_, d)| d.view())
             .collect())
+    }
+
+    pub fn deployment_view(&self, name: &str) -> Result<DeploymentView, FleetError> {
+        Ok(self.deployment(name)?.view())
+    }
+
+    /// Every revision of deployment `name`, oldest first (kept after it is deleted).
+    pub fn deployment_history(&self, name: &str) -> Result<Vec<DeploymentRevision>, FleetError> {
+        let revisions: Vec<DeploymentRevision> = self
+            .store
+            .list(&revisions_kind(name))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        if revisions.is_empty() {
+            return Err(FleetError::not_found(format!(
+                "deployment {name:?} has no history: it never existed"
+            )));
+        }
+        Ok(revisions)
     }
 
     pub async fn delete_deployment(&self, name: &str) -> Result<Deleted, FleetError> {
@@ -127,4 +272,9 @@ impl Fleet {
             self.store.list(kind::STATUS)?.into_iter().collect();
         Ok(rollout::status(deployment, &manifests, &statuses, now_ms()))
     }
+}
+
+/// The record kind of deployment `name`'s revisions (kept by revision number).
+fn revisions_kind(name: &str) -> String {
+    format!("{}/{name}", kind::DEPLOYMENT_REVISION)
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use edgefleet_common::fleet_api::{
-    Deleted, ModelVersion, Package, PackageRequest, RegisterModelQuery,
+    Deleted, ModelModule, ModelVersion, Package, PackageRequest, RegisterModelQuery,
 };
 use edgefleet_common::topics::check_name;
 use edgefleet_transport::now_ms;
@@ -16,7 +16,7 @@ use super::rendering::models_by_name;
 use super::{Affected, Fleet};
 use crate::error::FleetError;
 use crate::package;
-use crate::records::Deployment;
+use crate::records::{Deployment, DeploymentModule};
 use crate::render::resolve_model;
 use crate::store::{Batch, kind};
 
@@ -133,13 +133,20 @@ impl Fleet {
         self.model(name, version)?;
         let models = models_by_name(&self.store)?;
         for (_, d) in self.store.list::<Deployment>(kind::DEPLOYMENT)? {
-            for module in d.modules.values() {
-                if resolve_model(&models, &module.model)
+            for (module, spec) in &d.modules {
+                let DeploymentModule::Model(ModelModule {
+                    model: Some(reference),
+                    ..
+                }) = spec
+                else {
+                    continue;
+                };
+                if resolve_model(&models, reference)
                     .is_ok_and(|m| m.name == name && m.version == version)
                 {
                     return Err(FleetError::Conflict(format!(
-                        "model {name}:{version} is used by deployment {:?} (module {:?}); change or delete the deployment first",
-                        d.name, module.model
+                        "model {name}:{version} is used by deployment {:?} (module {module:?}, {reference}); change or delete the deployment first",
+                        d.name
                     )));
                 }
             }

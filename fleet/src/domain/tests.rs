@@ -135,14 +135,10 @@ fn deployment(target: &str, priority: i32, model: &str, port: u16) -> Deployment
     DeploymentRequest {
         target: target.into(),
         priority,
+        layered: false,
         modules: BTreeMap::from([(
             "scorer".to_owned(),
-            DeploymentModule {
-                model: model.into(),
-                port,
-                auth_key_sha256: vec![],
-                data_collection_ppm: 0,
-            },
+            DeploymentModule::registered_model(model, port),
         )]),
     }
 }
@@ -210,7 +206,7 @@ async fn per_module_the_highest_priority_wins_then_the_newest_and_the_manifest_n
         .await
         .expect("low");
     assert_eq!(
-        fleet.manifest("gw-1").expect("manifest").sources["scorer"],
+        fleet.manifest("gw-1").expect("manifest").sources["scorer"].deployment,
         "base"
     );
     fleet
@@ -218,7 +214,10 @@ async fn per_module_the_highest_priority_wins_then_the_newest_and_the_manifest_n
         .await
         .expect("tie");
     let view = fleet.manifest("gw-1").expect("manifest");
-    assert_eq!(view.sources["scorer"], "tie", "ties go to the newest");
+    assert_eq!(
+        view.sources["scorer"].deployment, "tie",
+        "ties go to the newest"
+    );
     let last = world.manifests()["gw-1"]
         .last()
         .cloned()
@@ -301,7 +300,8 @@ async fn bad_requests_are_refused_by_kind_and_change_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(unknown_model, FleetError::Render(_)),
+        matches!(unknown_model, FleetError::Invalid(_))
+            && unknown_model.to_string().contains("module scorer"),
         "{unknown_model}"
     );
     assert!(fleet.deployments().expect("list").is_empty());
@@ -338,4 +338,82 @@ async fn the_device_configuration_is_the_agents_own_type_with_the_devices_passwo
     assert_eq!(config.mqtt.username, "gw-1");
     assert_eq!(config.mqtt.password.len(), 36, "a generated password");
     assert_eq!(config.fleet_public_key, world.public_key.to_string());
+}
+
+#[tokio::test]
+async fn the_same_content_makes_no_revision_and_a_layer_adds_modules_and_takes_them_away() {
+    let mut world = World::new().with_packaged_models().await;
+    world.device("gw-1", "plant1").await;
+    world.device("gw-2", "plant1").await;
+    let save = |port| deployment("tags.site = 'plant1'", 0, "m:1", port);
+    let first = world
+        .fleet
+        .put_deployment("d", save(8001))
+        .await
+        .expect("first");
+    assert_eq!((first.revision, first.changed), (1, true));
+    let again = world
+        .fleet
+        .put_deployment("d", save(8001))
+        .await
+        .expect("again");
+    assert_eq!((again.revision, again.changed), (1, false));
+    let second = world
+        .fleet
+        .put_deployment("d", save(8002))
+        .await
+        .expect("second");
+    assert_eq!((second.revision, second.changed), (2, true));
+    let history = world.fleet.deployment_history("d").expect("history");
+    let ports: Vec<_> = history
+        .iter()
+        .map(|r| match &r.deployment.modules["scorer"] {
+            DeploymentModule::Model(m) => (r.revision, m.port),
+            DeploymentModule::Container(_) => panic!("a container"),
+        })
+        .collect();
+    assert_eq!(ports, [(1, Some(8001)), (2, Some(8002))]);
+    world.manifests();
+
+    let mut layer = deployment("deviceId = 'gw-1'", 0, "m:2", 8003);
+    layer.layered = true;
+    layer.modules = BTreeMap::from([(
+        "extra".to_owned(),
+        DeploymentModule::registered_model("m:2", 8003),
+    )]);
+    world
+        .fleet
+        .put_deployment("layer", layer)
+        .await
+        .expect("layer");
+    let view = world.fleet.manifest("gw-1").expect("manifest");
+    assert_eq!(
+        (
+            view.sources["extra"].deployment.as_str(),
+            view.sources["extra"].layered
+        ),
+        ("layer", true)
+    );
+    assert_eq!(
+        (
+            view.sources["scorer"].deployment.as_str(),
+            view.sources["scorer"].revision
+        ),
+        ("d", 2),
+        "the base stays under the layer"
+    );
+    assert_eq!(
+        world.manifests().keys().collect::<Vec<_>>(),
+        ["gw-1"],
+        "only the device the layer selects changes"
+    );
+
+    world
+        .fleet
+        .delete_deployment("layer")
+        .await
+        .expect("delete");
+    let published = world.manifests();
+    let modules: Vec<_> = published["gw-1"][0].modules.keys().collect();
+    assert_eq!(modules, ["scorer"], "exactly the layer's module went away");
 }

@@ -7,6 +7,7 @@
 //! | MQTT_PORT | 1883 | |
 //! | MQTT_USERNAME, MQTT_PASSWORD | (none) | |
 //! | TOPIC | sensors/readings | where readings go |
+//! | MODEL_MODULE | (none) | instead of TOPIC: that model module's input topic on this device (`$EDGEFLEET_INPUTS_TOPIC/<module>`, the agent sets EDGEFLEET_INPUTS_TOPIC) |
 //! | FEATURES | 10 | values per reading |
 //! | INTERVAL_MS | 1000 | time between readings |
 //! | COUNT | 0 | readings to send, 0 for no end |
@@ -38,7 +39,13 @@ fn number(name: &str, default: u64) -> u64 {
 fn main() {
     let host = env("MQTT_HOST", "127.0.0.1");
     let port = u16::try_from(number("MQTT_PORT", 1883)).unwrap_or(1883);
-    let topic = env("TOPIC", "sensors/readings");
+    let topic = match (
+        std::env::var("MODEL_MODULE"),
+        std::env::var("EDGEFLEET_INPUTS_TOPIC"),
+    ) {
+        (Ok(module), Ok(inputs)) => format!("{inputs}/{module}"),
+        _ => env("TOPIC", "sensors/readings"),
+    };
     let features = number("FEATURES", 10) as usize;
     let interval = Duration::from_millis(number("INTERVAL_MS", 1000));
     let count = number("COUNT", 0);

@@ -152,13 +152,14 @@ pub struct DeploymentRequest {
     pub priority: i32,
     /// A layered deployment adds or overrides modules on top of the device's base deployment
     /// (Azure IoT Edge's layered deployments).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
 }
 
-fn is_false(b: &bool) -> bool {
-    !b
+/// Whether a field holds its default value (left out of what is written).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// One module of a deployment. On the wire the member `kind` names the variant (`model`, the
@@ -190,9 +191,9 @@ pub struct ModelModule {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auth_key_sha256: Vec<String>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub data_collection_ppm: u32,
-    #[serde(default, skip_serializing_if = "is_running")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub status: DesiredStatus,
 }
 
@@ -206,7 +207,7 @@ pub struct ContainerModule {
     /// address the image names, if one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
-    #[serde(default, skip_serializing_if = "is_running")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub status: DesiredStatus,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
@@ -218,14 +219,6 @@ pub struct ContainerModule {
     /// Containers start in ascending order; those without one start last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_order: Option<u32>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn is_running(s: &DesiredStatus) -> bool {
-    *s == DesiredStatus::Running
 }
 
 impl<'de> Deserialize<'de> for DeploymentModule {
@@ -297,19 +290,15 @@ pub struct DeploymentView {
     pub target: String,
     #[serde(default)]
     pub priority: i32,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
     /// Increases with every save that changed the deployment (`deployment history`).
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub revision: u64,
     /// Module -> the image reference pinned by digest when the deployment was saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
-}
-
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
 }
 
 impl DeploymentView {
@@ -339,7 +328,7 @@ pub struct DeploymentRevision {
 pub struct ModuleSource {
     pub deployment: String,
     pub revision: u64,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub layered: bool,
 }
 

@@ -78,7 +78,10 @@ fn a_deployment_reaches_exactly_its_devices_and_a_higher_priority_overrides_one_
         gw1_version,
         "gw-1's manifest did not change"
     );
-    assert_eq!(world.manifest("gw-2")["sources"]["scorer"], "gw2-digits");
+    assert_eq!(
+        world.manifest("gw-2")["sources"]["scorer"]["deployment"],
+        "gw2-digits"
+    );
     let digits_input =
         std::fs::read_to_string(model_dir("digits").join("sample.json")).expect("sample");
     let response = http_client()
@@ -519,7 +522,7 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
     let mut world = FleetWorld::new();
     let image_tag = format!("edgefleet-test/sensor-sim-logs:{}", std::process::id());
     let module = format!("logs-{}", std::process::id());
-    let container = format!("edgefleet-{module}");
+    let container = format!("edgefleet-gw-logs-{module}");
     let _cleanup = docker::DockerCleanup {
         containers: vec![container.clone()],
         images: vec![image_tag.clone()],

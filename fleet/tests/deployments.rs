@@ -95,14 +95,14 @@ modules:
     let diff = world.fleet.ok(&["deployment", "diff", "-f", &file]);
     assert!(diff.is_empty(), "{diff}");
 
-    for (device, agent) in ["set-1", "set-2"].iter().zip(&agents) {
+    for device in ["set-1", "set-2"] {
         let manifest = world.manifest(device);
         assert_eq!(manifest["sources"]["sensor"]["deployment"], "line");
         let container = format!("edgefleet-{device}-sensor");
         let running = wait_for("the sensor container", Duration::from_secs(60), || {
             docker::inspect_container(&container).filter(|c| c["State"]["Running"] == true)
         });
-        assert_eq!(running["Config"]["Labels"]["org.edgefleet.device"], *device);
+        assert_eq!(running["Config"]["Labels"]["org.edgefleet.device"], device);
         // Its readings are scored on the device, and the predictions arrive at the fleet.
         let predictions = wait_for(
             "predictions from the sensor's readings",
@@ -128,7 +128,6 @@ modules:
             },
         );
         assert!(predictions[0]["body"]["outputs"]["variable"].is_array());
-        let _ = agent;
     }
 
     // Removing the container from the file removes it from both devices.

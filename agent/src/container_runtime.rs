@@ -18,7 +18,7 @@ use edgefleet_common::topics::DeviceTopics;
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::create_options;
+use edgefleet_common::create_options;
 
 /// Labels on every container the agent creates.
 pub const LABEL_MANAGED: &str = "org.edgefleet.managed";

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use edgefleet_common::commands::{CommandOutcome, CommandResult};
 use edgefleet_common::manifest::{
-    ContainerSpec, DesiredStatus, Module, ModuleKind, RegistryCredential,
+    ContainerSpec, DesiredStatus, ImagePullPolicy, Module, ModuleKind, RegistryCredential,
 };
 use edgefleet_common::reported::{ModuleState, RuntimeStatus};
 use edgefleet_transport::now_ms;
@@ -361,7 +361,7 @@ fn observed(c: &OwnedContainer) -> Observed {
     }
 }
 
-/// Pulls a container module's image and creates (and starts) its container. A pull that
+/// Pulls a container module's image (unless its pull policy is `never`) and creates (and starts) its container. A pull that
 /// fails while the image is already on the device is not fatal: the module runs and the
 /// error is returned as a warning to report.
 async fn create_container(
@@ -376,21 +376,30 @@ async fn create_container(
         .containers
         .clone()
         .ok_or_else(|| services.no_engine())?;
-    let login = services.registry_login(credential.as_ref())?;
-    let credentials = login.as_ref().map(|(c, p)| (c, p.as_str()));
-    // The registry is asked first (the engine does not go back to it for a digest it has): a
-    // refused or unreachable registry is reported even when the image is here.
-    let pulled: Result<(), ModuleError> =
-        match services.puller.check_access(&spec.image, credentials).await {
-            Ok(()) => Ok(runtime.pull(&spec.image, credentials).await?),
-            Err(e) => Err(e.into()),
-        };
     let mut warning = None;
-    if let Err(e) = pulled {
-        if runtime.image_present(&spec.image).await {
-            warning = Some(format!("{e}; running the image already on this device"));
-        } else {
-            return Err(e);
+    match spec.image_pull_policy {
+        ImagePullPolicy::Never => {
+            if !runtime.image_present(&spec.image).await {
+                return Err(ModuleError::ImageNotOnDevice(spec.image.clone()));
+            }
+        }
+        ImagePullPolicy::OnCreate => {
+            let login = services.registry_login(credential.as_ref())?;
+            let credentials = login.as_ref().map(|(c, p)| (c, p.as_str()));
+            // The registry is asked first (the engine does not go back to it for a digest it
+            // has): a refused or unreachable registry is reported even when the image is here.
+            let pulled: Result<(), ModuleError> =
+                match services.puller.check_access(&spec.image, credentials).await {
+                    Ok(()) => Ok(runtime.pull(&spec.image, credentials).await?),
+                    Err(e) => Err(e.into()),
+                };
+            if let Err(e) = pulled {
+                if runtime.image_present(&spec.image).await {
+                    warning = Some(format!("{e}; running the image already on this device"));
+                } else {
+                    return Err(e);
+                }
+            }
         }
     }
     if recreate {

@@ -15,7 +15,6 @@ pub mod cli;
 pub mod config;
 pub(crate) mod container_runtime;
 pub(crate) mod container_task;
-pub(crate) mod create_options;
 pub(crate) mod delivery;
 pub(crate) mod image_cleanup;
 pub mod link;

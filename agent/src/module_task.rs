@@ -52,6 +52,10 @@ pub(crate) enum ModuleError {
         address: String,
         source: std::net::AddrParseError,
     },
+    #[error(
+        "image {0} is not on this device and the module's imagePullPolicy is never: load it into the Docker engine or set imagePullPolicy on-create"
+    )]
+    ImageNotOnDevice(String),
     #[error("the Docker engine at {socket} is not reachable")]
     NoEngine { socket: String },
     #[error(transparent)]

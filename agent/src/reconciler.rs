@@ -147,6 +147,7 @@ pub(crate) mod tests {
             env: BTreeMap::new(),
             create_options: None,
             startup_order: order,
+            image_pull_policy: Default::default(),
         }
     }
 

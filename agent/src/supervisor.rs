@@ -19,7 +19,8 @@ use crate::apply_progress::{ApplyProgress, Verdict};
 use crate::link::{Inbound, InputAck};
 use crate::module_task::{Assignment, ModuleCommand, ModuleEvent, ModuleHandle, Services};
 use crate::reconciler::{Step, plan};
-use crate::{container_task, create_options, model_task, mqtt_input};
+use crate::{container_task, model_task, mqtt_input};
+use edgefleet_common::create_options;
 
 /// Most bytes of logs one command result carries.
 const COMMAND_RESULT_MAX_BYTES: usize = 64 * 1024;

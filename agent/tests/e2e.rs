@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edgefleet_common::manifest::{ModelSpec, Module, RestartPolicy};
+use edgefleet_common::manifest::{ImagePullPolicy, ModelSpec, Module, RestartPolicy};
 use edgefleet_tests::{
     AgentProcess, DEVICE, DeviceWorld, QUICKSTART_REQUEST, REGISTRY_PASSWORD, Subscriber,
     assert_close, diabetes_module_json, free_port, http_client, model_dir, score, sensor_module,
@@ -718,13 +718,12 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
         after_restart["State"]["StartedAt"]
     );
 
-    // An unknown create option refuses the manifest with 400; the container keeps running.
+    // A create option Docker does not know (a typo) refuses the manifest with 400; the container keeps running.
     let mut bad = manifest.clone();
     bad.version = 2;
     if let Some(Module::Container(m)) = bad.modules.get_mut(&module) {
-        m.create_options = Some(
-            json!({"HostConfig": {"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}}),
-        );
+        m.create_options =
+            Some(json!({"HostConfig": {"NetworkMode": "host", "PortBinding": {"80/tcp": []}}}));
     }
     world.publish(&bad);
     let refused = world.wait_outcome(&agent, 2, 400);
@@ -732,7 +731,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
         refused["lastDesired"]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("HostConfig.Sysctls")
+            .contains("HostConfig.PortBinding")
     );
     assert_eq!(
         docker::inspect_container(&container).expect("container")["Id"],
@@ -839,6 +838,42 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs
         recreated["Config"]["Env"]
             .to_string()
             .contains("INTERVAL_MS=300")
+    );
+
+    // imagePullPolicy never: the registry (still refusing) is not asked, the image on the
+    // device runs and no error is reported; an image the device lacks fails naming the policy.
+    let mut local = world.manifest(&agent, 3, "wrong-password", &[]);
+    let mut sensor = sensor_module(
+        &sensor_image,
+        &world,
+        "sensors/never",
+        RestartPolicy::Always,
+    );
+    sensor.env.insert("INTERVAL_MS".into(), "400".into());
+    sensor.image_pull_policy = ImagePullPolicy::Never;
+    local
+        .modules
+        .insert(module.clone(), Module::Container(sensor.clone()));
+    world.publish(&local);
+    let reported = world.wait_outcome(&agent, 3, 200);
+    assert_eq!(reported["modules"][&module]["runtimeStatus"], "running");
+    assert!(
+        reported["modules"][&module]["lastError"].is_null(),
+        "{reported}"
+    );
+    sensor.image = format!("edgefleet-test/not-on-this-device:{}", std::process::id());
+    local.version = 4;
+    local
+        .modules
+        .insert(format!("{module}-absent"), Module::Container(sensor));
+    world.publish(&local);
+    let reported = world.wait_outcome(&agent, 4, 417);
+    let message = reported["lastDesired"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("not-on-this-device") && message.contains("imagePullPolicy is never"),
+        "{message}"
     );
     agent.stop();
 }

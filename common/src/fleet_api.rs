@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::commands::DeviceCommand;
-use crate::manifest::{DesiredStatus, RestartPolicy};
+use crate::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy};
 use crate::reported::ReportedState;
 
 /// `GET /v1/fleet`
@@ -219,6 +219,10 @@ pub struct ContainerModule {
     /// Containers start in ascending order; those without one start last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_order: Option<u32>,
+    /// `never`: the image is already on the devices; the fleet does not resolve it and the
+    /// agent does not pull it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub image_pull_policy: ImagePullPolicy,
 }
 
 impl<'de> Deserialize<'de> for DeploymentModule {

@@ -91,6 +91,25 @@ pub struct ContainerSpec {
     /// started; containers without an order start last (IoT Edge's `startupOrder`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_order: Option<u32>,
+    #[serde(default, skip_serializing_if = "ImagePullPolicy::is_on_create")]
+    pub image_pull_policy: ImagePullPolicy,
+}
+
+/// Whether the agent pulls a container module's image, as in Azure IoT Edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImagePullPolicy {
+    /// Pulled when the container is created.
+    #[default]
+    OnCreate,
+    /// Never pulled: the image must already be on the device (loaded by other means).
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn is_on_create(&self) -> bool {
+        *self == Self::OnCreate
+    }
 }
 
 impl Module {

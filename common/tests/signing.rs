@@ -46,6 +46,7 @@ fn module() -> impl Strategy<Value = Module> {
                         env,
                         create_options: opts.map(|o| json!(o)),
                         startup_order,
+                        image_pull_policy: Default::default(),
                     })
                 } else {
                     Module::Model(ModelSpec {

@@ -211,6 +211,7 @@ fn container_spec(c: &ContainerModule, image: String) -> ContainerSpec {
         env: c.env.clone(),
         create_options: c.create_options.clone(),
         startup_order: c.startup_order,
+        image_pull_policy: c.image_pull_policy,
     }
 }
 

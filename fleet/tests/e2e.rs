@@ -559,6 +559,7 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
             ]),
             create_options: Some(serde_json::json!({"HostConfig": {"NetworkMode": "host"}})),
             startup_order: None,
+            image_pull_policy: Default::default(),
         }),
     );
     let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");

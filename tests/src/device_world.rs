@@ -302,5 +302,6 @@ pub fn sensor_module(
         env,
         create_options: Some(json!({"HostConfig": {"NetworkMode": "host", "Memory": 67_108_864}})),
         startup_order: None,
+        image_pull_policy: Default::default(),
     }
 }

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use edgefleet_common::create_options;
 use edgefleet_common::fleet_api::{
     Deleted, DeploymentModule, DeploymentRequest, DeploymentRevision, DeploymentSaved,
     DeploymentView, ManifestView, ModelVersion, RolloutStatus,
 };
+use edgefleet_common::manifest::ImagePullPolicy;
 use edgefleet_common::module_image::ImageReference;
 use edgefleet_common::topics::check_name;
 use edgefleet_transport::now_ms;
@@ -139,11 +141,8 @@ impl Fleet {
             self.registry_login(registry)?;
         }
         if let DeploymentModule::Container(c) = spec {
-            if c.create_options.as_ref().is_some_and(|o| !o.is_object()) {
-                return Err(FleetError::invalid(
-                    "createOptions must be a JSON object in Docker's create shape",
-                ));
-            }
+            create_options::parse(c.create_options.as_ref())
+                .map_err(|e| FleetError::invalid(e.to_string()))?;
             if let Some(var) = c.env.keys().find(|k| k.is_empty() || k.contains('=')) {
                 return Err(FleetError::invalid(format!(
                     "environment variable name {var:?} is empty or contains '='"
@@ -165,6 +164,13 @@ impl Fleet {
             let Some(image) = spec.image() else {
                 continue;
             };
+            if let DeploymentModule::Container(c) = spec
+                && c.image_pull_policy == ImagePullPolicy::Never
+            {
+                // Already on the devices, by this name: no registry has a say.
+                pinned.insert(module.clone(), image.to_owned());
+                continue;
+            }
             let host = image.parse::<ImageReference>().ok().map(|r| r.registry);
             let registry = match spec.registry() {
                 Some(name) => registries.iter().find(|(n, _)| n == name),

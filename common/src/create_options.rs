@@ -62,8 +62,8 @@ pub fn parse(options: Option<&Value>) -> Result<ContainerCreateBody, CreateOptio
             reason: format!("labels under {AGENT_LABEL_PREFIX} belong to the agent"),
         });
     }
-    let body: ContainerCreateBody = serde_json::from_value(options.clone())
-        .map_err(|e| CreateOptionsError::Malformed(e.to_string()))?;
+    let body: ContainerCreateBody = serde_path_to_error::deserialize(options.clone())
+        .map_err(|e| CreateOptionsError::Malformed(format!("{}: {}", e.path(), e.inner())))?;
     // Docker's model ignores members it does not know: what did not survive the round trip
     // was not understood.
     let understood =
@@ -177,8 +177,13 @@ mod tests {
 
     #[test]
     fn malformed_options_say_what_is_wrong() {
-        let err = parse(Some(&json!({"HostConfig": {"Memory": "lots"}}))).expect_err("malformed");
-        assert!(matches!(err, CreateOptionsError::Malformed(_)), "{err}");
+        let err =
+            parse(Some(&json!({"HostConfig": {"Privileged": "true"}}))).expect_err("malformed");
+        assert!(
+            err.to_string()
+                .starts_with("createOptions is malformed: HostConfig.Privileged: invalid type"),
+            "{err}"
+        );
         assert_eq!(
             parse(Some(&json!([1]))),
             Err(CreateOptionsError::NotAnObject)

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod embedded_broker;
 pub mod error;
 pub mod image_pin;
+pub mod iotedge_import;
 pub mod mqtt_session;
 pub mod package;
 pub mod records;

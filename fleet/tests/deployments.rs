@@ -275,3 +275,203 @@ fn a_model_image_built_with_docker_build_and_pushed_with_docker_push_is_deployed
     );
     agent.stop();
 }
+
+#[test]
+fn an_imported_iot_edge_layer_adds_containers_to_one_device_and_removing_it_removes_exactly_those()
+{
+    let pid = std::process::id();
+    let local_image = format!("edgefleet-test/sensor-sim-layer:{pid}");
+    let _cleanup = docker::DockerCleanup {
+        containers: vec![
+            "edgefleet-lay-1-clock".into(),
+            "edgefleet-lay-2-clock".into(),
+            "edgefleet-lay-1-sensor".into(),
+            "edgefleet-lay-1-local".into(),
+        ],
+        images: vec![local_image.clone()],
+    };
+    docker::build_sensor_sim_image(&local_image);
+    let mut world = FleetWorld::new();
+    docker::push_docker_image(&local_image, &world.registry, "modules/sensor-sim-layer");
+    let address = world.registry.address().to_owned();
+    let broker = world.broker().port();
+    let mut agents = [
+        world.device("lay-1", &["site=plant1", "line=a"], "127.0.0.5"),
+        world.device("lay-2", &["site=plant1", "line=b"], "127.0.0.6"),
+    ];
+    let dir = tempfile::tempdir().expect("dir");
+    let base = write(
+        dir.path(),
+        "base.yaml",
+        &format!(
+            r#"name: base
+target: "tags.site = 'plant1'"
+modules:
+  clock:
+    kind: container
+    image: {address}/modules/sensor-sim-layer:1
+    env: {{MQTT_PORT: "{broker}", MQTT_USERNAME: sensors, MQTT_PASSWORD: sensors-pass, MODEL_MODULE: none, INTERVAL_MS: "1000"}}
+    createOptions: {{HostConfig: {{NetworkMode: host}}}}
+"#
+        ),
+    );
+    world.fleet.ok(&["deployment", "apply", "-f", &base]);
+    world.wait_rollout("base");
+    let clock = wait_for("the base's container", Duration::from_secs(60), || {
+        docker::inspect_container("edgefleet-lay-1-clock").filter(|c| c["State"]["Running"] == true)
+    });
+
+    // An IoT Hub layered configuration with template placeholders, a numeric env value, a
+    // stringified createOptions, an image already on the device and a route.
+    let sensor_env = r#""env": {
+        "MQTT_PORT": {"value": <BrokerPort>},
+        "MQTT_USERNAME": {"value": "sensors"},
+        "MQTT_PASSWORD": {"value": "<SensorPassword>"},
+        "MODEL_MODULE": {"value": "none"},
+        "INTERVAL_MS": {"value": 500}
+    }"#
+    .replace("<BrokerPort>", &broker.to_string());
+    let layer = write(
+        dir.path(),
+        "sensor-layer.json",
+        &format!(
+            r#"{{
+  "id": "sensor-layer",
+  "targetCondition": "tags.line='a'",
+  "priority": 10,
+  "content": {{"modulesContent": {{
+    "$edgeAgent": {{
+      "properties.desired.runtime.settings.registryCredentials.lab": {{
+        "address": "$REGISTRY", "username": "<user>", "password": "<password>"
+      }},
+      "properties.desired.modules.sensor": {{
+        "type": "docker", "status": "running", "restartPolicy": "always", "startupOrder": 1,
+        "settings": {{
+          "image": "$REGISTRY/modules/sensor-sim-layer:1",
+          "createOptions": "{{\"HostConfig\":{{\"NetworkMode\":\"host\"}}}}"
+        }},
+        {sensor_env}
+      }},
+      "properties.desired.modules.local": {{
+        "type": "docker", "status": "running", "restartPolicy": "on-failure",
+        "imagePullPolicy": "never",
+        "settings": {{"image": "{local_image}", "createOptions": {{"HostConfig": {{"NetworkMode": "host"}}}}}},
+        {sensor_env}
+      }}
+    }},
+    "$edgeHub": {{
+      "properties.desired.routes.toModel": "FROM /messages/modules/sensor/* INTO BrokeredEndpoint(\"/modules/diabetes/inputs/readings\")"
+    }}
+  }}}}
+}}"#
+        ),
+    );
+
+    // Unresolved placeholders: listed, exit 1, nothing saved.
+    let refused = world
+        .fleet
+        .cli(&["deployment", "import", &layer, "--dry-run"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("cannot map: placeholder REGISTRY: not set")
+            && said.contains("cannot map: placeholder SensorPassword: not set")
+            && said.contains("nothing was saved"),
+        "{said}"
+    );
+    let set = [
+        "--set",
+        &format!("REGISTRY={address}"),
+        "--set",
+        "SensorPassword=sensors-pass",
+    ];
+    // The dry run prints the deployment module by module, images as written (no registry asked).
+    let mut args = vec![
+        "deployment",
+        "import",
+        &layer,
+        "--dry-run",
+        "--output",
+        "json",
+    ];
+    args.extend(set);
+    let dry: Value = serde_json::from_str(&world.fleet.ok(&args)).expect("dry-run JSON");
+    assert_eq!(dry["name"], "sensor-layer");
+    assert_eq!(dry["layered"], true);
+    assert_eq!(dry["priority"], 10);
+    assert_eq!(
+        dry["modules"]["sensor"]["image"],
+        format!("{address}/modules/sensor-sim-layer:1")
+    );
+    assert_eq!(
+        dry["modules"]["sensor"]["env"]["MQTT_PORT"],
+        broker.to_string()
+    );
+    assert_eq!(dry["modules"]["local"]["imagePullPolicy"], "never");
+    assert!(dry.get("images").is_none(), "{dry}");
+    assert!(
+        world
+            .fleet
+            .cli(&["deployment", "show", "sensor-layer"])
+            .status
+            .code()
+            == Some(1)
+    );
+
+    let mut args = vec!["deployment", "import", &layer];
+    args.extend(set);
+    let imported = world.fleet.cli(&args);
+    let said = String::from_utf8_lossy(&imported.stderr);
+    assert!(
+        imported.status.success() && said.contains("saved as revision 1"),
+        "{said}"
+    );
+    assert!(said.contains("note: route toModel:"), "{said}");
+    world.wait_rollout("sensor-layer");
+
+    let manifest = world.manifest("lay-1");
+    assert_eq!(
+        manifest["sources"]["sensor"],
+        serde_json::json!({"deployment": "sensor-layer", "revision": 1, "layered": true})
+    );
+    assert_eq!(manifest["sources"]["clock"]["deployment"], "base");
+    assert!(world.manifest("lay-2")["sources"].get("sensor").is_none());
+    for container in ["edgefleet-lay-1-sensor", "edgefleet-lay-1-local"] {
+        wait_for(container, Duration::from_secs(60), || {
+            docker::inspect_container(container).filter(|c| c["State"]["Running"] == true)
+        });
+    }
+    let local = docker::inspect_container("edgefleet-lay-1-local").expect("local");
+    assert_eq!(local["Config"]["Image"], local_image.as_str());
+    assert!(docker::inspect_container("edgefleet-lay-2-sensor").is_none());
+
+    // The same file again makes no new revision.
+    let again = world.fleet.cli(&args);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && said.contains("unchanged at revision 1"),
+        "{said}"
+    );
+
+    // Removing the layer removes exactly its modules; the base's container is untouched.
+    world.fleet.ok(&["deployment", "remove", "sensor-layer"]);
+    for container in ["edgefleet-lay-1-sensor", "edgefleet-lay-1-local"] {
+        wait_for(
+            &format!("{container} to be removed"),
+            Duration::from_secs(60),
+            || docker::inspect_container(container).is_none().then_some(()),
+        );
+    }
+    let manifest = world.manifest("lay-1");
+    assert_eq!(
+        manifest["sources"]
+            .as_object()
+            .map(|s| s.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["clock".to_owned()])
+    );
+    let still = docker::inspect_container("edgefleet-lay-1-clock").expect("clock");
+    assert_eq!(still["Id"], clock["Id"]);
+    for agent in &mut agents {
+        agent.stop();
+    }
+}

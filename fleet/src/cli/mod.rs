@@ -256,6 +256,30 @@ pub enum DeploymentCommand {
         #[arg(long, short)]
         file: PathBuf,
     },
+    /// Create or replace a deployment from an Azure IoT Edge deployment manifest (or an IoT
+    /// Hub configuration wrapping one). What cannot be mapped is listed and nothing is saved
+    /// (exit 1); what is mapped differently or not supported is said on stderr.
+    Import {
+        file: PathBuf,
+        /// Default: the configuration's id, else the file's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Default: the configuration's targetCondition.
+        #[arg(long)]
+        target: Option<String>,
+        /// Default: the configuration's priority, else 0.
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// VAR=VALUE fills placeholders ${VAR}, $VAR, <VAR>, {{VAR}} and __AML_VAR; repeatable.
+        #[arg(long = "set", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// MODULE=NAME:VERSION serves the file's MODULE as a registered model; repeatable.
+        #[arg(long = "model", value_parser = parse_tag)]
+        models: Vec<(String, String)>,
+        /// Print the deployment that would be saved; contacts neither the fleet nor a registry.
+        #[arg(long)]
+        dry_run: bool,
+    },
     List,
     Show {
         name: String,
@@ -299,6 +323,14 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// `VAR=VALUE`, the value kept as written (it may be empty or contain '=').
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not VAR=VALUE"))
 }
 
 /// The exit codes of `edgefleet`.

@@ -21,6 +21,7 @@ use super::{
     ModuleCommand, RegistryCommand, RolloutCommand,
 };
 use crate::client::{ClientError, FleetClient};
+use crate::iotedge_import::{self, ImportSettings, Imported};
 
 fn split_model(reference: &str) -> Result<(&str, &str), CliError> {
     reference
@@ -255,6 +256,31 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Deployment(DeploymentCommand::Import {
+            file,
+            name,
+            target,
+            priority,
+            vars,
+            models,
+            dry_run,
+        }) => {
+            let settings = ImportSettings {
+                name,
+                target,
+                priority,
+                vars: vars.into_iter().collect(),
+                models: models.into_iter().collect(),
+            };
+            let imported = import_file(&file, &settings)?;
+            if dry_run {
+                print(output, &imported.deployment, yaml);
+            } else {
+                check_import_registries(&api, &imported)?;
+                let deployment = &imported.deployment;
+                saved(&api.put_deployment(&deployment.name, &deployment.request())?);
+            }
+        }
         Command::Deployment(DeploymentCommand::Show { name }) => {
             print(output, &api.deployment(&name)?, yaml);
         }
@@ -394,6 +420,62 @@ fn saved(saved: &DeploymentSaved) {
         "deployment {} {change} revision {}; it targets {} device(s)",
         saved.name, saved.revision, saved.targeted
     );
+}
+
+/// An IoT Edge deployment manifest read as a deployment; its notes go to stderr.
+fn import_file(path: &Path, settings: &ImportSettings) -> Result<Imported, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::refused(format!("{}: {e}", path.display())))?;
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.strip_suffix(".json").unwrap_or(n))
+        .unwrap_or("imported");
+    match iotedge_import::import(&text, stem, settings) {
+        Ok(imported) => {
+            for note in &imported.notes {
+                eprintln!("note: {note}");
+            }
+            Ok(imported)
+        }
+        Err(failure) => {
+            for note in &failure.notes {
+                eprintln!("note: {note}");
+            }
+            for problem in &failure.problems {
+                eprintln!("cannot map: {problem}");
+            }
+            Err(CliError::refused(format!(
+                "{}: not imported: {} thing(s) cannot be mapped (listed above); nothing was saved",
+                path.display(),
+                failure.problems.len()
+            )))
+        }
+    }
+}
+
+/// Refuses an import whose images come from a registry the fleet has no credentials for.
+fn check_import_registries(api: &FleetClient, imported: &Imported) -> Result<(), CliError> {
+    let registries = api.registries()?;
+    let missing: Vec<String> = imported
+        .registries
+        .iter()
+        .filter(|r| !registries.iter().any(|known| known.address == r.address))
+        .map(|r| {
+            format!(
+                "registryCredentials.{}: the fleet has no registry at {}: add it with `edgefleet registry add {} --address {} --username USER --password-stdin`",
+                r.credential, r.address, r.credential, r.address
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::refused(format!(
+            "not imported:\n  {}",
+            missing.join("\n  ")
+        )))
+    }
 }
 
 /// A deployment file (YAML, or JSON, which YAML reads too).

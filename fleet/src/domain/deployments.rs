@@ -132,10 +132,15 @@ impl Fleet {
                 }
             }
         }
-        if let Some(image) = spec.image() {
-            image
-                .parse::<ImageReference>()
-                .map_err(|e| FleetError::invalid(e.to_string()))?;
+        let pulled = !matches!(spec, DeploymentModule::Container(c) if c.image_pull_policy == ImagePullPolicy::Never);
+        match spec.image() {
+            Some("") => return Err(FleetError::invalid("the module has no image")),
+            Some(image) if pulled => {
+                image
+                    .parse::<ImageReference>()
+                    .map_err(|e| FleetError::invalid(e.to_string()))?;
+            }
+            _ => {}
         }
         if let Some(registry) = spec.registry() {
             self.registry_login(registry)?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::UnixMillis;
 use crate::commands::DeviceCommand;
 use crate::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy};
+use crate::module_image::IoSpec;
 use crate::reported::ReportedState;
 
 /// `GET /v1/fleet`
@@ -88,6 +89,19 @@ impl ModelVersion {
     }
 }
 
+/// `GET /v1/models/{name}/{version}`: one version, what it takes and gives, and where it is
+/// deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDetails {
+    #[serde(flatten)]
+    pub model: ModelVersion,
+    pub inputs: Vec<IoSpec>,
+    pub outputs: Vec<IoSpec>,
+    /// Deployments with a module that resolves to this version (`deployment/module`).
+    pub deployed_by: Vec<String>,
+}
+
 /// Where a model version was pushed (`POST /v1/models/{name}/{version}/package` answers it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -122,6 +136,19 @@ pub struct DeviceRequest {
     pub tags: BTreeMap<String, String>,
     /// The device's age X25519 recipient (`edgefleet-agent init` prints it).
     pub public_key: String,
+}
+
+/// `DELETE /v1/devices/{id}`: what removing a device did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRemoved {
+    pub removed: String,
+    /// The version of the empty manifest published (retained) to the device, which stops and
+    /// removes its modules; absent when the device never had a manifest.
+    pub retraction_version: Option<u64>,
+    /// The fleet's embedded broker refuses the device's login from now on. With an external
+    /// broker the administrator removes the device's user there.
+    pub mqtt_login_revoked: bool,
 }
 
 /// A device as the API shows it (`GET /v1/devices`, `GET /v1/devices/{id}`).

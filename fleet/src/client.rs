@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRequest,
-    DeviceView, ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
-    PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
-    TelemetryQuery,
+    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRemoved,
+    DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails, ModelVersion,
+    ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery, RegistryRequest,
+    RegistryView, RolloutStatus, TelemetryQuery,
 };
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use reqwest::blocking::{RequestBuilder, Response};
@@ -171,6 +171,33 @@ impl FleetClient {
     }
 
     /// The device's agent configuration file (TOML).
+    pub fn remove_device(&self, id: &str) -> Result<DeviceRemoved, ClientError> {
+        self.json(self.http.delete(self.url(&format!("/v1/devices/{id}"))))
+    }
+
+    pub fn delete_registry(&self, name: &str) -> Result<Deleted, ClientError> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/v1/registries/{name}"))),
+        )
+    }
+
+    pub fn model(&self, name: &str, version: &str) -> Result<ModelDetails, ClientError> {
+        self.get(&format!("/v1/models/{name}/{version}"))
+    }
+
+    /// The registered ONNX file of a version.
+    pub fn model_onnx(&self, name: &str, version: &str) -> Result<Vec<u8>, ClientError> {
+        let request = self
+            .http
+            .get(self.url(&format!("/v1/models/{name}/{version}/onnx")));
+        let bytes = self
+            .send(request)?
+            .bytes()
+            .map_err(ClientError::Unexpected)?;
+        Ok(bytes.to_vec())
+    }
+
     pub fn device_config(&self, id: &str) -> Result<String, ClientError> {
         let request = self.http.get(self.url(&format!("/v1/devices/{id}/config")));
         self.send(request)?.text().map_err(ClientError::Unexpected)

@@ -37,7 +37,7 @@ pub enum RenderError {
 
 /// Everything rendering reads, with deployment conditions parsed and registry passwords
 /// opened once for a whole batch of devices.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Catalog {
     pub registries: BTreeMap<String, RegistryAccess>,
     /// Model name -> versions, ascending.
@@ -125,7 +125,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A module of a deployment as the device's manifest carries it, and the registry (by name)
 /// whose credentials pull its image, if any.
-fn module_for(
+pub(crate) fn module_for(
     name: &str,
     deployment: &Deployment,
     catalog: &Catalog,

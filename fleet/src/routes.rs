@@ -8,14 +8,14 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRequest,
-    DeviceView, ErrorBody, FleetInfo, ManifestView, ModelVersion, ModuleCommandRequest, Package,
-    PackageRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
-    TelemetryQuery,
+    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRemoved,
+    DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails, ModelVersion,
+    ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery, RegistryRequest,
+    RegistryView, RolloutStatus, TelemetryQuery,
 };
 use edgefleet_common::telemetry::TelemetryEnvelope;
 
@@ -43,12 +43,22 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
     Router::new()
         .route("/v1/fleet", get(fleet_info))
         .route("/v1/registries", get(list_registries))
-        .route("/v1/registries/{name}", put(put_registry))
+        .route(
+            "/v1/registries/{name}",
+            put(put_registry).delete(delete_registry),
+        )
         .route("/v1/models", get(list_models).post(register_model))
-        .route("/v1/models/{name}/{version}", delete(delete_model))
+        .route(
+            "/v1/models/{name}/{version}",
+            get(show_model).delete(delete_model),
+        )
+        .route("/v1/models/{name}/{version}/onnx", get(model_file))
         .route("/v1/models/{name}/{version}/package", post(package_model))
         .route("/v1/devices", get(list_devices))
-        .route("/v1/devices/{id}", put(put_device).get(show_device))
+        .route(
+            "/v1/devices/{id}",
+            put(put_device).get(show_device).delete(remove_device),
+        )
         .route("/v1/devices/{id}/config", get(device_config))
         .route("/v1/devices/{id}/commands", post(device_command))
         .route("/v1/deployments", get(list_deployments))
@@ -150,6 +160,10 @@ async fn put_registry(
     Ok(Json(api.fleet.put_registry(&name, request).await?))
 }
 
+async fn delete_registry(State(api): State<Api>, Path(name): Path<String>) -> Answer<Deleted> {
+    Ok(Json(api.fleet.delete_registry(&name).await?))
+}
+
 async fn list_registries(State(api): State<Api>) -> Answer<Vec<RegistryView>> {
     Ok(Json(api.fleet.registries()?))
 }
@@ -180,6 +194,22 @@ async fn package_model(
     ))
 }
 
+async fn show_model(
+    State(api): State<Api>,
+    Path((name, v)): Path<(String, String)>,
+) -> Answer<ModelDetails> {
+    Ok(Json(api.fleet.model_details(&name, version(&v)?).await?))
+}
+
+/// The registered ONNX file.
+async fn model_file(
+    State(api): State<Api>,
+    Path((name, v)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let bytes = api.fleet.model_file(&name, version(&v)?)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
 async fn delete_model(
     State(api): State<Api>,
     Path((name, v)): Path<(String, String)>,
@@ -199,6 +229,10 @@ async fn put_device(
 
 async fn list_devices(State(api): State<Api>) -> Answer<Vec<DeviceView>> {
     Ok(Json(api.fleet.devices()?))
+}
+
+async fn remove_device(State(api): State<Api>, Path(id): Path<String>) -> Answer<DeviceRemoved> {
+    Ok(Json(api.fleet.remove_device(&id).await?))
 }
 
 async fn show_device(State(api): State<Api>, Path(id): Path<String>) -> Answer<DeviceView> {

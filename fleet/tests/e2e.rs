@@ -392,7 +392,8 @@ fn a_packaged_model_is_a_standard_image_and_cannot_be_deleted_while_deployed() {
 }
 
 #[test]
-fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
+fn with_its_embedded_broker_the_fleet_alone_deploys_to_an_agent_and_removing_the_device_stops_it_and_revokes_its_login()
+ {
     let registry = Registry::start("edge", "edge-pass");
     let broker_port = free_port();
     let fleet = FleetProcess::start_embedded(workspace_binary("edgefleet"), broker_port, "solo");
@@ -446,7 +447,101 @@ fn with_its_embedded_broker_the_fleet_service_alone_deploys_to_an_agent() {
         agent.log()
     );
     assert!(score_at("127.0.0.6", port)["variable"].is_array());
+
+    // The model reads back: what it takes and gives, where it is deployed, its file.
+    let shown: Value =
+        serde_json::from_str(&fleet.ok(&["model", "show", "diabetes:1", "--output", "json"]))
+            .expect("model JSON");
+    assert_eq!(shown["deployedBy"], serde_json::json!(["lab/diabetes"]));
+    assert!(
+        shown["inputs"].as_array().is_some_and(|i| !i.is_empty()),
+        "{shown}"
+    );
+    let text = fleet.ok(&["model", "show", "diabetes:1"]);
+    assert!(text.contains("deployed by lab/diabetes"), "{text}");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("d.onnx").display().to_string();
+    fleet.ok(&["model", "download", "diabetes:1", "--file", &file]);
+    assert_eq!(
+        std::fs::read(&file).expect("downloaded"),
+        std::fs::read(model_dir("diabetes").join("model.onnx")).expect("original")
+    );
+    let again = fleet.cli(&["model", "download", "diabetes:1", "--file", &file]);
+    assert_eq!(again.status.code(), Some(1), "an existing file is kept");
+
+    // A registry a deployment pulls with cannot be removed.
+    let refused = fleet.cli(&["registry", "remove", "acr"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("lab/diabetes"), "{said}");
+
+    // Removing the device: its model stops serving, and its login is refused.
+    let password = config
+        .lines()
+        .find_map(|l| l.strip_prefix("password = "))
+        .map(|p| p.trim_matches('"').to_owned())
+        .expect("password");
+    let publish_as_device = || {
+        std::process::Command::new(edgefleet_tests::require_program(
+            "mosquitto_pub",
+            "mosquitto-clients",
+        ))
+        .args(["-h", "127.0.0.1", "-p", &broker_port.to_string()])
+        .args(["-u", "gw-solo", "-P", &password, "-i", "login-check"])
+        .args(["-t", "edgefleet/solo/devices/gw-solo/inputs/x", "-m", "{}"])
+        .output()
+        .expect("mosquitto_pub")
+        .status
+        .success()
+    };
+    assert!(publish_as_device(), "the device may log in before removal");
+    let removed = fleet.cli(&["device", "remove", "gw-solo"]);
+    let said = String::from_utf8_lossy(&removed.stderr);
+    assert!(
+        removed.status.success()
+            && said.contains("manifest 2 (empty, retained) stops and removes its modules")
+            && said.contains("the embedded broker refuses its login"),
+        "{said}"
+    );
+    wait_for("the model to stop serving", Duration::from_secs(30), || {
+        http_client()
+            .post(format!("http://127.0.0.6:{port}/score"))
+            .body(QUICKSTART_REQUEST)
+            .send()
+            .is_err()
+            .then_some(())
+    });
+    assert!(
+        !publish_as_device(),
+        "the removed device's login is refused"
+    );
+    assert_eq!(
+        fleet.ok(&["device", "list", "--output", "json"]).trim(),
+        "[]"
+    );
     agent.stop();
+
+    // Added again under the same id, it continues above the retraction's version.
+    fleet.ok(&[
+        "device",
+        "add",
+        "gw-solo",
+        "--tag",
+        "site=lab",
+        "--public-key",
+        &agent.public_key,
+    ]);
+    let device: Value =
+        serde_json::from_str(&fleet.ok(&["device", "show", "gw-solo", "--output", "json"]))
+            .expect("device JSON");
+    assert_eq!(device["manifestVersion"], 3);
+
+    fleet.ok(&["deployment", "remove", "lab"]);
+    fleet.ok(&["registry", "remove", "acr"]);
+    assert_eq!(
+        fleet.ok(&["registry", "list", "--output", "json"]).trim(),
+        "[]"
+    );
 }
 
 #[test]

@@ -163,6 +163,11 @@ pub enum RegistryCommand {
         insecure: bool,
     },
     List,
+    /// Remove a registry (refused while a deployment pulls with it).
+    #[command(alias = "delete")]
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +188,19 @@ pub enum ModelCommand {
         sample_input: Option<PathBuf>,
     },
     List,
+    /// One version: its inputs, outputs, image and the deployments serving it.
+    Show {
+        /// NAME:VERSION
+        model: String,
+    },
+    /// Save the registered ONNX file (checked against its SHA-256).
+    Download {
+        /// NAME:VERSION
+        model: String,
+        /// Where to write it (default: NAME-VERSION.onnx); an existing file is not overwritten.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
     /// Build the model's OCI image and push it (tag = version).
     Package {
         /// NAME:VERSION
@@ -193,6 +211,7 @@ pub enum ModelCommand {
         repository: String,
     },
     /// Delete a version (refused while a deployment uses it).
+    #[command(alias = "remove")]
     Delete {
         model: String,
     },
@@ -215,6 +234,12 @@ pub enum DeviceCommand {
     },
     /// Print the device's agent configuration file.
     Config {
+        id: String,
+    },
+    /// Remove a device: an empty manifest stops its modules, and the embedded broker refuses
+    /// its login.
+    #[command(alias = "delete")]
+    Remove {
         id: String,
     },
 }

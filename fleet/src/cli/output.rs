@@ -3,7 +3,8 @@
 
 use std::io::IsTerminal as _;
 
-use edgefleet_common::fleet_api::{DeviceRollout, DeviceView, RolloutStatus};
+use edgefleet_common::fleet_api::{DeviceRollout, DeviceView, ModelDetails, RolloutStatus};
+use edgefleet_onnx::tensor_json::describe;
 use edgefleet_transport::now_ms;
 use serde::Serialize;
 
@@ -111,6 +112,49 @@ pub(super) fn rollout_failures(r: &RolloutStatus) -> String {
         ));
     }
     lines.join("\n")
+}
+
+/// One model version, for a person.
+pub(super) fn model_text(d: &ModelDetails) -> String {
+    let m = &d.model;
+    let mut out = format!(
+        "model {}  {} bytes  sha256 {}\nregistered {}",
+        m.reference(),
+        m.size,
+        m.sha256,
+        ago(m.registered_ms)
+    );
+    if !m.description.is_empty() {
+        out.push_str(&format!("\ndescription {}", m.description));
+    }
+    if !m.tags.is_empty() {
+        let tags = serde_json::to_string(&m.tags).unwrap_or_default();
+        out.push_str(&format!("\ntags {tags}"));
+    }
+    let io = |specs: &[edgefleet_common::module_image::IoSpec]| {
+        specs
+            .iter()
+            .map(|s| format!("{}: {}", s.name, describe(s)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push_str(&format!(
+        "\ninputs {}\noutputs {}",
+        io(&d.inputs),
+        io(&d.outputs)
+    ));
+    let image = m
+        .package
+        .as_ref()
+        .map_or("- (not packaged)", |p| p.image.as_str());
+    out.push_str(&format!("\nimage {image}"));
+    let deployed = if d.deployed_by.is_empty() {
+        "-".to_owned()
+    } else {
+        d.deployed_by.join(", ")
+    };
+    out.push_str(&format!("\ndeployed by {deployed}"));
+    out
 }
 
 pub(super) fn device_text(v: &DeviceView) -> String {

@@ -12,9 +12,11 @@ use edgefleet_common::fleet_api::{
 };
 use edgefleet_common::signing::{FleetPublicKey, KeyParseError};
 use edgefleet_transport::now_ms;
+use sha2::{Digest as _, Sha256};
 
 use super::output::{
-    Progress, ago, device_text, or_dash, print, rollout_failures, rollout_text, table, yaml,
+    Progress, ago, device_text, model_text, or_dash, print, rollout_failures, rollout_text, table,
+    yaml,
 };
 use super::{
     Cli, CliError, Command, DeploymentCommand, DeviceCommand, ManifestCommand, ModelCommand,
@@ -94,6 +96,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             api.put_registry(&name, &request)?;
             eprintln!("registry {name} saved (password stored encrypted)");
         }
+        Command::Registry(RegistryCommand::Remove { name }) => {
+            api.delete_registry(&name)?;
+            eprintln!("removed registry {name}");
+        }
         Command::Registry(RegistryCommand::List) => {
             let registries = api.registries()?;
             print(output, &registries, |list| {
@@ -168,6 +174,29 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             spinner.finish();
             print(output, &package?, |p| format!("pushed {}", p.image));
         }
+        Command::Model(ModelCommand::Show { model }) => {
+            let (name, version) = split_model(&model)?;
+            print(output, &api.model(name, version)?, model_text);
+        }
+        Command::Model(ModelCommand::Download { model, file }) => {
+            let (name, version) = split_model(&model)?;
+            let details = api.model(name, version)?;
+            let path = file.unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.onnx")));
+            let bytes = api.model_onnx(name, version)?;
+            let digest = hex::encode(Sha256::digest(&bytes));
+            if digest != details.model.sha256 {
+                return Err(CliError::refused(format!(
+                    "{model}: the downloaded file's SHA-256 is {digest}, not the registered {}; nothing was written",
+                    details.model.sha256
+                )));
+            }
+            write_new_file(&path, &bytes)?;
+            eprintln!(
+                "saved {model} to {} ({} bytes, sha256 {digest})",
+                path.display(),
+                bytes.len()
+            );
+        }
         Command::Model(ModelCommand::Delete { model }) => {
             let (name, version) = split_model(&model)?;
             api.delete_model(name, version)?;
@@ -203,6 +232,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Device(DeviceCommand::Show { id }) => {
             print(output, &api.device(&id)?, device_text);
+        }
+        Command::Device(DeviceCommand::Remove { id }) => {
+            let removed = api.remove_device(&id)?;
+            let modules = match removed.retraction_version {
+                Some(v) => format!("manifest {v} (empty, retained) stops and removes its modules"),
+                None => "it had no manifest".to_owned(),
+            };
+            let login = if removed.mqtt_login_revoked {
+                "the embedded broker refuses its login".to_owned()
+            } else {
+                format!("remove its MQTT user {id:?} from your broker's password file and ACL")
+            };
+            eprintln!("removed device {id}: {modules}; {login}");
         }
         Command::Device(DeviceCommand::Config { id }) => print!("{}", api.device_config(&id)?),
         Command::Deployment(DeploymentCommand::Create {
@@ -406,6 +448,30 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Telemetry(command) => super::telemetry::run(&api, output, command)?,
     }
+    Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` (never over an existing one), whole or not at all.
+fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let failed = |e: std::io::Error| CliError::refused(format!("{}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    temp.write_all(bytes).map_err(failed)?;
+    temp.as_file().sync_all().map_err(failed)?;
+    temp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::refused(format!(
+                "{} exists: choose another --file or remove it",
+                path.display()
+            ))
+        } else {
+            failed(e.error)
+        }
+    })?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use edgefleet_common::agent_config::AgentConfig;
 use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult};
-use edgefleet_common::fleet_api::{DeviceRequest, DeviceView, ModuleCommandRequest};
+use edgefleet_common::fleet_api::{DeviceRemoved, DeviceRequest, DeviceView, ModuleCommandRequest};
 use edgefleet_common::sealing::DevicePublicKey;
 use edgefleet_common::topics::{DeviceTopics, check_name};
 use edgefleet_transport::now_ms;
@@ -14,8 +14,9 @@ use edgefleet_transport::now_ms;
 use super::{Affected, Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{Device, DeviceStatus, Registry, RenderedManifest};
+use crate::render::{Catalog, Render, render_device};
 use crate::rollout::is_stale;
-use crate::store::kind;
+use crate::store::{Batch, kind};
 
 /// How long the service waits for a device to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,6 +89,45 @@ impl Fleet {
             last_seen_ms: status.last_seen_ms,
             stale: is_stale(&status, now_ms()),
             reported: status.reported,
+        })
+    }
+
+    /// Removes device `id`: an empty manifest (the next version, signed, retained) stops and
+    /// removes its modules, its record and status go, and the embedded broker refuses its
+    /// login. The retraction stays stored, so a device added again under the same id gets
+    /// versions above it (an agent never applies a lower one). Its telemetry stays until the
+    /// retention drops it.
+    pub async fn remove_device(&self, id: &str) -> Result<DeviceRemoved, FleetError> {
+        let _guard = self.writes.lock().await;
+        let device = self.device_record(id)?;
+        let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id)?;
+        let mut retraction_version = previous.as_ref().map(|p| p.version);
+        if let Some(previous) = &previous
+            && let Render::Changed(draft) =
+                render_device(&device, &Catalog::default(), Some(previous))
+                    .map_err(|e| FleetError::invalid(e.to_string()))?
+        {
+            retraction_version = Some(draft.version);
+            self.sign_store_publish(vec![draft]).await?;
+        }
+        let mut batch = Batch::default();
+        batch.delete(kind::DEVICE, id);
+        batch.delete(kind::STATUS, id);
+        self.store.commit(batch)?;
+        let mqtt_login_revoked = match &self.broker_credentials {
+            Some(credentials) => {
+                credentials
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(id);
+                true
+            }
+            None => false,
+        };
+        Ok(DeviceRemoved {
+            removed: id.to_owned(),
+            retraction_version,
+            mqtt_login_revoked,
         })
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use edgefleet_common::fleet_api::{
-    Deleted, ModelModule, ModelVersion, Package, PackageRequest, RegisterModelQuery,
+    Deleted, ModelDetails, ModelModule, ModelVersion, Package, PackageRequest, RegisterModelQuery,
 };
 use edgefleet_common::topics::check_name;
 use edgefleet_transport::now_ms;
@@ -128,28 +128,79 @@ impl Fleet {
             .await
     }
 
-    pub async fn delete_model(&self, name: &str, version: u32) -> Result<Deleted, FleetError> {
-        let _guard = self.writes.lock().await;
+    /// One version with its inputs and outputs (read from the ONNX file) and the deployments
+    /// that serve it.
+    pub async fn model_details(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<ModelDetails, FleetError> {
+        let model = self.model(name, version)?;
+        let bytes = self.model_file(name, version)?;
+        let onnx = self.onnx;
+        let (inputs, outputs) = tokio::task::spawn_blocking(move || {
+            onnx.model(&bytes)
+                .map(|m| (m.inputs().to_vec(), m.outputs().to_vec()))
+                .map_err(|e| FleetError::invalid(format!("the stored model does not load: {e}")))
+        })
+        .await??;
+        let deployed_by = self
+            .model_users(name, version)?
+            .into_iter()
+            .map(|(deployment, module, _)| format!("{deployment}/{module}"))
+            .collect();
+        Ok(ModelDetails {
+            model,
+            inputs,
+            outputs,
+            deployed_by,
+        })
+    }
+
+    /// The ONNX file of a registered version, as it was registered.
+    pub fn model_file(&self, name: &str, version: u32) -> Result<Vec<u8>, FleetError> {
         self.model(name, version)?;
+        let path = self.model_path(name, version);
+        std::fs::read(&path).map_err(|source| FleetError::File {
+            what: "the model file",
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The (deployment, module, reference) of every module that resolves to this version.
+    fn model_users(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Vec<(String, String, String)>, FleetError> {
         let models = models_by_name(&self.store)?;
+        let mut users = Vec::new();
         for (_, d) in self.store.list::<Deployment>(kind::DEPLOYMENT)? {
-            for (module, spec) in &d.modules {
-                let DeploymentModule::Model(ModelModule {
+            for (module, spec) in d.modules {
+                if let DeploymentModule::Model(ModelModule {
                     model: Some(reference),
                     ..
                 }) = spec
-                else {
-                    continue;
-                };
-                if resolve_model(&models, reference)
-                    .is_ok_and(|m| m.name == name && m.version == version)
+                    && resolve_model(&models, &reference)
+                        .is_ok_and(|m| m.name == name && m.version == version)
                 {
-                    return Err(FleetError::Conflict(format!(
-                        "model {name}:{version} is used by deployment {:?} (module {module:?}, {reference}); change or delete the deployment first",
-                        d.name
-                    )));
+                    users.push((d.name.clone(), module, reference));
                 }
             }
+        }
+        Ok(users)
+    }
+
+    pub async fn delete_model(&self, name: &str, version: u32) -> Result<Deleted, FleetError> {
+        let _guard = self.writes.lock().await;
+        self.model(name, version)?;
+        if let Some((deployment, module, reference)) =
+            self.model_users(name, version)?.into_iter().next()
+        {
+            return Err(FleetError::Conflict(format!(
+                "model {name}:{version} is used by deployment {deployment:?} (module {module:?}, {reference}); change or delete the deployment first"
+            )));
         }
         let mut batch = Batch::default();
         batch.delete(kind::MODEL, &model_key(name, version));

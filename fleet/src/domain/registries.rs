@@ -1,13 +1,14 @@
 //! Container registries models are pushed to and devices pull from. Passwords are sealed to
 //! the fleet's secrets key at rest and never shown.
 
-use edgefleet_common::fleet_api::{RegistryRequest, RegistryView};
+use edgefleet_common::fleet_api::{Deleted, RegistryRequest, RegistryView};
 use edgefleet_common::topics::check_name;
 
 use super::{Affected, Fleet};
 use crate::error::FleetError;
 use crate::records::Registry;
-use crate::store::kind;
+use crate::render::module_for;
+use crate::store::{Batch, kind};
 
 impl Fleet {
     pub async fn put_registry(
@@ -43,6 +44,39 @@ impl Fleet {
             .into_iter()
             .map(|(_, r)| view(r))
             .collect())
+    }
+
+    /// Removes registry `name`, refused while a deployment pulls an image with its credentials.
+    pub async fn delete_registry(&self, name: &str) -> Result<Deleted, FleetError> {
+        let _guard = self.writes.lock().await;
+        if self.store.get::<Registry>(kind::REGISTRY, name)?.is_none() {
+            return Err(FleetError::not_found(format!(
+                "registry {name:?} does not exist (see `edgefleet registry list`)"
+            )));
+        }
+        let catalog = self.catalog()?;
+        let users: Vec<String> = catalog
+            .deployments
+            .iter()
+            .flat_map(|(d, _)| d.modules.keys().map(move |m| (d, m)))
+            .filter(|(d, m)| {
+                module_for(m, d, &catalog).is_ok_and(|(_, r)| r.as_deref() == Some(name))
+            })
+            .map(|(d, m)| format!("{}/{m}", d.name))
+            .collect();
+        if !users.is_empty() {
+            return Err(FleetError::Conflict(format!(
+                "registry {name:?} is used by {} (deployment/module); change or remove those deployments first",
+                users.join(", ")
+            )));
+        }
+        let mut batch = Batch::default();
+        batch.delete(kind::REGISTRY, name);
+        self.store.commit(batch)?;
+        self.rerender(Affected::All).await?;
+        Ok(Deleted {
+            deleted: name.to_owned(),
+        })
     }
 
     /// A registry by name, with its password opened.

@@ -49,7 +49,7 @@ impl Fleet {
             .collect())
     }
 
-    fn catalog(&self) -> Result<Catalog, FleetError> {
+    pub(super) fn catalog(&self) -> Result<Catalog, FleetError> {
         let registries = self
             .store
             .list::<Registry>(kind::REGISTRY)?
@@ -110,7 +110,7 @@ impl Fleet {
     }
 
     /// Signs one batch of new manifests, stores them and publishes them (retained).
-    async fn sign_store_publish(&self, drafts: Vec<Draft>) -> Result<usize, FleetError> {
+    pub(super) async fn sign_store_publish(&self, drafts: Vec<Draft>) -> Result<usize, FleetError> {
         if drafts.is_empty() {
             return Ok(0);
         }

@@ -108,6 +108,16 @@ impl Delivery {
         true
     }
 
+    /// The fleet answered a sync request: it is listening and has stored exactly through
+    /// `seq`, so everything after it is sent again now.
+    pub fn fleet_synced(&mut self, seq: u64, now: Instant) -> bool {
+        let news = self.fleet_acked(seq, now);
+        self.cursor = self.committed;
+        self.last_progress = now;
+        self.resend_after = RESEND_AFTER;
+        news
+    }
+
     /// Whether records the fleet has not acknowledged for too long should be sent again; if
     /// so, the next round starts after the last acknowledged record.
     pub fn resend_due(&mut self, now: Instant) -> bool {
@@ -168,6 +178,13 @@ mod tests {
             "the second wait is twice as long"
         );
         assert!(d.resend_due(t1 + RESEND_AFTER * 2));
+        // A sync answer sends everything after what the fleet has again, at once.
+        d.handed(Tag::Telemetry(9));
+        assert!(d.fleet_synced(1, t1), "news: the outbox is trimmed");
+        assert_eq!(d.cursor(), 1);
+        d.handed(Tag::Telemetry(9));
+        assert!(!d.fleet_synced(1, t1), "no news, and yet a new round");
+        assert_eq!(d.cursor(), 1);
         // Nothing waiting: nothing to resend.
         d.handed(Tag::Telemetry(5));
         assert!(d.fleet_acked(5, t1));

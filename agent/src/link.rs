@@ -18,8 +18,9 @@ use edgefleet_common::delivery::{SyncRequest, TelemetryAck};
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::telemetry::MAX_MESSAGE_RECORDS;
 use edgefleet_common::topics::DeviceTopics;
+use edgefleet_transport::acks::{OrderedAcks, PendingAck};
 use edgefleet_transport::{Login, TlsFiles, now_ms};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig as Config;
@@ -67,24 +68,14 @@ pub enum LinkError {
 }
 
 /// The broker's delivery of one input message, acknowledged (so the broker forgets it) only
-/// when [`InputAck::done`] is called. Dropped without it, the broker delivers the message again
-/// after the next connect.
-pub struct InputAck {
-    client: AsyncClient,
-    publish: Publish,
-}
+/// when [`InputAck::done`] is called, after the acknowledgements of the messages before it.
+/// Dropped without it, the broker delivers the message again after the next connect.
+#[derive(Debug)]
+pub struct InputAck(PendingAck);
 
 impl InputAck {
     pub fn done(self) {
-        let _ = self.client.try_ack(&self.publish);
-    }
-}
-
-impl std::fmt::Debug for InputAck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InputAck")
-            .field("pkid", &self.publish.pkid)
-            .finish()
+        self.0.done();
     }
 }
 
@@ -128,6 +119,7 @@ pub async fn run(
     let inputs_prefix = topics.input("");
     let commands_prefix = topics.command("");
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&config)?, WINDOW * 2 + 64);
+    let acks = OrderedAcks::new(client.clone());
     let min_backoff = Duration::from_millis(config.mqtt.reconnect_min_ms);
     let max_backoff = Duration::from_millis(config.mqtt.reconnect_max_ms);
     let mut backoff = min_backoff;
@@ -146,6 +138,7 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
                     backoff = min_backoff;
+                    acks.connected();
                     delivery.connected(Instant::now());
                     tracing::info!(broker = %config.mqtt.url, "connected to the broker");
                     for topic in [topics.desired(), topics.input("+"), topics.command("+"), topics.acks()] {
@@ -164,7 +157,12 @@ pub async fn run(
                     if p.topic == topics.acks() {
                         fleet_answered(&mut sync_sent, &fleet_silent);
                         match serde_json::from_slice::<TelemetryAck>(&p.payload) {
-                            Ok(ack) if delivery.fleet_acked(ack.committed_seq, Instant::now()) => {
+                            Ok(ack) if ack.synced && delivery.fleet_synced(ack.committed_seq, Instant::now()) => {
+                                if let Err(e) = store.remove_outbox_through(ack.committed_seq) {
+                                    tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
+                                }
+                            }
+                            Ok(ack) if !ack.synced && delivery.fleet_acked(ack.committed_seq, Instant::now()) => {
                                 if let Err(e) = store.remove_outbox_through(ack.committed_seq) {
                                     tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
                                 }
@@ -172,7 +170,7 @@ pub async fn run(
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "telemetry acknowledgement not understood"),
                         }
-                        let _ = client.try_ack(&p);
+                        acks.done_now(&p);
                         continue;
                     }
                     let message = if p.topic == topics.desired() {
@@ -184,7 +182,7 @@ pub async fn run(
                         let message = Inbound::Input {
                             module: module.to_owned(),
                             payload: p.payload.to_vec(),
-                            ack: InputAck { client: client.clone(), publish: p.clone() },
+                            ack: InputAck(acks.received(&p)),
                         };
                         let _ = inbound.send(message).await;
                         continue;
@@ -194,7 +192,7 @@ pub async fn run(
                     if let Some(message) = message {
                         let _ = inbound.send(message).await;
                     }
-                    let _ = client.try_ack(&p);
+                    acks.done_now(&p);
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => delivery.broker_acked(ack.pkid),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => delivery.published(pkid),

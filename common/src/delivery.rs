@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct TelemetryAck {
     pub committed_seq: u64,
+    /// The answer to a [`SyncRequest`]: the fleet is listening and has stored exactly up to
+    /// `committed_seq`, so the device sends everything after it again now (what it sent
+    /// before may have reached the broker before the fleet subscribed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synced: bool,
 }
 
 /// A device asks for its desired manifest and its telemetry acknowledgement (sent after every

@@ -15,6 +15,7 @@ use edgefleet_common::commands::CommandResult;
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::telemetry::{TelemetryEnvelope, message_envelopes};
 use edgefleet_common::topics::DeviceTopic;
+use edgefleet_transport::acks::{OrderedAcks, PendingAck};
 use edgefleet_transport::now_ms;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +35,7 @@ pub async fn run(
     // Publishing waits while the client's queue is full, which only polling the event loop
     // empties: it runs beside the loop.
     let publisher = tokio::spawn(forward(client.clone(), outgoing));
+    let acks = OrderedAcks::new(client.clone());
     let mut batch = Batch::default();
     let mut committing: Option<JoinHandle<Committed>> = None;
     let mut backoff = Duration::from_millis(200);
@@ -52,6 +54,7 @@ pub async fn run(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
+                    acks.connected();
                     tracing::info!(broker = %fleet.settings.mqtt_url, "connected to the broker");
                     for topic in [
                         fleet.topics.all_reported(),
@@ -66,7 +69,7 @@ pub async fn run(
                         Err(e) => tracing::error!(error = %e, "manifests not published again"),
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &client, p),
+                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &client, &acks, p),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "broker connection");
@@ -135,13 +138,13 @@ struct Batch {
     heard: BTreeMap<String, Heard>,
     telemetry: Vec<Arrived>,
     /// The messages to acknowledge to the broker once the batch is stored.
-    messages: Vec<Publish>,
+    messages: Vec<PendingAck>,
 }
 
 /// A stored batch: its messages to acknowledge and the devices' acknowledgements to publish.
 #[derive(Debug)]
 struct Committed {
-    messages: Vec<Publish>,
+    messages: Vec<PendingAck>,
     acks: Result<Vec<Publication>, FleetError>,
 }
 
@@ -149,8 +152,8 @@ impl Committed {
     fn acknowledge(self, client: &AsyncClient) {
         match self.acks {
             Ok(acks) => {
-                for message in &self.messages {
-                    let _ = client.try_ack(message);
+                for message in self.messages {
+                    message.done();
                 }
                 publish_all(client, acks);
             }
@@ -180,7 +183,7 @@ impl Batch {
         })
     }
 
-    fn receive(&mut self, fleet: &Fleet, client: &AsyncClient, p: Publish) {
+    fn receive(&mut self, fleet: &Fleet, client: &AsyncClient, acks: &OrderedAcks, p: Publish) {
         match fleet.topics.parse(&p.topic) {
             Some(DeviceTopic::Reported { device_id }) => {
                 match serde_json::from_slice::<ReportedState>(&p.payload) {
@@ -217,7 +220,7 @@ impl Batch {
                         tracing::warn!(device = %device_id, error = %e, "command result not understood")
                     }
                 }
-                let _ = client.try_ack(&p);
+                acks.done_now(&p);
                 return;
             }
             Some(DeviceTopic::Sync { device_id }) => {
@@ -227,15 +230,15 @@ impl Batch {
                         tracing::error!(device = %device_id, error = %e, "sync request not answered")
                     }
                 }
-                let _ = client.try_ack(&p);
+                acks.done_now(&p);
                 return;
             }
             None => {
-                let _ = client.try_ack(&p);
+                acks.done_now(&p);
                 return;
             }
         }
-        self.messages.push(p);
+        self.messages.push(acks.received(&p));
     }
 
     /// The device was heard from now.

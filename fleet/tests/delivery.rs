@@ -93,6 +93,36 @@ fn traffic(
 /// Restarts the fleet service three times (SIGTERM) and kills it once (SIGKILL) while the
 /// traffic runs, then checks that each device's records are all in the fleet's store,
 /// gap-free, each once, and that the devices were told so (their outboxes emptied).
+/// [`wait_for`], with `explain` (logs, state) in the failure.
+fn wait_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    explain: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn explain(world: &FleetWorld, agent: &AgentProcess) -> String {
+    format!(
+        "agent status: {}\nagent log:\n{}\nfleet log:\n{}",
+        status(agent),
+        agent.log(),
+        world.fleet.log()
+    )
+}
+
 fn restarts_lose_nothing(mut world: FleetWorld) {
     let devices = [("gw-1", "127.0.0.2"), ("gw-2", "127.0.0.3")];
     let (agents, port) = deployed(&mut world, &devices);
@@ -125,7 +155,7 @@ fn restarts_lose_nothing(mut world: FleetWorld) {
     assert!(inputs.load(Ordering::Relaxed) > 0, "inputs were published");
 
     for (agent, (id, _)) in agents.iter().zip(devices) {
-        let (produced, records) = wait_for(
+        let (produced, records) = wait_explained(
             &format!("every record of {id} in the fleet's store"),
             Duration::from_secs(90),
             || {
@@ -134,6 +164,7 @@ fn restarts_lose_nothing(mut world: FleetWorld) {
                 let records = stored(&world, id, &[]);
                 (seqs(&records) == (1..next).collect::<Vec<_>>()).then_some((next - 1, records))
             },
+            || explain(&world, agent),
         );
         assert!(produced > 100, "{id} produced {produced} records");
         let mqtt = records
@@ -146,10 +177,11 @@ fn restarts_lose_nothing(mut world: FleetWorld) {
             0,
             "{id} dropped nothing"
         );
-        wait_for(
+        wait_explained(
             &format!("{id} to hear that the fleet has everything"),
             Duration::from_secs(60),
             || (status(agent)["outbox"]["depth"] == 0).then_some(()),
+            || explain(&world, agent),
         );
     }
 }

@@ -5,8 +5,9 @@
 //! client configurations (a CA file or the system roots, an optional client certificate) on
 //! ring, the one crypto provider of the project, which [`install_crypto_provider`] installs;
 //! [`mqtt_options`] turns both into rumqttc options. [`now_ms`] is the clock every contract's
-//! `UnixMillis` is read from.
+//! `UnixMillis` is read from. [`acks`] sends manual PubAcks in the order MQTT requires.
 
+pub mod acks;
 pub mod tls;
 
 use std::time::Duration;

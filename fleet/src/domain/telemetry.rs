@@ -101,13 +101,21 @@ impl Fleet {
             self.store
                 .ingest(&encoded, telemetry, &floors, &self.settings.retention, now)?;
         acks.into_iter()
-            .map(|(id, committed_seq)| self.ack_publication(&id, committed_seq))
+            .map(|(id, committed_seq)| self.ack_publication(&id, committed_seq, false))
             .collect()
     }
 
-    fn ack_publication(&self, id: &str, committed_seq: u64) -> Result<Publication, FleetError> {
-        let payload = serde_json::to_vec(&TelemetryAck { committed_seq })
-            .map_err(|e| FleetError::invalid(format!("the acknowledgement of {id}: {e}")))?;
+    fn ack_publication(
+        &self,
+        id: &str,
+        committed_seq: u64,
+        synced: bool,
+    ) -> Result<Publication, FleetError> {
+        let payload = serde_json::to_vec(&TelemetryAck {
+            committed_seq,
+            synced,
+        })
+        .map_err(|e| FleetError::invalid(format!("the acknowledgement of {id}: {e}")))?;
         Ok(Publication {
             topic: DeviceTopics::new(&self.settings.name, id)?.acks(),
             payload,
@@ -129,7 +137,7 @@ impl Fleet {
         if let Some(manifest) = self.store.get::<RenderedManifest>(kind::MANIFEST, id)? {
             out.push(self.manifest_publication(&manifest)?);
         }
-        out.push(self.ack_publication(id, self.store.committed(id)?)?);
+        out.push(self.ack_publication(id, self.store.committed(id)?, true)?);
         Ok(out)
     }
 

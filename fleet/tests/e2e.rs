@@ -612,7 +612,6 @@ fn over_a_tls_broker_the_fleet_publishes_signed_manifests() {
 
 #[test]
 fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
-    use edgefleet_common::manifest::{ContainerSpec, Manifest, Module, RegistryCredential};
     use edgefleet_tests::docker;
     let mut world = FleetWorld::new();
     let image_tag = format!("edgefleet-test/sensor-sim-logs:{}", std::process::id());
@@ -626,45 +625,20 @@ fn module_logs_and_restart_are_answered_by_the_agent_over_the_commands_topic() {
     let image = docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-logs");
     let mut agent = world.device("gw-logs", &["site=logs"], "127.0.0.7");
 
-    // The fleet deploys model modules; this device's container module is signed here with the
-    // fleet's own key, as a fleet that deploys containers would.
-    let key = std::fs::read_to_string(world.fleet.data_dir().join("fleet-signing.key"))
-        .expect("fleet key");
-    let key = edgefleet_common::signing::FleetSigningKey::from_base64(key.trim()).expect("key");
-    let device_key: edgefleet_common::sealing::DevicePublicKey =
-        agent.public_key.parse().expect("device key");
-    let mut manifest = Manifest::new("gw-logs", 1);
-    manifest.registry_credentials.insert(
-        "acr".into(),
-        RegistryCredential {
-            address: world.registry.address(),
-            username: "edge".into(),
-            password: device_key.seal("edge-pass").expect("seal"),
-        },
-    );
-    manifest.modules.insert(
-        module.clone(),
-        Module::Container(ContainerSpec {
-            image,
-            status: Default::default(),
-            restart_policy: Default::default(),
-            env: std::collections::BTreeMap::from([
-                ("MQTT_PORT".to_owned(), world.broker().port().to_string()),
-                ("TOPIC".to_owned(), "sensors/logs".to_owned()),
-            ]),
-            create_options: Some(serde_json::json!({"HostConfig": {"NetworkMode": "host"}})),
-            startup_order: None,
-            image_pull_policy: Default::default(),
-        }),
-    );
-    let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");
-    assert!(world.broker().publish(
-        "fleet",
-        "fleet-pass",
-        "edgefleet/plant/devices/gw-logs/desired",
-        &wire,
-        true
-    ));
+    // A container module, deployed as any administrator would: a deployment file applied.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("logs.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: logs\ntarget: \"tags.site = 'logs'\"\nmodules:\n  {module}:\n    kind: container\n    image: {image}\n    env: {{MQTT_PORT: \"{port}\", TOPIC: sensors/logs}}\n    createOptions: {{HostConfig: {{NetworkMode: host}}}}\n",
+            port = world.broker().port()
+        ),
+    )
+    .expect("deployment file");
+    world
+        .fleet
+        .ok(&["deployment", "apply", "-f", &file.display().to_string()]);
     wait_for("the container", Duration::from_secs(60), || {
         docker::inspect_container(&container).filter(|c| c["State"]["Running"] == true)
     });

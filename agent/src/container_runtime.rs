@@ -358,6 +358,17 @@ impl ContainerRuntime {
             if let Some(id) = summary.id
                 && let Some(owned) = self.inspect_owned(&id).await?
             {
+                // Agents before per-device names called it `edgefleet-<module>`: renamed in
+                // place, it is adopted without a restart.
+                let name = container_name(&self.device_id, &owned.module);
+                let names = summary.names.unwrap_or_default();
+                if !names.iter().any(|n| n.trim_start_matches('/') == name) {
+                    let options = bollard::query_parameters::RenameContainerOptions { name };
+                    self.docker
+                        .rename_container(&id, options)
+                        .await
+                        .map_err(|e| self.unreachable(e))?;
+                }
                 out.insert(owned.module.clone(), owned);
             }
         }

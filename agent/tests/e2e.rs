@@ -614,7 +614,7 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
     let module = format!("sensor-{}", std::process::id());
     let container = format!("edgefleet-{}-{module}", world.device);
     let _cleanup = docker::DockerCleanup {
-        containers: vec![container.clone()],
+        containers: vec![container.clone(), format!("edgefleet-{module}")],
         images: vec![image_tag.clone()],
     };
     docker::build_sensor_sim_image(&image_tag);
@@ -706,8 +706,10 @@ fn a_sensor_container_feeds_the_model_and_is_restarted_adopted_and_removed_as_th
     let after_restart = docker::inspect_container(&container).expect("container");
     assert_eq!(after_restart["Id"], first["Id"], "restarted, not recreated");
 
-    // A restarted agent adopts the running container: same id, same start time.
+    // A restarted agent adopts the running container: same id, same start time; one named
+    // as agents before per-device names named it is renamed, not recreated.
     agent.stop();
+    docker::rename_container(&container, &format!("edgefleet-{module}"));
     agent.start();
     world.publish(&manifest);
     std::thread::sleep(Duration::from_secs(3));

@@ -117,6 +117,16 @@ pub fn kill_container(name: &str) {
     );
 }
 
+/// `docker rename <name> <new_name>`.
+pub fn rename_container(name: &str, new_name: &str) {
+    let out = docker(&["rename", name, new_name]);
+    assert!(
+        out.status.success(),
+        "docker rename failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Removes a container (and optionally an image) when dropped, so a failed test leaves
 /// nothing behind on the engine.
 #[derive(Debug)]

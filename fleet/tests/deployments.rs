@@ -475,3 +475,42 @@ modules:
         agent.stop();
     }
 }
+
+#[test]
+fn every_iot_edge_sample_imports_or_exits_1_listing_what_cannot_be_mapped() {
+    let samples = edgefleet_tests::repo_root().join("../shared/iotedge-samples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&samples).expect("../shared/iotedge-samples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let out = Command::new(edgefleet_tests::workspace_binary("edgefleet"))
+            .args(["deployment", "import", "--dry-run", "--output", "json"])
+            .arg(&path)
+            .args(["--target", "tags.site = 'plant1'"])
+            .env_remove("EDGEFLEET_SERVER")
+            .env_remove("EDGEFLEET_TOKEN")
+            .output()
+            .expect("edgefleet");
+        let said = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {
+                let deployment: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+                assert!(
+                    deployment["modules"]
+                        .as_object()
+                        .is_some_and(|m| !m.is_empty())
+                );
+            }
+            Some(1) => assert!(
+                said.contains("cannot map: ") && said.contains("nothing was saved"),
+                "{}: {said}",
+                path.display()
+            ),
+            other => panic!("{}: exit {other:?}: {said}", path.display()),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked} samples");
+}

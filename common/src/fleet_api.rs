@@ -182,6 +182,9 @@ pub struct DeploymentRequest {
     #[serde(default, skip_serializing_if = "is_default")]
     pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
+    /// How a new revision reaches the devices; absent: all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
 }
 
 /// Whether a field holds its default value (left out of what is written).
@@ -299,6 +302,128 @@ impl DeploymentModule {
     }
 }
 
+/// How a deployment's new revision reaches its devices: a canary phase, then batches, each
+/// phase gated on the health of the devices already moved (Greengrass' rollout rate and abort
+/// thresholds, hawkBit's rollout groups). Absent: every targeted device at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutPolicy {
+    /// Devices of the first phase: a count (`2`) or a share (`"10%"`), chosen by a hash of the
+    /// deployment and device names, so every rollout of the deployment picks the same ones.
+    #[serde(default = "PhaseSize::one")]
+    pub canary: PhaseSize,
+    /// Only devices this condition selects are canaries (default: any targeted device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_target: Option<String>,
+    /// Devices of the phase after the canary.
+    #[serde(default = "PhaseSize::one")]
+    pub batch: PhaseSize,
+    /// Whether later phases keep the batch size or double it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub growth: Growth,
+    /// At most this many devices start the new revision per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u32>,
+    /// How long a phase's devices must stay healthy before the next phase starts.
+    #[serde(default = "default_soak_seconds")]
+    pub soak_seconds: u64,
+    /// Failed devices in one phase that abort the rollout and roll it back.
+    #[serde(default = "PhaseSize::one")]
+    pub max_failures: PhaseSize,
+    /// A model module whose inference error rate over the soak exceeds this fails its device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_percent: Option<f64>,
+    /// A model module whose p99 latency exceeds this fails its device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ms: Option<u64>,
+    /// A device silent this long after its phase started no longer holds the phase; it is
+    /// reported as timed out and moves when it returns.
+    #[serde(default = "default_offline_timeout_seconds")]
+    pub offline_timeout_seconds: u64,
+}
+
+fn default_soak_seconds() -> u64 {
+    30
+}
+
+fn default_offline_timeout_seconds() -> u64 {
+    600
+}
+
+/// A number of devices, or a share of the targeted ones (`"25%"`, rounded up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseSize {
+    Devices(u32),
+    Percent(u32),
+}
+
+impl PhaseSize {
+    fn one() -> Self {
+        Self::Devices(1)
+    }
+
+    /// How many of `total` devices.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Self::Devices(n) => n as usize,
+            Self::Percent(p) => (total * p as usize).div_ceil(100),
+        }
+    }
+}
+
+impl Serialize for PhaseSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Devices(n) => serializer.serialize_u32(*n),
+            Self::Percent(p) => serializer.serialize_str(&format!("{p}%")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PhaseSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Devices(u32),
+            Text(String),
+        }
+        let invalid = |text: &str| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a device count (2) or a percentage (\"10%\")"
+            ))
+        };
+        match Written::deserialize(deserializer)? {
+            Written::Devices(n) => Ok(Self::Devices(n)),
+            Written::Text(text) => match text.trim().strip_suffix('%') {
+                Some(p) => p
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .map(Self::Percent)
+                    .ok_or_else(|| invalid(&text)),
+                None => text
+                    .trim()
+                    .parse()
+                    .map(Self::Devices)
+                    .map_err(|_| invalid(&text)),
+            },
+        }
+    }
+}
+
+/// How phases after the first batch grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Growth {
+    /// Every batch has the batch size.
+    #[default]
+    Fixed,
+    /// Each batch is twice the one before.
+    Exponential,
+}
+
 /// `PUT /v1/deployments/{name}` answers how many devices the deployment targets and its
 /// revision (unchanged when the deployment was saved with the same content).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +449,8 @@ pub struct DeploymentView {
     #[serde(default, skip_serializing_if = "is_default")]
     pub layered: bool,
     pub modules: BTreeMap<String, DeploymentModule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
     /// Increases with every save that changed the deployment (`deployment history`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub revision: u64,
@@ -340,6 +467,7 @@ impl DeploymentView {
             priority: self.priority,
             layered: self.layered,
             modules: self.modules.clone(),
+            rollout: self.rollout.clone(),
         }
     }
 }
@@ -387,6 +515,49 @@ pub struct RolloutStatus {
     pub pending: usize,
     pub stale: usize,
     pub devices: Vec<DeviceProgress>,
+    /// The staged rollout of the latest revision, when the deployment's policy asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<StagedRollout>,
+}
+
+/// A staged rollout: its phases and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedRollout {
+    pub from_revision: u64,
+    pub to_revision: u64,
+    pub state: StagedState,
+    /// Why it stopped (aborted, rolled back), with the devices' messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The phase in progress (0 is the canary phase).
+    pub current_phase: usize,
+    pub phases: Vec<PhaseView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StagedState {
+    Running,
+    Paused,
+    Completed,
+    /// Stopped: no more devices move; those moved keep the new revision.
+    Aborted,
+    /// Every device has the previous revision again.
+    RolledBack,
+}
+
+/// One phase of a staged rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseView {
+    pub devices: Vec<String>,
+    /// Devices moved to the new revision so far.
+    pub moved: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<UnixMillis>,
+    /// What the phase waits for, or `done`.
+    pub gate: String,
 }
 
 impl RolloutStatus {
@@ -398,6 +569,14 @@ impl RolloutStatus {
     /// Every targeted device answered.
     pub fn finished(&self) -> bool {
         self.targeted > 0 && self.succeeded + self.failed >= self.targeted
+    }
+
+    /// A staged rollout that will move no more devices (completed, aborted, rolled back).
+    pub fn stopped(&self) -> Option<StagedState> {
+        self.staged
+            .as_ref()
+            .map(|s| s.state)
+            .filter(|s| !matches!(s, StagedState::Running | StagedState::Paused))
     }
 }
 

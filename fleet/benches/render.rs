@@ -79,6 +79,7 @@ fn deployment(i: usize) -> (Deployment, Condition) {
         )]),
         images: BTreeMap::new(),
         revision: 1,
+        rollout: None,
         created_seq: i as u64,
     };
     (d, target.parse().expect("condition"))
@@ -190,6 +191,7 @@ fn main() {
         )]),
         models,
         deployments: (0..DEPLOYMENTS).map(deployment).collect(),
+        held_back: BTreeMap::new(),
     };
 
     // What a device costs where nothing is shared: sealing a password to it, and signing its

@@ -248,6 +248,18 @@ impl FleetClient {
         self.get(&format!("/v1/rollouts/{deployment}"))
     }
 
+    /// `pause`, `resume`, `abort` or `rollback` the staged rollout of `deployment`.
+    pub fn rollout_action(
+        &self,
+        deployment: &str,
+        action: &str,
+    ) -> Result<RolloutStatus, ClientError> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/rollouts/{deployment}/{action}"))),
+        )
+    }
+
     /// Device `device`'s records as `query` asks (see [`TelemetryQuery`]).
     pub fn telemetry(
         &self,

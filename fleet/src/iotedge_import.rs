@@ -200,6 +200,7 @@ impl<'a> Importer<'a> {
             priority,
             layered: self.layered,
             modules: std::mem::take(&mut self.modules),
+            rollout: None,
             revision: 0,
             images: BTreeMap::new(),
         })

@@ -22,4 +22,5 @@ pub mod render;
 pub mod rollout;
 pub mod routes;
 pub mod service;
+pub mod staged_rollout;
 pub mod store;

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 
 use edgefleet_common::UnixMillis;
 pub use edgefleet_common::fleet_api::{
-    DeploymentModule, DeploymentView, ModelVersion, ModuleSource, Package,
+    DeploymentModule, DeploymentRevision, DeploymentView, ModelVersion, ModuleSource, Package,
+    RolloutPolicy, StagedState,
 };
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::sealing::SealedSecret;
 use serde::{Deserialize, Serialize};
+
+use crate::staged_rollout::Baseline;
 
 /// A container registry models are pushed to and devices pull from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,8 @@ pub struct Deployment {
     /// Increases with every save that changed the deployment.
     #[serde(default)]
     pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
     /// Order of creation (newest is largest), for ties.
     pub created_seq: u64,
 }
@@ -84,8 +89,24 @@ impl Deployment {
             priority: self.priority,
             layered: self.layered,
             modules: self.modules.clone(),
+            rollout: self.rollout.clone(),
             revision: self.revision,
             images: self.images.clone(),
+        }
+    }
+
+    /// A revision from the history, as the deployment it was (its age: `created_seq`).
+    pub fn from_view(view: DeploymentView, created_seq: u64) -> Self {
+        Self {
+            name: view.name,
+            target: view.target,
+            priority: view.priority,
+            layered: view.layered,
+            modules: view.modules,
+            images: view.images,
+            revision: view.revision,
+            rollout: view.rollout,
+            created_seq,
         }
     }
 
@@ -95,6 +116,50 @@ impl Deployment {
             revision: self.revision,
             layered: self.layered,
         }
+    }
+}
+
+/// A staged rollout of a deployment from one revision to the next (kept after it ends, until
+/// the next one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub deployment: String,
+    /// The revision devices keep until they move (0: the deployment is new).
+    pub from_revision: u64,
+    pub to_revision: u64,
+    pub policy: RolloutPolicy,
+    pub state: StagedState,
+    pub reason: Option<String>,
+    pub phases: Vec<Phase>,
+    /// The phase in progress.
+    pub current: usize,
+}
+
+/// One phase of a staged rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phase {
+    pub devices: Vec<String>,
+    /// Devices moved to the new revision, with their model modules' inference counters then.
+    pub moved: BTreeMap<String, Baseline>,
+    pub started_ms: Option<UnixMillis>,
+    /// Since when every device of the phase has been healthy.
+    pub healthy_since_ms: Option<UnixMillis>,
+    /// What the phase waits for, as last judged (`done` once passed).
+    pub gate: String,
+}
+
+impl Rollout {
+    /// Whether `device` has been moved to the new revision.
+    pub fn moved(&self, device: &str) -> bool {
+        self.state != StagedState::RolledBack
+            && self.phases.iter().any(|p| p.moved.contains_key(device))
+    }
+
+    /// Whether devices may still be held back on the previous revision.
+    pub fn holds_back(&self) -> bool {
+        self.state != StagedState::Completed
     }
 }
 

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::condition::Condition;
 use crate::records::{
-    Deployment, DeploymentModule, Device, ModelVersion, RenderedManifest, SealedPassword,
+    Deployment, DeploymentModule, Device, ModelVersion, RenderedManifest, Rollout, SealedPassword,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +43,16 @@ pub struct Catalog {
     /// Model name -> versions, ascending.
     pub models: BTreeMap<String, Vec<ModelVersion>>,
     pub deployments: Vec<(Deployment, Condition)>,
+    /// Deployments whose staged rollout still holds devices on the previous revision.
+    pub held_back: BTreeMap<String, HeldBack>,
+}
+
+/// A deployment's rollout and the revision devices not moved yet keep.
+#[derive(Debug)]
+pub struct HeldBack {
+    pub rollout: Rollout,
+    /// The previous revision (`None`: the deployment is new, so it gives them nothing).
+    pub previous: Option<(Deployment, Condition)>,
 }
 
 /// A registry as devices see it.
@@ -99,6 +109,10 @@ pub fn applicable<'a>(device: &Device, catalog: &'a Catalog) -> Vec<&'a Deployme
     let selecting = catalog
         .deployments
         .iter()
+        .filter_map(|current| match catalog.held_back.get(&current.0.name) {
+            Some(held) if !held.rollout.moved(&device.id) => held.previous.as_ref(),
+            _ => Some(current),
+        })
         .filter(|(_, condition)| condition.matches(&device.id, &device.tags))
         .map(|(deployment, _)| deployment);
     let order = |d: &&Deployment| (d.priority, d.created_seq);
@@ -395,6 +409,7 @@ mod tests {
                 .collect(),
             images: BTreeMap::new(),
             revision: 1,
+            rollout: None,
             created_seq: seq,
         };
         let c = target.parse().expect("condition");
@@ -443,6 +458,7 @@ mod tests {
             )]),
             models: by_name,
             deployments,
+            held_back: BTreeMap::new(),
         }
     }
 

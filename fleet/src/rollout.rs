@@ -70,5 +70,6 @@ pub fn status(
         pending: count(DeviceRollout::Pending),
         stale: devices.iter().filter(|d| d.stale).count(),
         devices,
+        staged: None,
     }
 }

@@ -21,7 +21,7 @@ use edgefleet_common::telemetry::TelemetryEnvelope;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::{Fleet, TelemetryFilter};
+use crate::domain::{Fleet, RolloutAction, TelemetryFilter};
 use crate::error::FleetError;
 
 /// Largest request body: an ONNX model being registered.
@@ -71,6 +71,7 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
         .route("/v1/manifests/{device}", get(show_manifest))
         .route("/v1/deployments/{name}/history", get(deployment_history))
         .route("/v1/rollouts/{deployment}", get(rollout_status))
+        .route("/v1/rollouts/{deployment}/{action}", post(rollout_action))
         .route("/v1/telemetry/{device}", get(telemetry))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -285,6 +286,25 @@ async fn delete_deployment(State(api): State<Api>, Path(name): Path<String>) -> 
 
 async fn show_manifest(State(api): State<Api>, Path(device): Path<String>) -> Answer<ManifestView> {
     Ok(Json(api.fleet.manifest(&device)?))
+}
+
+async fn rollout_action(
+    State(api): State<Api>,
+    Path((deployment, action)): Path<(String, String)>,
+) -> Answer<RolloutStatus> {
+    let action = match action.as_str() {
+        "pause" => RolloutAction::Pause,
+        "resume" => RolloutAction::Resume,
+        "abort" => RolloutAction::Abort,
+        "rollback" => RolloutAction::Rollback,
+        other => {
+            return Err(FleetError::not_found(format!(
+                "{other:?} is not a rollout action (pause, resume, abort, rollback)"
+            ))
+            .into());
+        }
+    };
+    Ok(Json(api.fleet.rollout_action(&deployment, action).await?))
 }
 
 async fn rollout_status(

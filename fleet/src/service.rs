@@ -17,7 +17,7 @@ use rumqttc::AsyncClient;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::domain::{Fleet, FleetSettings};
+use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings};
 use crate::store::{FleetStore, TelemetryRetention};
 use crate::{embedded_broker, mqtt_session, routes};
 
@@ -190,6 +190,7 @@ pub async fn serve(
         session_stop,
     ));
 
+    let rollouts = tokio::spawn(advance_rollouts(fleet.clone()));
     let app = routes::router(fleet.clone(), &token);
     let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
@@ -198,7 +199,19 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Http)?;
+    rollouts.abort();
     let _ = stop_session.send(true);
     let _ = session.await;
     Ok(())
+}
+
+/// Moves staged rollouts on, every [`ADVANCE_EVERY`].
+async fn advance_rollouts(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(ADVANCE_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = fleet.advance_rollouts().await {
+            tracing::error!(error = %e, "rollouts not advanced");
+        }
+    }
 }

@@ -58,6 +58,7 @@ pub mod kind {
     pub const DEPLOYMENT_REVISION: &str = "deployment-revision";
     pub const MANIFEST: &str = "manifest";
     pub const COUNTER: &str = "counter";
+    pub const ROLLOUT: &str = "rollout";
 }
 
 #[derive(Debug, Clone)]

@@ -168,6 +168,7 @@ fn the_api_registers_packages_and_deploys_and_refuses_bad_calls_with_their_statu
             "diabetes".to_owned(),
             DeploymentModule::registered_model("diabetes:latest", 5001),
         )]),
+        rollout: None,
     };
     let saved = api
         .put_deployment("d", &deployment("tags.site = 'plant1'"))

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use edgefleet_common::fleet_api::{Growth, PhaseSize, RolloutPolicy};
+
 use crate::client::ClientError;
 use crate::service::{ServeOptions, serve};
 use crate::store::TelemetryRetention;
@@ -269,6 +271,8 @@ pub enum DeploymentCommand {
         /// Share of requests sent as collected data, in parts per million.
         #[arg(long, default_value_t = 0)]
         data_collection_ppm: u32,
+        #[command(flatten)]
+        rollout: RolloutFlags,
     },
     /// Create or replace a deployment from a file (YAML or JSON, the shape `deployment show
     /// --output yaml` prints); saving the same content again makes no new revision.
@@ -319,16 +323,97 @@ pub enum DeploymentCommand {
     },
 }
 
+/// A staged rollout for `deployment create` (any of them turns it on; the deployment file's
+/// `rollout:` says the same).
+#[derive(Debug, Args)]
+pub struct RolloutFlags {
+    /// Devices of the canary phase: a count (2) or a share (10%).
+    #[arg(long, value_parser = parse_phase_size)]
+    pub canary: Option<PhaseSize>,
+    /// Only devices this condition selects are canaries.
+    #[arg(long)]
+    pub canary_target: Option<String>,
+    /// Devices of each batch after the canary: a count or a share.
+    #[arg(long, value_parser = parse_phase_size)]
+    pub batch: Option<PhaseSize>,
+    /// Double each batch.
+    #[arg(long)]
+    pub exponential: bool,
+    #[arg(long)]
+    pub max_per_minute: Option<u32>,
+    /// How long a phase stays healthy before the next starts (default 30).
+    #[arg(long)]
+    pub soak_seconds: Option<u64>,
+    /// Failed devices of a phase that roll the rollout back: a count or a share (default 1).
+    #[arg(long, value_parser = parse_phase_size)]
+    pub max_failures: Option<PhaseSize>,
+    #[arg(long)]
+    pub max_error_percent: Option<f64>,
+    #[arg(long)]
+    pub max_p99_ms: Option<u64>,
+    /// A device silent this long no longer holds its phase (default 600).
+    #[arg(long)]
+    pub offline_timeout_seconds: Option<u64>,
+}
+
+impl RolloutFlags {
+    /// The policy the flags ask for, if any.
+    pub fn policy(&self) -> Option<RolloutPolicy> {
+        let any = self.canary.is_some()
+            || self.canary_target.is_some()
+            || self.batch.is_some()
+            || self.exponential
+            || self.max_per_minute.is_some()
+            || self.soak_seconds.is_some()
+            || self.max_failures.is_some()
+            || self.max_error_percent.is_some()
+            || self.max_p99_ms.is_some()
+            || self.offline_timeout_seconds.is_some();
+        if !any {
+            return None;
+        }
+        let mut policy: RolloutPolicy = serde_json::from_str("{}").ok()?;
+        policy.canary = self.canary.unwrap_or(policy.canary);
+        policy.canary_target = self.canary_target.clone();
+        policy.batch = self.batch.unwrap_or(policy.batch);
+        if self.exponential {
+            policy.growth = Growth::Exponential;
+        }
+        policy.max_per_minute = self.max_per_minute;
+        policy.soak_seconds = self.soak_seconds.unwrap_or(policy.soak_seconds);
+        policy.max_failures = self.max_failures.unwrap_or(policy.max_failures);
+        policy.max_error_percent = self.max_error_percent;
+        policy.max_p99_ms = self.max_p99_ms;
+        policy.offline_timeout_seconds = self
+            .offline_timeout_seconds
+            .unwrap_or(policy.offline_timeout_seconds);
+        Some(policy)
+    }
+}
+
+fn parse_phase_size(s: &str) -> Result<PhaseSize, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
     Status {
         deployment: String,
-        /// Wait until every targeted device succeeded (exit 0) or one failed (exit 5).
+        /// Wait until every targeted device succeeded (exit 0) or one failed (exit 5); for a
+        /// staged rollout, until it completed (exit 0) or was aborted or rolled back (exit 5).
         #[arg(long)]
         wait: bool,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Stop moving devices until `resume`.
+    Pause { deployment: String },
+    /// Go on with a paused or aborted staged rollout.
+    Resume { deployment: String },
+    /// Stop for good: moved devices keep the new revision, the others the previous one.
+    Abort { deployment: String },
+    /// Give every moved device the previous revision again.
+    Rollback { deployment: String },
 }
 
 #[derive(Debug, Subcommand)]

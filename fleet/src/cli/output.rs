@@ -80,6 +80,33 @@ pub(super) fn rollout_text(r: &RolloutStatus) -> String {
         "deployment {}: targeted {}, applied {}, succeeded {}, failed {}, pending {}, stale {}",
         r.deployment, r.targeted, r.applied, r.succeeded, r.failed, r.pending, r.stale
     );
+    if let Some(s) = &r.staged {
+        out.push_str(&format!(
+            "\nstaged rollout revision {} -> {}: {:?}{}",
+            s.from_revision,
+            s.to_revision,
+            s.state,
+            s.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ));
+        for (i, p) in s.phases.iter().enumerate() {
+            let name = if i == 0 {
+                "canary".to_owned()
+            } else {
+                format!("batch {i}")
+            };
+            let marker = if i == s.current_phase { ">" } else { " " };
+            out.push_str(&format!(
+                "\n {marker} {name:<8} {}/{} moved  {}  [{}]",
+                p.moved,
+                p.devices.len(),
+                p.gate,
+                p.devices.join(", ")
+            ));
+        }
+    }
     for d in &r.devices {
         out.push_str(&format!(
             "\n  {:<20} manifest {:<4} {:<10}{} {}",

@@ -9,6 +9,7 @@ use edgefleet_common::commands::{CommandOutcome, DeviceCommand as ModuleCommandK
 use edgefleet_common::fleet_api::{
     DeploymentModule, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest,
     ModelModule, ModuleCommandRequest, PackageRequest, RegisterModelQuery, RegistryRequest,
+    RolloutStatus, StagedState,
 };
 use edgefleet_common::signing::{FleetPublicKey, KeyParseError};
 use edgefleet_transport::now_ms;
@@ -256,6 +257,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             port,
             auth_key_sha256,
             data_collection_ppm,
+            rollout,
         }) => {
             let module =
                 module.unwrap_or_else(|| model.split(':').next().unwrap_or_default().to_owned());
@@ -271,6 +273,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 priority,
                 layered: false,
                 modules: BTreeMap::from([(module, DeploymentModule::Model(model))]),
+                rollout: rollout.policy(),
             };
             saved(&api.put_deployment(&name, &request)?);
         }
@@ -384,7 +387,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let deadline = Instant::now() + Duration::from_secs(timeout_secs);
             let mut status = api.rollout(&deployment)?;
             let progress = Progress::start(String::new());
-            while wait && !status.finished() && Instant::now() < deadline {
+            let done = |s: &RolloutStatus| match &s.staged {
+                Some(_) => s.stopped().is_some(),
+                None => s.finished(),
+            };
+            while wait && !done(&status) && Instant::now() < deadline {
                 progress.update(&format!(
                     "{deployment}: {}/{} succeeded, {} failed, {} pending",
                     status.succeeded, status.targeted, status.failed, status.pending
@@ -394,12 +401,32 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             progress.finish();
             print(output, &status, rollout_text);
-            if wait && !status.complete() {
+            let succeeded = match status.stopped() {
+                Some(state) => state == StagedState::Completed,
+                None => status.staged.is_none() && status.complete(),
+            };
+            if wait && !succeeded {
                 return Err(CliError {
                     exit: super::Exit::RolloutFailed,
                     message: rollout_failures(&status),
                 });
             }
+        }
+        Command::Rollout(
+            action @ (RolloutCommand::Pause { .. }
+            | RolloutCommand::Resume { .. }
+            | RolloutCommand::Abort { .. }
+            | RolloutCommand::Rollback { .. }),
+        ) => {
+            let (verb, deployment) = match &action {
+                RolloutCommand::Pause { deployment } => ("pause", deployment),
+                RolloutCommand::Resume { deployment } => ("resume", deployment),
+                RolloutCommand::Abort { deployment } => ("abort", deployment),
+                RolloutCommand::Rollback { deployment } => ("rollback", deployment),
+                RolloutCommand::Status { deployment, .. } => ("status", deployment),
+            };
+            let status = api.rollout_action(deployment, verb)?;
+            print(output, &status, rollout_text);
         }
         Command::Manifest(ManifestCommand::Show { device }) => {
             let manifest = api.manifest(&device)?;

@@ -46,6 +46,15 @@ impl Fleet {
                 FleetError::invalid(format!("deployment {name}, module {module}: {e}"))
             })?;
         }
+        if let Some(target) = request
+            .rollout
+            .as_ref()
+            .and_then(|r| r.canary_target.as_ref())
+        {
+            target.parse::<Condition>().map_err(|e| {
+                FleetError::invalid(format!("deployment {name}, rollout.canaryTarget: {e}"))
+            })?;
+        }
         // Registries are asked before the write lock is taken: a slow one delays only this save.
         let images = self.pin_images(name, &request.modules).await?;
         let _guard = self.writes.lock().await;
@@ -57,12 +66,14 @@ impl Fleet {
                 old.layered,
                 &old.modules,
                 &old.images,
+                &old.rollout,
             ) == (
                 &request.target,
                 request.priority,
                 request.layered,
                 &request.modules,
                 &images,
+                &request.rollout,
             )
         {
             return Ok(DeploymentSaved {
@@ -79,6 +90,7 @@ impl Fleet {
             layered: request.layered,
             modules: request.modules,
             images,
+            rollout: request.rollout,
             revision: old.as_ref().map_or(0, |o| o.revision) + 1,
             created_seq: match &old {
                 Some(old) => old.created_seq,
@@ -90,6 +102,13 @@ impl Fleet {
             saved_ms: now_ms(),
             deployment: deployment.view(),
         };
+        let mut conditions = vec![condition];
+        if let Some(old) = old
+            .as_ref()
+            .and_then(|o| o.target.parse::<Condition>().ok())
+        {
+            conditions.push(old);
+        }
         let mut batch = Batch::default();
         batch.put(kind::DEPLOYMENT, name, &deployment)?;
         batch.put(
@@ -97,11 +116,15 @@ impl Fleet {
             &format!("{:012}", deployment.revision),
             &revision,
         )?;
-        self.store.commit(batch)?;
-        let mut conditions = vec![condition];
-        if let Some(old) = old.and_then(|o| o.target.parse::<Condition>().ok()) {
-            conditions.push(old);
+        // A policy moves the devices in phases (`advance_rollouts`); without one, all at once.
+        if deployment.rollout.is_some() {
+            let from_revision = old.as_ref().map_or(0, |o| o.revision);
+            let rollout = self.start_rollout(&deployment, from_revision, &conditions)?;
+            batch.put(kind::ROLLOUT, name, &rollout)?;
+        } else {
+            batch.delete(kind::ROLLOUT, name);
         }
+        self.store.commit(batch)?;
         let affected = self.devices_matching(&conditions)?;
         let targeted = affected.len();
         self.rerender(Affected::Devices(affected)).await?;
@@ -236,6 +259,7 @@ impl Fleet {
         let old = self.deployment(name)?;
         let mut batch = Batch::default();
         batch.delete(kind::DEPLOYMENT, name);
+        batch.delete(kind::ROLLOUT, name);
         self.store.commit(batch)?;
         let affected = match old.target.parse::<Condition>() {
             Ok(c) => Affected::Devices(self.devices_matching(&[c])?),
@@ -281,7 +305,9 @@ impl Fleet {
             .collect();
         let statuses: BTreeMap<String, DeviceStatus> =
             self.store.list(kind::STATUS)?.into_iter().collect();
-        Ok(rollout::status(deployment, &manifests, &statuses, now_ms()))
+        let mut status = rollout::status(deployment, &manifests, &statuses, now_ms());
+        status.staged = self.staged_view(deployment)?;
+        Ok(status)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The fleet's domain layer: what the HTTP routes call, and what unit tests call without any
 //! socket. [`Fleet`] holds the store, the fleet's keys and ONNX Runtime; one file per resource
-//! adds its operations (registries, models, devices, deployments, telemetry), and
+//! adds its operations (registries, models, devices, deployments, staged rollouts, telemetry), and
 //! [`rendering`] turns every change into signed per-device manifests, handed to the MQTT
 //! session as [`Publication`]s.
 
@@ -9,6 +9,7 @@ mod devices;
 mod models;
 mod registries;
 pub(crate) mod rendering;
+mod rollouts;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use crate::error::FleetError;
 use crate::store::FleetStore;
 
 pub use rendering::Affected;
+pub use rollouts::{ADVANCE_EVERY, RolloutAction};
 pub use telemetry::{Arrived, Heard, TelemetryFilter};
 
 /// A message for the fleet's MQTT session to publish.

@@ -10,8 +10,12 @@ use sha2::{Digest as _, Sha256};
 use super::{Fleet, Publication};
 use crate::condition::Condition;
 use crate::error::FleetError;
-use crate::records::{Deployment, Device, ModelVersion, Registry, RenderedManifest};
-use crate::render::{self, Catalog, Draft, RegistryAccess, Render, SIGNING_BATCH, render_device};
+use crate::records::{
+    Deployment, DeploymentRevision, Device, ModelVersion, Registry, RenderedManifest, Rollout,
+};
+use crate::render::{
+    self, Catalog, Draft, HeldBack, RegistryAccess, Render, SIGNING_BATCH, render_device,
+};
 use crate::store::{Batch, FleetStore, kind};
 
 /// The devices a change can affect.
@@ -66,16 +70,35 @@ impl Fleet {
                 Ok((name, access))
             })
             .collect::<Result<_, FleetError>>()?;
-        let deployments = self
+        let deployments: Vec<(Deployment, Condition)> = self
             .store
             .list::<Deployment>(kind::DEPLOYMENT)?
             .into_iter()
             .filter_map(|(_, d)| d.target.parse().ok().map(|c| (d, c)))
             .collect();
+        let mut held_back = BTreeMap::new();
+        for (name, rollout) in self.store.list::<Rollout>(kind::ROLLOUT)? {
+            let Some((current, _)) = deployments.iter().find(|(d, _)| d.name == name) else {
+                continue;
+            };
+            if !rollout.holds_back() || rollout.to_revision != current.revision {
+                continue;
+            }
+            let previous = self
+                .store
+                .get::<DeploymentRevision>(
+                    &format!("{}/{name}", kind::DEPLOYMENT_REVISION),
+                    &format!("{:012}", rollout.from_revision),
+                )?
+                .map(|r| Deployment::from_view(r.deployment, current.created_seq))
+                .and_then(|d| d.target.parse().ok().map(|c| (d, c)));
+            held_back.insert(name, HeldBack { rollout, previous });
+        }
         Ok(Catalog {
             registries,
             models: models_by_name(&self.store)?,
             deployments,
+            held_back,
         })
     }
 

@@ -140,6 +140,7 @@ fn deployment(target: &str, priority: i32, model: &str, port: u16) -> Deployment
             "scorer".to_owned(),
             DeploymentModule::registered_model(model, port),
         )]),
+        rollout: None,
     }
 }
 

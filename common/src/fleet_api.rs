@@ -457,6 +457,9 @@ pub struct DeploymentView {
     /// Module -> the image reference pinned by digest when the deployment was saved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// Module -> the model version (`name:version`) its `name:latest` resolved to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
 }
 
 impl DeploymentView {

@@ -78,6 +78,7 @@ fn deployment(i: usize) -> (Deployment, Condition) {
             DeploymentModule::registered_model(&format!("model{}:latest", i % 10), 5001),
         )]),
         images: BTreeMap::new(),
+        models: BTreeMap::new(),
         revision: 1,
         rollout: None,
         created_seq: i as u64,

@@ -203,6 +203,7 @@ impl<'a> Importer<'a> {
             rollout: None,
             revision: 0,
             images: BTreeMap::new(),
+            models: BTreeMap::new(),
         })
     }
 

@@ -75,6 +75,10 @@ pub struct Deployment {
     /// Increases with every save that changed the deployment.
     #[serde(default)]
     pub revision: u64,
+    /// Module -> the registered model version (`name:version`) its `name:latest` resolved to
+    /// when this revision was saved: a new version makes a new revision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutPolicy>,
     /// Order of creation (newest is largest), for ties.
@@ -92,6 +96,7 @@ impl Deployment {
             rollout: self.rollout.clone(),
             revision: self.revision,
             images: self.images.clone(),
+            models: self.models.clone(),
         }
     }
 
@@ -104,6 +109,7 @@ impl Deployment {
             layered: view.layered,
             modules: view.modules,
             images: view.images,
+            models: view.models,
             revision: view.revision,
             rollout: view.rollout,
             created_seq,

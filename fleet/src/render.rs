@@ -170,7 +170,9 @@ pub(crate) fn module_for(
     match spec {
         DeploymentModule::Model(m) => {
             let (image, registry) = match (&m.model, &m.image) {
-                (Some(reference), _) => {
+                (Some(written), _) => {
+                    // `name:latest` as resolved when the revision was saved.
+                    let reference = deployment.models.get(name).unwrap_or(written);
                     let model = resolve_model(&catalog.models, reference)?;
                     let package = model
                         .package
@@ -408,6 +410,7 @@ mod tests {
                 })
                 .collect(),
             images: BTreeMap::new(),
+            models: BTreeMap::new(),
             revision: 1,
             rollout: None,
             created_seq: seq,

@@ -110,33 +110,32 @@ fn on_v1(world: &mut FleetWorld, prefix: &str, net: u8) -> (Vec<AgentProcess>, u
 
 const STAGED: &str = "rollout:\n  canary: 2\n  batch: 2\n  soakSeconds: 1\n  maxFailures: 1\n";
 
-#[test]
-fn a_healthy_revision_moves_through_a_canary_and_batches_never_ahead_of_its_phase() {
-    let mut world = FleetWorld::new();
-    let (mut agents, port) = on_v1(&mut world, "st", 1);
-    let dir = tempfile::tempdir().expect("dir");
-    apply(&world, dir.path(), "model: diabetes:2", port, STAGED);
-
+/// Samples the devices until the staged rollout to `revision` completes, asserting that no
+/// more devices run `image` (or have it rendered) than its phases up to the current one hold.
+fn watch_healthy_rollout(world: &FleetWorld, revision: u64, image: &str) {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut most = 0;
     loop {
-        let running = running_images(&world);
-        let on_v2 = running
+        let on_new = running_images(world)
             .values()
-            .filter(|i| i.contains("/models/diabetes:2@"))
+            .filter(|i| i.contains(image))
             .count();
-        let rendered = revisions(&world, "st")
+        let rendered = revisions(world, "st")
             .values()
-            .filter(|r| **r == 2)
+            .filter(|r| **r == revision)
             .count();
-        let status = status(&world);
-        let allowed = allowed(&status);
+        let status = status(world);
+        let allowed = if status["staged"]["toRevision"] == revision {
+            allowed(&status)
+        } else {
+            0
+        };
         assert!(
-            on_v2 <= allowed && rendered <= allowed,
-            "{on_v2} devices run v2 and {rendered} have it rendered, but the phases allow {allowed}: {status}"
+            on_new <= allowed && rendered <= allowed,
+            "{on_new} devices run {image} and {rendered} have revision {revision}, but the phases allow {allowed}: {status}"
         );
-        most = most.max(on_v2);
-        if status["staged"]["state"] == "completed" {
+        most = most.max(on_new);
+        if status["staged"]["toRevision"] == revision && status["staged"]["state"] == "completed" {
             break;
         }
         assert!(
@@ -145,26 +144,52 @@ fn a_healthy_revision_moves_through_a_canary_and_batches_never_ahead_of_its_phas
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let status = status(&world);
     assert_eq!(
-        status["staged"]["phases"].as_array().map(|p| p
+        status(world)["staged"]["phases"].as_array().map(|p| p
             .iter()
             .map(|p| p["devices"].as_array().map_or(0, Vec::len))
             .collect::<Vec<_>>()),
         Some(vec![2, 2, 2])
     );
-    world.wait_rollout("line");
     let done = world
         .fleet
         .cli(&["rollout", "status", "line", "--wait", "--timeout-secs", "5"]);
     assert_eq!(done.status.code(), Some(0));
-    wait_for("every device on v2", Duration::from_secs(60), || {
-        running_images(&world)
-            .values()
-            .all(|i| i.contains("/models/diabetes:2@"))
-            .then_some(())
-    });
-    assert!(most >= 2, "the canary ran v2 before the batches");
+    wait_for(
+        &format!("every device on {image}"),
+        Duration::from_secs(60),
+        || {
+            running_images(world)
+                .values()
+                .all(|i| i.contains(image))
+                .then_some(())
+        },
+    );
+    assert!(most >= 2, "the canaries ran {image} before the batches");
+}
+
+#[test]
+fn a_healthy_revision_moves_through_a_canary_and_batches_never_ahead_of_its_phase() {
+    let mut world = FleetWorld::new();
+    let (mut agents, port) = on_v1(&mut world, "st", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    // Revision 2 follows diabetes:latest (version 2 now), staged.
+    apply(&world, dir.path(), "model: diabetes:latest", port, STAGED);
+    watch_healthy_rollout(&world, 2, "/models/diabetes:2@");
+    // A new version under latest is a new revision of the deployment, staged the same way.
+    world.fleet.register("diabetes", "diabetes");
+    world.fleet.package("diabetes:3", "models/diabetes");
+    watch_healthy_rollout(&world, 3, "/models/diabetes:3@");
+    let history: Vec<Value> = serde_json::from_str(&world.fleet.ok(&[
+        "deployment",
+        "history",
+        "line",
+        "--output",
+        "json",
+    ]))
+    .expect("history");
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2]["deployment"]["models"]["diabetes"], "diabetes:3");
     for agent in &mut agents {
         agent.stop();
     }

@@ -57,6 +57,7 @@ impl Fleet {
         }
         // Registries are asked before the write lock is taken: a slow one delays only this save.
         let images = self.pin_images(name, &request.modules).await?;
+        let resolved = resolved_models(&request.modules, &models_by_name(&self.store)?);
         let _guard = self.writes.lock().await;
         let old: Option<Deployment> = self.store.get(kind::DEPLOYMENT, name)?;
         if let Some(old) = &old
@@ -66,6 +67,7 @@ impl Fleet {
                 old.layered,
                 &old.modules,
                 &old.images,
+                &old.models,
                 &old.rollout,
             ) == (
                 &request.target,
@@ -73,6 +75,7 @@ impl Fleet {
                 request.layered,
                 &request.modules,
                 &images,
+                &resolved,
                 &request.rollout,
             )
         {
@@ -90,6 +93,7 @@ impl Fleet {
             layered: request.layered,
             modules: request.modules,
             images,
+            models: resolved,
             rollout: request.rollout,
             revision: old.as_ref().map_or(0, |o| o.revision) + 1,
             created_seq: match &old {
@@ -97,20 +101,35 @@ impl Fleet {
                 None => self.store.next("deployment")?,
             },
         };
+        let targeted = self.save_revision(&deployment, old.as_ref()).await?;
+        Ok(DeploymentSaved {
+            name: name.to_owned(),
+            targeted,
+            revision: deployment.revision,
+            changed: true,
+        })
+    }
+
+    /// Stores `deployment` as its new revision (after `old`), starts its staged rollout if its
+    /// policy asks for one, and re-renders the devices it targeted before or targets now;
+    /// returns how many those are. The caller holds the write lock.
+    async fn save_revision(
+        &self,
+        deployment: &Deployment,
+        old: Option<&Deployment>,
+    ) -> Result<usize, FleetError> {
+        let name = &deployment.name;
         let revision = DeploymentRevision {
             revision: deployment.revision,
             saved_ms: now_ms(),
             deployment: deployment.view(),
         };
-        let mut conditions = vec![condition];
-        if let Some(old) = old
-            .as_ref()
-            .and_then(|o| o.target.parse::<Condition>().ok())
-        {
+        let mut conditions: Vec<Condition> = deployment.target.parse().into_iter().collect();
+        if let Some(old) = old.and_then(|o| o.target.parse::<Condition>().ok()) {
             conditions.push(old);
         }
         let mut batch = Batch::default();
-        batch.put(kind::DEPLOYMENT, name, &deployment)?;
+        batch.put(kind::DEPLOYMENT, name, deployment)?;
         batch.put(
             &revisions_kind(name),
             &format!("{:012}", deployment.revision),
@@ -118,8 +137,8 @@ impl Fleet {
         )?;
         // A policy moves the devices in phases (`advance_rollouts`); without one, all at once.
         if deployment.rollout.is_some() {
-            let from_revision = old.as_ref().map_or(0, |o| o.revision);
-            let rollout = self.start_rollout(&deployment, from_revision, &conditions)?;
+            let from_revision = old.map_or(0, |o| o.revision);
+            let rollout = self.start_rollout(deployment, from_revision, &conditions)?;
             batch.put(kind::ROLLOUT, name, &rollout)?;
         } else {
             batch.delete(kind::ROLLOUT, name);
@@ -128,12 +147,31 @@ impl Fleet {
         let affected = self.devices_matching(&conditions)?;
         let targeted = affected.len();
         self.rerender(Affected::Devices(affected)).await?;
-        Ok(DeploymentSaved {
-            name: name.to_owned(),
-            targeted,
-            revision: deployment.revision,
-            changed: true,
-        })
+        Ok(targeted)
+    }
+
+    /// A new version of model `name` was packaged: every deployment following `name:latest`
+    /// gets a revision with it (a staged rollout where the deployment's policy asks for one).
+    /// The caller holds the write lock.
+    pub(super) async fn follow_latest(&self, name: &str) -> Result<(), FleetError> {
+        let models = models_by_name(&self.store)?;
+        for (_, old) in self.store.list::<Deployment>(kind::DEPLOYMENT)? {
+            let resolved = resolved_models(&old.modules, &models);
+            let follows = old.modules.values().any(|m| {
+                matches!(m, DeploymentModule::Model(m) if m.model.as_deref() == Some(&format!("{name}:latest")))
+            });
+            if !follows || resolved == old.models {
+                continue;
+            }
+            let deployment = Deployment {
+                models: resolved,
+                revision: old.revision + 1,
+                ..old.clone()
+            };
+            tracing::info!(deployment = %old.name, revision = deployment.revision, model = name, "a new model version: new revision");
+            self.save_revision(&deployment, Some(&old)).await?;
+        }
+        Ok(())
     }
 
     /// Refuses a module that could not be rendered, naming what is wrong.
@@ -314,4 +352,23 @@ impl Fleet {
 /// The record kind of deployment `name`'s revisions (kept by revision number).
 fn revisions_kind(name: &str) -> String {
     format!("{}/{name}", kind::DEPLOYMENT_REVISION)
+}
+
+/// Module -> the `name:version` each `name:latest` reference resolves to now.
+fn resolved_models(
+    modules: &BTreeMap<String, DeploymentModule>,
+    models: &BTreeMap<String, Vec<ModelVersion>>,
+) -> BTreeMap<String, String> {
+    modules
+        .iter()
+        .filter_map(|(module, spec)| match spec {
+            DeploymentModule::Model(m) => m
+                .model
+                .as_deref()
+                .filter(|r| r.ends_with(":latest"))
+                .and_then(|r| resolve_model(models, r).ok())
+                .map(|v| (module.clone(), v.reference())),
+            DeploymentModule::Container(_) => None,
+        })
+        .collect()
 }

@@ -249,6 +249,7 @@ impl Fleet {
             &model_key(&current.name, current.version),
             &current,
         )?;
+        self.follow_latest(&current.name).await?;
         self.rerender(Affected::All).await?;
         Ok(package)
     }

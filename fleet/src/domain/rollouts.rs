@@ -3,7 +3,7 @@
 //! starts when the one before it has been healthy for the soak time; too many failures roll
 //! every moved device back. [`Fleet::advance_rollouts`] runs every second.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use edgefleet_common::UnixMillis;
@@ -131,8 +131,7 @@ impl Fleet {
             rollout.state = StagedState::Completed;
             return Ok(BTreeSet::new());
         };
-        let statuses: BTreeMap<String, DeviceStatus> =
-            self.store.list(kind::STATUS)?.into_iter().collect();
+        let status_of = |id: &str| self.store.get::<DeviceStatus>(kind::STATUS, id);
         let started = *phase.started_ms.get_or_insert(now);
 
         // Admit the phase's devices, at most `maxPerMinute` of them a minute.
@@ -148,7 +147,10 @@ impl Fleet {
                 break;
             }
             if !phase.moved.contains_key(&id) {
-                let counters = statuses.get(&id).map(baseline).unwrap_or_default();
+                let counters = status_of(&id)?
+                    .as_ref()
+                    .map(baseline)
+                    .unwrap_or_default();
                 phase.moved.insert(id.clone(), counters);
                 admitted.insert(id);
             }
@@ -180,7 +182,7 @@ impl Fleet {
             };
             match device_health(
                 manifest.version,
-                statuses.get(id),
+                status_of(id)?.as_ref(),
                 counters,
                 started,
                 &rollout.policy,

@@ -82,10 +82,13 @@ pub(super) fn rollout_text(r: &RolloutStatus) -> String {
     );
     if let Some(s) = &r.staged {
         out.push_str(&format!(
-            "\nstaged rollout revision {} -> {}: {:?}{}",
+            "\nstaged rollout revision {} -> {}: {}{}",
             s.from_revision,
             s.to_revision,
-            s.state,
+            serde_json::to_value(s.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             s.reason
                 .as_deref()
                 .map(|r| format!(" ({r})"))

@@ -80,10 +80,20 @@ impl Fleet {
     /// `maxPerMinute`), judges the moved ones, starts the next phase after the soak, or rolls
     /// back when too many failed.
     pub async fn advance_rollouts(&self) -> Result<(), FleetError> {
+        let running = |r: &Rollout| r.state == StagedState::Running;
+        // Without a running rollout the write lock is not taken.
+        if !self
+            .store
+            .list::<Rollout>(kind::ROLLOUT)?
+            .iter()
+            .any(|(_, r)| running(r))
+        {
+            return Ok(());
+        }
         let _guard = self.writes.lock().await;
         let now = now_ms();
         for (name, mut rollout) in self.store.list::<Rollout>(kind::ROLLOUT)? {
-            if rollout.state != StagedState::Running {
+            if !running(&rollout) {
                 continue;
             }
             let Some(deployment) = self.store.get::<Deployment>(kind::DEPLOYMENT, &name)? else {
@@ -147,10 +157,7 @@ impl Fleet {
                 break;
             }
             if !phase.moved.contains_key(&id) {
-                let counters = status_of(&id)?
-                    .as_ref()
-                    .map(baseline)
-                    .unwrap_or_default();
+                let counters = status_of(&id)?.as_ref().map(baseline).unwrap_or_default();
                 phase.moved.insert(id.clone(), counters);
                 admitted.insert(id);
             }

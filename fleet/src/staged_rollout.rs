@@ -166,6 +166,18 @@ pub fn device_health(
     DeviceHealth::Healthy
 }
 
+/// How many of a phase's `size` devices may have moved `elapsed_ms` after it started: all,
+/// or at most `max_per_minute` a minute (one at once).
+pub fn admissible(size: usize, elapsed_ms: u64, max_per_minute: Option<u32>) -> usize {
+    match max_per_minute {
+        Some(rate) if rate > 0 => {
+            let paced = 1 + elapsed_ms.saturating_mul(u64::from(rate)) / 60_000;
+            size.min(usize::try_from(paced).unwrap_or(usize::MAX))
+        }
+        _ => size,
+    }
+}
+
 /// Whether this many failed devices of a phase of `size` abort the rollout.
 pub fn aborts(failed: usize, size: usize, policy: &RolloutPolicy) -> bool {
     failed > 0 && failed >= policy.max_failures.of(size).max(1)
@@ -314,6 +326,15 @@ mod tests {
             device_health(3, Some(&slow), &none, 0, &policy, 2_000),
             DeviceHealth::Failed(m) if m.contains("p99 latency 80 ms")
         ));
+    }
+
+    #[test]
+    fn max_per_minute_paces_a_phase() {
+        assert_eq!(admissible(10, 0, None), 10);
+        assert_eq!(admissible(10, 0, Some(2)), 1);
+        assert_eq!(admissible(10, 29_999, Some(2)), 1);
+        assert_eq!(admissible(10, 30_000, Some(2)), 2);
+        assert_eq!(admissible(10, 600_000, Some(2)), 10);
     }
 
     #[test]

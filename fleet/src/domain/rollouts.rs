@@ -14,7 +14,7 @@ use super::{Affected, Fleet};
 use crate::condition::Condition;
 use crate::error::FleetError;
 use crate::records::{Deployment, Device, DeviceStatus, Phase, RenderedManifest, Rollout};
-use crate::staged_rollout::{self, DeviceHealth, aborts, baseline, device_health};
+use crate::staged_rollout::{self, DeviceHealth, aborts, admissible, baseline, device_health};
 use crate::store::kind;
 
 /// How often rollouts are moved on.
@@ -145,12 +145,11 @@ impl Fleet {
         let started = *phase.started_ms.get_or_insert(now);
 
         // Admit the phase's devices, at most `maxPerMinute` of them a minute.
-        let allowed = match rollout.policy.max_per_minute {
-            Some(rate) if rate > 0 => {
-                1 + (now.saturating_sub(started) * u64::from(rate) / 60_000) as usize
-            }
-            _ => phase.devices.len(),
-        };
+        let allowed = admissible(
+            phase.devices.len(),
+            now.saturating_sub(started),
+            rollout.policy.max_per_minute,
+        );
         let mut admitted = BTreeSet::new();
         for id in phase.devices.clone() {
             if phase.moved.len() >= allowed {
@@ -223,6 +222,17 @@ impl Fleet {
             rollout.state = StagedState::RolledBack;
             rollout.reason = Some(reason);
             return Ok(moved);
+        }
+        if phase.moved.len() < phase.devices.len() {
+            // `maxPerMinute` holds the rest back for now.
+            phase.gate = format!(
+                "moving: {} of {} devices (at most {} a minute)",
+                phase.moved.len(),
+                phase.devices.len(),
+                rollout.policy.max_per_minute.unwrap_or_default()
+            );
+            phase.healthy_since_ms = None;
+            return Ok(BTreeSet::new());
         }
         let offline = if timed_out.is_empty() {
             String::new()

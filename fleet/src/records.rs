@@ -3,7 +3,7 @@
 //! API shows them (`edgefleet_common::fleet_api`); the rest hold secrets or bookkeeping the API
 //! does not show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use edgefleet_common::UnixMillis;
 pub use edgefleet_common::fleet_api::{
@@ -161,6 +161,14 @@ impl Rollout {
     pub fn moved(&self, device: &str) -> bool {
         self.state != StagedState::RolledBack
             && self.phases.iter().any(|p| p.moved.contains_key(device))
+    }
+
+    /// Every device moved to the new revision so far.
+    pub fn moved_devices(&self) -> BTreeSet<String> {
+        self.phases
+            .iter()
+            .flat_map(|p| p.moved.keys().cloned())
+            .collect()
     }
 
     /// Whether devices may still be held back on the previous revision.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use edgefleet_tests::{
     AgentProcess, FleetWorld, InputPublisher, free_port, http_client, score_at, wait_for,
+    wait_for_explained,
 };
 use serde_json::Value;
 
@@ -93,27 +94,6 @@ fn traffic(
 /// Restarts the fleet service three times (SIGTERM) and kills it once (SIGKILL) while the
 /// traffic runs, then checks that each device's records are all in the fleet's store,
 /// gap-free, each once, and that the devices were told so (their outboxes emptied).
-/// [`wait_for`], with `explain` (logs, state) in the failure.
-fn wait_explained<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    explain: impl Fn() -> String,
-) -> T {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            explain()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn explain(world: &FleetWorld, agent: &AgentProcess) -> String {
     format!(
         "agent status: {}\nagent log:\n{}\nfleet log:\n{}",
@@ -155,7 +135,7 @@ fn restarts_lose_nothing(mut world: FleetWorld) {
     assert!(inputs.load(Ordering::Relaxed) > 0, "inputs were published");
 
     for (agent, (id, _)) in agents.iter().zip(devices) {
-        let (produced, records) = wait_explained(
+        let (produced, records) = wait_for_explained(
             &format!("every record of {id} in the fleet's store"),
             Duration::from_secs(90),
             || {
@@ -177,7 +157,7 @@ fn restarts_lose_nothing(mut world: FleetWorld) {
             0,
             "{id} dropped nothing"
         );
-        wait_explained(
+        wait_for_explained(
             &format!("{id} to hear that the fleet has everything"),
             Duration::from_secs(60),
             || (status(agent)["outbox"]["depth"] == 0).then_some(()),

@@ -244,8 +244,17 @@ fn a_revision_that_fails_on_its_canaries_is_rolled_back_and_reaches_no_other_dev
         reason.contains("phase 0 (canary)") && canaries.iter().any(|c| reason.contains(c.as_str())),
         "{reason}"
     );
-    // Every device is rendered v2 again and serves it.
-    assert!(revisions(&world, "fl").values().all(|r| *r == 2));
+    // Every device is rendered v2 again (the renders follow the state) and serves it.
+    wait_for(
+        "every device rendered v2 again",
+        Duration::from_secs(30),
+        || {
+            revisions(&world, "fl")
+                .values()
+                .all(|r| *r == 2)
+                .then_some(())
+        },
+    );
     wait_for("every device serving v2", Duration::from_secs(60), || {
         running_images(&world)
             .values()
@@ -270,8 +279,9 @@ fn a_paused_rollout_moves_no_device_and_an_offline_device_holds_its_phase_only_u
     let mut world = FleetWorld::new();
     let (mut agents, port) = on_v1(&mut world, "pa", 3);
     let dir = tempfile::tempdir().expect("dir");
+    // A soak of 3 s leaves the pause ample time to land before the batch could start.
     let policy =
-        "rollout:\n  canary: 2\n  batch: 4\n  soakSeconds: 1\n  offlineTimeoutSeconds: 8\n";
+        "rollout:\n  canary: 2\n  batch: 4\n  soakSeconds: 3\n  offlineTimeoutSeconds: 8\n";
     let refused = world.fleet.cli(&["rollout", "pause", "line"]);
     assert_eq!(
         refused.status.code(),

@@ -269,15 +269,9 @@ pub fn wait_for_or_log<T>(
     timeout: Duration,
     check: impl FnMut() -> Option<T>,
 ) -> T {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(what, timeout, check)
-    })) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("agent log:\n{}", agent.log());
-            std::panic::resume_unwind(e)
-        }
-    }
+    crate::wait_for_explained(what, timeout, check, || {
+        format!("agent log:\n{}", agent.log())
+    })
 }
 
 /// A container module running sensor-sim on the host network, publishing to `topic` of

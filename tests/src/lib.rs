@@ -27,7 +27,7 @@ mod throttled_proxy;
 
 use std::path::{Path, PathBuf};
 
-pub use agent_process::{AgentProcess, AgentSetup, wait_for};
+pub use agent_process::{AgentProcess, AgentSetup, wait_for, wait_for_explained};
 pub use device_world::{
     DEVICE, DeviceWorld, FLEET, QUICKSTART_REQUEST, REGISTRY_PASSWORD, REGISTRY_USER, assert_close,
     diabetes_module_json, score, sensor_module, wait_for_or_log,

@@ -57,7 +57,7 @@ impl Fleet {
         }
         // Registries are asked before the write lock is taken: a slow one delays only this save.
         let images = self.pin_images(name, &request.modules).await?;
-        let resolved = resolved_models(&request.modules, &models_by_name(&self.store)?);
+        let resolved = resolved_models(&request.modules, &models);
         let _guard = self.writes.lock().await;
         let old: Option<Deployment> = self.store.get(kind::DEPLOYMENT, name)?;
         if let Some(old) = &old

@@ -214,14 +214,9 @@ impl Fleet {
             );
             tracing::warn!(deployment = %rollout.deployment, %reason, "rollout rolled back");
             phase.gate = format!("failed: {}", failed.join("; "));
-            let moved: BTreeSet<String> = rollout
-                .phases
-                .iter()
-                .flat_map(|p| p.moved.keys().cloned())
-                .collect();
             rollout.state = StagedState::RolledBack;
             rollout.reason = Some(reason);
-            return Ok(moved);
+            return Ok(rollout.moved_devices());
         }
         if phase.moved.len() < phase.devices.len() {
             // `maxPerMinute` holds the rest back for now.
@@ -295,11 +290,7 @@ impl Fleet {
                     )));
                 }
             };
-            let moved: BTreeSet<String> = rollout
-                .phases
-                .iter()
-                .flat_map(|p| p.moved.keys().cloned())
-                .collect();
+            let moved = rollout.moved_devices();
             rollout.state = next;
             if next == StagedState::RolledBack {
                 rollout.reason = Some("rolled back by the administrator".into());

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRemoved,
-    DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails, ModelVersion,
-    ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery, RegistryRequest,
-    RegistryView, RolloutStatus, TelemetryQuery,
+    BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
+    DeviceRemoved, DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails,
+    ModelVersion, ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery,
+    RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
 };
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use reqwest::blocking::{RequestBuilder, Response};
@@ -268,5 +268,10 @@ impl FleetClient {
     ) -> Result<Vec<TelemetryEnvelope>, ClientError> {
         let request = self.http.get(self.url(&format!("/v1/telemetry/{device}")));
         self.json(request.query(query))
+    }
+
+    /// An offline bundle, as a response to read (its length is known beforehand).
+    pub fn bundle(&self, query: &BundleQuery) -> Result<Response, ClientError> {
+        self.send(self.http.get(self.url("/v1/bundle")).query(query))
     }
 }

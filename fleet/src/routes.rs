@@ -12,16 +12,16 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView, DeviceRemoved,
-    DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails, ModelVersion,
-    ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery, RegistryRequest,
-    RegistryView, RolloutStatus, TelemetryQuery,
+    BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
+    DeviceRemoved, DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails,
+    ModelVersion, ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery,
+    RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
 };
 use edgefleet_common::telemetry::TelemetryEnvelope;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::{Fleet, RolloutAction, TelemetryFilter};
+use crate::domain::{BundleFor, Fleet, RolloutAction, TelemetryFilter};
 use crate::error::FleetError;
 
 /// Largest request body: an ONNX model being registered.
@@ -73,6 +73,7 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
         .route("/v1/rollouts/{deployment}", get(rollout_status))
         .route("/v1/rollouts/{deployment}/{action}", post(rollout_action))
         .route("/v1/telemetry/{device}", get(telemetry))
+        .route("/v1/bundle", get(bundle))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
@@ -336,4 +337,30 @@ async fn telemetry(
         kind: query.kind,
     };
     Ok(Json(api.fleet.query_telemetry(&device, &filter, limit)?))
+}
+
+/// `GET /v1/bundle?device=ID` or `?deployment=NAME`: an offline bundle, streamed as it is
+/// written; its length is known in advance, so clients can show progress.
+async fn bundle(
+    State(api): State<Api>,
+    Query(query): Query<BundleQuery>,
+) -> Result<Response, ApiError> {
+    let target = match (query.device, query.deployment) {
+        (Some(device), None) => BundleFor::Device(device),
+        (None, Some(deployment)) => BundleFor::Deployment(deployment),
+        _ => {
+            return Err(FleetError::invalid("name either a device or a deployment").into());
+        }
+    };
+    let contents = api.fleet.bundle_contents(&target)?;
+    let plan = crate::bundle::plan(contents).await?;
+    let size = plan.size;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        axum::body::Body::from_stream(plan.stream()),
+    )
+        .into_response())
 }

@@ -3,6 +3,7 @@
 //! `EDGEFLEET_SERVER` and `EDGEFLEET_TOKEN` from the environment) through the typed client.
 //! [`Exit`] lists the exit codes.
 
+mod bundle;
 mod output;
 mod run;
 mod telemetry;
@@ -18,6 +19,7 @@ use crate::client::ClientError;
 use crate::service::{ServeOptions, serve};
 use crate::store::TelemetryRetention;
 
+pub use bundle::BundleCommand;
 pub use run::run;
 pub use telemetry::TelemetryCommand;
 
@@ -82,6 +84,9 @@ pub enum Command {
     /// Container modules on a device: logs, restart (answered by the device's agent).
     #[command(subcommand)]
     Module(ModuleCommand),
+    /// Offline bundles for devices that cannot reach the broker or the registry.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
 }
 
 #[derive(Debug, Subcommand)]

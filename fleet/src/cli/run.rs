@@ -474,6 +474,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("restarted {module} on {device}");
         }
         Command::Telemetry(command) => super::telemetry::run(&api, output, command)?,
+        Command::Bundle(command) => super::bundle::run(&api, command)?,
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use super::rendering::models_by_name;
 use super::{Affected, Fleet};
 use crate::condition::Condition;
 use crate::error::FleetError;
-use crate::image_pin::{self, RegistryLogin};
+use crate::image_pin;
 use crate::records::{Deployment, DeviceStatus, Registry, RenderedManifest};
 use crate::render::resolve_model;
 use crate::rollout;
@@ -244,15 +244,7 @@ impl Fleet {
                     .iter()
                     .find(|(_, r)| Some(&r.address) == host.as_ref()),
             };
-            let login = match registry {
-                Some((name, r)) => Some(RegistryLogin {
-                    name: name.clone(),
-                    username: r.username.clone(),
-                    password: self.secrets.unseal(&r.password)?,
-                    insecure: r.insecure,
-                }),
-                None => None,
-            };
+            let login = registry.map(|(_, r)| self.login(r)).transpose()?;
             let image = image_pin::pin(image, login.as_ref()).await.map_err(|e| {
                 FleetError::invalid(format!(
                     "deployment {deployment}, module {module}: cannot resolve {e}"

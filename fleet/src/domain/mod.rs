@@ -4,6 +4,7 @@
 //! [`rendering`] turns every change into signed per-device manifests, handed to the MQTT
 //! session as [`Publication`]s.
 
+mod bundles;
 mod deployments;
 mod devices;
 mod models;
@@ -30,6 +31,7 @@ use crate::embedded_broker;
 use crate::error::FleetError;
 use crate::store::FleetStore;
 
+pub use bundles::BundleFor;
 pub use rendering::Affected;
 pub use rollouts::{ADVANCE_EVERY, RolloutAction};
 pub use telemetry::{Arrived, Heard, TelemetryFilter};

@@ -6,6 +6,7 @@ use edgefleet_common::topics::check_name;
 
 use super::{Affected, Fleet};
 use crate::error::FleetError;
+use crate::image_pin::RegistryLogin;
 use crate::records::Registry;
 use crate::render::module_for;
 use crate::store::{Batch, kind};
@@ -88,6 +89,16 @@ impl Fleet {
         })?;
         let password = self.secrets.unseal(&registry.password)?;
         Ok((registry, password))
+    }
+
+    /// How the fleet logs in to `registry`.
+    pub(crate) fn login(&self, registry: &Registry) -> Result<RegistryLogin, FleetError> {
+        Ok(RegistryLogin {
+            name: registry.name.clone(),
+            username: registry.username.clone(),
+            password: self.secrets.unseal(&registry.password)?,
+            insecure: registry.insecure,
+        })
     }
 }
 

@@ -12,7 +12,9 @@ use edgefleet_common::topics::DeviceTopics;
 use edgefleet_onnx::OnnxRuntime;
 use tokio::sync::{mpsc, watch};
 
+use crate::bundle_import::BundleImporter;
 use crate::container_runtime::ContainerRuntime;
+use crate::disk_budget::DiskBudget;
 use crate::module_task::Services;
 use crate::outbox::Outbox;
 use crate::puller::{Puller, PullerSettings};
@@ -20,7 +22,7 @@ use crate::reporter::Reporter;
 use crate::status_board::StatusBoard;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
-use crate::{image_cleanup, link, status_socket};
+use crate::{control_socket, image_cleanup, link, status_socket};
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +92,11 @@ pub async fn run(
             blobs_dir: config.blobs_dir(),
             insecure_registries: config.registry.insecure.clone(),
             extra_ca_pem,
-            cache_budget_bytes: config.storage.cache_budget_bytes,
-            min_free_bytes: config.storage.min_free_bytes,
+            budget: DiskBudget {
+                budget_bytes: config.storage.budget_bytes,
+                min_free_bytes: config.storage.min_free_bytes,
+            },
+            garbage_grace: std::time::Duration::from_secs(600),
         },
         store.clone(),
     );
@@ -131,6 +136,12 @@ pub async fn run(
     });
     let (telemetry_tx, telemetry) = watch::channel(Default::default());
     let (wanted_images_tx, wanted_images) = watch::channel(BTreeSet::new());
+    let importer = BundleImporter {
+        services: services.clone(),
+        fleet_key,
+        inbound: inbound_tx.clone(),
+        one_at_a_time: Default::default(),
+    };
     let mut supervisor =
         Supervisor::new(services.clone(), fleet_key, telemetry_tx, wanted_images_tx);
     supervisor.restore(owned)?;
@@ -153,6 +164,12 @@ pub async fn run(
             reported.clone(),
         )),
         tokio::spawn(image_cleanup::run(services, wanted_images)),
+        tokio::spawn(control_socket::serve(
+            config.control_socket_path(),
+            importer.clone(),
+            reported.clone(),
+        )),
+        tokio::spawn(importer.watch(config.drop_dir())),
     ];
     let (stop_link, link_stop) = watch::channel(false);
     let link = tokio::spawn(link::run(
@@ -174,6 +191,7 @@ pub async fn run(
         task.abort();
     }
     let _ = std::fs::remove_file(config.status_socket_path());
+    let _ = std::fs::remove_file(config.control_socket_path());
     let _ = stop_link.send(true);
     let _ = link.await;
     Ok(())

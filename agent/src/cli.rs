@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::{AgentConfig, ConfigError, DEFAULT_CONFIG};
+use crate::control_socket::{self, ControlAnswer, ControlRequest};
 use crate::status_socket;
 use crate::store::Store;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edgefleet_common::manifest::{Module, ModuleKind};
+use edgefleet_common::outbox_export::SignedReceipt;
 use edgefleet_common::reported::{
     ModuleState, REPORTED_SCHEMA_VERSION, ReportedState, RuntimeStatus,
 };
@@ -76,6 +78,32 @@ enum Command {
     /// Work with an ONNX model file directly, without a deployment.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Offline bundles (`edgefleet bundle create`).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// The telemetry outbox, for bringing data back without a link.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Verify a bundle (checksum, digests, signature, version), import its images and apply
+    /// its manifest, as the running agent applies one from the fleet. Nothing changes when
+    /// any check fails; running it again after an interruption resumes.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Write every record the fleet has not acknowledged, and the reported state, to FILE
+    /// (for `edgefleet telemetry import`). They stay in the outbox until trimmed or sent.
+    Export { file: PathBuf },
+    /// Drop the records a fleet receipt (`edgefleet telemetry import --receipt`) confirms.
+    Trim {
+        #[arg(long)]
+        receipt: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +187,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
         }
         Command::Status { json } => status(&load_config(cli.config.as_deref())?, json)?,
+        Command::Bundle(BundleCommand::Import { file }) => {
+            bundle_import(&load_config(cli.config.as_deref())?, &file)?;
+        }
+        Command::Outbox(command) => outbox(&load_config(cli.config.as_deref())?, command)?,
         Command::Model(command) => model_command(
             &crate::config::load_unchecked(cli.config.as_deref(), std::env::vars())?,
             command,
@@ -200,6 +232,119 @@ fn init(data_dir: &Path) -> anyhow::Result<()> {
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
     println!("{}", identity.public_key());
     Ok(())
+}
+
+/// Sends `request` to the running agent; a clear error when it is not running.
+fn control(
+    config: &AgentConfig,
+    request: &ControlRequest,
+) -> anyhow::Result<std::os::unix::net::UnixStream> {
+    let path = config.control_socket_path();
+    control_socket::connect(&path, request).with_context(|| {
+        format!(
+            "no running agent answers on {} (start it: `edgefleet-agent run`)",
+            path.display()
+        )
+    })
+}
+
+fn control_answer(stream: std::os::unix::net::UnixStream) -> anyhow::Result<ControlAnswer> {
+    let answer: ControlAnswer = serde_json::from_reader(stream)
+        .context("the agent ended the request without an answer (see its log)")?;
+    match answer {
+        ControlAnswer::Refused { error } => anyhow::bail!("{error}"),
+        answer => Ok(answer),
+    }
+}
+
+fn bundle_import(config: &AgentConfig, file: &Path) -> anyhow::Result<()> {
+    let path = std::path::absolute(file)
+        .with_context(|| format!("{}: not a usable path", file.display()))?;
+    if !path.is_file() {
+        anyhow::bail!("{}: no such file", path.display());
+    }
+    eprintln!("verifying and importing {} ...", path.display());
+    let request = ControlRequest::ImportBundle { path };
+    let ControlAnswer::Imported(report) = control_answer(control(config, &request)?)? else {
+        anyhow::bail!("the agent answered something else than an import report");
+    };
+    let outcome = &report.outcome;
+    let code = u16::from(outcome.status);
+    eprintln!(
+        "imported {} model blob(s) and {} container image(s); manifest version {}: {code} {}",
+        report.model_blobs, report.container_images, report.version, outcome.message
+    );
+    if outcome.status != edgefleet_common::reported::ApplyStatus::Applied {
+        anyhow::bail!(
+            "manifest version {} not applied: {code} {}",
+            report.version,
+            outcome.message
+        );
+    }
+    Ok(())
+}
+
+fn outbox(config: &AgentConfig, command: OutboxCommand) -> anyhow::Result<()> {
+    match command {
+        OutboxCommand::Export { file } => {
+            if file.exists() {
+                anyhow::bail!("{} exists; it is not overwritten", file.display());
+            }
+            let mut stream = control(config, &ControlRequest::ExportOutbox)?;
+            let dir = match file.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let mut temp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("cannot write in {}", dir.display()))?;
+            std::io::copy(&mut stream, &mut temp).context("the export stopped")?;
+            let records = check_export(temp.path())?;
+            temp.as_file().sync_all()?;
+            temp.persist_noclobber(&file)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            eprintln!("wrote {records} record(s) to {}", file.display());
+        }
+        OutboxCommand::Trim { receipt } => {
+            let text = std::fs::read(&receipt)
+                .with_context(|| format!("cannot read {}", receipt.display()))?;
+            let receipt: SignedReceipt = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a receipt", receipt.display()))?;
+            let request = ControlRequest::TrimOutbox { receipt };
+            if let ControlAnswer::Trimmed {
+                removed,
+                committed_seq,
+            } = control_answer(control(config, &request)?)?
+            {
+                eprintln!(
+                    "dropped {removed} record(s) the fleet stored (through seq {committed_seq})"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that an export ends with its end line and that its checksum matches; returns its
+/// record count.
+fn check_export(path: &Path) -> anyhow::Result<u64> {
+    use sha2::{Digest as _, Sha256};
+    let bytes = std::fs::read(path)?;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    #[derive(serde::Deserialize)]
+    struct End {
+        end: edgefleet_common::outbox_export::ExportEnd,
+    }
+    let end: End = serde_json::from_slice(&body[start..])
+        .context("the export is incomplete: the agent stopped before its end (see its log)")?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes[..start])));
+    if actual != end.end.sha256 {
+        anyhow::bail!(
+            "the export is damaged: checksum {actual}, recorded {}",
+            end.end.sha256
+        );
+    }
+    Ok(end.end.records)
 }
 
 /// Prints the agent's state: from the running agent's status socket, or, when it is not

@@ -18,6 +18,7 @@ use edgefleet_common::topics::DeviceTopics;
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
+use edgefleet_common::bundle::loaded_image_tag;
 use edgefleet_common::create_options;
 
 /// Labels on every container the agent creates.
@@ -143,8 +144,88 @@ impl ContainerRuntime {
         }
     }
 
+    /// The name the engine knows `image` by: the reference itself once pulled, or the tag a
+    /// bundle import gave it ([`loaded_image_tag`]); `None` when the image is not here.
+    pub async fn local_image(&self, image: &str) -> Option<String> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Some(image.to_owned());
+        }
+        let tag = loaded_image_tag(image)?;
+        self.docker.inspect_image(&tag).await.ok().map(|_| tag)
+    }
+
     pub async fn image_present(&self, image: &str) -> bool {
-        self.docker.inspect_image(image).await.is_ok()
+        self.local_image(image).await.is_some()
+    }
+
+    /// Loads an image from a bundle file (as `docker load` does, from the `docker save`
+    /// archive [`SavedImage`] describes, streamed from the file) and checks that the engine
+    /// now has it under its tag with the config's digest as its id.
+    pub async fn load_image(&self, image: SavedImage) -> Result<(), ContainerError> {
+        let fail = |reason: String| ContainerError::Docker {
+            module: image.tag.clone(),
+            action: "image load",
+            reason,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(4);
+        let writer = {
+            let image = image.clone();
+            tokio::task::spawn_blocking(move || {
+                let out =
+                    std::io::BufWriter::with_capacity(1 << 16, ChunkWriter { tx: tx.clone() });
+                let result = image.write_archive(out);
+                if let Err(e) = result {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            })
+        };
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut progress = self.docker.import_image_stream(options, body, None);
+        while let Some(info) = progress.next().await {
+            let info = info.map_err(|e| fail(e.to_string()))?;
+            if let Some(detail) = info.error_detail {
+                return Err(fail(detail.message.unwrap_or_default()));
+            }
+        }
+        let _ = writer.await;
+        let loaded = self
+            .docker
+            .inspect_image(&image.tag)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if loaded.id.as_deref() != Some(image.config.as_str()) {
+            return Err(fail(format!(
+                "the engine loaded image {:?}, expected {}",
+                loaded.id, image.config
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bytes of the images the agent's containers use.
+    pub async fn images_bytes(&self) -> Result<u64, ContainerError> {
+        let images: std::collections::BTreeSet<String> =
+            self.owned().await?.into_values().map(|c| c.image).collect();
+        let mut total = 0u64;
+        for image in images {
+            if let Ok(inspect) = self.docker.inspect_image(&image).await {
+                total += inspect.size.unwrap_or(0).max(0) as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The bytes free where the engine keeps images, when the agent can see that directory
+    /// (not from inside a container without it mounted).
+    pub async fn free_bytes(&self) -> Option<u64> {
+        let info = self.docker.info().await.ok()?;
+        fs4::available_space(info.docker_root_dir?).ok()
     }
 
     /// Pulls `image` with `credential` and its unsealed `password`.
@@ -207,7 +288,11 @@ impl ContainerRuntime {
         env.extend(module.env.iter().map(|(k, v)| format!("{k}={v}")));
         env.extend(body.env.take().unwrap_or_default());
         body.env = Some(env);
-        body.image = Some(module.image.clone());
+        body.image = Some(
+            self.local_image(&module.image)
+                .await
+                .unwrap_or_else(|| module.image.clone()),
+        );
         let mut labels: HashMap<String, String> = body.labels.take().unwrap_or_default();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_DEVICE.into(), self.device_id.clone());
@@ -303,11 +388,15 @@ impl ContainerRuntime {
         Ok(String::from_utf8_lossy(&out[start..]).into_owned())
     }
 
-    /// Removes an image reference; refused by the engine while any container uses it.
+    /// Removes an image (by the name the engine knows it by); refused by the engine while any
+    /// container uses it. An image no longer here is not an error.
     pub async fn remove_image(&self, image: &str) -> Result<(), ContainerError> {
+        let Some(local) = self.local_image(image).await else {
+            return Ok(());
+        };
         self.docker
             .remove_image(
-                image,
+                &local,
                 None::<bollard::query_parameters::RemoveImageOptions>,
                 None,
             )
@@ -331,7 +420,10 @@ impl ContainerRuntime {
             .list_containers(Some(options))
             .await
             .map_err(|e| self.unreachable(e))?;
-        Ok(list.iter().any(|c| c.image.as_deref() == Some(image)))
+        let loaded = loaded_image_tag(image);
+        Ok(list
+            .iter()
+            .any(|c| c.image.as_deref() == Some(image) || (loaded.is_some() && c.image == loaded)))
     }
 
     /// The containers the agent owns, by module name.
@@ -422,6 +514,66 @@ impl ContainerRuntime {
                 .and_then(|h| h.status)
                 .is_some_and(|s| s == HealthStatusEnum::UNHEALTHY),
         }))
+    }
+}
+
+/// An image inside a bundle file, as `docker load` takes it.
+#[derive(Debug, Clone)]
+pub struct SavedImage {
+    pub file: std::path::PathBuf,
+    /// The tag the engine keeps it under.
+    pub tag: String,
+    /// The config blob's digest (the image id).
+    pub config: String,
+    /// The layer digests, in order.
+    pub layers: Vec<String>,
+    /// (digest, offset, size) of the config and the layers in `file`.
+    pub blobs: Vec<(String, u64, u64)>,
+}
+
+impl SavedImage {
+    /// Writes the `docker save` archive: `manifest.json`, then the config and the layers
+    /// (compressed layers are fine: the engine decompresses them).
+    fn write_archive(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        use std::io::{Read as _, Seek as _};
+        let path = |digest: &str| format!("blobs/{}", digest.replace(':', "/"));
+        let manifest = serde_json::json!([{
+            "Config": path(&self.config),
+            "RepoTags": [self.tag],
+            "Layers": self.layers.iter().map(|l| path(l)).collect::<Vec<_>>(),
+        }])
+        .to_string();
+        let mut archive = tar::Builder::new(out);
+        let mut header = tar::Header::new_ustar();
+        header.set_size(manifest.len() as u64);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, "manifest.json", manifest.as_bytes())?;
+        let mut file = std::fs::File::open(&self.file)?;
+        for (digest, offset, size) in &self.blobs {
+            file.seek(std::io::SeekFrom::Start(*offset))?;
+            let mut header = tar::Header::new_ustar();
+            header.set_size(*size);
+            header.set_mode(0o644);
+            archive.append_data(&mut header, path(digest), (&mut file).take(*size))?;
+        }
+        archive.into_inner()?.flush()
+    }
+}
+
+/// Hands what is written to a channel in chunks (from a blocking thread).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the engine stopped reading"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -16,7 +16,8 @@ use edgefleet_common::reported::{ModuleState, RuntimeStatus};
 use edgefleet_transport::now_ms;
 use tokio::sync::mpsc;
 
-use crate::container_runtime::{OwnedContainer, spec_digest, unix_millis};
+use crate::container_runtime::{ContainerRuntime, OwnedContainer, spec_digest, unix_millis};
+use crate::disk_budget::Usage;
 use crate::module_task::{
     Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
 };
@@ -361,6 +362,37 @@ fn observed(c: &OwnedContainer) -> Observed {
     }
 }
 
+/// Pulls `spec`'s image: the registry is asked first (the engine does not go back to it for a
+/// digest it has), so a refused or unreachable registry is reported even when the image is
+/// here; an image not here yet must fit the disk budget.
+async fn pull_image(
+    services: &Services,
+    runtime: &ContainerRuntime,
+    spec: &ContainerSpec,
+    credential: Option<RegistryCredential>,
+    present: bool,
+) -> Result<(), ModuleError> {
+    let login = services.registry_login(credential.as_ref())?;
+    let credentials = login.as_ref().map(|(c, p)| (c, p.as_str()));
+    let needed = services
+        .puller
+        .image_bytes(&spec.image, credentials)
+        .await?;
+    if !present {
+        let usage = Usage {
+            models: services.puller.cached_bytes()?,
+            ..services.usage_besides_models().await
+        };
+        let free = match runtime.free_bytes().await {
+            Some(free) => free,
+            None => services.puller.free_bytes()?,
+        };
+        let what = format!("container image {}", spec.image);
+        services.puller.budget().check(&what, needed, usage, free)?;
+    }
+    Ok(runtime.pull(&spec.image, credentials).await?)
+}
+
 /// Pulls a container module's image (unless its pull policy is `never`) and creates (and starts) its container. A pull that
 /// fails while the image is already on the device is not fatal: the module runs and the
 /// error is returned as a warning to report.
@@ -384,17 +416,15 @@ async fn create_container(
             }
         }
         ImagePullPolicy::OnCreate => {
-            let login = services.registry_login(credential.as_ref())?;
-            let credentials = login.as_ref().map(|(c, p)| (c, p.as_str()));
-            // The registry is asked first (the engine does not go back to it for a digest it
-            // has): a refused or unreachable registry is reported even when the image is here.
-            let pulled: Result<(), ModuleError> =
-                match services.puller.check_access(&spec.image, credentials).await {
-                    Ok(()) => Ok(runtime.pull(&spec.image, credentials).await?),
-                    Err(e) => Err(e.into()),
-                };
-            if let Err(e) = pulled {
-                if runtime.image_present(&spec.image).await {
+            let local = runtime.local_image(&spec.image).await;
+            // An image a bundle brought is pinned and was checked when it was loaded: the
+            // registry is not needed (the device may well be offline).
+            if local.as_ref().is_some_and(|name| *name != spec.image) {
+                tracing::debug!(image = %spec.image, "using the image a bundle loaded");
+            } else if let Err(e) =
+                pull_image(&services, &runtime, &spec, credential, local.is_some()).await
+            {
+                if local.is_some() {
                     warning = Some(format!("{e}; running the image already on this device"));
                 } else {
                     return Err(e);

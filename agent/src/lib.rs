@@ -11,11 +11,14 @@
 
 pub mod agent;
 pub(crate) mod apply_progress;
+pub(crate) mod bundle_import;
 pub mod cli;
 pub mod config;
 pub(crate) mod container_runtime;
 pub(crate) mod container_task;
+pub(crate) mod control_socket;
 pub(crate) mod delivery;
+pub mod disk_budget;
 pub(crate) mod image_cleanup;
 pub mod link;
 pub(crate) mod model_module;

@@ -39,6 +39,11 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Inbound {
     /// A signed manifest from the desired topic.
     Desired(Vec<u8>),
+    /// A signed manifest from a bundle, its images imported; `reply` is told its outcome.
+    Bundle {
+        wire: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<edgefleet_common::reported::DesiredOutcome>,
+    },
     /// A message for a model module's input topic; acknowledge it once its result is durable.
     Input {
         module: String,

@@ -421,9 +421,10 @@ async fn activate(
     credential: Option<edgefleet_common::manifest::RegistryCredential>,
 ) -> Result<ActiveModel, ModuleError> {
     let login = services.registry_login(credential.as_ref())?;
+    let usage = services.usage_besides_models().await;
     let pulled = services
         .puller
-        .pull_model(&image, login.as_ref().map(|(c, p)| (c, p.as_str())))
+        .pull_model(&image, login.as_ref().map(|(c, p)| (c, p.as_str())), usage)
         .await?;
     let onnx = services.onnx;
     tokio::task::spawn_blocking(move || {

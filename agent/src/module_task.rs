@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::container_runtime::ContainerRuntime;
+use crate::disk_budget::Usage;
 use crate::link::{InputAck, OutgoingMessage};
 use crate::outbox::Outbox;
 use crate::puller::Puller;
@@ -60,6 +61,8 @@ pub(crate) enum ModuleError {
     NoEngine { socket: String },
     #[error(transparent)]
     Container(Box<crate::container_runtime::ContainerError>),
+    #[error(transparent)]
+    OverBudget(#[from] crate::disk_budget::OverBudget),
     #[error("the manifest gave this {expected} module's task another kind of module")]
     WrongKind { expected: &'static str },
     #[error("{0} task failed: {1}")]
@@ -127,6 +130,23 @@ impl Services {
                 source: Box::new(source),
             })?;
         Ok(Some((c.clone(), password)))
+    }
+
+    /// What the agent keeps besides the model cache (the container images its containers use,
+    /// the outbox's reserve), for the disk budget.
+    pub async fn usage_besides_models(&self) -> Usage {
+        let images = match &self.containers {
+            Some(runtime) => runtime.images_bytes().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "image sizes unknown; counted as 0");
+                0
+            }),
+            None => 0,
+        };
+        Usage {
+            models: 0,
+            images,
+            outbox_reserve: self.outbox.max_bytes(),
+        }
     }
 
     /// Publishes a command's result without making the caller wait on the link.

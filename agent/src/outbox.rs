@@ -86,6 +86,11 @@ impl Outbox {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
+    /// The byte cap the outbox may grow to.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
     /// Records a telemetry record and returns its `seq` once it is durable.
     pub async fn record(&self, module: &str, record: TelemetryRecord) -> Result<u64, OutboxError> {
         let (accepted, rx) = oneshot::channel();

@@ -13,12 +13,13 @@ use edgefleet_common::module_image::{
 };
 use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
+use crate::disk_budget::{DiskBudget, OverBudget, Usage};
 use crate::store::Store;
 
 /// Why a pull failed. The display names the registry, the image and the cause.
@@ -48,10 +49,8 @@ pub enum PullCause {
         expected: String,
         actual: String,
     },
-    #[error(
-        "disk budget: the image needs {needed} more bytes but only {available} are allowed (storage.cache_budget_bytes, storage.min_free_bytes)"
-    )]
-    DiskBudget { needed: u64, available: u64 },
+    #[error(transparent)]
+    DiskBudget(#[from] OverBudget),
     #[error("not a model module image: no {MODEL_PATH} in its layers")]
     NotAModel,
     #[error("invalid {MODULE_JSON_PATH}: {0}")]
@@ -79,8 +78,10 @@ pub struct PullerSettings {
     pub blobs_dir: PathBuf,
     pub insecure_registries: Vec<String>,
     pub extra_ca_pem: Option<Vec<u8>>,
-    pub cache_budget_bytes: u64,
-    pub min_free_bytes: u64,
+    pub budget: DiskBudget,
+    /// How long a blob no module uses stays in the cache after it was added (a bundle's
+    /// blobs wait there for their manifest to be applied).
+    pub garbage_grace: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -172,35 +173,65 @@ impl Puller {
     }
 
     /// Checks that `image` can be pulled with `credential` (the registry answers, the
-    /// credentials are accepted, the digest matches) without downloading any layer.
-    pub async fn check_access(
+    /// credentials are accepted, the digest matches) without downloading any layer, and
+    /// returns the bytes of its config and layers.
+    pub async fn image_bytes(
         &self,
         image: &str,
         credential: Option<(&RegistryCredential, &str)>,
-    ) -> Result<(), PullError> {
-        self.pinned_manifest(image, credential).await.map(|_| ())
+    ) -> Result<u64, PullError> {
+        let f = self.pinned_manifest(image, credential).await?;
+        let classify = |e| classify(e, &f.reference, &f.who);
+        let (manifest, _) = self
+            .image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
+            .await
+            .map_err(|cause| pull_error(image, cause))?;
+        Ok(std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .map(|d| d.size.max(0) as u64)
+            .sum())
     }
 
-    /// Pulls `image` (pinned by digest) with `credential` (and its unsealed `password`).
+    /// Pulls `image` (pinned by digest) with `credential` (and its unsealed `password`). An
+    /// image whose manifests and layers are all in the cache (pulled before, or imported from
+    /// a bundle) is read from there without asking the registry.
+    /// `usage` is what the agent keeps besides the model cache (images, outbox reserve), for
+    /// the disk budget.
     pub async fn pull_model(
         &self,
         image: &str,
         credential: Option<(&RegistryCredential, &str)>,
+        usage: Usage,
     ) -> Result<PulledModel, PullError> {
         let fail = |cause| pull_error(image, cause);
+        if let Some(cached) = self.cached_image(image).map_err(fail)? {
+            let (model, metadata) = self.read_model(&cached.layers).map_err(fail)?;
+            return Ok(PulledModel {
+                digest: cached.digest,
+                blobs: cached.blobs,
+                model,
+                metadata,
+            });
+        }
         let f = self.pinned_manifest(image, credential).await?;
         let classify = |e| classify(e, &f.reference, &f.who);
-        let manifest = self
+        let (manifest, platform) = self
             .image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
             .await
             .map_err(fail)?;
-        self.check_budget(&manifest.layers).map_err(fail)?;
+        self.check_budget(image, &manifest.layers, usage)
+            .map_err(fail)?;
         let mut blobs = Vec::new();
         for layer in &manifest.layers {
             self.fetch_blob(&f.client, &f.reference, layer, &classify)
                 .await
                 .map_err(fail)?;
             blobs.push(layer.digest.clone());
+        }
+        // The manifests are kept too, so the image can be activated again offline.
+        for (digest, raw) in std::iter::once((f.pinned.clone(), f.raw.clone())).chain(platform) {
+            self.add_blob(&digest, &mut raw.as_slice()).map_err(fail)?;
+            blobs.push(digest);
         }
         let (model, metadata) = self.read_model(&manifest.layers).map_err(fail)?;
         Ok(PulledModel {
@@ -211,7 +242,65 @@ impl Puller {
         })
     }
 
-    /// The image manifest, following an index to the entry for this machine when needed.
+    /// `image` as the cache holds it, when its manifests and layers are all there.
+    fn cached_image(&self, image: &str) -> Result<Option<CachedImage>, PullCause> {
+        let parsed: ImageReference = image
+            .parse()
+            .map_err(|e: ImageReferenceError| PullCause::BadReference(e.to_string()))?;
+        let pinned = parsed.digest.ok_or(PullCause::NotPinned)?;
+        let cached = self
+            .store
+            .blobs()
+            .map_err(|e| PullCause::Cache(e.to_string()))?;
+        let read = |digest: &str| -> Result<Option<Vec<u8>>, PullCause> {
+            if !cached.contains_key(digest) {
+                return Ok(None);
+            }
+            Ok(std::fs::read(self.blob_path(digest)?).ok())
+        };
+        let Some(raw) = read(&pinned)? else {
+            return Ok(None);
+        };
+        let mut manifests = vec![pinned.clone()];
+        let manifest = match parse_manifest(&raw)? {
+            ManifestDocument::Image(m) => m,
+            ManifestDocument::Index(index) => {
+                let entry = platform_entry(&index)?;
+                let Some(raw) = read(&entry.digest)? else {
+                    return Ok(None);
+                };
+                manifests.push(entry.digest.clone());
+                match parse_manifest(&raw)? {
+                    ManifestDocument::Image(m) => m,
+                    ManifestDocument::Index(_) => {
+                        return Err(PullCause::Registry("an index inside an index".into()));
+                    }
+                }
+            }
+        };
+        if !manifest
+            .layers
+            .iter()
+            .all(|l| cached.contains_key(&l.digest))
+        {
+            return Ok(None);
+        }
+        // In the order a pull from the registry records them: layers, then manifests.
+        let blobs = manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .chain(manifests)
+            .collect();
+        Ok(Some(CachedImage {
+            digest: pinned,
+            blobs,
+            layers: manifest.layers,
+        }))
+    }
+
+    /// The image manifest, following an index to the entry for this machine when needed (the
+    /// entry's digest and bytes are returned with it).
     async fn image_manifest(
         &self,
         client: &Client,
@@ -219,30 +308,12 @@ impl Puller {
         auth: &RegistryAuth,
         raw: &[u8],
         classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
-    ) -> Result<OciImageManifest, PullCause> {
-        let value: serde_json::Value = serde_json::from_slice(raw)
-            .map_err(|e| PullCause::Registry(format!("manifest is not JSON: {e}")))?;
-        if value.get("manifests").is_none() {
-            return serde_json::from_value(value)
-                .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")));
-        }
-        let index: OciImageIndex = serde_json::from_value(value)
-            .map_err(|e| PullCause::Registry(format!("invalid image index: {e}")))?;
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
+    ) -> Result<(OciImageManifest, Option<(String, Vec<u8>)>), PullCause> {
+        let index = match parse_manifest(raw)? {
+            ManifestDocument::Image(m) => return Ok((m, None)),
+            ManifestDocument::Index(index) => index,
         };
-        let entry = index
-            .manifests
-            .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.architecture.to_string() == arch)
-            })
-            .or_else(|| index.manifests.first())
-            .ok_or_else(|| PullCause::NotFound("the image index lists no manifests".into()))?;
+        let entry = platform_entry(&index)?;
         let by_digest = reference.clone_with_digest(entry.digest.clone());
         let (raw, _) = client
             .pull_manifest_raw(
@@ -260,8 +331,45 @@ impl Puller {
                 actual,
             });
         }
-        serde_json::from_slice(&raw)
-            .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")))
+        let manifest = serde_json::from_slice(&raw)
+            .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")))?;
+        Ok((manifest, Some((entry.digest.clone(), raw.to_vec()))))
+    }
+
+    /// Adds blob `digest` to the cache from `content`, checking the digest; a blob already
+    /// cached is left as it is.
+    pub fn add_blob(&self, digest: &str, content: &mut dyn std::io::Read) -> Result<(), PullCause> {
+        let path = self.blob_path(digest)?;
+        let cached = self
+            .store
+            .blobs()
+            .map_err(|e| PullCause::Cache(e.to_string()))?;
+        if cached.contains_key(digest) && path.exists() {
+            return Ok(());
+        }
+        let cache_err = |e: std::io::Error| PullCause::Cache(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(self.settings.blobs_dir.join("sha256")).map_err(cache_err)?;
+        let partial = path.with_extension("partial");
+        let mut file = std::fs::File::create(&partial).map_err(cache_err)?;
+        let mut hashing = HashingWriter {
+            inner: &mut file,
+            hasher: Sha256::new(),
+        };
+        let size = std::io::copy(content, &mut hashing).map_err(cache_err)?;
+        let actual = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        if actual != digest {
+            let _ = std::fs::remove_file(&partial);
+            return Err(PullCause::DigestMismatch {
+                what: format!("blob {digest}"),
+                expected: digest.to_owned(),
+                actual,
+            });
+        }
+        file.sync_all().map_err(cache_err)?;
+        std::fs::rename(&partial, &path).map_err(cache_err)?;
+        self.store
+            .add_blob(digest, size)
+            .map_err(|e| PullCause::Cache(e.to_string()))
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, PullCause> {
@@ -274,7 +382,12 @@ impl Puller {
         Ok(self.settings.blobs_dir.join("sha256").join(hex))
     }
 
-    fn check_budget(&self, layers: &[OciDescriptor]) -> Result<(), PullCause> {
+    fn check_budget(
+        &self,
+        image: &str,
+        layers: &[OciDescriptor],
+        usage: Usage,
+    ) -> Result<(), PullCause> {
         let cached = self
             .store
             .blobs()
@@ -284,21 +397,38 @@ impl Puller {
             .filter(|l| !cached.contains_key(&l.digest))
             .map(|l| l.size.max(0) as u64)
             .sum();
-        if needed == 0 {
-            return Ok(());
-        }
-        let used: u64 = cached.values().sum();
-        let by_budget = self.settings.cache_budget_bytes.saturating_sub(used);
-        std::fs::create_dir_all(self.settings.blobs_dir.join("sha256"))
-            .map_err(|e| PullCause::Cache(format!("{}: {e}", self.settings.blobs_dir.display())))?;
-        let free = fs4::available_space(&self.settings.blobs_dir)
-            .map_err(|e| PullCause::Cache(format!("{}: {e}", self.settings.blobs_dir.display())))?;
-        let by_disk = free.saturating_sub(self.settings.min_free_bytes);
-        let available = by_budget.min(by_disk);
-        if needed > available {
-            return Err(PullCause::DiskBudget { needed, available });
-        }
-        Ok(())
+        let usage = Usage {
+            models: cached.values().sum(),
+            ..usage
+        };
+        Ok(self.settings.budget.check(
+            &format!("model image {image}"),
+            needed,
+            usage,
+            self.free_bytes()?,
+        )?)
+    }
+
+    /// The bytes free on the model cache's file system.
+    pub fn free_bytes(&self) -> Result<u64, PullCause> {
+        let dir = &self.settings.blobs_dir;
+        let fail = |e: std::io::Error| PullCause::Cache(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir.join("sha256")).map_err(fail)?;
+        fs4::available_space(dir).map_err(fail)
+    }
+
+    /// The bytes the model cache holds.
+    pub fn cached_bytes(&self) -> Result<u64, PullCause> {
+        Ok(self
+            .store
+            .blobs()
+            .map_err(|e| PullCause::Cache(e.to_string()))?
+            .values()
+            .sum())
+    }
+
+    pub fn budget(&self) -> DiskBudget {
+        self.settings.budget
     }
 
     /// Makes sure `layer` is in the cache, downloading (or resuming) it when it is not.
@@ -404,13 +534,24 @@ impl Puller {
         Ok((model, metadata))
     }
 
-    /// Removes cached blobs no module references any more.
+    /// Removes cached blobs no module references any more (blobs added less than `garbage_grace` ago stay).
     pub fn collect_garbage(&self, keep: &[String]) -> Result<usize, PullCause> {
         let cached = self
             .store
             .blobs()
             .map_err(|e| PullCause::Cache(e.to_string()))?;
-        let unused: Vec<String> = cached.into_keys().filter(|d| !keep.contains(d)).collect();
+        // A blob added moments ago (a bundle's, about to be used) is not garbage yet.
+        let settled = |digest: &String| {
+            self.blob_path(digest)
+                .ok()
+                .and_then(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+                .and_then(|modified| modified.elapsed().ok())
+                .is_none_or(|age| age >= self.settings.garbage_grace)
+        };
+        let unused: Vec<String> = cached
+            .into_keys()
+            .filter(|d| !keep.contains(d) && settled(d))
+            .collect();
         for digest in &unused {
             let _ = std::fs::remove_file(self.blob_path(digest)?);
         }
@@ -437,6 +578,69 @@ impl Puller {
 
     pub fn blobs_dir(&self) -> &Path {
         &self.settings.blobs_dir
+    }
+}
+
+/// An image whose blobs are all in the cache.
+struct CachedImage {
+    digest: String,
+    /// Its manifests and layers.
+    blobs: Vec<String>,
+    layers: Vec<OciDescriptor>,
+}
+
+/// An image manifest, or an index of them (one per platform).
+pub(crate) enum ManifestDocument {
+    Image(OciImageManifest),
+    Index(OciImageIndex),
+}
+
+pub(crate) fn parse_manifest(raw: &[u8]) -> Result<ManifestDocument, PullCause> {
+    let value: serde_json::Value = serde_json::from_slice(raw)
+        .map_err(|e| PullCause::Registry(format!("manifest is not JSON: {e}")))?;
+    if value.get("manifests").is_none() {
+        return serde_json::from_value(value)
+            .map(ManifestDocument::Image)
+            .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")));
+    }
+    serde_json::from_value(value)
+        .map(ManifestDocument::Index)
+        .map_err(|e| PullCause::Registry(format!("invalid image index: {e}")))
+}
+
+/// The entry of `index` for this machine (its first entry when none names the platform).
+pub(crate) fn platform_entry(index: &OciImageIndex) -> Result<&ImageIndexEntry, PullCause> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    index
+        .manifests
+        .iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.architecture.to_string() == arch)
+        })
+        .or_else(|| index.manifests.first())
+        .ok_or_else(|| PullCause::NotFound("the image index lists no manifests".into()))
+}
+
+/// Hashes what it writes.
+struct HashingWriter<'a> {
+    inner: &'a mut dyn std::io::Write,
+    hasher: Sha256,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

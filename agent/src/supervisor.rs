@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult, DeviceCommand};
 use edgefleet_common::manifest::{Manifest, Module, ModuleKind, TelemetrySettings};
-use edgefleet_common::reported::{ApplyStatus, DesiredOutcome};
+use edgefleet_common::reported::{ApplyStatus, DesiredOutcome, ManifestSource};
 use edgefleet_common::signing::FleetPublicKey;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::apply_progress::{ApplyProgress, Verdict};
 use crate::link::{Inbound, InputAck};
@@ -41,6 +41,10 @@ pub(crate) struct Supervisor {
     /// Modules the manifest wants whose previous task is still being removed.
     deferred: BTreeSet<String>,
     applied_version: Option<u64>,
+    /// Where the desired manifest came from.
+    desired_source: ManifestSource,
+    /// Bundle imports waiting for the outcome of a manifest version.
+    waiting: Vec<(u64, oneshot::Sender<DesiredOutcome>)>,
     /// The desired manifest's telemetry settings, for the reporter.
     telemetry: watch::Sender<TelemetrySettings>,
     /// The container images the desired manifest uses, for the image clean-up.
@@ -63,6 +67,8 @@ impl Supervisor {
             removing: BTreeSet::new(),
             deferred: BTreeSet::new(),
             applied_version: None,
+            desired_source: ManifestSource::Fleet,
+            waiting: Vec::new(),
             telemetry,
             wanted_images,
         }
@@ -76,8 +82,9 @@ impl Supervisor {
         owned: BTreeMap<String, crate::container_runtime::OwnedContainer>,
     ) -> Result<(), crate::store::StoreError> {
         let store = &self.services.store;
-        if let Some(outcome) = store.outcome()? {
-            self.services.board.set_outcome(outcome);
+        let outcome = store.outcome()?;
+        if let Some(outcome) = &outcome {
+            self.services.board.set_outcome(outcome.clone());
         }
         let verified = |wire: Option<Vec<u8>>| {
             wire.and_then(|w| self.fleet_key.verify(&w).ok().map(|m| (m, w)))
@@ -111,7 +118,10 @@ impl Supervisor {
         }
         if let Some((manifest, wire)) = desired {
             let announce = Some(manifest.version) != self.applied_version;
-            self.start(manifest, wire, announce);
+            if let Some(o) = outcome.filter(|o| o.version == Some(manifest.version)) {
+                self.desired_source = o.source;
+            }
+            self.start(manifest, wire, announce, self.desired_source);
         }
         Ok(())
     }
@@ -128,8 +138,9 @@ impl Supervisor {
             tokio::select! {
                 () = &mut shutdown => break,
                 message = inbound.recv() => match message {
-                    Some(Inbound::Desired(wire)) => self.on_desired(wire),
-                                        Some(Inbound::Input { module, payload, ack }) => self.on_input(module, payload, ack),
+                    Some(Inbound::Desired(wire)) => self.on_desired(wire, ManifestSource::Fleet, None),
+                    Some(Inbound::Bundle { wire, reply }) => self.on_desired(wire, ManifestSource::Bundle, Some(reply)),
+                    Some(Inbound::Input { module, payload, ack }) => self.on_input(module, payload, ack),
                     Some(Inbound::Command { name, payload }) => self.on_command(&name, &payload),
                     None => break,
                 },
@@ -147,22 +158,39 @@ impl Supervisor {
         }
     }
 
-    fn on_desired(&mut self, wire: Vec<u8>) {
+    /// A manifest from `source`; `reply`, when given, is told its outcome.
+    fn on_desired(
+        &mut self,
+        wire: Vec<u8>,
+        source: ManifestSource,
+        reply: Option<oneshot::Sender<DesiredOutcome>>,
+    ) {
         let manifest = match self.fleet_key.verify(&wire) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "manifest refused");
-                self.set_outcome(None, e.status(), e.to_string());
+                let outcome = self.outcome(None, e.status(), e.to_string(), source);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
                 return;
             }
         };
+        if let Some(reply) = reply {
+            self.waiting.push((manifest.version, reply));
+        }
         let config = &self.services.config;
         if manifest.device_id != config.device_id {
             let message = format!(
                 "manifest is for device {:?}, this is {:?}",
                 manifest.device_id, config.device_id
             );
-            self.set_outcome(Some(manifest.version), ApplyStatus::Invalid, message);
+            self.outcome(
+                Some(manifest.version),
+                ApplyStatus::Invalid,
+                message,
+                source,
+            );
             return;
         }
         if let Some(applied) = self.applied_version
@@ -173,10 +201,17 @@ impl Supervisor {
                 applied,
                 "ignoring an older manifest"
             );
+            let message = format!(
+                "version {} is older than the applied {applied}",
+                manifest.version
+            );
+            self.answer_waiting(manifest.version, ApplyStatus::Invalid, message, source);
             return;
         }
         let unchanged = self.desired.as_ref().is_some_and(|(_, w)| *w == wire);
         if unchanged && self.applied_version == Some(manifest.version) {
+            let message = "already applied".to_owned();
+            self.answer_waiting(manifest.version, ApplyStatus::Applied, message, source);
             return;
         }
         // A container module the engine would not accept refuses the whole manifest before
@@ -186,23 +221,30 @@ impl Supervisor {
                 && let Err(e) = create_options::parse(spec.create_options.as_ref())
             {
                 let message = format!("module {name}: {e}");
-                self.set_outcome(Some(manifest.version), ApplyStatus::Invalid, message);
+                self.outcome(
+                    Some(manifest.version),
+                    ApplyStatus::Invalid,
+                    message,
+                    source,
+                );
                 return;
             }
         }
         if let Err(e) = self.services.store.put_desired(&wire) {
-            self.set_outcome(
+            self.outcome(
                 Some(manifest.version),
                 ApplyStatus::AgentError,
                 e.to_string(),
+                source,
             );
             return;
         }
-        self.start(manifest, wire, true);
+        self.start(manifest, wire, true, source);
     }
 
     /// Starts applying `manifest`: its settings at once, its modules phase by phase.
-    fn start(&mut self, manifest: Manifest, wire: Vec<u8>, announce: bool) {
+    fn start(&mut self, manifest: Manifest, wire: Vec<u8>, announce: bool, source: ManifestSource) {
+        self.desired_source = source;
         // The device's own cap bounds what the fleet asks: the operator owns the disk.
         let cap = manifest.telemetry.outbox_max_bytes;
         let device_cap = self.services.config.telemetry.outbox_max_bytes;
@@ -364,16 +406,57 @@ impl Supervisor {
         }
     }
 
+    /// The outcome of the desired manifest.
     fn set_outcome(&mut self, version: Option<u64>, status: ApplyStatus, message: String) {
+        self.outcome(version, status, message, self.desired_source);
+    }
+
+    /// Records and reports the outcome of a manifest from `source`, and tells whoever waits
+    /// for it.
+    fn outcome(
+        &mut self,
+        version: Option<u64>,
+        status: ApplyStatus,
+        message: String,
+        source: ManifestSource,
+    ) -> DesiredOutcome {
         let outcome = DesiredOutcome {
             version,
             status,
             message,
+            source,
         };
         if let Err(e) = self.services.store.put_outcome(&outcome) {
             tracing::error!(error = %e, "cannot store the manifest outcome");
         }
-        self.services.board.set_outcome(outcome);
+        self.services.board.set_outcome(outcome.clone());
+        if let Some(version) = version {
+            self.answer_waiting(version, status, outcome.message.clone(), source);
+        }
+        outcome
+    }
+
+    /// Tells whoever waits for manifest `version` what became of it (without reporting it:
+    /// an unchanged or older manifest changes nothing).
+    fn answer_waiting(
+        &mut self,
+        version: u64,
+        status: ApplyStatus,
+        message: String,
+        source: ManifestSource,
+    ) {
+        let (done, rest) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(v, _)| *v == version);
+        self.waiting = rest;
+        for (_, reply) in done {
+            let _ = reply.send(DesiredOutcome {
+                version: Some(version),
+                status,
+                message: message.clone(),
+                source,
+            });
+        }
     }
 
     /// Hands a message from a model module's MQTT input topic to the module's task; one for

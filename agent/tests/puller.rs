@@ -1,6 +1,9 @@
 //! The puller against a real registry with authentication: digests verified, cached layers
 //! never fetched again, interrupted downloads resumed, the disk budget checked first.
 
+use std::time::Duration;
+
+use edgefleet_agent::disk_budget::{DiskBudget, Usage};
 use edgefleet_agent::puller::{PullCause, Puller, PullerSettings};
 use edgefleet_agent::store::Store;
 use edgefleet_common::manifest::RegistryCredential;
@@ -41,8 +44,11 @@ impl Setup {
                 blobs_dir: self.dir.path().join("blobs"),
                 insecure_registries: vec![self.registry.address()],
                 extra_ca_pem: None,
-                cache_budget_bytes: budget,
-                min_free_bytes: 0,
+                budget: DiskBudget {
+                    budget_bytes: budget,
+                    min_free_bytes: 0,
+                },
+                garbage_grace: Duration::ZERO,
             },
             self.store.clone(),
         )
@@ -93,7 +99,7 @@ fn a_layer_already_in_the_cache_is_never_fetched_again() {
     let puller = s.puller(u64::MAX);
     let creds = Some((&s.credential, "edge-pass"));
     let pulled = runtime()
-        .block_on(puller.pull_model(&image_a, creds))
+        .block_on(puller.pull_model(&image_a, creds, Usage::default()))
         .expect("pull a");
     assert_eq!(
         pulled.model,
@@ -113,9 +119,25 @@ fn a_layer_already_in_the_cache_is_never_fetched_again() {
         .expect("DELETE");
     assert_eq!(deleted.status(), 202);
     let pulled = runtime()
-        .block_on(puller.pull_model(&image_b, creds))
+        .block_on(puller.pull_model(&image_b, creds, Usage::default()))
         .expect("pull b from cache");
-    assert_eq!(pulled.blobs, vec![first.layer_digest.clone()]);
+    assert_eq!(pulled.blobs[0], first.layer_digest);
+}
+
+#[test]
+fn an_image_whose_manifest_and_layers_are_cached_is_pulled_again_without_its_registry() {
+    let s = setup();
+    let (_, image) = s.push("models/z", "1", "diabetes", "z");
+    let puller = s.puller(u64::MAX);
+    let creds = Some((&s.credential, "edge-pass"));
+    let first = runtime()
+        .block_on(puller.pull_model(&image, creds, Usage::default()))
+        .expect("pull");
+    drop(s.registry);
+    let again = runtime()
+        .block_on(puller.pull_model(&image, creds, Usage::default()))
+        .expect("pulled from the cache alone");
+    assert_eq!((again.model, again.blobs), (first.model, first.blobs));
 }
 
 #[test]
@@ -131,7 +153,7 @@ fn an_interrupted_download_resumes_and_corrupt_bytes_are_refused() {
     // A partial file with wrong bytes: only the rest is fetched, so the digest cannot match.
     std::fs::write(&partial, vec![0u8; layer.len() / 2]).expect("write partial");
     let err = runtime()
-        .block_on(puller.pull_model(&image, creds))
+        .block_on(puller.pull_model(&image, creds, Usage::default()))
         .expect_err("corrupt resume");
     assert!(
         matches!(err.cause, PullCause::DigestMismatch { .. }),
@@ -147,7 +169,7 @@ fn an_interrupted_download_resumes_and_corrupt_bytes_are_refused() {
     // A partial file with the right first half resumes to the right blob.
     std::fs::write(&partial, &layer[..layer.len() / 2]).expect("write partial");
     runtime()
-        .block_on(puller.pull_model(&image, creds))
+        .block_on(puller.pull_model(&image, creds, Usage::default()))
         .expect("resumed pull");
     assert_eq!(
         std::fs::read(s.blob_path(&layout.layer_digest)).expect("cached"),
@@ -161,13 +183,13 @@ fn a_pull_over_the_disk_budget_is_refused_before_anything_is_downloaded() {
     let (layout, image) = s.push("models/z", "1", "digits", "z");
     let puller = s.puller(100);
     let err = runtime()
-        .block_on(puller.pull_model(&image, Some((&s.credential, "edge-pass"))))
+        .block_on(puller.pull_model(&image, Some((&s.credential, "edge-pass")), Usage::default()))
         .expect_err("over budget");
     assert!(
-        matches!(err.cause, PullCause::DiskBudget { available: 100, .. }),
+        matches!(&err.cause, PullCause::DiskBudget(over) if over.available == 100),
         "{err}"
     );
-    assert!(err.to_string().contains("cache_budget_bytes"), "{err}");
+    assert!(err.to_string().contains("storage.budget_bytes"), "{err}");
     assert!(!s.blob_path(&layout.layer_digest).exists());
 }
 
@@ -178,21 +200,18 @@ fn unreferenced_blobs_are_removed_and_referenced_ones_kept() {
     let (b, image_b) = s.push("models/b", "1", "digits", "b");
     let puller = s.puller(u64::MAX);
     let creds = Some((&s.credential, "edge-pass"));
-    runtime()
-        .block_on(puller.pull_model(&image_a, creds))
+    let pulled_a = runtime()
+        .block_on(puller.pull_model(&image_a, creds, Usage::default()))
         .expect("pull a");
     runtime()
-        .block_on(puller.pull_model(&image_b, creds))
+        .block_on(puller.pull_model(&image_b, creds, Usage::default()))
         .expect("pull b");
-    assert_eq!(
-        puller
-            .collect_garbage(std::slice::from_ref(&a.layer_digest))
-            .expect("gc"),
-        1
-    );
+    // Each image left its manifest and its layer in the cache.
+    assert_eq!(pulled_a.blobs.len(), 2);
+    assert_eq!(puller.collect_garbage(&pulled_a.blobs).expect("gc"), 2);
     assert!(s.blob_path(&a.layer_digest).exists());
     assert!(!s.blob_path(&b.layer_digest).exists());
-    assert_eq!(s.store.blobs().expect("index").len(), 1);
+    assert_eq!(s.store.blobs().expect("index").len(), 2);
 }
 
 #[test]
@@ -202,7 +221,7 @@ fn an_image_that_is_not_pinned_or_does_not_exist_is_named() {
     let creds = Some((&s.credential, "edge-pass"));
     let tagged = format!("{}/models/none:1", s.registry.address());
     let err = runtime()
-        .block_on(puller.pull_model(&tagged, creds))
+        .block_on(puller.pull_model(&tagged, creds, Usage::default()))
         .expect_err("tag only");
     assert!(matches!(err.cause, PullCause::NotPinned), "{err}");
     let missing = format!(
@@ -211,7 +230,7 @@ fn an_image_that_is_not_pinned_or_does_not_exist_is_named() {
         "0".repeat(64)
     );
     let err = runtime()
-        .block_on(puller.pull_model(&missing, creds))
+        .block_on(puller.pull_model(&missing, creds, Usage::default()))
         .expect_err("missing");
     assert!(matches!(err.cause, PullCause::NotFound(_)), "{err}");
 }

@@ -52,6 +52,7 @@ pub struct AgentConfig {
     pub registry: RegistryConfig,
     pub storage: StorageConfig,
     pub telemetry: TelemetryConfig,
+    pub bundles: BundlesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,8 +92,16 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    pub cache_budget_bytes: u64,
+    /// Model cache, container images and outbox reserve together.
+    pub budget_bytes: u64,
     pub min_free_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlesConfig {
+    /// Watched for `*.bundle` files (empty: `<data_dir>/bundles`).
+    pub drop_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,10 +147,17 @@ impl AgentConfig {
                 message: e.to_string(),
             })?;
         if let Some((path, text)) = file {
-            let file: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            let mut file: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
+            // `storage.budget_bytes` was `cache_budget_bytes` when it covered the model cache
+            // alone; files written then still work.
+            if let Some(storage) = file.get_mut("storage").and_then(|s| s.as_table_mut())
+                && let Some(old) = storage.remove("cache_budget_bytes")
+            {
+                storage.entry("budget_bytes").or_insert(old);
+            }
             merge(&mut table, file, "")?;
         }
         for (key, value) in env {
@@ -224,6 +240,20 @@ impl AgentConfig {
     /// The running agent's status socket (see `status_socket`).
     pub fn status_socket_path(&self) -> PathBuf {
         self.data_dir.join("agent.sock")
+    }
+
+    /// The running agent's control socket (see `control_socket`).
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.data_dir.join("agent-control.sock")
+    }
+
+    /// The directory watched for offline bundles.
+    pub fn drop_dir(&self) -> PathBuf {
+        if self.bundles.drop_dir.is_empty() {
+            self.data_dir.join("bundles")
+        } else {
+            PathBuf::from(&self.bundles.drop_dir)
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! [`telemetry`] envelope and bodies, fleet [`commands`] and their results, the fleet service's HTTP API ([`fleet_api`]), the agent's
 //! configuration file ([`agent_config`]), Docker [`create_options`] of container modules, the MQTT [`topics`], the model module image format
 //! ([`module_image`]), manifest [`signing`] (ed25519 over a hash tree of canonical serializations) and
-//! registry password [`sealing`] (age, X25519), and the offline [`bundle`] format. The crate does no I/O and knows no
+//! registry password [`sealing`] (age, X25519), the offline [`bundle`] format and [`outbox_export`]s with their receipts. The crate does no I/O and knows no
 //! transport, so both sides and every test can use it without a runtime.
 
 pub mod agent_config;
@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod fleet_api;
 pub mod manifest;
 pub mod module_image;
+pub mod outbox_export;
 pub mod reported;
 pub mod sealing;
 pub mod signing;

@@ -84,6 +84,20 @@ pub struct DesiredOutcome {
     pub version: Option<u64>,
     pub status: ApplyStatus,
     pub message: String,
+    /// Where the manifest came from.
+    #[serde(default)]
+    pub source: ManifestSource,
+}
+
+/// Where a device got a manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ManifestSource {
+    /// From the fleet, over MQTT.
+    #[default]
+    Fleet,
+    /// From an offline bundle (`edgefleet-agent bundle import`, or the drop directory).
+    Bundle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -153,6 +153,12 @@ impl FleetSigningKey {
         )?)))
     }
 
+    /// A plain ed25519 signature of `bytes`; callers put their own context first (as
+    /// receipts do), so it cannot be taken for a manifest batch signature.
+    pub fn sign_bytes(&self, bytes: &[u8]) -> [u8; 64] {
+        self.0.sign(bytes).to_bytes()
+    }
+
     pub fn public_key(&self) -> FleetPublicKey {
         FleetPublicKey(self.0.verifying_key())
     }
@@ -362,6 +368,13 @@ impl FleetPublicKey {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// Whether `signature` is a plain ed25519 signature of `bytes` made by
+    /// [`FleetSigningKey::sign_bytes`].
+    pub fn signed(&self, bytes: &[u8], signature: &[u8]) -> bool {
+        ed25519_dalek::Signature::from_slice(signature)
+            .is_ok_and(|signature| self.0.verify(bytes, &signature).is_ok())
     }
 
     /// Checks a signed manifest's envelope, schema version and signature, then reads it.

@@ -274,4 +274,16 @@ impl FleetClient {
     pub fn bundle(&self, query: &BundleQuery) -> Result<Response, ClientError> {
         self.send(self.http.get(self.url("/v1/bundle")).query(query))
     }
+
+    /// Stores an outbox export; answers the receipt the device trims with.
+    pub fn import_telemetry(
+        &self,
+        export: Vec<u8>,
+    ) -> Result<edgefleet_common::outbox_export::SignedReceipt, ClientError> {
+        self.json(
+            self.http
+                .post(self.url("/v1/telemetry-imports"))
+                .body(export),
+        )
+    }
 }

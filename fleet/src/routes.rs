@@ -74,6 +74,7 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
         .route("/v1/rollouts/{deployment}/{action}", post(rollout_action))
         .route("/v1/telemetry/{device}", get(telemetry))
         .route("/v1/bundle", get(bundle))
+        .route("/v1/telemetry-imports", post(import_telemetry))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
@@ -363,4 +364,13 @@ async fn bundle(
         axum::body::Body::from_stream(plan.stream()),
     )
         .into_response())
+}
+
+/// `POST /v1/telemetry-imports`: an outbox export (`edgefleet-agent outbox export`); answers
+/// the signed receipt for `edgefleet-agent outbox trim`.
+async fn import_telemetry(
+    State(api): State<Api>,
+    body: Bytes,
+) -> Answer<edgefleet_common::outbox_export::SignedReceipt> {
+    Ok(Json(api.fleet.import_telemetry(&body).await?))
 }

@@ -253,6 +253,7 @@ mod tests {
                     version: Some(version),
                     status: code,
                     message: "m".into(),
+                    source: Default::default(),
                 }),
                 modules: modules
                     .into_iter()

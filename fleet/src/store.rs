@@ -183,9 +183,10 @@ impl FleetStore {
         floors: &[(String, u64)],
         retention: &TelemetryRetention,
         now_ms: UnixMillis,
-    ) -> Result<BTreeMap<String, u64>, StoreError> {
+    ) -> Result<Ingested, StoreError> {
         let txn = self.db.begin_write()?;
         let mut acks = BTreeMap::new();
+        let mut new_records = 0;
         {
             let mut table = txn.open_table(RECORDS)?;
             for (device, json) in statuses {
@@ -210,6 +211,7 @@ impl FleetStore {
                     .is_none()
                 {
                     *added.entry(device.as_str()).or_default() += value.len() as u64;
+                    new_records += 1;
                 }
             }
             for (device, size) in added {
@@ -239,7 +241,10 @@ impl FleetStore {
             }
         }
         txn.commit()?;
-        Ok(acks)
+        Ok(Ingested {
+            committed: acks,
+            new_records,
+        })
     }
 
     /// The highest `seq` of `device` the fleet has acknowledged.
@@ -294,6 +299,15 @@ impl FleetStore {
         out.reverse();
         Ok(out)
     }
+}
+
+/// What one ingestion stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Each device's highest contiguous stored `seq`.
+    pub committed: BTreeMap<String, u64>,
+    /// Records that were not stored before.
+    pub new_records: u64,
 }
 
 /// How long and how much telemetry the fleet keeps per device; the oldest records go first.
@@ -390,25 +404,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = FleetStore::open(&dir.path().join("f.redb")).expect("open");
         let keep = TelemetryRetention::default();
-        let acks = store
+        let ingested = store
             .ingest(&[], &arrived("gw", [1, 2, 4]), &[], &keep, 0)
             .expect("ingest");
-        assert_eq!(acks["gw"], 2, "3 is missing");
+        assert_eq!(ingested.committed["gw"], 2, "3 is missing");
+        assert_eq!(ingested.new_records, 3);
         // A repeat is acknowledged again, stored once.
-        let acks = store
+        let ingested = store
             .ingest(&[], &arrived("gw", [2, 3]), &[], &keep, 0)
             .expect("ingest");
-        assert_eq!(acks["gw"], 4);
+        assert_eq!(ingested.committed["gw"], 4);
+        assert_eq!(ingested.new_records, 1);
         assert_eq!(stored(&store, "gw"), vec![1, 2, 3, 4]);
         // The device dropped 5..=9 and now holds 10 on: the fleet acknowledges past the gap.
         store
             .ingest(&[], &arrived("gw", [10, 11]), &[], &keep, 0)
             .expect("ingest");
         assert_eq!(store.committed("gw").expect("committed"), 4);
-        let acks = store
+        let ingested = store
             .ingest(&[], &[], &[("gw".to_owned(), 9)], &keep, 0)
             .expect("ingest");
-        assert_eq!(acks["gw"], 11);
+        assert_eq!(ingested.committed["gw"], 11);
     }
 
     #[test]

@@ -480,7 +480,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// Writes `bytes` to a new file at `path` (never over an existing one), whole or not at all.
-fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(super) fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write as _;
     let failed = |e: std::io::Error| CliError::refused(format!("{}: {e}", path.display()));
     let dir = match path.parent() {

@@ -44,6 +44,18 @@ pub enum TelemetryCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
+    /// Store the records a device exported while it had no link (deduplicated), and write
+    /// the signed receipt that lets the device drop them.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// An outbox export (`edgefleet-agent outbox export FILE`).
+    file: std::path::PathBuf,
+    /// Where to write the fleet's signed receipt, for `edgefleet-agent outbox trim`.
+    #[arg(long)]
+    receipt: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +140,29 @@ pub(super) fn run(
     command: TelemetryCommand,
 ) -> Result<(), CliError> {
     match command {
+        TelemetryCommand::Import(ImportArgs { file, receipt }) => {
+            if receipt.exists() {
+                return Err(CliError::refused(format!(
+                    "{} exists; it is not overwritten",
+                    receipt.display()
+                )));
+            }
+            let export = std::fs::read(&file)
+                .map_err(|e| CliError::refused(format!("{}: {e}", file.display())))?;
+            let signed = api.import_telemetry(export)?;
+            let json = serde_json::to_vec_pretty(&signed)
+                .map_err(|e| CliError::refused(format!("the receipt: {e}")))?;
+            super::run::write_new_file(&receipt, &json)?;
+            let r = &signed.receipt;
+            eprintln!(
+                "stored {} record(s) of {} ({} new); committed through seq {}; receipt in {}",
+                r.records,
+                r.device_id,
+                r.new_records,
+                r.committed_seq,
+                receipt.display()
+            );
+        }
         TelemetryCommand::Tail {
             device,
             limit,

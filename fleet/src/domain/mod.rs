@@ -74,6 +74,9 @@ pub struct Fleet {
     broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes changes of the store so renders never interleave.
     writes: tokio::sync::Mutex<()>,
+    /// Serializes telemetry ingestion (MQTT batches, imports): statuses are read and written
+    /// whole.
+    ingesting: Mutex<()>,
     /// Commands sent to devices, waiting for their result, by request id.
     pending_commands: Mutex<BTreeMap<String, oneshot::Sender<CommandResult>>>,
 }
@@ -100,6 +103,7 @@ impl Fleet {
             outgoing,
             broker_credentials,
             writes: tokio::sync::Mutex::new(()),
+            ingesting: Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
         };
         fleet.refresh_broker_credentials()?;

@@ -5,14 +5,19 @@
 use std::collections::BTreeMap;
 
 use edgefleet_common::delivery::TelemetryAck;
+use edgefleet_common::outbox_export::{
+    EXPORT_FORMAT, ExportEnd, ExportHeader, SignedReceipt, TelemetryReceipt,
+};
+use edgefleet_common::reported::ReportedState;
 use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryKind};
 use edgefleet_common::topics::DeviceTopics;
 use edgefleet_transport::now_ms;
+use sha2::{Digest as _, Sha256};
 
 use super::{Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{DeviceStatus, RenderedManifest};
-use crate::store::kind;
+use crate::store::{Ingested, kind};
 
 /// What a telemetry query keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,15 +81,39 @@ impl Fleet {
         heard: BTreeMap<String, Heard>,
         telemetry: &[Arrived],
     ) -> Result<Vec<Publication>, FleetError> {
+        let ingested = self.ingest_batch(heard, telemetry)?;
+        ingested
+            .committed
+            .into_iter()
+            .map(|(id, committed_seq)| self.ack_publication(&id, committed_seq, false))
+            .collect()
+    }
+
+    fn ingest_batch(
+        &self,
+        heard: BTreeMap<String, Heard>,
+        telemetry: &[Arrived],
+    ) -> Result<Ingested, FleetError> {
+        // Each status is read, updated and written whole: one batch at a time.
+        let _one = self
+            .ingesting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = now_ms();
         let mut encoded = Vec::with_capacity(heard.len());
         let mut floors = Vec::new();
         for (id, heard) in heard {
-            // Batches are written one at a time, so this read and the write below agree.
             let mut status = self.status(&id)?;
-            status.last_seen_ms = Some(heard.last_seen_ms);
-            if heard.reported.is_some() {
-                status.reported = heard.reported;
+            status.last_seen_ms = status.last_seen_ms.max(Some(heard.last_seen_ms));
+            // A state older than the one stored (an export carried in late) does not win.
+            let newer = |r: &ReportedState| {
+                status
+                    .reported
+                    .as_ref()
+                    .is_none_or(|old| old.reported_at_ms <= r.reported_at_ms)
+            };
+            if let Some(reported) = heard.reported.filter(newer) {
+                status.reported = Some(reported);
             }
             let (id, status) = (&id, &status);
             let json = serde_json::to_vec(status)
@@ -97,12 +126,49 @@ impl Fleet {
                 floors.push((id.clone(), oldest.saturating_sub(1)));
             }
         }
-        let acks =
-            self.store
-                .ingest(&encoded, telemetry, &floors, &self.settings.retention, now)?;
-        acks.into_iter()
-            .map(|(id, committed_seq)| self.ack_publication(&id, committed_seq, false))
-            .collect()
+        Ok(self
+            .store
+            .ingest(&encoded, telemetry, &floors, &self.settings.retention, now)?)
+    }
+
+    /// Stores an outbox export (see `edgefleet_common::outbox_export`) a device wrote while it
+    /// had no link, with the usual deduplication, and returns the signed receipt the device
+    /// trims its outbox with. The device is told the new acknowledgement too, should it be
+    /// connected.
+    pub async fn import_telemetry(&self, export: &[u8]) -> Result<SignedReceipt, FleetError> {
+        let parsed = parse_export(export, &self.settings.name)?;
+        let id = parsed.header.device_id.clone();
+        self.device_record(&id)?;
+        let heard = BTreeMap::from([(
+            id.clone(),
+            Heard {
+                last_seen_ms: parsed.header.exported_at_ms,
+                reported: parsed.header.reported,
+            },
+        )]);
+        // A file without records still brings the device's state.
+        let batches: Vec<&[Arrived]> = if parsed.records.is_empty() {
+            vec![&[]]
+        } else {
+            parsed.records.chunks(IMPORT_BATCH).collect()
+        };
+        let (mut heard, mut new_records) = (Some(heard), 0);
+        for batch in batches {
+            let ingested = self.ingest_batch(heard.take().unwrap_or_default(), batch)?;
+            new_records += ingested.new_records;
+        }
+        let committed_seq = self.store.committed(&id)?;
+        self.publish(self.ack_publication(&id, committed_seq, false)?)
+            .await?;
+        let receipt = TelemetryReceipt {
+            fleet: self.settings.name.clone(),
+            device_id: id,
+            records: parsed.records.len() as u64,
+            new_records,
+            committed_seq,
+            imported_at_ms: now_ms(),
+        };
+        Ok(SignedReceipt::sign(receipt, &self.key))
     }
 
     fn ack_publication(
@@ -145,4 +211,78 @@ impl Fleet {
     pub(crate) fn status(&self, id: &str) -> Result<DeviceStatus, FleetError> {
         Ok(self.store.get(kind::STATUS, id)?.unwrap_or_default())
     }
+}
+
+/// Records stored per transaction of an import.
+const IMPORT_BATCH: usize = 4096;
+
+/// An outbox export, checked.
+#[derive(Debug)]
+struct ParsedExport {
+    header: ExportHeader,
+    records: Vec<Arrived>,
+}
+
+fn parse_export(export: &[u8], fleet: &str) -> Result<ParsedExport, FleetError> {
+    let bad = |what: String| FleetError::invalid(format!("the outbox export {what}"));
+    let body = export.strip_suffix(b"\n").unwrap_or(export);
+    let end_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct End {
+        end: ExportEnd,
+    }
+    let end: End = serde_json::from_slice(&body[end_start..])
+        .map_err(|_| bad("is incomplete: it lacks its end line (export it again)".into()))?;
+    let actual = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(&export[..end_start]))
+    );
+    if actual != end.end.sha256 {
+        return Err(bad(format!(
+            "is damaged: checksum {actual}, recorded {} (export it again)",
+            end.end.sha256
+        )));
+    }
+    let mut lines = export[..end_start]
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty());
+    let header: ExportHeader = lines
+        .next()
+        .ok_or_else(|| bad("is empty".into()))
+        .and_then(|l| serde_json::from_slice(l).map_err(|e| bad(format!("header: {e}"))))?;
+    if header.format != EXPORT_FORMAT {
+        return Err(bad(format!(
+            "has format {:?}; this fleet reads {EXPORT_FORMAT}",
+            header.format
+        )));
+    }
+    if header.fleet != fleet {
+        return Err(bad(format!(
+            "is from fleet {:?}, this is {fleet:?}",
+            header.fleet
+        )));
+    }
+    let mut records = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let envelope: TelemetryEnvelope =
+            serde_json::from_slice(line).map_err(|e| bad(format!("record {}: {e}", i + 1)))?;
+        if envelope.device_id != header.device_id {
+            return Err(bad(format!(
+                "record {} is from device {:?}, the export from {:?}",
+                i + 1,
+                envelope.device_id,
+                header.device_id
+            )));
+        }
+        records.push((envelope.device_id, envelope.seq, line.to_vec()));
+    }
+    if records.len() as u64 != end.end.records {
+        return Err(bad(format!(
+            "holds {} records, its end line says {}",
+            records.len(),
+            end.end.records
+        )));
+    }
+    Ok(ParsedExport { header, records })
 }

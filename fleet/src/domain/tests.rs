@@ -250,6 +250,7 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
                 version: Some(1),
                 status,
                 message: message.into(),
+                source: Default::default(),
             }),
             modules: BTreeMap::new(),
             outbox: OutboxState::default(),

@@ -69,7 +69,7 @@ pub async fn run(
         path: config.blobs_dir().display().to_string(),
         source,
     })?;
-    let store = Store::open(&config.store_path())?;
+    let store = Store::open_waiting(&config.store_path(), std::time::Duration::from_secs(10))?;
     let onnx = OnnxRuntime::load(&config.onnx_runtime_library)?;
     let outbox = Outbox::start(
         store.clone(),

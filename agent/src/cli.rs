@@ -350,17 +350,27 @@ fn check_export(path: &Path) -> anyhow::Result<u64> {
 /// Prints the agent's state: from the running agent's status socket, or, when it is not
 /// running, from its store.
 fn status(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
-    let (state, running) = match status_socket::read(&config.status_socket_path()) {
-        Ok(bytes) => {
+    // An agent that holds its store but does not answer yet is starting: ask it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (state, running) = loop {
+        if let Ok(bytes) = status_socket::read(&config.status_socket_path()) {
             let state: ReportedState = serde_json::from_slice(&bytes).with_context(|| {
                 format!(
                     "the agent's status socket {} answered with something other than its state",
                     config.status_socket_path().display()
                 )
             })?;
-            (state, true)
+            break (state, true);
         }
-        Err(_) => (stored_state(config)?, false),
+        match Store::open(&config.store_path()) {
+            Err(crate::store::StoreError::Open {
+                source: redb::DatabaseError::DatabaseAlreadyOpen,
+                ..
+            }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            opened => break (stored_state(config, opened)?, false),
+        }
     };
     if json {
         let mut doc = serde_json::to_value(&state)?;
@@ -409,8 +419,11 @@ fn status(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
 }
 
 /// What a stopped agent's store holds, in the shape of its reported state.
-fn stored_state(config: &AgentConfig) -> anyhow::Result<ReportedState> {
-    let store = Store::open(&config.store_path()).with_context(|| {
+fn stored_state(
+    config: &AgentConfig,
+    opened: Result<Store, crate::store::StoreError>,
+) -> anyhow::Result<ReportedState> {
+    let store = opened.with_context(|| {
         format!(
             "cannot open the agent store {} and no agent answers on {}",
             config.store_path().display(),

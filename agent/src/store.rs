@@ -122,6 +122,23 @@ impl Store {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// Opens the store at `path`, waiting up to `patience` while another process holds it
+    /// (a short-lived `edgefleet-agent status` reading a stopped agent's store, say).
+    pub fn open_waiting(path: &Path, patience: std::time::Duration) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::open(path) {
+                Err(StoreError::Open {
+                    source: redb::DatabaseError::DatabaseAlreadyOpen,
+                    ..
+                }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(META)?;

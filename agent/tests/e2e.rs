@@ -879,3 +879,60 @@ fn restart_policy_never_leaves_a_killed_container_stopped_and_a_failed_pull_runs
     );
     agent.stop();
 }
+
+#[test]
+fn a_container_image_over_the_disk_budget_is_refused_naming_the_numbers_and_the_model_keeps_answering()
+ {
+    use edgefleet_tests::docker;
+    let world = DeviceWorld::with(false, "gw-budget");
+    let image_tag = format!("edgefleet-test/sensor-sim-budget:{}", std::process::id());
+    let container = format!("edgefleet-{}-sensor", world.device);
+    let _cleanup = docker::DockerCleanup {
+        containers: vec![container.clone()],
+        images: vec![image_tag.clone()],
+    };
+    docker::build_sensor_sim_image(&image_tag);
+    let sensor_image =
+        docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-budget");
+
+    // Room for the outbox reserve and a small model, not for a 3 MB image.
+    let mut agent = world.agent();
+    agent.set_env("EDGEFLEET_TELEMETRY_OUTBOX_MAX_BYTES", "1000000");
+    agent.set_env("EDGEFLEET_STORAGE_BUDGET_BYTES", "1200000");
+    agent.start();
+    let model = world.push_diabetes();
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &model, port)]));
+    world.wait_outcome(&agent, 1, 200);
+    let (code, answer) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(code, 200, "{answer}");
+
+    let mut next = world.manifest(&agent, 2, REGISTRY_PASSWORD, &[("diabetes", &model, port)]);
+    next.modules.insert(
+        "sensor".into(),
+        Module::Container(sensor_module(
+            &sensor_image,
+            &world,
+            "sensors/budget",
+            RestartPolicy::Always,
+        )),
+    );
+    world.publish(&next);
+    let reported = world.wait_outcome(&agent, 2, 417);
+    let message = reported["lastDesired"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    for part in [
+        "disk budget: container image",
+        "storage.budget_bytes 1200000",
+        "outbox reserve 1000000",
+        "storage.min_free_bytes",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    assert!(
+        docker::inspect_container(&container).is_none(),
+        "nothing created"
+    );
+    assert_eq!(score(port, QUICKSTART_REQUEST), (code, answer));
+}

@@ -109,6 +109,11 @@ impl Registry {
         self.process = Self::spawn(self.dir.path(), self.port);
     }
 
+    /// Stops the registry process (its storage stays): clients find nothing listening.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
     /// `127.0.0.1:<port>`: the registry part of image references.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -31,7 +31,7 @@ pub enum BundleCommand {
         deployment: Option<String>,
         /// The file to write (not overwritten; name it `*.bundle` for drop directories).
         #[arg(long, short)]
-        output: PathBuf,
+        file: PathBuf,
     },
 }
 
@@ -39,7 +39,7 @@ pub fn run(api: &FleetClient, command: BundleCommand) -> Result<(), CliError> {
     let BundleCommand::Create {
         device,
         deployment,
-        output,
+        file: output,
     } = command;
     if output.exists() {
         return Err(CliError::refused(format!(

@@ -96,7 +96,6 @@ pub async fn run(
                 budget_bytes: config.storage.budget_bytes,
                 min_free_bytes: config.storage.min_free_bytes,
             },
-            garbage_grace: std::time::Duration::from_secs(600),
         },
         store.clone(),
     );

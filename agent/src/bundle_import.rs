@@ -293,13 +293,13 @@ impl EntryReader<'_> {
         let raw = self.blob(&digest, reference)?;
         let mut manifests = vec![digest];
         let manifest = match parse_manifest(&raw).map_err(bad)? {
-            ManifestDocument::Image(m) => m,
+            ManifestDocument::Image(m) => *m,
             ManifestDocument::Index(index) => {
                 let entry = platform_entry(&index).map_err(bad)?.digest.clone();
                 let raw = self.blob(&entry, reference)?;
                 manifests.push(entry);
                 match parse_manifest(&raw).map_err(bad)? {
-                    ManifestDocument::Image(m) => m,
+                    ManifestDocument::Image(m) => *m,
                     ManifestDocument::Index(_) => {
                         return Err(
                             bad(PullCause::Registry("an index inside an index".into())).into()
@@ -487,7 +487,7 @@ impl BundleImporter {
         let _one = self.one_at_a_time.lock().await;
         let applied = self.services.board.snapshot().applied_version;
         let (key, device, file) = (
-            self.fleet_key.clone(),
+            self.fleet_key,
             self.services.config.device_id.clone(),
             path.to_owned(),
         );
@@ -499,7 +499,35 @@ impl BundleImporter {
             version = verified.manifest.version,
             "bundle verified"
         );
-        let imported = import(&verified, &self.services).await?;
+        // The model blobs stay out of garbage collection until the manifest has an outcome.
+        let held: Vec<String> = verified
+            .models
+            .iter()
+            .flat_map(|i| {
+                i.manifests
+                    .iter()
+                    .cloned()
+                    .chain(i.manifest.layers.iter().map(|l| l.digest.clone()))
+            })
+            .collect();
+        self.services.puller.hold(&held);
+        let applied = self.apply(&verified).await;
+        self.services.puller.release(&held);
+        let (imported, outcome) = applied?;
+        Ok(ImportReport {
+            version: verified.manifest.version,
+            model_blobs: imported.model_blobs,
+            container_images: imported.container_images,
+            outcome,
+        })
+    }
+
+    /// Imports the bundle's images and hands its manifest to the supervisor.
+    async fn apply(
+        &self,
+        verified: &VerifiedBundle,
+    ) -> Result<(Imported, edgefleet_common::reported::DesiredOutcome), BundleError> {
+        let imported = import(verified, &self.services).await?;
         let (reply, outcome) = tokio::sync::oneshot::channel();
         let message = crate::link::Inbound::Bundle {
             wire: verified.wire.clone(),
@@ -508,12 +536,7 @@ impl BundleImporter {
         let stopped = || BundleError::Task("the agent is stopping".into());
         self.inbound.send(message).await.map_err(|_| stopped())?;
         let outcome = outcome.await.map_err(|_| stopped())?;
-        Ok(ImportReport {
-            version: verified.manifest.version,
-            model_blobs: imported.model_blobs,
-            container_images: imported.container_images,
-            outcome,
-        })
+        Ok((imported, outcome))
     }
 
     /// Watches `dir` (a mounted USB stick, say) and imports every `*.bundle` file that appears

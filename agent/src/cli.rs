@@ -390,8 +390,12 @@ fn status(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
     }
     if let Some(o) = &state.last_desired {
         let version = o.version.map_or("-".to_owned(), |v| v.to_string());
+        let source = match o.source {
+            edgefleet_common::reported::ManifestSource::Fleet => "",
+            edgefleet_common::reported::ManifestSource::Bundle => " (from a bundle)",
+        };
         println!(
-            "last manifest   version {version}: {} {}",
+            "last manifest   version {version}: {} {}{source}",
             u16::from(o.status),
             o.message
         );

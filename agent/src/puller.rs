@@ -3,9 +3,10 @@
 //! in the cache is never fetched again; an interrupted download resumes from its `.partial`
 //! file; the disk budget is checked before anything is downloaded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use edgefleet_common::manifest::RegistryCredential;
 use edgefleet_common::module_image::{
@@ -79,15 +80,14 @@ pub struct PullerSettings {
     pub insecure_registries: Vec<String>,
     pub extra_ca_pem: Option<Vec<u8>>,
     pub budget: DiskBudget,
-    /// How long a blob no module uses stays in the cache after it was added (a bundle's
-    /// blobs wait there for their manifest to be applied).
-    pub garbage_grace: std::time::Duration,
 }
 
 #[derive(Debug)]
 pub struct Puller {
     settings: PullerSettings,
     store: Store,
+    /// Blobs a bundle import put in the cache for a manifest not applied yet: not garbage.
+    held: Mutex<BTreeSet<String>>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -97,7 +97,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl Puller {
     pub fn new(settings: PullerSettings, store: Store) -> Self {
         edgefleet_transport::install_crypto_provider();
-        Self { settings, store }
+        Self {
+            settings,
+            store,
+            held: Mutex::default(),
+        }
     }
 
     fn client(&self) -> Client {
@@ -263,7 +267,7 @@ impl Puller {
         };
         let mut manifests = vec![pinned.clone()];
         let manifest = match parse_manifest(&raw)? {
-            ManifestDocument::Image(m) => m,
+            ManifestDocument::Image(m) => *m,
             ManifestDocument::Index(index) => {
                 let entry = platform_entry(&index)?;
                 let Some(raw) = read(&entry.digest)? else {
@@ -271,7 +275,7 @@ impl Puller {
                 };
                 manifests.push(entry.digest.clone());
                 match parse_manifest(&raw)? {
-                    ManifestDocument::Image(m) => m,
+                    ManifestDocument::Image(m) => *m,
                     ManifestDocument::Index(_) => {
                         return Err(PullCause::Registry("an index inside an index".into()));
                     }
@@ -310,7 +314,7 @@ impl Puller {
         classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
     ) -> Result<(OciImageManifest, Option<(String, Vec<u8>)>), PullCause> {
         let index = match parse_manifest(raw)? {
-            ManifestDocument::Image(m) => return Ok((m, None)),
+            ManifestDocument::Image(m) => return Ok((*m, None)),
             ManifestDocument::Index(index) => index,
         };
         let entry = platform_entry(&index)?;
@@ -427,6 +431,19 @@ impl Puller {
             .sum())
     }
 
+    /// Keeps `digests` out of garbage collection until [`Puller::release`].
+    pub fn hold(&self, digests: &[String]) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.extend(digests.iter().cloned());
+    }
+
+    pub fn release(&self, digests: &[String]) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for digest in digests {
+            held.remove(digest);
+        }
+    }
+
     pub fn budget(&self) -> DiskBudget {
         self.settings.budget
     }
@@ -534,23 +551,20 @@ impl Puller {
         Ok((model, metadata))
     }
 
-    /// Removes cached blobs no module references any more (blobs added less than `garbage_grace` ago stay).
+    /// Removes cached blobs no module references any more and no import holds.
     pub fn collect_garbage(&self, keep: &[String]) -> Result<usize, PullCause> {
         let cached = self
             .store
             .blobs()
             .map_err(|e| PullCause::Cache(e.to_string()))?;
-        // A blob added moments ago (a bundle's, about to be used) is not garbage yet.
-        let settled = |digest: &String| {
-            self.blob_path(digest)
-                .ok()
-                .and_then(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
-                .and_then(|modified| modified.elapsed().ok())
-                .is_none_or(|age| age >= self.settings.garbage_grace)
-        };
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let unused: Vec<String> = cached
             .into_keys()
-            .filter(|d| !keep.contains(d) && settled(d))
+            .filter(|d| !keep.contains(d) && !held.contains(d))
             .collect();
         for digest in &unused {
             let _ = std::fs::remove_file(self.blob_path(digest)?);
@@ -591,7 +605,7 @@ struct CachedImage {
 
 /// An image manifest, or an index of them (one per platform).
 pub(crate) enum ManifestDocument {
-    Image(OciImageManifest),
+    Image(Box<OciImageManifest>),
     Index(OciImageIndex),
 }
 
@@ -600,7 +614,7 @@ pub(crate) fn parse_manifest(raw: &[u8]) -> Result<ManifestDocument, PullCause> 
         .map_err(|e| PullCause::Registry(format!("manifest is not JSON: {e}")))?;
     if value.get("manifests").is_none() {
         return serde_json::from_value(value)
-            .map(ManifestDocument::Image)
+            .map(|m| ManifestDocument::Image(Box::new(m)))
             .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")));
     }
     serde_json::from_value(value)

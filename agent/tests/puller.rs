@@ -1,8 +1,6 @@
 //! The puller against a real registry with authentication: digests verified, cached layers
 //! never fetched again, interrupted downloads resumed, the disk budget checked first.
 
-use std::time::Duration;
-
 use edgefleet_agent::disk_budget::{DiskBudget, Usage};
 use edgefleet_agent::puller::{PullCause, Puller, PullerSettings};
 use edgefleet_agent::store::Store;
@@ -48,7 +46,6 @@ impl Setup {
                     budget_bytes: budget,
                     min_free_bytes: 0,
                 },
-                garbage_grace: Duration::ZERO,
             },
             self.store.clone(),
         )

@@ -113,8 +113,11 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
     world.fleet.register("diabetes", "diabetes");
     world.fleet.package("diabetes:1", "models/diabetes");
     let mut agent = world.device("remote-1", &["site=remote"], BIND);
-    // The device is cut off before anything is deployed: no broker, and later no registry.
+    // The devices are cut off before anything is deployed: no broker, and later no registry.
     agent.stop();
+    world
+        .device("remote-2", &["site=remote"], "127.0.0.8")
+        .stop();
     let dead = free_port();
     agent.set_env("EDGEFLEET_MQTT_URL", &format!("mqtt://127.0.0.1:{dead}"));
 
@@ -134,6 +137,23 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
         &deployment(dir.path(), &world, port, 500),
     ]);
     let new = bundle(&world, dir.path(), "new.bundle");
+    // One bundle for every device of the deployment holds each image once.
+    let site = dir.path().join("site.bundle");
+    let out = world.fleet.cli(&[
+        "bundle",
+        "create",
+        "--deployment",
+        "line",
+        "-f",
+        &site.display().to_string(),
+    ]);
+    assert!(
+        said(&out).contains("remote-1 (version") && said(&out).contains("remote-2 (version"),
+        "{}",
+        said(&out)
+    );
+    let size = |path: &Path| std::fs::metadata(path).expect("bundle").len();
+    assert!(size(&site) < size(&new) + 16 * 1024, "images stored once");
     let version = world.manifest("remote-1")["version"]
         .as_u64()
         .expect("version");

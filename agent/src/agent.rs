@@ -17,7 +17,7 @@ use crate::container_runtime::ContainerRuntime;
 use crate::disk_budget::DiskBudget;
 use crate::module_task::Services;
 use crate::outbox::Outbox;
-use crate::puller::{Puller, PullerSettings};
+use crate::puller::{Puller, PullerSettings, RegistryAccess};
 use crate::reporter::Reporter;
 use crate::status_board::StatusBoard;
 use crate::store::Store;
@@ -76,22 +76,11 @@ pub async fn run(
         config.device_id.clone(),
         config.telemetry.outbox_max_bytes,
     );
-    let extra_ca_pem = if config.registry.ca_file.is_empty() {
-        None
-    } else {
-        Some(
-            std::fs::read(&config.registry.ca_file).map_err(|source| AgentError::File {
-                what: "config field `registry.ca_file`",
-                path: config.registry.ca_file.clone(),
-                source,
-            })?,
-        )
-    };
+    let registries = RegistryAccess::from_config(&config)?;
     let puller = Puller::new(
         PullerSettings {
             blobs_dir: config.blobs_dir(),
-            insecure_registries: config.registry.insecure.clone(),
-            extra_ca_pem,
+            registries,
             budget: DiskBudget {
                 budget_bytes: config.storage.budget_bytes,
                 min_free_bytes: config.storage.min_free_bytes,

@@ -78,12 +78,26 @@ enum Command {
     /// Work with an ONNX model file directly, without a deployment.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Check the configuration, the device key, the broker, the registries of the applied
+    /// manifest, ONNX Runtime, the Docker engine, the disk and the clock; exits 1 when a
+    /// check fails.
+    Check {
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value = "text")]
+        output: CheckOutput,
+    },
     /// Offline bundles (`edgefleet bundle create`).
     #[command(subcommand)]
     Bundle(BundleCommand),
     /// The telemetry outbox, for bringing data back without a link.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
         }
         Command::Status { json } => status(&load_config(cli.config.as_deref())?, json)?,
+        Command::Check { output } => check(cli.config.as_deref(), output)?,
         Command::Bundle(BundleCommand::Import { file }) => {
             bundle_import(&load_config(cli.config.as_deref())?, &file)?;
         }
@@ -231,6 +246,51 @@ fn init(data_dir: &Path) -> anyhow::Result<()> {
     };
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
     println!("{}", identity.public_key());
+    Ok(())
+}
+
+/// Runs the checks and prints them; an error (exit 1) when one fails.
+fn check(path: Option<&Path>, output: CheckOutput) -> anyhow::Result<()> {
+    use crate::check::{Check, Verdict};
+    let source = path.map_or("the default configuration".to_owned(), |p| {
+        p.display().to_string()
+    });
+    let checks = match load_config(path) {
+        Ok(config) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(crate::check::run(&config, &source))
+        }
+        Err(e) => vec![Check {
+            name: "configuration".into(),
+            verdict: Verdict::Fail,
+            detail: e.to_string(),
+            fix: Some(
+                "fix the field named; `edgefleet-agent print-default-config` shows every setting"
+                    .into(),
+            ),
+        }],
+    };
+    match output {
+        CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+        CheckOutput::Text => {
+            for c in &checks {
+                let verdict = match c.verdict {
+                    Verdict::Ok => "ok  ",
+                    Verdict::Warn => "warn",
+                    Verdict::Fail => "FAIL",
+                };
+                println!("{verdict}  {:<18} {}", c.name, c.detail);
+                if let Some(fix) = &c.fix {
+                    println!("      {:<18} fix: {fix}", "");
+                }
+            }
+        }
+    }
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed");
+    }
     Ok(())
 }
 

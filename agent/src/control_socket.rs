@@ -4,7 +4,6 @@
 //! [`ControlRequest`] as a JSON line; the agent answers with one [`ControlAnswer`] line, or,
 //! for an export, with the export's lines.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use edgefleet_common::outbox_export::{EXPORT_FORMAT, ExportEnd, ExportHeader, SignedReceipt};
@@ -12,7 +11,7 @@ use edgefleet_common::reported::ReportedState;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::bundle_import::{BundleImporter, ImportReport};
@@ -30,6 +29,8 @@ pub enum ControlRequest {
     ExportOutbox,
     /// Drop the records a fleet receipt confirms.
     TrimOutbox { receipt: SignedReceipt },
+    /// The applied manifest's wire bytes (for `check`).
+    AppliedManifest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +38,7 @@ pub enum ControlRequest {
 pub enum ControlAnswer {
     Imported(ImportReport),
     Trimmed { removed: u64, committed_seq: u64 },
+    Manifest { wire: Option<String> },
     Refused { error: String },
 }
 
@@ -46,17 +48,9 @@ pub(crate) async fn serve(
     importer: BundleImporter,
     reported: watch::Receiver<Vec<u8>>,
 ) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::warn!(socket = %path.display(), error = %e, "control socket not available");
-            return;
-        }
+    let Some(listener) = crate::status_socket::bind_private(&path, "control socket") else {
+        return;
     };
-    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-        tracing::warn!(socket = %path.display(), error = %e, "control socket permissions not set");
-    }
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -93,6 +87,14 @@ async fn answer(
             return export(importer, state, &mut write).await;
         }
         Ok(ControlRequest::TrimOutbox { receipt }) => trim(importer, &receipt),
+        Ok(ControlRequest::AppliedManifest) => match importer.services.store.applied() {
+            Ok(wire) => ControlAnswer::Manifest {
+                wire: wire.map(|w| String::from_utf8_lossy(&w).into_owned()),
+            },
+            Err(e) => ControlAnswer::Refused {
+                error: e.to_string(),
+            },
+        },
     };
     let mut bytes = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
     bytes.push(b'\n');

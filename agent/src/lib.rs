@@ -12,6 +12,7 @@
 pub mod agent;
 pub(crate) mod apply_progress;
 pub(crate) mod bundle_import;
+pub(crate) mod check;
 pub mod cli;
 pub mod config;
 pub(crate) mod container_runtime;

@@ -77,9 +77,15 @@ pub struct PulledModel {
 #[derive(Debug, Clone)]
 pub struct PullerSettings {
     pub blobs_dir: PathBuf,
-    pub insecure_registries: Vec<String>,
-    pub extra_ca_pem: Option<Vec<u8>>,
+    pub registries: RegistryAccess,
     pub budget: DiskBudget,
+}
+
+/// How the agent reaches registries: which are plain HTTP, which extra CA it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccess {
+    pub insecure: Vec<String>,
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -96,7 +102,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Puller {
     pub fn new(settings: PullerSettings, store: Store) -> Self {
-        edgefleet_transport::install_crypto_provider();
         Self {
             settings,
             store,
@@ -104,96 +109,17 @@ impl Puller {
         }
     }
 
-    fn client(&self) -> Client {
-        let mut config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.settings.insecure_registries.clone()),
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..ClientConfig::default()
-        };
-        if let Some(pem) = &self.settings.extra_ca_pem {
-            config
-                .extra_root_certificates
-                .push(oci_client::client::Certificate {
-                    encoding: oci_client::client::CertificateEncoding::Pem,
-                    data: pem.clone(),
-                });
-        }
-        Client::new(config)
-    }
-
-    /// Fetches the image manifest `image` is pinned to and checks its digest: the registry
-    /// answered and the credentials work.
-    async fn pinned_manifest(
-        &self,
-        image: &str,
-        credential: Option<(&RegistryCredential, &str)>,
-    ) -> Result<Fetched, PullError> {
-        let fail = |cause| pull_error(image, cause);
-        // Parsed here rather than by oci-client's Reference::from_str, whose regular
-        // expression leaves ~12 MiB of heap behind on a device.
-        let parsed: ImageReference = image
-            .parse()
-            .map_err(|e: ImageReferenceError| fail(PullCause::BadReference(e.to_string())))?;
-        let pinned = parsed
-            .digest
-            .clone()
-            .ok_or_else(|| fail(PullCause::NotPinned))?;
-        let reference = Reference::with_digest(parsed.registry, parsed.repository, pinned.clone());
-        let (auth, who) = match credential {
-            Some((c, password)) => (
-                RegistryAuth::Basic(c.username.clone(), password.to_owned()),
-                format!("user {:?}", c.username),
-            ),
-            None => (RegistryAuth::Anonymous, "anonymous access".to_owned()),
-        };
-        let client = self.client();
-        let accepted = [
-            media_type::OCI_MANIFEST,
-            media_type::DOCKER_MANIFEST,
-            media_type::OCI_INDEX,
-            media_type::DOCKER_MANIFEST_LIST,
-        ];
-        let (raw, _) = client
-            .pull_manifest_raw(&reference, &auth, &accepted)
-            .await
-            .map_err(|e| fail(classify(e, &reference, &who)))?;
-        let actual = sha256_hex(&raw);
-        if actual != pinned {
-            return Err(fail(PullCause::DigestMismatch {
-                what: "the image manifest".into(),
-                expected: pinned,
-                actual,
-            }));
-        }
-        Ok(Fetched {
-            client,
-            reference,
-            auth,
-            who,
-            pinned,
-            raw: raw.to_vec(),
-        })
-    }
-
-    /// Checks that `image` can be pulled with `credential` (the registry answers, the
-    /// credentials are accepted, the digest matches) without downloading any layer, and
-    /// returns the bytes of its config and layers.
+    /// Checks that `image` can be pulled with `credential` without downloading any layer;
+    /// returns the bytes of its config and layers (see [`RegistryAccess::image_bytes`]).
     pub async fn image_bytes(
         &self,
         image: &str,
         credential: Option<(&RegistryCredential, &str)>,
     ) -> Result<u64, PullError> {
-        let f = self.pinned_manifest(image, credential).await?;
-        let classify = |e| classify(e, &f.reference, &f.who);
-        let (manifest, _) = self
-            .image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
+        self.settings
+            .registries
+            .image_bytes(image, credential)
             .await
-            .map_err(|cause| pull_error(image, cause))?;
-        Ok(std::iter::once(&manifest.config)
-            .chain(&manifest.layers)
-            .map(|d| d.size.max(0) as u64)
-            .sum())
     }
 
     /// Pulls `image` (pinned by digest) with `credential` (and its unsealed `password`). An
@@ -217,12 +143,16 @@ impl Puller {
                 metadata,
             });
         }
-        let f = self.pinned_manifest(image, credential).await?;
+        let f = self
+            .settings
+            .registries
+            .pinned_manifest(image, credential)
+            .await?;
         let classify = |e| classify(e, &f.reference, &f.who);
-        let (manifest, platform) = self
-            .image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
-            .await
-            .map_err(fail)?;
+        let (manifest, platform) =
+            image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
+                .await
+                .map_err(fail)?;
         self.check_budget(image, &manifest.layers, usage)
             .map_err(fail)?;
         let mut blobs = Vec::new();
@@ -301,43 +231,6 @@ impl Puller {
             blobs,
             layers: manifest.layers,
         }))
-    }
-
-    /// The image manifest, following an index to the entry for this machine when needed (the
-    /// entry's digest and bytes are returned with it).
-    async fn image_manifest(
-        &self,
-        client: &Client,
-        reference: &Reference,
-        auth: &RegistryAuth,
-        raw: &[u8],
-        classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
-    ) -> Result<(OciImageManifest, Option<(String, Vec<u8>)>), PullCause> {
-        let index = match parse_manifest(raw)? {
-            ManifestDocument::Image(m) => return Ok((*m, None)),
-            ManifestDocument::Index(index) => index,
-        };
-        let entry = platform_entry(&index)?;
-        let by_digest = reference.clone_with_digest(entry.digest.clone());
-        let (raw, _) = client
-            .pull_manifest_raw(
-                &by_digest,
-                auth,
-                &[media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST],
-            )
-            .await
-            .map_err(classify)?;
-        let actual = sha256_hex(&raw);
-        if actual != entry.digest {
-            return Err(PullCause::DigestMismatch {
-                what: "the platform manifest".into(),
-                expected: entry.digest.clone(),
-                actual,
-            });
-        }
-        let manifest = serde_json::from_slice(&raw)
-            .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")))?;
-        Ok((manifest, Some((entry.digest.clone(), raw.to_vec()))))
     }
 
     /// Adds blob `digest` to the cache from `content`, checking the digest; a blob already
@@ -592,6 +485,158 @@ impl Puller {
 
     pub fn blobs_dir(&self) -> &Path {
         &self.settings.blobs_dir
+    }
+}
+
+/// The image manifest, following an index to the entry for this machine when needed (the
+/// entry's digest and bytes are returned with it).
+async fn image_manifest(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    raw: &[u8],
+    classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
+) -> Result<(OciImageManifest, Option<(String, Vec<u8>)>), PullCause> {
+    let index = match parse_manifest(raw)? {
+        ManifestDocument::Image(m) => return Ok((*m, None)),
+        ManifestDocument::Index(index) => index,
+    };
+    let entry = platform_entry(&index)?;
+    let by_digest = reference.clone_with_digest(entry.digest.clone());
+    let (raw, _) = client
+        .pull_manifest_raw(
+            &by_digest,
+            auth,
+            &[media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST],
+        )
+        .await
+        .map_err(classify)?;
+    let actual = sha256_hex(&raw);
+    if actual != entry.digest {
+        return Err(PullCause::DigestMismatch {
+            what: "the platform manifest".into(),
+            expected: entry.digest.clone(),
+            actual,
+        });
+    }
+    let manifest = serde_json::from_slice(&raw)
+        .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")))?;
+    Ok((manifest, Some((entry.digest.clone(), raw.to_vec()))))
+}
+
+impl RegistryAccess {
+    /// The registry settings of `config`, with its extra CA file read.
+    pub fn from_config(
+        config: &crate::config::AgentConfig,
+    ) -> Result<Self, crate::agent::AgentError> {
+        let ca_file = &config.registry.ca_file;
+        let extra_ca_pem = if ca_file.is_empty() {
+            None
+        } else {
+            Some(
+                std::fs::read(ca_file).map_err(|source| crate::agent::AgentError::File {
+                    what: "config field `registry.ca_file`",
+                    path: ca_file.clone(),
+                    source,
+                })?,
+            )
+        };
+        Ok(Self {
+            insecure: config.registry.insecure.clone(),
+            extra_ca_pem,
+        })
+    }
+
+    fn client(&self) -> Client {
+        edgefleet_transport::install_crypto_provider();
+        let mut config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..ClientConfig::default()
+        };
+        if let Some(pem) = &self.extra_ca_pem {
+            config
+                .extra_root_certificates
+                .push(oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.clone(),
+                });
+        }
+        Client::new(config)
+    }
+
+    /// Fetches the image manifest `image` is pinned to and checks its digest: the registry
+    /// answered and the credentials work.
+    async fn pinned_manifest(
+        &self,
+        image: &str,
+        credential: Option<(&RegistryCredential, &str)>,
+    ) -> Result<Fetched, PullError> {
+        let fail = |cause| pull_error(image, cause);
+        // Parsed here rather than by oci-client's Reference::from_str, whose regular
+        // expression leaves ~12 MiB of heap behind on a device.
+        let parsed: ImageReference = image
+            .parse()
+            .map_err(|e: ImageReferenceError| fail(PullCause::BadReference(e.to_string())))?;
+        let pinned = parsed
+            .digest
+            .clone()
+            .ok_or_else(|| fail(PullCause::NotPinned))?;
+        let reference = Reference::with_digest(parsed.registry, parsed.repository, pinned.clone());
+        let (auth, who) = match credential {
+            Some((c, password)) => (
+                RegistryAuth::Basic(c.username.clone(), password.to_owned()),
+                format!("user {:?}", c.username),
+            ),
+            None => (RegistryAuth::Anonymous, "anonymous access".to_owned()),
+        };
+        let client = self.client();
+        let accepted = [
+            media_type::OCI_MANIFEST,
+            media_type::DOCKER_MANIFEST,
+            media_type::OCI_INDEX,
+            media_type::DOCKER_MANIFEST_LIST,
+        ];
+        let (raw, _) = client
+            .pull_manifest_raw(&reference, &auth, &accepted)
+            .await
+            .map_err(|e| fail(classify(e, &reference, &who)))?;
+        let actual = sha256_hex(&raw);
+        if actual != pinned {
+            return Err(fail(PullCause::DigestMismatch {
+                what: "the image manifest".into(),
+                expected: pinned,
+                actual,
+            }));
+        }
+        Ok(Fetched {
+            client,
+            reference,
+            auth,
+            who,
+            pinned,
+            raw: raw.to_vec(),
+        })
+    }
+
+    /// Checks that `image` can be pulled with `credential` (the registry answers, the
+    /// credentials are accepted, the digest matches) without downloading any layer, and
+    /// returns the bytes of its config and layers.
+    pub async fn image_bytes(
+        &self,
+        image: &str,
+        credential: Option<(&RegistryCredential, &str)>,
+    ) -> Result<u64, PullError> {
+        let f = self.pinned_manifest(image, credential).await?;
+        let classify = |e| classify(e, &f.reference, &f.who);
+        let (manifest, _) = image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
+            .await
+            .map_err(|cause| pull_error(image, cause))?;
+        Ok(std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .map(|d| d.size.max(0) as u64)
+            .sum())
     }
 }
 

@@ -16,17 +16,9 @@ use tokio::sync::watch;
 /// A stale socket from an earlier run is replaced: the caller holds the store, so no other
 /// agent is using this data directory.
 pub async fn serve(path: PathBuf, reported: watch::Receiver<Vec<u8>>) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::warn!(socket = %path.display(), error = %e, "status socket not available");
-            return;
-        }
+    let Some(listener) = bind_private(&path, "status socket") else {
+        return;
     };
-    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-        tracing::warn!(socket = %path.display(), error = %e, "status socket permissions not set");
-    }
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -37,6 +29,23 @@ pub async fn serve(path: PathBuf, reported: watch::Receiver<Vec<u8>>) {
             let _ = stream.shutdown().await;
         });
     }
+}
+
+/// Listens on a Unix socket at `path` only the agent's user may use (0600), replacing a stale
+/// one; `None` (logged) when it cannot.
+pub(crate) fn bind_private(path: &Path, what: &str) -> Option<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = match UnixListener::bind(path) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "{what} not available");
+            return None;
+        }
+    };
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(socket = %path.display(), error = %e, "{what} permissions not set");
+    }
+    Some(listener)
 }
 
 /// Reads the reported state from a running agent's status socket.

@@ -936,3 +936,89 @@ fn a_container_image_over_the_disk_budget_is_refused_naming_the_numbers_and_the_
     );
     assert_eq!(score(port, QUICKSTART_REQUEST), (code, answer));
 }
+
+#[test]
+fn check_passes_on_a_serving_device_and_fails_naming_the_fix_for_a_refused_registry_and_an_open_key()
+ {
+    let world = DeviceWorld::with(false, "gw-check");
+    let (agent, image, port) = world.serving_diabetes("diabetes");
+    let check = |agent: &AgentProcess| -> (Option<i32>, Vec<Value>) {
+        let out = agent
+            .command()
+            .args(["check", "--output", "json"])
+            .output()
+            .expect("run check");
+        let checks = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "check printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), checks)
+    };
+    let find = |checks: &[Value], prefix: &str| -> Value {
+        checks
+            .iter()
+            .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {prefix} check in {checks:?}"))
+    };
+    let (code, checks) = check(&agent);
+    let by_name = |prefix: &str| find(&checks, prefix);
+    assert_eq!(code, Some(0), "{checks:#?}");
+    for name in [
+        "configuration",
+        "device key",
+        "broker",
+        "applied manifest",
+        "registry ",
+        "ONNX Runtime",
+        "Docker engine",
+        "disk",
+        "clock",
+    ] {
+        assert_ne!(by_name(name)["verdict"], "fail", "{checks:#?}");
+    }
+    assert!(
+        by_name("broker")["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connected as"),
+        "{checks:#?}"
+    );
+
+    // The registry stops accepting the device's password, and the key file is opened up.
+    let mut next = world.manifest(&agent, 2, "wrong-password", &[("diabetes", &image, port)]);
+    next.telemetry.ttl_seconds = 3600;
+    world.publish(&next);
+    world.wait_outcome(&agent, 2, 200);
+    let key = agent.data_dir().join("device.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let (code, checks) = check(&agent);
+    let by_name = |prefix: &str| find(&checks, prefix);
+    assert_eq!(code, Some(1), "{checks:#?}");
+    let registry = by_name("registry ");
+    assert_eq!(registry["verdict"], "fail");
+    assert!(
+        registry["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unauthorized")
+            && registry["fix"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("registry add"),
+        "{registry}"
+    );
+    let key_check = by_name("device key");
+    assert_eq!(key_check["verdict"], "fail");
+    assert!(
+        key_check["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("chmod 600"),
+        "{key_check}"
+    );
+    assert_eq!(by_name("broker")["verdict"], "ok");
+}

@@ -2,7 +2,7 @@
 //! never fetched again, interrupted downloads resumed, the disk budget checked first.
 
 use edgefleet_agent::disk_budget::{DiskBudget, Usage};
-use edgefleet_agent::puller::{PullCause, Puller, PullerSettings};
+use edgefleet_agent::puller::{PullCause, Puller, PullerSettings, RegistryAccess};
 use edgefleet_agent::store::Store;
 use edgefleet_common::manifest::RegistryCredential;
 use edgefleet_common::sealing::DeviceIdentity;
@@ -40,8 +40,10 @@ impl Setup {
         Puller::new(
             PullerSettings {
                 blobs_dir: self.dir.path().join("blobs"),
-                insecure_registries: vec![self.registry.address()],
-                extra_ca_pem: None,
+                registries: RegistryAccess {
+                    insecure: vec![self.registry.address()],
+                    extra_ca_pem: None,
+                },
                 budget: DiskBudget {
                     budget_bytes: budget,
                     min_free_bytes: 0,

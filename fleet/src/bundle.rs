@@ -15,14 +15,13 @@ use edgefleet_common::bundle::{
 use edgefleet_common::module_image::{ImageReference, media_type};
 use futures_util::{Stream, StreamExt as _};
 use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::FleetError;
-use crate::image_pin::RegistryLogin;
+use crate::image_pin::{RegistryLogin, registry_client};
 
 /// What goes into a bundle: each device's signed manifest and every image they reference.
 #[derive(Debug, Clone, Default)]
@@ -221,19 +220,7 @@ async fn image_source(
             "not pinned by digest (apply the deployment again to pin it)".into(),
         )
     })?;
-    edgefleet_transport::install_crypto_provider();
-    let client = oci_client::Client::new(ClientConfig {
-        protocol: if login.is_some_and(|l| l.insecure) {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        ..ClientConfig::default()
-    });
-    let auth = match login {
-        Some(l) => RegistryAuth::Basic(l.username.clone(), l.password.clone()),
-        None => RegistryAuth::Anonymous,
-    };
+    let (client, auth) = registry_client(login);
     let pinned = Reference::with_digest(parsed.registry, parsed.repository, digest.clone());
     let source = Source {
         client,

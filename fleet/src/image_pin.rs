@@ -43,6 +43,25 @@ pub async fn pin(image: &str, login: Option<&RegistryLogin>) -> Result<String, P
         return Ok(image.to_owned());
     }
     let tag = parsed.tag.clone().unwrap_or_else(|| "latest".to_owned());
+    let (client, auth) = registry_client(login);
+    let reference = Reference::with_tag(
+        parsed.registry.clone(),
+        parsed.repository.clone(),
+        tag.clone(),
+    );
+    let digest = client
+        .fetch_manifest_digest(&reference, &auth)
+        .await
+        .map_err(|e| fail(&registry, explain(e)))?;
+    Ok(format!(
+        "{}/{}:{tag}@{digest}",
+        parsed.registry, parsed.repository
+    ))
+}
+
+/// A registry client for `login`'s registry (plain HTTP when it is insecure) and how to
+/// authenticate to it.
+pub fn registry_client(login: Option<&RegistryLogin>) -> (oci_client::Client, RegistryAuth) {
     edgefleet_transport::install_crypto_provider();
     let client = oci_client::Client::new(ClientConfig {
         protocol: if login.is_some_and(|l| l.insecure) {
@@ -52,23 +71,11 @@ pub async fn pin(image: &str, login: Option<&RegistryLogin>) -> Result<String, P
         },
         ..ClientConfig::default()
     });
-    let reference = Reference::with_tag(
-        parsed.registry.clone(),
-        parsed.repository.clone(),
-        tag.clone(),
-    );
     let auth = match login {
         Some(l) => RegistryAuth::Basic(l.username.clone(), l.password.clone()),
         None => RegistryAuth::Anonymous,
     };
-    let digest = client
-        .fetch_manifest_digest(&reference, &auth)
-        .await
-        .map_err(|e| fail(&registry, explain(e)))?;
-    Ok(format!(
-        "{}/{}:{tag}@{digest}",
-        parsed.registry, parsed.repository
-    ))
+    (client, auth)
 }
 
 fn not_found() -> String {

@@ -62,6 +62,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let fleet_key = config.fleet_key()?;
+    // Installed before anything counts, so every handle reaches the recorder.
+    let metrics = match config.metrics.listen.parse() {
+        Ok(listen) => crate::metrics::install().map(|handle| (listen, handle)),
+        Err(_) => None,
+    };
     let identity = load_identity(&config)?;
     let topics = DeviceTopics::new(&config.fleet, &config.device_id)?;
     std::fs::create_dir_all(config.blobs_dir()).map_err(|source| AgentError::File {
@@ -158,6 +163,11 @@ pub async fn run(
             reported.clone(),
         )),
         tokio::spawn(importer.watch(config.drop_dir())),
+        tokio::spawn(async move {
+            if let Some((listen, handle)) = metrics {
+                crate::metrics::serve(listen, handle).await;
+            }
+        }),
     ];
     let (stop_link, link_stop) = watch::channel(false);
     let link = tokio::spawn(link::run(

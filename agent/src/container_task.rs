@@ -222,6 +222,7 @@ impl ContainerTask {
                 == Decision::Restart
             {
                 tracing::info!(module = %self.name, restarts = self.restarts.restart_count, "restarting container");
+                metrics::counter!("edgefleet_agent_container_restarts_total", "module" => self.name.clone()).increment(1);
                 if c.running {
                     let _ = runtime.stop(&self.name).await;
                 }
@@ -247,6 +248,7 @@ impl ContainerTask {
                 match stopped.and(runtime.start(&self.name).await) {
                     Ok(()) => {
                         self.restarts.restart_count += 1;
+                        metrics::counter!("edgefleet_agent_container_restarts_total", "module" => self.name.clone()).increment(1);
                         CommandOutcome::Restarted
                     }
                     Err(e) => CommandOutcome::Failed {
@@ -390,7 +392,11 @@ async fn pull_image(
         let what = format!("container image {}", spec.image);
         services.puller.budget().check(&what, needed, usage, free)?;
     }
-    Ok(runtime.pull(&spec.image, credentials).await?)
+    let started = std::time::Instant::now();
+    runtime.pull(&spec.image, credentials).await?;
+    metrics::histogram!("edgefleet_agent_pull_seconds", "kind" => "container")
+        .record(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Pulls a container module's image (unless its pull policy is `never`) and creates (and starts) its container. A pull that

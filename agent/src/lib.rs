@@ -22,6 +22,7 @@ pub(crate) mod delivery;
 pub mod disk_budget;
 pub(crate) mod image_cleanup;
 pub mod link;
+pub(crate) mod metrics;
 pub(crate) mod model_module;
 pub(crate) mod model_task;
 pub(crate) mod module_task;

@@ -141,6 +141,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    metrics::counter!("edgefleet_agent_mqtt_connects_total").increment(1);
                     connected = true;
                     backoff = min_backoff;
                     acks.connected();

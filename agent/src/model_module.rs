@@ -39,6 +39,10 @@ pub struct ModelModule {
     active: ArcSwap<ActiveModel>,
     serving: ArcSwap<ModelServing>,
     counters: Mutex<Counters>,
+    /// The module's Prometheus series (see `metrics`).
+    succeeded: metrics::Counter,
+    failed: metrics::Counter,
+    latency: metrics::Histogram,
 }
 
 impl ModelModule {
@@ -48,6 +52,9 @@ impl ModelModule {
             active: ArcSwap::from_pointee(active),
             serving: ArcSwap::from_pointee(serving),
             counters: Mutex::new(Counters::default()),
+            succeeded: metrics::counter!("edgefleet_agent_inferences_total", "module" => name.to_owned(), "result" => "ok"),
+            failed: metrics::counter!("edgefleet_agent_inferences_total", "module" => name.to_owned(), "result" => "error"),
+            latency: metrics::histogram!("edgefleet_agent_inference_seconds", "module" => name.to_owned()),
         }
     }
 
@@ -70,6 +77,8 @@ impl ModelModule {
     }
 
     pub fn observe(&self, latency_us: u64, ok: bool) {
+        if ok { &self.succeeded } else { &self.failed }.increment(1);
+        self.latency.record(latency_us as f64 / 1e6);
         let Ok(mut c) = self.counters.lock() else {
             return;
         };

@@ -422,10 +422,13 @@ async fn activate(
 ) -> Result<ActiveModel, ModuleError> {
     let login = services.registry_login(credential.as_ref())?;
     let usage = services.usage_besides_models().await;
+    let started = std::time::Instant::now();
     let pulled = services
         .puller
         .pull_model(&image, login.as_ref().map(|(c, p)| (c, p.as_str())), usage)
         .await?;
+    metrics::histogram!("edgefleet_agent_pull_seconds", "kind" => "model")
+        .record(started.elapsed().as_secs_f64());
     let onnx = services.onnx;
     tokio::task::spawn_blocking(move || {
         let model = onnx

@@ -52,6 +52,10 @@ impl Reporter {
                 (name, state)
             })
             .collect();
+        let outbox = self.store.outbox_state().unwrap_or_default();
+        metrics::gauge!("edgefleet_agent_outbox_records").set(outbox.depth as f64);
+        metrics::gauge!("edgefleet_agent_outbox_bytes").set(outbox.bytes as f64);
+        metrics::counter!("edgefleet_agent_outbox_dropped_total").absolute(outbox.dropped);
         ReportedState {
             schema_version: REPORTED_SCHEMA_VERSION.to_owned(),
             device_id: self.device_id.clone(),
@@ -59,7 +63,7 @@ impl Reporter {
             applied_version: board.applied_version,
             last_desired: board.outcome,
             modules,
-            outbox: self.store.outbox_state().unwrap_or_default(),
+            outbox,
             reported_at_ms: now_ms(),
             fleet_silent_since_ms: *self.fleet_silent.borrow(),
         }

@@ -1022,3 +1022,46 @@ fn check_passes_on_a_serving_device_and_fails_naming_the_fix_for_a_refused_regis
     );
     assert_eq!(by_name("broker")["verdict"], "ok");
 }
+
+#[test]
+fn prometheus_metrics_count_inferences_with_their_latency_the_outbox_and_connects() {
+    let world = DeviceWorld::with(false, "gw-metrics");
+    let mut agent = world.agent();
+    let metrics_port = free_port();
+    agent.set_env(
+        "EDGEFLEET_METRICS_LISTEN",
+        &format!("127.0.0.1:{metrics_port}"),
+    );
+    agent.start();
+    let image = world.push_diabetes();
+    let port = free_port();
+    world.publish(&world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("diabetes", &image, port)]));
+    world.wait_outcome(&agent, 1, 200);
+    for _ in 0..3 {
+        assert_eq!(score(port, QUICKSTART_REQUEST).0, 200);
+    }
+    assert_eq!(score(port, r#"{"data": "not a tensor"}"#).0, 400);
+    let scrape = || {
+        http_client()
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let text = wait_for_or_log(&agent, "the outbox gauge", Duration::from_secs(20), || {
+        let text = scrape();
+        text.contains("edgefleet_agent_outbox_records")
+            .then_some(text)
+    });
+    for expected in [
+        r#"edgefleet_agent_inferences_total{module="diabetes",result="ok"} 3"#,
+        r#"edgefleet_agent_inferences_total{module="diabetes",result="error"} 1"#,
+        r#"edgefleet_agent_inference_seconds_bucket{module="diabetes",le="0.005"}"#,
+        r#"edgefleet_agent_inference_seconds_count{module="diabetes"} 4"#,
+        "edgefleet_agent_mqtt_connects_total 1",
+        r#"edgefleet_agent_pull_seconds_count{kind="model"} 1"#,
+        "edgefleet_agent_outbox_bytes",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in\n{text}");
+    }
+}

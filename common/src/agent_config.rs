@@ -53,6 +53,7 @@ pub struct AgentConfig {
     pub storage: StorageConfig,
     pub telemetry: TelemetryConfig,
     pub bundles: BundlesConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +96,13 @@ pub struct StorageConfig {
     /// Model cache, container images and outbox reserve together.
     pub budget_bytes: u64,
     pub min_free_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where Prometheus metrics are served (`host:port`); empty: not served.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +200,17 @@ impl AgentConfig {
             return Err(field(
                 "mqtt.client_cert_file",
                 "client_cert_file and client_key_file must be set together",
+            ));
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(field(
+                "metrics.listen",
+                format!(
+                    "{:?} is not host:port with an IP address (e.g. 127.0.0.1:9600)",
+                    self.metrics.listen
+                ),
             ));
         }
         if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {

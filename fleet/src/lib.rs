@@ -16,6 +16,7 @@ pub mod embedded_broker;
 pub mod error;
 pub mod image_pin;
 pub mod iotedge_import;
+pub mod metrics;
 pub mod mqtt_session;
 pub mod package;
 pub mod records;

@@ -195,17 +195,28 @@ impl Batch {
             }
             Some(DeviceTopic::Telemetry { device_id, .. }) => match message_envelopes(&p.payload) {
                 Ok(envelopes) => {
+                    let mut newest = None;
                     for json in envelopes {
                         match serde_json::from_str::<TelemetryEnvelope>(json.get()) {
-                            Ok(envelope) => self.telemetry.push((
-                                device_id.to_owned(),
-                                envelope.seq,
-                                json.get().as_bytes().to_vec(),
-                            )),
+                            Ok(envelope) => {
+                                newest = newest.max(Some(envelope.timestamp_ms));
+                                metrics::counter!("edgefleet_fleet_telemetry_records_total")
+                                    .increment(1);
+                                self.telemetry.push((
+                                    device_id.to_owned(),
+                                    envelope.seq,
+                                    json.get().as_bytes().to_vec(),
+                                ));
+                            }
                             Err(e) => {
                                 tracing::warn!(device = %device_id, error = %e, "telemetry record not understood")
                             }
                         }
+                    }
+                    if let Some(newest) = newest {
+                        let lag_ms = edgefleet_transport::now_ms().saturating_sub(newest);
+                        metrics::histogram!("edgefleet_fleet_telemetry_lag_seconds")
+                            .record(lag_ms as f64 / 1000.0);
                     }
                     self.heard(device_id);
                 }

@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub device_mqtt_url: Option<String>,
     /// How long and how much telemetry is kept per device.
     pub retention: TelemetryRetention,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why the service could not start or stopped.
@@ -191,6 +193,16 @@ pub async fn serve(
     ));
 
     let rollouts = tokio::spawn(advance_rollouts(fleet.clone()));
+    let metrics = match options.metrics_listen {
+        Some(listen) => {
+            let listener = crate::metrics::bind(listen)
+                .await
+                .map_err(ServeError::Http)?;
+            crate::metrics::install()
+                .map(|handle| tokio::spawn(crate::metrics::serve(listener, handle, fleet.clone())))
+        }
+        None => None,
+    };
     let app = routes::router(fleet.clone(), &token);
     let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
@@ -200,6 +212,9 @@ pub async fn serve(
         .await
         .map_err(ServeError::Http)?;
     rollouts.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     let _ = stop_session.send(true);
     let _ = session.await;
     Ok(())

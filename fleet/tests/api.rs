@@ -40,6 +40,7 @@ impl InProcessFleet {
             onnx_runtime_library: ort_library(),
             device_mqtt_url: None,
             retention: Default::default(),
+            metrics_listen: None,
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime

@@ -106,6 +106,13 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
     };
     docker::build_sensor_sim_image(&image_tag);
     let mut world = FleetWorld::new();
+    let metrics_port = free_port();
+    world.fleet.stop();
+    world.fleet.set_env(
+        "EDGEFLEET_METRICS_LISTEN",
+        &format!("127.0.0.1:{metrics_port}"),
+    );
+    world.fleet.launch();
     let pinned = docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-sim");
     // The engine keeps what a bundle brought under a tag named after the digest.
     let loaded = edgefleet_common::bundle::loaded_image_tag(&pinned).expect("pinned");
@@ -301,5 +308,21 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
             seqs.contains(&seq),
             "record {seq} is missing from the fleet"
         );
+    }
+
+    // The fleet's Prometheus metrics count the devices by state and the renders.
+    let text = edgefleet_tests::http_client()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("scrape the fleet's metrics");
+    for expected in [
+        r#"edgefleet_fleet_devices{state="online"}"#,
+        r#"edgefleet_fleet_devices{state="stale"}"#,
+        "edgefleet_fleet_rollouts_running 0",
+        "edgefleet_fleet_render_seconds_count",
+        "edgefleet_fleet_manifests_changed_total",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in\n{text}");
     }
 }

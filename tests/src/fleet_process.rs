@@ -69,6 +69,12 @@ impl FleetProcess {
     }
 
     /// Starts the service (again), on the same port and data.
+    /// An environment variable for the next [`FleetProcess::launch`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     pub fn launch(&mut self) {
         let mut command = Command::new(&self.binary);
         command

@@ -151,6 +151,10 @@ pub struct ServeArgs {
     /// Each device's oldest telemetry is dropped beyond this many MiB.
     #[arg(long, default_value_t = 64)]
     pub telemetry_max_mib_per_device: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (no token: bind it where only the
+    /// monitoring system reaches it).
+    #[arg(long, env = "EDGEFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,6 +560,7 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
                 .saturating_mul(24 * 3600 * 1000),
             max_bytes_per_device: args.telemetry_max_mib_per_device.saturating_mul(1 << 20),
         },
+        metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

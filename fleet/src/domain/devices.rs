@@ -248,3 +248,30 @@ impl Fleet {
         Ok(())
     }
 }
+
+impl Fleet {
+    /// Sets the gauges counted when metrics are scraped: devices by state, running rollouts.
+    pub fn count_for_metrics(&self) -> Result<(), FleetError> {
+        let now = now_ms();
+        let (mut online, mut stale, mut never) = (0u64, 0u64, 0u64);
+        for (id, _) in self.store.list::<Device>(kind::DEVICE)? {
+            let status = self.status(&id)?;
+            match (status.last_seen_ms, is_stale(&status, now)) {
+                (None, _) => never += 1,
+                (Some(_), true) => stale += 1,
+                (Some(_), false) => online += 1,
+            }
+        }
+        for (state, count) in [("online", online), ("stale", stale), ("never_seen", never)] {
+            metrics::gauge!("edgefleet_fleet_devices", "state" => state).set(count as f64);
+        }
+        let running = self
+            .store
+            .list::<crate::records::Rollout>(kind::ROLLOUT)?
+            .into_iter()
+            .filter(|(_, r)| r.state == edgefleet_common::fleet_api::StagedState::Running)
+            .count();
+        metrics::gauge!("edgefleet_fleet_rollouts_running").set(running as f64);
+        Ok(())
+    }
+}

@@ -105,6 +105,15 @@ impl Fleet {
     /// Renders the affected devices; stores and publishes (retained) what changed. Returns how
     /// many manifests changed.
     pub(crate) async fn rerender(&self, affected: Affected) -> Result<usize, FleetError> {
+        let started = std::time::Instant::now();
+        let changed = self.rerender_timed(affected).await?;
+        metrics::histogram!("edgefleet_fleet_render_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("edgefleet_fleet_manifests_changed_total").increment(changed as u64);
+        Ok(changed)
+    }
+
+    async fn rerender_timed(&self, affected: Affected) -> Result<usize, FleetError> {
         let catalog = self.catalog()?;
         let mut drafts = Vec::new();
         let mut changed = 0;

@@ -216,6 +216,8 @@ impl Fleet {
             phase.gate = format!("failed: {}", failed.join("; "));
             rollout.state = StagedState::RolledBack;
             rollout.reason = Some(reason);
+            metrics::counter!("edgefleet_fleet_rollouts_finished_total", "outcome" => "rolled_back")
+                .increment(1);
             return Ok(rollout.moved_devices());
         }
         if phase.moved.len() < phase.devices.len() {
@@ -254,6 +256,8 @@ impl Fleet {
         rollout.current += 1;
         if rollout.current >= rollout.phases.len() {
             rollout.state = StagedState::Completed;
+            metrics::counter!("edgefleet_fleet_rollouts_finished_total", "outcome" => "completed")
+                .increment(1);
             tracing::info!(deployment = %rollout.deployment, revision = rollout.to_revision, "rollout completed");
         }
         Ok(BTreeSet::new())

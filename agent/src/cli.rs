@@ -89,6 +89,13 @@ enum Command {
     /// Offline bundles (`edgefleet bundle create`).
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (one per command) into DIR.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// The telemetry outbox, for bringing data back without a link.
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -202,6 +209,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { json } => status(&load_config(cli.config.as_deref())?, json)?,
         Command::Check { output } => check(cli.config.as_deref(), output)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "edgefleet-agent",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory as _;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+        }
         Command::Bundle(BundleCommand::Import { file }) => {
             bundle_import(&load_config(cli.config.as_deref())?, &file)?;
         }

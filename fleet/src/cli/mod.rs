@@ -87,6 +87,13 @@ pub enum Command {
     /// Offline bundles for devices that cannot reach the broker or the registry.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (one per command) into DIR.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -475,6 +475,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Telemetry(command) => super::telemetry::run(&api, output, command)?,
         Command::Bundle(command) => super::bundle::run(&api, command)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "edgefleet", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory as _;
+            let failed = |e: std::io::Error| CliError::refused(format!("{}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(failed)?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(failed)?;
+        }
     }
     Ok(())
 }

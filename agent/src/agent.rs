@@ -9,7 +9,6 @@ use std::sync::Arc;
 use edgefleet_common::agent_config::AgentConfig;
 use edgefleet_common::sealing::{DeviceIdentity, SealingError};
 use edgefleet_common::topics::DeviceTopics;
-use edgefleet_onnx::OnnxRuntime;
 use tokio::sync::{mpsc, watch};
 
 use crate::bundle_import::BundleImporter;
@@ -33,8 +32,6 @@ pub enum AgentError {
     Config(#[from] edgefleet_common::agent_config::ConfigError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Runtime(#[from] edgefleet_onnx::runtime::RuntimeError),
     #[error(transparent)]
     Topics(#[from] edgefleet_common::topics::TopicNameError),
     #[error("{what} {path}: {source}")]
@@ -75,7 +72,6 @@ pub async fn run(
         source,
     })?;
     let store = Store::open_waiting(&config.store_path(), std::time::Duration::from_secs(10))?;
-    let onnx = OnnxRuntime::load(&config.onnx_runtime_library)?;
     let outbox = Outbox::start(
         store.clone(),
         config.device_id.clone(),
@@ -120,7 +116,7 @@ pub async fn run(
         store: store.clone(),
         outbox: outbox.clone(),
         puller,
-        onnx,
+        onnx_library: config.onnx_runtime_library.clone(),
         identity,
         containers,
         board: board.clone(),

@@ -272,7 +272,7 @@ impl ModelTask {
         let loaded = tokio::task::spawn_blocking(move || {
             let (bytes, metadata) = services.puller.load_cached(&record.blobs)?;
             let model = services
-                .onnx
+                .onnx()?
                 .model(&bytes)
                 .map_err(|source| ModuleError::Load {
                     image: record.image.clone(),
@@ -429,7 +429,7 @@ async fn activate(
         .await?;
     metrics::histogram!("edgefleet_agent_pull_seconds", "kind" => "model")
         .record(started.elapsed().as_secs_f64());
-    let onnx = services.onnx;
+    let onnx = services.onnx()?;
     tokio::task::spawn_blocking(move || {
         let model = onnx
             .model(&pulled.model)

@@ -63,6 +63,8 @@ pub(crate) enum ModuleError {
     Container(Box<crate::container_runtime::ContainerError>),
     #[error(transparent)]
     OverBudget(#[from] crate::disk_budget::OverBudget),
+    #[error(transparent)]
+    Runtime(#[from] edgefleet_onnx::runtime::RuntimeError),
     #[error("the manifest gave this {expected} module's task another kind of module")]
     WrongKind { expected: &'static str },
     #[error("{0} task failed: {1}")]
@@ -95,7 +97,9 @@ pub(crate) struct Services {
     pub store: Store,
     pub outbox: Outbox,
     pub puller: Puller,
-    pub onnx: OnnxRuntime,
+    /// Where ONNX Runtime is loaded from, the first time a model module needs it (an agent
+    /// running containers only never maps the library).
+    pub onnx_library: std::path::PathBuf,
     pub identity: DeviceIdentity,
     /// The Docker engine, when it was reachable at start.
     pub containers: Option<ContainerRuntime>,
@@ -107,6 +111,11 @@ pub(crate) struct Services {
 }
 
 impl Services {
+    /// ONNX Runtime, loaded on first use.
+    pub fn onnx(&self) -> Result<OnnxRuntime, ModuleError> {
+        Ok(OnnxRuntime::load(&self.onnx_library)?)
+    }
+
     /// The error of a container operation without an engine.
     pub fn no_engine(&self) -> ModuleError {
         ModuleError::NoEngine {

@@ -269,8 +269,13 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
     // Everything the receipt confirms is gone (the agent may have recorded more since).
     let confirmed: Value =
         serde_json::from_slice(&std::fs::read(&receipt).expect("receipt")).expect("receipt JSON");
-    let committed = confirmed["receipt"]["committedSeq"].as_u64().expect("committedSeq");
-    let last_exported = exported.last().and_then(|r| r["seq"].as_u64()).expect("seq");
+    let committed = confirmed["receipt"]["committedSeq"]
+        .as_u64()
+        .expect("committedSeq");
+    let last_exported = exported
+        .last()
+        .and_then(|r| r["seq"].as_u64())
+        .expect("seq");
     assert!(committed >= last_exported, "{confirmed}");
     let state = status(&agent);
     let oldest = state["outbox"]["oldestSeq"].as_u64();

@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod condition;
+pub mod dashboard;
 pub mod domain;
 pub mod embedded_broker;
 pub mod error;

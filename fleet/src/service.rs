@@ -203,7 +203,8 @@ pub async fn serve(
         }
         None => None,
     };
-    let app = routes::router(fleet.clone(), &token);
+    let app = routes::router(fleet.clone(), &token)
+        .merge(crate::dashboard::router(fleet.clone(), &token));
     let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
     tracing::info!(%listen, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");

@@ -13,6 +13,7 @@
 //! real service never passes without it.
 
 mod agent_process;
+mod browser;
 mod device_world;
 pub mod docker;
 mod fleet_process;
@@ -28,6 +29,7 @@ mod throttled_proxy;
 use std::path::{Path, PathBuf};
 
 pub use agent_process::{AgentProcess, AgentSetup, wait_for, wait_for_explained};
+pub use browser::Browser;
 pub use device_world::{
     DEVICE, DeviceWorld, FLEET, QUICKSTART_REQUEST, REGISTRY_PASSWORD, REGISTRY_USER, assert_close,
     diabetes_module_json, score, sensor_module, wait_for_or_log,

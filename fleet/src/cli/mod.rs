@@ -87,6 +87,9 @@ pub enum Command {
     /// Offline bundles for devices that cannot reach the broker or the registry.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Print the link that opens the web dashboard signed in (the token is in the link's
+    /// fragment, which the browser keeps to itself).
+    Dashboard,
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (one per command) into DIR.

@@ -475,6 +475,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Telemetry(command) => super::telemetry::run(&api, output, command)?,
         Command::Bundle(command) => super::bundle::run(&api, command)?,
+        Command::Dashboard => {
+            let token = cli
+                .token
+                .as_deref()
+                .ok_or(crate::client::ClientError::NoToken)?;
+            println!(
+                "{}/ui/login#token={token}",
+                cli.server.trim_end_matches('/')
+            );
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();

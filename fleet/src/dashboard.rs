@@ -24,6 +24,8 @@ use crate::domain::{Fleet, TelemetryFilter};
 use crate::error::FleetError;
 
 const COOKIE: &str = "edgefleet_session";
+/// A device silent this long is offline, not just stale (`rollout::STALE_AFTER_MS`).
+const OFFLINE_AFTER_MS: u64 = 3600 * 1000;
 /// How far back a device page charts, and at most how many inference records.
 const CHART_SPAN_MS: u64 = 3600 * 1000;
 const CHART_RECORDS: usize = 50_000;
@@ -164,9 +166,13 @@ fn health(d: &DeviceView) -> (&'static str, &'static str) {
             )
         })
     });
-    match (&d.last_seen_ms, d.stale, failing) {
+    let silent_ms = d
+        .last_seen_ms
+        .map(|seen| edgefleet_transport::now_ms().saturating_sub(seen));
+    match (silent_ms, d.stale, failing) {
         (None, _, _) => ("never seen", "muted"),
-        (_, true, _) => ("offline", "bad"),
+        (Some(ms), _, _) if ms > OFFLINE_AFTER_MS => ("offline", "bad"),
+        (_, true, _) => ("stale", "warn"),
         (_, false, true) => ("module failing", "warn"),
         _ => ("online", "good"),
     }
@@ -181,24 +187,19 @@ async fn overview(State(ui): State<Ui>) -> Response {
         for d in &devices {
             *counts.entry(health(d).0).or_default() += 1;
         }
+        let count = |state: &str| counts.get(state).copied().unwrap_or(0);
         let tile = |label: &str, n: usize, class: &str| {
             format!(r#"<div class="tile {class}"><b>{n}</b><span>{label}</span></div>"#)
         };
         let mut body = format!(
-            r#"<h1>Fleet {}</h1><div class="tiles">{}{}{}{}{}{}</div>"#,
+            r#"<h1>Fleet {}</h1><div class="tiles">{}{}{}{}{}{}{}{}</div>"#,
             esc(&ui.fleet.info().fleet),
             tile("devices", devices.len(), ""),
-            tile("online", counts.get("online").copied().unwrap_or(0), "good"),
-            tile(
-                "offline",
-                counts.get("offline").copied().unwrap_or(0),
-                "bad"
-            ),
-            tile(
-                "with a failing module",
-                counts.get("module failing").copied().unwrap_or(0),
-                "warn"
-            ),
+            tile("online", count("online"), "good"),
+            tile("stale (silent over 5 min)", count("stale"), "warn"),
+            tile("offline (silent over 1 h)", count("offline"), "bad"),
+            tile("never seen", count("never seen"), ""),
+            tile("with a failing module", count("module failing"), "warn"),
             tile("deployments", deployments.len(), ""),
             tile("model versions", models.len(), ""),
         );

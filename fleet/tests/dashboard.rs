@@ -67,7 +67,14 @@ fn the_dashboard_signs_in_with_the_token_and_shows_the_fleet_devices_charts_depl
         (
             "overview",
             "/ui/",
-            vec!["Fleet plant", "online", "Failing modules"],
+            vec![
+                "Fleet plant",
+                "online",
+                "stale",
+                "offline",
+                "never seen",
+                "Failing modules",
+            ],
         ),
         (
             "devices",

@@ -92,30 +92,18 @@ fn device_key(config: &AgentConfig, checks: &mut Vec<Check>) -> Option<DeviceIde
     let path = config.identity_path();
     let name = "device key";
     let init = "run `edgefleet-agent init` (it creates the key with mode 0600)";
-    let meta = match std::fs::metadata(&path) {
-        Ok(meta) => meta,
-        Err(e) => {
-            checks.push(not_ok(
-                Verdict::Fail,
-                name,
-                format!("{}: {e}", path.display()),
-                init,
-            ));
-            return None;
-        }
-    };
-    let identity = match std::fs::read_to_string(&path)
+    let read = std::fs::metadata(&path)
         .map_err(|e| e.to_string())
-        .and_then(|text| text.parse::<DeviceIdentity>().map_err(|e| e.to_string()))
-    {
-        Ok(identity) => identity,
+        .and_then(|meta| {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            let identity = text.parse::<DeviceIdentity>().map_err(|e| e.to_string())?;
+            Ok((meta, identity))
+        });
+    let (meta, identity) = match read {
+        Ok(read) => read,
         Err(e) => {
-            checks.push(not_ok(
-                Verdict::Fail,
-                name,
-                format!("{}: {e}", path.display()),
-                init,
-            ));
+            let detail = format!("{}: {e}", path.display());
+            checks.push(not_ok(Verdict::Fail, name, detail, init));
             return None;
         }
     };

@@ -347,8 +347,21 @@ fn bundle_import(config: &AgentConfig, file: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{}: no such file", path.display());
     }
     eprintln!("verifying and importing {} ...", path.display());
-    let request = ControlRequest::ImportBundle { path };
-    let ControlAnswer::Imported(report) = control_answer(control(config, &request)?)? else {
+    let request = ControlRequest::ImportBundle { path: path.clone() };
+    // The agent opens the file itself, as its own user and, under systemd, with a /tmp of
+    // its own: say where to put a file it cannot reach.
+    let answer = control_answer(control(config, &request)?).map_err(|e| {
+        let text = e.to_string();
+        if text.starts_with(&path.display().to_string()) {
+            e.context(format!(
+                "the agent cannot open it: copy the bundle into {} (or under /media or /mnt)",
+                config.drop_dir().display()
+            ))
+        } else {
+            e
+        }
+    })?;
+    let ControlAnswer::Imported(report) = answer else {
         anyhow::bail!("the agent answered something else than an import report");
     };
     let outcome = &report.outcome;

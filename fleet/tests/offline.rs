@@ -277,11 +277,21 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
         .and_then(|r| r["seq"].as_u64())
         .expect("seq");
     assert!(committed >= last_exported, "{confirmed}");
-    let state = status(&agent);
-    let oldest = state["outbox"]["oldestSeq"].as_u64();
-    assert!(
-        oldest.is_none_or(|seq| seq > committed),
-        "records up to {committed} are still in the outbox: {state}"
+    // The reported state catches up with the outbox at its next refresh.
+    wait_for_explained(
+        "the trimmed records to leave the outbox",
+        Duration::from_secs(30),
+        || {
+            let state = status(&agent);
+            let oldest = state["outbox"]["oldestSeq"].as_u64();
+            oldest.is_none_or(|seq| seq > committed).then_some(())
+        },
+        || {
+            format!(
+                "records up to {committed} are still in the outbox: {}",
+                status(&agent)
+            )
+        },
     );
 
     // The link returns: nothing is sent twice, and the device reports the bundle's manifest.

@@ -12,9 +12,7 @@ use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use edgefleet_common::bundle::{
-    self, BUNDLE_FORMAT, BundleIndex, INDEX_PATH, TRAILER_LEN, TrailerError, checksum_in_trailer,
-};
+use edgefleet_common::bundle::{self, BUNDLE_FORMAT, BundleIndex, ChecksumError, INDEX_PATH};
 use edgefleet_common::manifest::{Manifest, Module};
 use edgefleet_common::module_image::ImageReference;
 use edgefleet_common::signing::{FleetPublicKey, ManifestError};
@@ -35,11 +33,7 @@ pub enum BundleError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Trailer(#[from] TrailerError),
-    #[error(
-        "the bundle is corrupt: its content has checksum {actual} but it records {expected} (copy it again)"
-    )]
-    Checksum { expected: String, actual: String },
+    Checksum(ChecksumError),
     #[error("the bundle is corrupt: {0} (copy it again)")]
     Corrupt(String),
     #[error("the bundle is for {devices}, not for this device {device:?}")]
@@ -110,9 +104,10 @@ pub fn verify(
         source,
     };
     let mut file = File::open(path).map_err(read_err)?;
-    check_checksum(&mut file).map_err(|e| match e {
-        Checked::Io(e) => read_err(e),
-        Checked::Bundle(e) => e,
+    let len = file.metadata().map_err(read_err)?.len();
+    bundle::verify_checksum(&mut file, len).map_err(|e| match e {
+        ChecksumError::Read(e) => read_err(e),
+        e => BundleError::Checksum(e),
     })?;
     file.rewind().map_err(read_err)?;
     let (entries, documents) = read_entries(&mut file, device_id)?;
@@ -198,27 +193,6 @@ impl From<BundleError> for Checked {
     fn from(e: BundleError) -> Self {
         Self::Bundle(e)
     }
-}
-
-/// Compares the checksum of everything before the trailer with the one the trailer records.
-fn check_checksum(file: &mut File) -> Result<(), Checked> {
-    let len = file.metadata()?.len();
-    if len < TRAILER_LEN {
-        let short = checksum_in_trailer(&[]).err().map(BundleError::from);
-        return Err(short
-            .unwrap_or_else(|| BundleError::Corrupt(format!("{len} bytes")))
-            .into());
-    }
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut (&mut *file).take(len - TRAILER_LEN), &mut hasher)?;
-    let mut trailer = vec![0u8; TRAILER_LEN as usize];
-    file.read_exact(&mut trailer)?;
-    let expected = checksum_in_trailer(&trailer).map_err(BundleError::from)?;
-    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if actual != expected {
-        return Err(BundleError::Checksum { expected, actual }.into());
-    }
-    Ok(())
 }
 
 /// Where every entry lies, each blob checked against its digest, and the documents this

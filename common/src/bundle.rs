@@ -73,6 +73,45 @@ pub fn checksum_in_trailer(trailer: &[u8]) -> Result<String, TrailerError> {
     Ok(checksum.to_owned())
 }
 
+/// Why a bundle does not match its checksum.
+#[derive(Debug, thiserror::Error)]
+pub enum ChecksumError {
+    #[error(transparent)]
+    Trailer(#[from] TrailerError),
+    #[error(
+        "the bundle is corrupt: its content has checksum {actual} but it records {expected} (copy it again)"
+    )]
+    Mismatch { expected: String, actual: String },
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+}
+
+/// Reads a whole bundle of `len` bytes from `reader` and compares the checksum of everything
+/// before its trailer with the one the trailer records.
+pub fn verify_checksum(mut reader: impl std::io::Read, len: u64) -> Result<(), ChecksumError> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read as _;
+    let mut hasher = Sha256::new();
+    std::io::copy(
+        &mut (&mut reader).take(len.saturating_sub(TRAILER_LEN)),
+        &mut hasher,
+    )?;
+    // A file shorter than a trailer leaves fewer bytes here, which the trailer check names.
+    let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
+    reader.take(TRAILER_LEN).read_to_end(&mut trailer)?;
+    let expected = checksum_in_trailer(&trailer)?;
+    let actual: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let actual = format!("sha256:{actual}");
+    if actual != expected {
+        return Err(ChecksumError::Mismatch { expected, actual });
+    }
+    Ok(())
+}
+
 /// `bundle.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -152,6 +191,34 @@ mod tests {
         assert_eq!(blob_path("sha256:../../etc/passwd"), None);
         assert_eq!(blob_path(&format!("sha256:{}", HEX.to_uppercase())), None);
         assert_eq!(blob_digest("blobs/sha256/short"), None);
+    }
+
+    /// A bundle-shaped file: `body` and a trailer recording `checksum`.
+    fn with_trailer(body: &[u8], checksum: &str) -> Vec<u8> {
+        let mut header = [0u8; 512];
+        header[..CHECKSUM_PATH.len()].copy_from_slice(CHECKSUM_PATH.as_bytes());
+        let mut content = [0u8; 512];
+        content[..checksum.len() + 1].copy_from_slice(format!("{checksum}\n").as_bytes());
+        [body, &header, &content, &[0u8; 1024]].concat()
+    }
+
+    #[test]
+    fn the_checksum_covers_every_byte_before_the_trailer_and_a_short_file_is_named() {
+        use sha2::{Digest as _, Sha256};
+        let body = vec![7u8; 1536];
+        let hex: String = Sha256::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let good = with_trailer(&body, &format!("sha256:{hex}"));
+        assert!(verify_checksum(good.as_slice(), good.len() as u64).is_ok());
+        let mut flipped = good.clone();
+        flipped[100] ^= 1;
+        let err = verify_checksum(flipped.as_slice(), flipped.len() as u64).expect_err("flipped");
+        assert!(matches!(err, ChecksumError::Mismatch { .. }), "{err}");
+        let short = &good[..1000];
+        let err = verify_checksum(short, short.len() as u64).expect_err("short");
+        assert!(err.to_string().contains("copy it again"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //!   (from a record's time on its device to its arrival, a histogram);
 //! - `edgefleet_fleet_render_seconds` (a histogram) and `edgefleet_fleet_manifests_changed_total`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -64,9 +63,4 @@ pub async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle, 
     if let Err(e) = axum::serve(listener, router).await {
         tracing::warn!(error = %e, "metrics endpoint stopped");
     }
-}
-
-/// Binds `listen` for [`serve`].
-pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen).await
 }

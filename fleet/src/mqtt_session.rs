@@ -195,13 +195,11 @@ impl Batch {
             }
             Some(DeviceTopic::Telemetry { device_id, .. }) => match message_envelopes(&p.payload) {
                 Ok(envelopes) => {
-                    let mut newest = None;
+                    let (before, mut newest) = (self.telemetry.len(), None);
                     for json in envelopes {
                         match serde_json::from_str::<TelemetryEnvelope>(json.get()) {
                             Ok(envelope) => {
                                 newest = newest.max(Some(envelope.timestamp_ms));
-                                metrics::counter!("edgefleet_fleet_telemetry_records_total")
-                                    .increment(1);
                                 self.telemetry.push((
                                     device_id.to_owned(),
                                     envelope.seq,
@@ -213,6 +211,8 @@ impl Batch {
                             }
                         }
                     }
+                    metrics::counter!("edgefleet_fleet_telemetry_records_total")
+                        .increment((self.telemetry.len() - before) as u64);
                     if let Some(newest) = newest {
                         let lag_ms = edgefleet_transport::now_ms().saturating_sub(newest);
                         metrics::histogram!("edgefleet_fleet_telemetry_lag_seconds")

@@ -195,9 +195,7 @@ pub async fn serve(
     let rollouts = tokio::spawn(advance_rollouts(fleet.clone()));
     let metrics = match options.metrics_listen {
         Some(listen) => {
-            let listener = crate::metrics::bind(listen)
-                .await
-                .map_err(ServeError::Http)?;
+            let listener = TcpListener::bind(listen).await.map_err(ServeError::Http)?;
             crate::metrics::install()
                 .map(|handle| tokio::spawn(crate::metrics::serve(listener, handle, fleet.clone())))
         }

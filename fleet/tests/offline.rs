@@ -238,23 +238,19 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
         .map(|l| serde_json::from_str(l).expect("record"))
         .collect();
     assert!(exported.len() >= 7, "{} records", exported.len());
-    let out = world.fleet.cli(&[
-        "telemetry",
-        "import",
-        &export.display().to_string(),
-        "--receipt",
-        &receipt.display().to_string(),
-    ]);
+    let import = |receipt: &Path| {
+        world.fleet.cli(&[
+            "telemetry",
+            "import",
+            &export.display().to_string(),
+            "--receipt",
+            &receipt.display().to_string(),
+        ])
+    };
+    let out = import(&receipt);
     assert!(out.status.success(), "{}", said(&out));
     // Importing the same file again stores nothing twice.
-    let receipt_again = dir.path().join("receipt-again.json");
-    let out = world.fleet.cli(&[
-        "telemetry",
-        "import",
-        &export.display().to_string(),
-        "--receipt",
-        &receipt_again.display().to_string(),
-    ]);
+    let out = import(&dir.path().join("receipt-again.json"));
     assert!(said(&out).contains("(0 new)"), "{}", said(&out));
     let out = agent_cli(
         &agent,

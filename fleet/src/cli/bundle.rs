@@ -6,9 +6,8 @@ use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use edgefleet_common::bundle::{BundleIndex, INDEX_PATH, TRAILER_LEN, checksum_in_trailer};
+use edgefleet_common::bundle::{BundleIndex, INDEX_PATH, verify_checksum};
 use edgefleet_common::fleet_api::BundleQuery;
-use sha2::{Digest as _, Sha256};
 
 use super::CliError;
 use crate::client::FleetClient;
@@ -100,20 +99,8 @@ pub fn run(api: &FleetClient, command: BundleCommand) -> Result<(), CliError> {
 /// Checks a written bundle against its checksum and returns its index.
 fn check(file: &mut std::fs::File) -> Result<BundleIndex, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len < TRAILER_LEN {
-        return Err(format!("{len} bytes"));
-    }
-    let mut hasher = Sha256::new();
     file.rewind().map_err(|e| e.to_string())?;
-    let mut body = (&mut *file).take(len - TRAILER_LEN);
-    std::io::copy(&mut body, &mut hasher).map_err(|e| e.to_string())?;
-    let mut trailer = vec![0u8; TRAILER_LEN as usize];
-    file.read_exact(&mut trailer).map_err(|e| e.to_string())?;
-    let expected = checksum_in_trailer(&trailer).map_err(|e| e.to_string())?;
-    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if actual != expected {
-        return Err(format!("checksum {actual}, recorded {expected}"));
-    }
+    verify_checksum(&mut *file, len).map_err(|e| e.to_string())?;
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(&mut *file);
     let mut first = archive

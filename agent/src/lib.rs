@@ -31,6 +31,7 @@ pub mod outbox;
 pub mod puller;
 pub(crate) mod reconciler;
 pub(crate) mod reporter;
+pub(crate) mod resident_memory;
 pub(crate) mod restart_policy;
 pub(crate) mod scoring_api;
 pub(crate) mod status_board;

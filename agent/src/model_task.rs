@@ -260,6 +260,7 @@ impl ModelTask {
             tracing::error!(module = %self.name, error = %e, "the served version is not remembered");
         }
         tracing::info!(module = %self.name, image = %record.image, "serving");
+        crate::resident_memory::release_file_pages();
         self.configure_server(serving).await
     }
 

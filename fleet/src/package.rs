@@ -9,7 +9,7 @@ use edgefleet_common::module_image::{
     ModuleMetadata, Sample, media_type,
 };
 use edgefleet_onnx::Model;
-use edgefleet_onnx::canary::synthetic_request;
+use edgefleet_onnx::canary::find_sample;
 use oci_client::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -22,6 +22,8 @@ use crate::records::ModelVersion;
 pub enum PackageError {
     #[error("the sample input does not fit the model: {0}")]
     Sample(#[source] edgefleet_onnx::ModelError),
+    #[error(transparent)]
+    NoSample(#[from] edgefleet_onnx::canary::NoSample),
     #[error("pushing to registry {registry} as user {username:?}: {cause}")]
     Push {
         registry: String,
@@ -49,12 +51,13 @@ pub fn module_metadata(
         outputs: model.outputs().to_vec(),
         sample: None,
     };
-    let input = version
-        .sample_input
-        .clone()
-        .unwrap_or_else(|| synthetic_request(&metadata));
-    let output = model.score(&input).map_err(PackageError::Sample)?;
-    metadata.sample = Some(Sample { input, output });
+    metadata.sample = Some(match &version.sample_input {
+        Some(input) => Sample {
+            input: input.clone(),
+            output: model.score(input).map_err(PackageError::Sample)?,
+        },
+        None => find_sample(model, &metadata)?,
+    });
     Ok(metadata)
 }
 

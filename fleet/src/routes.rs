@@ -90,7 +90,9 @@ pub fn status(error: &FleetError) -> StatusCode {
         | FleetError::DeviceRefused { .. } => StatusCode::BAD_REQUEST,
         FleetError::NotFound(_) => StatusCode::NOT_FOUND,
         FleetError::Conflict(_) => StatusCode::CONFLICT,
-        FleetError::Package(crate::package::PackageError::Sample(_)) => StatusCode::BAD_REQUEST,
+        FleetError::Package(
+            crate::package::PackageError::Sample(_) | crate::package::PackageError::NoSample(_),
+        ) => StatusCode::BAD_REQUEST,
         FleetError::Package(_) => StatusCode::BAD_GATEWAY,
         FleetError::DeviceTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         FleetError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,

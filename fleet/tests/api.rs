@@ -136,6 +136,28 @@ fn the_api_registers_packages_and_deploys_and_refuses_bad_calls_with_their_statu
             if *status == 400 && message.contains("not a model ONNX Runtime can load")),
         "{refused}"
     );
+    // A model no synthesized sample runs is refused at registration, where --sample-input can
+    // be given, and registered with one.
+    let exactly_21 = std::fs::read(model_dir("exactly-21").join("model.onnx")).expect("model");
+    let query = RegisterModelQuery {
+        name: "exactly-21".into(),
+        ..RegisterModelQuery::default()
+    };
+    let refused = api.register_model(&query, exactly_21.clone()).unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Refused { status, message }
+            if *status == 400 && message.contains(r#""x": float32[N,N]"#)
+                && message.contains("--sample-input")),
+        "{refused}"
+    );
+    let sample =
+        std::fs::read_to_string(model_dir("exactly-21").join("sample.json")).expect("sample");
+    let query = RegisterModelQuery {
+        sample: Some(sample),
+        ..query
+    };
+    api.register_model(&query, exactly_21)
+        .expect("registered with its sample");
     let package = api
         .package_model(
             "diabetes",

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use edgefleet_onnx::OnnxRuntime;
+use edgefleet_onnx::canary::{find_sample, metadata_from_model};
 use edgefleet_tests::{ort_library, repo_root};
 use serde_json::Value;
 
@@ -74,7 +75,16 @@ fn every_committed_model_matches_the_python_onnxruntime_reference() {
     }
     checked.sort();
     let names: Vec<_> = checked.into_iter().flatten().collect();
-    assert_eq!(names, ["diabetes", "digits", "digits-zipmap"]);
+    assert_eq!(
+        names,
+        [
+            "diabetes",
+            "digits",
+            "digits-zipmap",
+            "exactly-21",
+            "patch-conv"
+        ]
+    );
 }
 
 #[test]
@@ -95,4 +105,43 @@ fn the_zipmap_classifier_returns_probabilities_as_plain_json_maps() {
     assert_eq!(probabilities.len(), 10);
     let sum: f64 = probabilities.values().filter_map(Value::as_f64).sum();
     assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
+}
+
+#[test]
+fn synthesized_samples_grow_until_the_model_runs_and_name_the_inputs_when_none_does() {
+    let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime loads");
+    let load = |name: &str| {
+        let path = repo_root()
+            .join("tests/models")
+            .join(name)
+            .join("model.onnx");
+        let model = runtime
+            .model(&std::fs::read(path).expect("model.onnx"))
+            .expect("model loads");
+        let metadata = metadata_from_model(name, &model);
+        (model, metadata)
+    };
+
+    // A 5x5 convolution does not run on 1x1, 2x2 or 4x4 images: the sample is one 8x8 image.
+    let (model, metadata) = load("patch-conv");
+    let sample = find_sample(&model, &metadata).expect("a size that runs");
+    let image = &sample.input["data"];
+    let dims = [
+        image.as_array().map(Vec::len),
+        image[0].as_array().map(Vec::len),
+        image[0][0].as_array().map(Vec::len),
+        image[0][0][0].as_array().map(Vec::len),
+    ];
+    assert_eq!(dims, [Some(1), Some(8), Some(8), Some(3)]);
+    assert_eq!(sample.output, model.score(&sample.input).expect("scores"));
+
+    // Only 21 values run this one: the refusal names the input and says how to give a sample.
+    let (model, metadata) = load("exactly-21");
+    let refused = find_sample(&model, &metadata).unwrap_err().to_string();
+    assert!(refused.contains(r#""x": float32[N,N]"#), "{refused}");
+    assert!(
+        refused.contains("1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024"),
+        "{refused}"
+    );
+    assert!(refused.contains("--sample-input FILE"), "{refused}");
 }

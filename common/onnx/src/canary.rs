@@ -13,6 +13,8 @@ use crate::model::{Model, ModelError};
 pub enum CanaryError {
     #[error("canary inference failed: {0}")]
     Inference(#[from] ModelError),
+    #[error("canary: {0}")]
+    NoSample(#[from] NoSample),
     #[error("canary produced a non-finite number at {0}")]
     NonFinite(String),
     #[error("canary output differs from the sample output packaged with the model at {0}")]
@@ -32,9 +34,18 @@ pub fn metadata_from_model(name: &str, model: &Model) -> ModuleMetadata {
     }
 }
 
-/// A request body with a row of non-zero values for every input (dynamic dimensions as 1).
-pub fn synthetic_request(metadata: &ModuleMetadata) -> Value {
+/// Sizes a synthesized request gives dynamic dimensions, in the order they are tried.
+pub const SYNTHETIC_SIZES: [usize; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// Largest synthesized request tried, in elements over all inputs.
+const MAX_SYNTHETIC_ELEMENTS: usize = 4 << 20;
+
+/// A request body of non-zero values for every input. The first dynamic dimension of each
+/// input is taken as its batch and gets one row; every other dynamic dimension gets `size`.
+/// `None` when a request larger than one row would exceed [`MAX_SYNTHETIC_ELEMENTS`].
+pub fn synthetic_request(metadata: &ModuleMetadata, size: usize) -> Option<Value> {
     let mut body = serde_json::Map::new();
+    let mut elements = 0usize;
     for spec in &metadata.inputs {
         let ValueSpec::Tensor { dtype, shape } = &spec.value else {
             continue;
@@ -45,9 +56,24 @@ pub fn synthetic_request(metadata: &ModuleMetadata) -> Value {
             ElementType::String => json!("a"),
             _ => json!(1),
         };
-        let value = shape.iter().rev().fold(leaf, |inner, dim| {
-            Value::Array(vec![inner; usize::try_from(*dim).unwrap_or(1).max(1)])
-        });
+        let batch = shape.iter().position(|d| *d < 0);
+        let dims: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match usize::try_from(*d) {
+                Ok(fixed) => fixed,
+                Err(_) if Some(i) == batch => 1,
+                Err(_) => size,
+            })
+            .collect();
+        elements = elements.saturating_add(dims.iter().product::<usize>());
+        if size > 1 && elements > MAX_SYNTHETIC_ELEMENTS {
+            return None;
+        }
+        let value = dims
+            .iter()
+            .rev()
+            .fold(leaf, |inner, dim| Value::Array(vec![inner; *dim]));
         body.insert(spec.name.clone(), value);
     }
     if metadata.inputs.len() == 1 {
@@ -56,19 +82,71 @@ pub fn synthetic_request(metadata: &ModuleMetadata) -> Value {
             .next()
             .map(|(_, v)| v)
             .unwrap_or(Value::Null);
-        return json!({ "data": only });
+        return Some(json!({ "data": only }));
     }
-    Value::Object(body)
+    Some(Value::Object(body))
+}
+
+/// No synthesized request runs the model: it needs a sample given by hand.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no synthesized request runs this model (inputs {inputs}; dynamic dimensions tried at {tried}, \
+     the first of each input as the batch at 1); at the smallest size ONNX Runtime said: {first}. \
+     Give a request that runs as the model's sample: `edgefleet model register --sample-input FILE` \
+     with a JSON body as POST /score takes it"
+)]
+pub struct NoSample {
+    /// Every input with its type and shape (`N` for a dynamic dimension).
+    pub inputs: String,
+    pub tried: String,
+    pub first: Box<ModelError>,
+}
+
+/// A sample for a model that has none: the first synthesized request that scores, trying
+/// larger sizes for dynamic dimensions when smaller ones do not run (a convolution needs a
+/// minimum image size, a voice model a whole audio frame).
+pub fn find_sample(model: &Model, metadata: &ModuleMetadata) -> Result<Sample, NoSample> {
+    let mut first = None;
+    let mut tried = Vec::new();
+    for size in SYNTHETIC_SIZES {
+        let Some(input) = synthetic_request(metadata, size) else {
+            break;
+        };
+        tried.push(size.to_string());
+        match model.score(&input) {
+            Ok(output) => return Ok(Sample { input, output }),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+        if !size_matters(metadata) {
+            break;
+        }
+    }
+    Err(NoSample {
+        inputs: crate::tensor_json::describe_all(&metadata.inputs),
+        tried: tried.join(", "),
+        // Size 1 is always tried, so there is a first error.
+        first: Box::new(first.unwrap_or(ModelError::Poisoned)),
+    })
+}
+
+/// Whether a synthesized request changes with its size: some input has a dynamic dimension
+/// besides its batch.
+fn size_matters(metadata: &ModuleMetadata) -> bool {
+    metadata.inputs.iter().any(|spec| match &spec.value {
+        ValueSpec::Tensor { shape, .. } => shape.iter().filter(|d| **d < 0).count() > 1,
+        ValueSpec::SequenceOfMaps { .. } => false,
+    })
 }
 
 /// Runs the activation canary: the sample input (or a synthetic one) must score, give finite
 /// numbers, and match the sample output recorded when the image was packaged.
 pub fn canary(model: &Model, metadata: &ModuleMetadata) -> Result<(), CanaryError> {
-    let (input, expected) = match &metadata.sample {
-        Some(Sample { input, output }) => (input.clone(), Some(output)),
-        None => (synthetic_request(metadata), None),
+    let (output, expected) = match &metadata.sample {
+        Some(Sample { input, output }) => (model.score(input)?, Some(output)),
+        None => (find_sample(model, metadata)?.output, None),
     };
-    let output = model.score(&input)?;
     if let Some(path) = first_null(&output, "output") {
         return Err(CanaryError::NonFinite(path));
     }
@@ -141,9 +219,44 @@ mod tests {
             sample: None,
         };
         assert_eq!(
-            synthetic_request(&metadata),
-            json!({"data": [[0.5, 0.5, 0.5]]})
+            synthetic_request(&metadata, 4),
+            Some(json!({"data": [[0.5, 0.5, 0.5]]}))
         );
+    }
+
+    #[test]
+    fn larger_synthetic_requests_keep_one_row_per_input() {
+        let tensor = |name: &str, shape: Vec<i64>| IoSpec {
+            name: name.into(),
+            value: ValueSpec::Tensor {
+                dtype: ElementType::Float32,
+                shape,
+            },
+        };
+        let metadata = ModuleMetadata {
+            schema_version: "1".into(),
+            name: "vad".into(),
+            version: 1,
+            description: String::new(),
+            inputs: vec![
+                tensor("input", vec![-1, -1]),
+                tensor("state", vec![2, -1, 3]),
+            ],
+            outputs: vec![],
+            sample: None,
+        };
+        let request = synthetic_request(&metadata, 4).expect("small enough");
+        assert_eq!(request["input"], json!([[0.5, 0.5, 0.5, 0.5]]));
+        assert_eq!(
+            request["state"],
+            json!([[[0.5, 0.5, 0.5]], [[0.5, 0.5, 0.5]]])
+        );
+        let huge = ModuleMetadata {
+            inputs: vec![tensor("image", vec![-1, 3, -1, -1])],
+            ..metadata
+        };
+        assert!(synthetic_request(&huge, 1024).is_some());
+        assert!(synthetic_request(&huge, 2048).is_none());
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub fn describe(spec: &IoSpec) -> String {
     }
 }
 
-fn describe_all(specs: &[IoSpec]) -> String {
+/// Every input or output, named: `"X": float32[N,10], "sr": int64[]`.
+pub(crate) fn describe_all(specs: &[IoSpec]) -> String {
     specs
         .iter()
         .map(|s| format!("{:?}: {}", s.name, describe(s)))

@@ -9,6 +9,7 @@ use edgefleet_common::fleet_api::{
     Deleted, ModelDetails, ModelModule, ModelVersion, Package, PackageRequest, RegisterModelQuery,
 };
 use edgefleet_common::topics::check_name;
+use edgefleet_onnx::canary::{find_sample, metadata_from_model};
 use edgefleet_transport::now_ms;
 use sha2::{Digest as _, Sha256};
 
@@ -49,15 +50,23 @@ impl Fleet {
             None => None,
         };
         let onnx = self.onnx;
-        let (bytes, checked_sample) = (bytes, sample_input.clone());
+        let (checked_name, checked_sample) = (name.clone(), sample_input.clone());
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, FleetError> {
             let model = onnx.model(&bytes).map_err(|e| {
                 FleetError::invalid(format!("not a model ONNX Runtime can load: {e}"))
             })?;
-            if let Some(sample) = &checked_sample {
-                model.score(sample).map_err(|e| {
-                    FleetError::invalid(format!("the sample input does not fit the model: {e}"))
-                })?;
+            match &checked_sample {
+                Some(sample) => {
+                    model.score(sample).map_err(|e| {
+                        FleetError::invalid(format!("the sample input does not fit the model: {e}"))
+                    })?;
+                }
+                // Packaging synthesizes the sample the same way: refuse now, where
+                // --sample-input can be given, rather than at `model package`.
+                None => {
+                    find_sample(&model, &metadata_from_model(&checked_name, &model))
+                        .map_err(|e| FleetError::invalid(e.to_string()))?;
+                }
             }
             Ok(bytes)
         })

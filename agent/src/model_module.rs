@@ -2,6 +2,7 @@
 //! so requests in flight finish on the version they started with), its serving options, its
 //! and its inference counters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -21,6 +22,10 @@ pub struct ActiveModel {
     pub blobs: Vec<String>,
 }
 
+/// Inference this quick runs on the request's async worker thread; slower inference is run
+/// where tokio is told it blocks (`block_in_place`), which costs a thread hand-off per request.
+const INLINE_MAX_US: u64 = 100;
+
 /// Recent latencies kept for the p50/p99 summary.
 const LATENCY_WINDOW: usize = 2048;
 
@@ -39,6 +44,7 @@ pub struct ModelModule {
     active: ArcSwap<ActiveModel>,
     serving: ArcSwap<ModelServing>,
     counters: Mutex<Counters>,
+    last_latency_us: AtomicU64,
     /// The module's Prometheus series (see `metrics`).
     succeeded: metrics::Counter,
     failed: metrics::Counter,
@@ -52,6 +58,7 @@ impl ModelModule {
             active: ArcSwap::from_pointee(active),
             serving: ArcSwap::from_pointee(serving),
             counters: Mutex::new(Counters::default()),
+            last_latency_us: AtomicU64::new(0),
             succeeded: metrics::counter!("edgefleet_agent_inferences_total", "module" => name.to_owned(), "result" => "ok"),
             failed: metrics::counter!("edgefleet_agent_inferences_total", "module" => name.to_owned(), "result" => "error"),
             latency: metrics::histogram!("edgefleet_agent_inference_seconds", "module" => name.to_owned()),
@@ -76,7 +83,14 @@ impl ModelModule {
         self.serving.store(Arc::new(serving));
     }
 
+    /// Whether the next inference is expected to be quick enough to run on an async worker
+    /// thread (the last one was).
+    pub fn runs_inline(&self) -> bool {
+        self.last_latency_us.load(Ordering::Relaxed) <= INLINE_MAX_US
+    }
+
     pub fn observe(&self, latency_us: u64, ok: bool) {
+        self.last_latency_us.store(latency_us, Ordering::Relaxed);
         if ok { &self.succeeded } else { &self.failed }.increment(1);
         self.latency.record(latency_us as f64 / 1e6);
         let Ok(mut c) = self.counters.lock() else {

@@ -117,20 +117,23 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
             );
         }
     };
-    let module = api.module.clone();
     let started = Instant::now();
-    // Inference runs on this worker thread, which tokio is told will block, rather than
-    // being handed to the blocking pool: the hand-off costs more than a small model's run.
-    let scored = tokio::task::block_in_place(move || {
-        let active = module.active();
-        active.model.score(&request).map(|out| (request, out))
-    });
+    // A quick model runs right here; a slow one on this worker thread too, but with tokio told
+    // it blocks, so other connections move to another thread. Neither goes to the blocking
+    // pool: that hand-off costs more than a small model's whole run.
+    let score = || api.module.active().model.score(&request);
+    let scored = if api.module.runs_inline() {
+        score()
+    } else {
+        tokio::task::block_in_place(score)
+    };
     let latency_us = started.elapsed().as_micros() as u64;
     match scored {
-        Ok((request, output)) => {
+        Ok(output) => {
             api.module.observe(latency_us, true);
-            record(&api, &request, &output, latency_us).await;
-            axum::Json(output).into_response()
+            let response = axum::Json(&output).into_response();
+            record(&api, request, output, latency_us).await;
+            response
         }
         Err(ModelError::Request(e)) => {
             api.module.observe(latency_us, false);
@@ -143,16 +146,15 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
     }
 }
 
-/// Sends the inference record and, at the configured rate, the collected inputs and outputs.
 /// Records the inference (and, at the configured rate, the collected inputs and outputs); with
 /// durable answers, returns once they are durable, so an answered request always has its
 /// record whatever happens to the process next (concurrent requests share one commit).
-async fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
+async fn record(api: &Api, request: Value, output: Value, latency_us: u64) {
     let name = &api.module.name;
     let ppm = api.module.serving().data_collection_ppm;
     if ppm > 0 && rand::random::<u32>() % 1_000_000 < ppm {
         let collected = TelemetryRecord::CollectedData(CollectedData {
-            inputs: request.clone(),
+            inputs: request,
             outputs: output.clone(),
         });
         // Committed in order: it is durable once the inference record below is.
@@ -163,7 +165,7 @@ async fn record(api: &Api, request: &Value, output: &Value, latency_us: u64) {
     let inference = TelemetryRecord::Inference(InferenceRecord {
         source: InputSource::Http,
         latency_us,
-        outputs: output.clone(),
+        outputs: output,
     });
     let recorded = if api.limits.durable_answers {
         api.outbox.record(name, inference).await.map(|_| ())

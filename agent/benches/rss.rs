@@ -119,6 +119,7 @@ fn main() {
                 mqtt_input: true,
                 data_collection_ppm: 0,
             }),
+            session: Default::default(),
         }),
     );
     let topics = DeviceTopics::new("bench", "gw").expect("topics");

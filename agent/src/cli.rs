@@ -549,6 +549,7 @@ fn stored_state(
                 exit_code: None,
                 last_start_ms: None,
                 last_error: None,
+                warnings: Vec::new(),
                 inference: None,
             };
             (name, state)
@@ -645,6 +646,8 @@ fn serve(
         image: path.display().to_string(),
         digest: String::new(),
         blobs: Vec::new(),
+        session: Default::default(),
+        warnings: Vec::new(),
     };
     let module = std::sync::Arc::new(ModelModule::new(&name, active, serving));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -350,6 +350,7 @@ impl ContainerTask {
                 .and_then(|c| c.started_at.as_deref())
                 .and_then(unix_millis),
             last_error: self.error.clone(),
+            warnings: Vec::new(),
             inference: None,
         };
         self.services.board.set_module(&self.name, state, None);

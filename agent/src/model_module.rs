@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use edgefleet_common::manifest::ModelServing;
+use edgefleet_common::manifest::{ModelServing, SessionOptions};
 use edgefleet_common::module_image::ModuleMetadata;
 use edgefleet_common::reported::InferenceStats;
 use edgefleet_onnx::Model;
@@ -20,6 +20,9 @@ pub struct ActiveModel {
     pub image: String,
     pub digest: String,
     pub blobs: Vec<String>,
+    /// The session options it was loaded with, and what runs otherwise than they ask.
+    pub session: SessionOptions,
+    pub warnings: Vec<String>,
 }
 
 /// Inference this quick runs on the request's async worker thread; slower inference is run

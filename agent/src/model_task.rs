@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgefleet_common::commands::{CommandOutcome, CommandResult};
-use edgefleet_common::manifest::{ModelServing, ModelSpec, Module, ModuleKind};
+use edgefleet_common::manifest::{ModelServing, ModelSpec, Module, ModuleKind, SessionOptions};
 use edgefleet_common::reported::{ModuleState, RuntimeStatus};
 use edgefleet_onnx::canary::{canary, metadata_from_model};
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +35,7 @@ const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Restore {
     pub record: ModuleRecord,
     pub serving: Option<ModelServing>,
+    pub session: SessionOptions,
 }
 
 /// Starts the task of model module `name`.
@@ -186,9 +187,13 @@ impl ModelTask {
             self.fail(ModuleError::WrongKind { expected: "model" }.to_string());
             return None;
         };
-        let actual = self.served.as_ref().map(|m| ServedModel {
-            image: m.active().image.clone(),
-            serving: self.server.as_ref().map(|_| (*m.serving()).clone()),
+        let actual = self.served.as_ref().map(|m| {
+            let active = m.active();
+            ServedModel {
+                image: active.image.clone(),
+                session: active.session.clone(),
+                serving: self.server.as_ref().map(|_| (*m.serving()).clone()),
+            }
         });
         match plan_model(&spec, actual.as_ref()) {
             ModelOperation::Nothing => {
@@ -208,6 +213,7 @@ impl ModelTask {
                     self.services.clone(),
                     self.name.clone(),
                     spec.image,
+                    spec.session,
                     assignment.credential,
                 )))
             }
@@ -270,15 +276,17 @@ impl ModelTask {
         let services = self.services.clone();
         let name = self.name.clone();
         let record = restore.record;
+        let session = restore.session;
         let loaded = tokio::task::spawn_blocking(move || {
             let (bytes, metadata) = services.puller.load_cached(&record.blobs)?;
-            let model = services
-                .onnx()?
-                .model(&bytes)
-                .map_err(|source| ModuleError::Load {
-                    image: record.image.clone(),
-                    source: Box::new(source),
-                })?;
+            let (model, warnings) =
+                services
+                    .onnx()?
+                    .model_with(&bytes, &session)
+                    .map_err(|source| ModuleError::Load {
+                        image: record.image.clone(),
+                        source: Box::new(source),
+                    })?;
             let metadata = metadata.unwrap_or_else(|| metadata_from_model(&name, &model));
             Ok::<_, ModuleError>(ActiveModel {
                 model,
@@ -286,6 +294,8 @@ impl ModelTask {
                 image: record.image,
                 digest: record.digest,
                 blobs: record.blobs,
+                session,
+                warnings,
             })
         })
         .await
@@ -378,13 +388,14 @@ impl ModelTask {
 
     /// Puts the module's state on the status board.
     fn publish_state(&self) {
-        let (runtime_status, image, digest) = match &self.served {
+        let (runtime_status, image, digest, warnings) = match &self.served {
             Some(m) => {
                 let active = m.active();
                 (
                     RuntimeStatus::Running,
                     active.image.clone(),
                     Some(active.digest.clone()),
+                    active.warnings.clone(),
                 )
             }
             None => {
@@ -394,7 +405,7 @@ impl ModelTask {
                     RuntimeStatus::Pulling
                 };
                 let image = self.spec().map(|s| s.image.clone()).unwrap_or_default();
-                (status, image, None)
+                (status, image, None, Vec::new())
             }
         };
         let state = ModuleState {
@@ -406,6 +417,7 @@ impl ModelTask {
             exit_code: None,
             last_start_ms: None,
             last_error: self.error.clone(),
+            warnings,
             inference: None,
         };
         self.services
@@ -419,6 +431,7 @@ async fn activate(
     services: Arc<Services>,
     name: String,
     image: String,
+    session: SessionOptions,
     credential: Option<edgefleet_common::manifest::RegistryCredential>,
 ) -> Result<ActiveModel, ModuleError> {
     let login = services.registry_login(credential.as_ref())?;
@@ -432,12 +445,12 @@ async fn activate(
         .record(started.elapsed().as_secs_f64());
     let onnx = services.onnx()?;
     tokio::task::spawn_blocking(move || {
-        let model = onnx
-            .model(&pulled.model)
-            .map_err(|source| ModuleError::Load {
-                image: image.clone(),
-                source: Box::new(source),
-            })?;
+        let (model, warnings) =
+            onnx.model_with(&pulled.model, &session)
+                .map_err(|source| ModuleError::Load {
+                    image: image.clone(),
+                    source: Box::new(source),
+                })?;
         let metadata = pulled
             .metadata
             .unwrap_or_else(|| metadata_from_model(&name, &model));
@@ -451,6 +464,8 @@ async fn activate(
             image,
             digest: pulled.digest,
             blobs: pulled.blobs,
+            session,
+            warnings,
         })
     })
     .await

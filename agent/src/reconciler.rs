@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use edgefleet_common::manifest::{
     ContainerSpec, DesiredStatus, Manifest, ModelServing, ModelSpec, Module, ModuleKind,
+    SessionOptions,
 };
 
 /// One step of a rollout, for one module's task.
@@ -61,6 +62,7 @@ fn is_wanted(module: &Module) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ServedModel {
     pub image: String,
+    pub session: SessionOptions,
     pub serving: Option<ModelServing>,
 }
 
@@ -74,13 +76,16 @@ pub(crate) enum ModelOperation {
     Reconfigure,
 }
 
+/// A new image or new session options need an activation (a session is made with its
+/// options); new serving options alone do not.
 pub(crate) fn plan_model(desired: &ModelSpec, actual: Option<&ServedModel>) -> ModelOperation {
     match actual {
-        Some(a) if a.image == desired.image && a.serving == desired.serving => {
-            ModelOperation::Nothing
+        Some(a) if a.image != desired.image || a.session != desired.session => {
+            ModelOperation::Activate
         }
-        Some(a) if a.image == desired.image => ModelOperation::Reconfigure,
-        _ => ModelOperation::Activate,
+        Some(a) if a.serving == desired.serving => ModelOperation::Nothing,
+        Some(_) => ModelOperation::Reconfigure,
+        None => ModelOperation::Activate,
     }
 }
 
@@ -135,6 +140,7 @@ pub(crate) mod tests {
                 mqtt_input: true,
                 data_collection_ppm: 0,
             }),
+            session: Default::default(),
         }
     }
 
@@ -219,10 +225,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn image_changes_activate_and_serving_changes_reconfigure() {
+    fn image_or_session_changes_activate_and_serving_changes_reconfigure() {
         let desired = model("r/a@sha256:2", 8001);
         let served = |image: &str, port: u16| ServedModel {
             image: image.into(),
+            session: SessionOptions::default(),
             serving: model(image, port).serving,
         };
         assert_eq!(plan_model(&desired, None), ModelOperation::Activate);
@@ -237,6 +244,17 @@ pub(crate) mod tests {
         assert_eq!(
             plan_model(&desired, Some(&served("r/a@sha256:2", 8001))),
             ModelOperation::Nothing
+        );
+        let threads = ModelSpec {
+            session: SessionOptions {
+                intra_op_threads: Some(2),
+                ..SessionOptions::default()
+            },
+            ..desired
+        };
+        assert_eq!(
+            plan_model(&threads, Some(&served("r/a@sha256:2", 8001))),
+            ModelOperation::Activate
         );
     }
 

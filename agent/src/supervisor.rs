@@ -100,13 +100,15 @@ impl Supervisor {
                 .into_iter()
                 .flatten()
                 .find_map(|(m, _)| match m.modules.get(name) {
-                    Some(Module::Model(spec)) => Some(spec.serving.clone()),
+                    Some(Module::Model(spec)) => Some(spec.clone()),
                     _ => None,
                 })
         };
         for (name, record) in store.modules()? {
+            let spec = spec_of(&name);
             let restore = model_task::Restore {
-                serving: spec_of(&name).flatten(),
+                serving: spec.as_ref().and_then(|s| s.serving.clone()),
+                session: spec.map(|s| s.session).unwrap_or_default(),
                 record,
             };
             let handle = model_task::spawn(&name, self.services.clone(), Some(restore));

@@ -214,6 +214,60 @@ fn a_model_that_fails_its_canary_is_rolled_back_automatically() {
 }
 
 #[test]
+fn session_options_reach_onnx_runtime_and_a_missing_execution_provider_warns_or_refuses_as_asked() {
+    let world = DeviceWorld::new();
+    let mut agent = world.agent();
+    agent.start();
+    let image = world.push_diabetes();
+    let port = free_port();
+    let with_session = |version: u64, session: Value| {
+        let mut manifest =
+            world.manifest(&agent, version, REGISTRY_PASSWORD, &[("m", &image, port)]);
+        if let Some(Module::Model(spec)) = manifest.modules.get_mut("m") {
+            spec.session = serde_json::from_value(session).expect("session options");
+        }
+        manifest
+    };
+
+    // The stock ONNX Runtime has no CUDA: the model runs on the CPU and the state says so.
+    world.publish(&with_session(
+        1,
+        json!({"intraOpThreads": 2, "interOpThreads": 2, "graphOptimization": "basic",
+               "executionProviders": ["cuda", "cpu"]}),
+    ));
+    let reported = world.wait_outcome(&agent, 1, 200);
+    let warnings = reported["modules"]["m"]["warnings"].to_string();
+    assert!(
+        warnings.contains("CUDAExecutionProvider is not in this device's ONNX Runtime"),
+        "{warnings}"
+    );
+    let (status, before) = score(port, QUICKSTART_REQUEST);
+    assert_eq!(status, 200);
+
+    // Required, it is refused naming the provider, and the loaded version keeps answering.
+    world.publish(&with_session(
+        2,
+        json!({"executionProviders": ["tensorrt"], "requireExecutionProviders": true}),
+    ));
+    let reported = world.wait_outcome(&agent, 2, 417);
+    let message = reported["lastDesired"]["message"]
+        .as_str()
+        .expect("message");
+    assert!(
+        message.contains("requires execution provider TensorrtExecutionProvider"),
+        "{message}"
+    );
+    assert_eq!(score(port, QUICKSTART_REQUEST), (200, before.clone()));
+
+    // Back to the defaults: a new session, no warning.
+    world.publish(&with_session(3, json!({})));
+    let reported = world.wait_outcome(&agent, 3, 200);
+    assert_eq!(reported["modules"]["m"].get("warnings"), None, "{reported}");
+    assert_eq!(score(port, QUICKSTART_REQUEST), (200, before));
+    agent.stop();
+}
+
+#[test]
 fn malformed_score_bodies_get_400s_and_oversized_ones_413_naming_the_problem_and_the_agent_stays_up()
  {
     let world = DeviceWorld::new();

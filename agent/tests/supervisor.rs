@@ -100,6 +100,7 @@ fn while_one_module_pulls_slowly_commands_inputs_and_reports_of_the_others_go_on
                 mqtt_input: true,
                 data_collection_ppm: 0,
             }),
+            session: Default::default(),
         }),
     );
     world.publish(&next);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::commands::DeviceCommand;
-use crate::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy};
+use crate::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy, SessionOptions};
 use crate::module_image::IoSpec;
 use crate::reported::ReportedState;
 
@@ -225,6 +225,9 @@ pub struct ModelModule {
     pub data_collection_ppm: u32,
     #[serde(default, skip_serializing_if = "is_default")]
     pub status: DesiredStatus,
+    /// How ONNX Runtime runs the model on the devices (threads, optimization, providers).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub session: SessionOptions,
 }
 
 /// A container module, run on the device's Docker engine.

@@ -68,6 +68,74 @@ pub struct ModelSpec {
     /// How the model is served; absent: MQTT inputs only, no HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ModelServing>,
+    /// How ONNX Runtime runs the model; absent: the agent's defaults.
+    #[serde(default, skip_serializing_if = "SessionOptions::is_default")]
+    pub session: SessionOptions,
+}
+
+/// How ONNX Runtime runs a model module. Every member is optional; the defaults suit a small
+/// model on a small device: one intra-op thread, operators run one after another, every graph
+/// optimization, the CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionOptions {
+    /// Threads one operator may use (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intra_op_threads: Option<u16>,
+    /// Threads running independent branches of the graph at once (parallel execution); absent
+    /// or 1: operators run one after another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_op_threads: Option<u16>,
+    /// Graph optimizations applied when the model loads (default `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_optimization: Option<GraphOptimization>,
+    /// Execution providers in order of preference; the CPU always runs what they do not.
+    /// One the device's ONNX Runtime does not have is skipped with a warning in the module's
+    /// reported state, unless `requireExecutionProviders` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execution_providers: Vec<ExecutionProvider>,
+    /// Refuse the module on a device whose ONNX Runtime lacks a listed execution provider,
+    /// instead of running it on the CPU.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_execution_providers: bool,
+}
+
+impl SessionOptions {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// ONNX Runtime's graph optimization levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphOptimization {
+    Disabled,
+    Basic,
+    Extended,
+    All,
+}
+
+/// An ONNX Runtime execution provider a model module may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+    Openvino,
+}
+
+impl ExecutionProvider {
+    /// The name ONNX Runtime lists it under (`GetAvailableProviders`).
+    pub fn runtime_name(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPUExecutionProvider",
+            Self::Cuda => "CUDAExecutionProvider",
+            Self::Tensorrt => "TensorrtExecutionProvider",
+            Self::Openvino => "OpenVINOExecutionProvider",
+        }
+    }
 }
 
 /// A container module: an image run on the device's Docker engine.

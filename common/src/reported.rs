@@ -123,6 +123,10 @@ pub struct ModuleState {
     pub exit_code: Option<i64>,
     pub last_start_ms: Option<UnixMillis>,
     pub last_error: Option<String>,
+    /// What runs otherwise than the manifest asked, and why (an execution provider the
+    /// device's ONNX Runtime lacks, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Inference counters of a model module.
     pub inference: Option<InferenceStats>,
 }

@@ -59,6 +59,7 @@ fn module() -> impl Strategy<Value = Module> {
                             mqtt_input: mqtt,
                             data_collection_ppm: ppm,
                         }),
+                        session: Default::default(),
                     })
                 }
             },

@@ -216,6 +216,7 @@ fn model_spec(m: &ModelModule, image: String) -> ModelSpec {
             mqtt_input: true,
             data_collection_ppm: m.data_collection_ppm,
         }),
+        session: m.session.clone(),
     }
 }
 

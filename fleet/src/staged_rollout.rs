@@ -276,6 +276,7 @@ mod tests {
             exit_code: None,
             last_start_ms: None,
             last_error: None,
+            warnings: Vec::new(),
             inference: Some(InferenceStats {
                 count,
                 errors,

@@ -209,6 +209,33 @@ fn the_api_registers_packages_and_deploys_and_refuses_bad_calls_with_their_statu
     let status = api.rollout("d").expect("rollout");
     assert_eq!((status.targeted, status.pending), (1, 1));
 
+    // Session options travel to the device's manifest as given; zero threads are refused.
+    let with_session = |session: serde_json::Value| {
+        let mut request = deployment("tags.site = 'plant1'");
+        if let Some(DeploymentModule::Model(m)) = request.modules.get_mut("diabetes") {
+            m.session = serde_json::from_value(session).expect("session options");
+        }
+        request
+    };
+    api.put_deployment(
+        "d",
+        &with_session(serde_json::json!({"intraOpThreads": 2, "executionProviders": ["openvino"]})),
+    )
+    .expect("deployment with session options");
+    let manifest = api.manifest("gw-1").expect("manifest");
+    assert_eq!(
+        manifest.signed["manifest"]["modules"]["diabetes"]["session"],
+        serde_json::json!({"intraOpThreads": 2, "executionProviders": ["openvino"]})
+    );
+    let zero = api
+        .put_deployment("d", &with_session(serde_json::json!({"interOpThreads": 0})))
+        .unwrap_err();
+    assert!(
+        matches!(&zero, ClientError::Refused { status, message }
+            if *status == 400 && message.contains("session.interOpThreads is 0")),
+        "{zero}"
+    );
+
     let bad = api
         .put_deployment("d", &deployment("tags.site ="))
         .unwrap_err();

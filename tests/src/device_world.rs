@@ -152,6 +152,7 @@ impl DeviceWorld {
                         mqtt_input: true,
                         data_collection_ppm: 0,
                     }),
+                    session: Default::default(),
                 }),
             );
         }

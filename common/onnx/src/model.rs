@@ -14,6 +14,10 @@ use crate::tensor_json::{self, OutputError, RequestError};
 pub enum ModelError {
     #[error("cannot load model: {0}")]
     Load(#[source] ort::Error),
+    #[error(
+        "the deployment requires execution provider {0}, which this device's ONNX Runtime does not have (remove it from executionProviders, or drop requireExecutionProviders to run on the CPU)"
+    )]
+    ProviderUnavailable(&'static str),
     #[error("model {what} {name:?} has type {ty}, which Edgefleet cannot serve")]
     UnsupportedType {
         what: &'static str,

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use edgefleet_common::manifest::{ExecutionProvider, GraphOptimization, SessionOptions};
 use ort::environment::Environment;
 use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
 
 use crate::model::{Model, ModelError};
 
@@ -50,23 +52,87 @@ impl OnnxRuntime {
         }
     }
 
-    /// Creates a session for the ONNX model in `bytes`.
+    /// Creates a session for the ONNX model in `bytes` with the default options.
     pub fn model(&self, bytes: &[u8]) -> Result<Model, ModelError> {
+        Ok(self.model_with(bytes, &SessionOptions::default())?.0)
+    }
+
+    /// Creates a session for the ONNX model in `bytes` as `options` say. Also returns what
+    /// runs otherwise than asked (an execution provider this ONNX Runtime lacks, skipped).
+    pub fn model_with(
+        &self,
+        bytes: &[u8],
+        options: &SessionOptions,
+    ) -> Result<(Model, Vec<String>), ModelError> {
         let load = |e: ort::Error<ort::session::builder::SessionBuilder>| {
             ModelError::Load(ort::Error::from(e))
         };
+        let mut warnings = Vec::new();
+        let mut providers = Vec::new();
+        for &provider in &options.execution_providers {
+            if provider == ExecutionProvider::Cpu {
+                continue;
+            }
+            if !is_available(provider) {
+                if options.require_execution_providers {
+                    return Err(ModelError::ProviderUnavailable(provider.runtime_name()));
+                }
+                warnings.push(format!(
+                    "{} is not in this device's ONNX Runtime; the model runs on the CPU",
+                    provider.runtime_name()
+                ));
+                continue;
+            }
+            let dispatch = match provider {
+                ExecutionProvider::Cuda => ort::ep::CUDA::default().build(),
+                ExecutionProvider::Tensorrt => ort::ep::TensorRT::default().build(),
+                ExecutionProvider::Openvino => ort::ep::OpenVINO::default().build(),
+                ExecutionProvider::Cpu => continue,
+            };
+            providers.push(if options.require_execution_providers {
+                dispatch.error_on_failure()
+            } else {
+                dispatch
+            });
+        }
+        // Edge devices run small models on little memory: no pre-sized CPU arena and no
+        // memory pattern planning, which hold memory for the largest batch ever seen.
+        providers.push(ort::ep::CPU::default().with_arena_allocator(false).build());
+        let level = match options.graph_optimization {
+            Some(GraphOptimization::Disabled) => GraphOptimizationLevel::Disable,
+            Some(GraphOptimization::Basic) => GraphOptimizationLevel::Level1,
+            Some(GraphOptimization::Extended) => GraphOptimizationLevel::Level2,
+            Some(GraphOptimization::All) | None => GraphOptimizationLevel::All,
+        };
+        let inter = options.inter_op_threads.unwrap_or(1).max(1);
         let session = Session::builder(self.env)
             .map_err(ModelError::Load)?
-            .with_intra_threads(1)
+            .with_intra_threads(usize::from(options.intra_op_threads.unwrap_or(1).max(1)))
             .map_err(load)?
-            // Edge devices run small models on little memory: no pre-sized CPU arena and no
-            // memory pattern planning, which hold memory for the largest batch ever seen.
-            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .with_parallel_execution(inter > 1)
+            .map_err(load)?
+            .with_inter_threads(usize::from(inter))
+            .map_err(load)?
+            .with_optimization_level(level)
+            .map_err(load)?
+            .with_execution_providers(providers)
             .map_err(load)?
             .with_memory_pattern(false)
             .map_err(load)?
             .commit_from_memory(bytes)
             .map_err(ModelError::Load)?;
-        Model::new(session)
+        Ok((Model::new(session)?, warnings))
     }
+}
+
+/// Whether the loaded ONNX Runtime was built with `provider`.
+fn is_available(provider: ExecutionProvider) -> bool {
+    use ort::ep::ExecutionProvider as _;
+    let available = match provider {
+        ExecutionProvider::Cpu => return true,
+        ExecutionProvider::Cuda => ort::ep::CUDA::is_available(),
+        ExecutionProvider::Tensorrt => ort::ep::TensorRT::is_available(),
+        ExecutionProvider::Openvino => ort::ep::OpenVINO::is_available(),
+    };
+    available.unwrap_or(false)
 }

@@ -192,6 +192,16 @@ impl Fleet {
                     ));
                 }
             }
+            for (what, threads) in [
+                ("intraOpThreads", m.session.intra_op_threads),
+                ("interOpThreads", m.session.inter_op_threads),
+            ] {
+                if threads == Some(0) {
+                    return Err(FleetError::invalid(format!(
+                        "session.{what} is 0: give at least 1, or leave it out for the default"
+                    )));
+                }
+            }
         }
         let pulled = !matches!(spec, DeploymentModule::Container(c) if c.image_pull_policy == ImagePullPolicy::Never);
         match spec.image() {

@@ -17,6 +17,8 @@ use edgefleet_common::reported::{
 };
 use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_onnx::OnnxRuntime;
+use edgefleet_onnx::canary::metadata_from_model;
+use edgefleet_onnx::profile::ProfileSettings;
 use edgefleet_onnx::tensor_json::describe;
 
 /// The agent's exit codes.
@@ -84,7 +86,7 @@ enum Command {
     Check {
         /// `text` or `json`.
         #[arg(long, value_enum, default_value = "text")]
-        output: CheckOutput,
+        output: OutputFormat,
     },
     /// Offline bundles (`edgefleet bundle create`).
     #[command(subcommand)]
@@ -102,7 +104,7 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum CheckOutput {
+enum OutputFormat {
     Text,
     Json,
 }
@@ -136,6 +138,23 @@ enum ModelCommand {
         model: PathBuf,
         /// The request body, e.g. '{"data": [[1,2,3,4,5,6,7,8,9,10]]}'.
         request: String,
+    },
+    /// Run a model at several batch sizes and intra-op thread counts and report latency,
+    /// throughput and peak memory, with the threads and memory to give it on a device.
+    Profile {
+        model: PathBuf,
+        /// A request body to profile with (its first row is repeated for larger batches);
+        /// default: the smallest synthesized request that runs.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Comma-separated (default 1,8,32).
+        #[arg(long, value_delimiter = ',')]
+        batch_sizes: Vec<usize>,
+        /// Intra-op thread counts, comma-separated (default 1, 2 and this machine's cores).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<u16>,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
     /// Serve a model file with the scoring API, without a deployment (for trying a model
     /// out). Inference records go to a telemetry outbox in --data-dir, as they do on a device.
@@ -273,7 +292,7 @@ fn init(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the checks and prints them; an error (exit 1) when one fails.
-fn check(path: Option<&Path>, output: CheckOutput) -> anyhow::Result<()> {
+fn check(path: Option<&Path>, output: OutputFormat) -> anyhow::Result<()> {
     use crate::check::{Check, Verdict};
     let source = path.map_or("the default configuration".to_owned(), |p| {
         p.display().to_string()
@@ -295,8 +314,8 @@ fn check(path: Option<&Path>, output: CheckOutput) -> anyhow::Result<()> {
         }],
     };
     match output {
-        CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
-        CheckOutput::Text => {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+        OutputFormat::Text => {
             for c in &checks {
                 let verdict = match c.verdict {
                     Verdict::Ok => "ok  ",
@@ -576,6 +595,7 @@ fn model_command(config: &AgentConfig, command: ModelCommand) -> anyhow::Result<
     let path = match &command {
         ModelCommand::Inspect { model }
         | ModelCommand::Score { model, .. }
+        | ModelCommand::Profile { model, .. }
         | ModelCommand::Serve { model, .. } => model,
     };
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -595,6 +615,39 @@ fn model_command(config: &AgentConfig, command: ModelCommand) -> anyhow::Result<
             let body: serde_json::Value =
                 serde_json::from_str(&request).context("the request is not valid JSON")?;
             println!("{}", model.score(&body)?);
+        }
+        ModelCommand::Profile {
+            input,
+            batch_sizes,
+            threads,
+            output,
+            ..
+        } => {
+            let sample = match input {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a JSON request body", file.display()))?
+                }
+                None => {
+                    let metadata = metadata_from_model("model", &model);
+                    edgefleet_onnx::canary::find_sample(&model, &metadata)?.input
+                }
+            };
+            drop(model);
+            let settings = ProfileSettings::or_defaults(batch_sizes, threads);
+            let profile =
+                edgefleet_onnx::profile::profile(runtime, &bytes, &sample, &settings, |run| {
+                    eprintln!(
+                        "threads {} batch {}: p50 {} µs, {:.0} rows/s",
+                        run.intra_op_threads, run.batch, run.p50_us, run.rows_per_second
+                    );
+                })?;
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&profile)?),
+                OutputFormat::Text => println!("{}", profile.to_text()),
+            }
         }
         ModelCommand::Serve {
             model: path,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::UnixMillis;
 use crate::commands::DeviceCommand;
 use crate::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy, SessionOptions};
+use crate::model_profile::ModelProfile;
 use crate::module_image::IoSpec;
 use crate::reported::ReportedState;
 
@@ -80,6 +81,21 @@ pub struct ModelVersion {
     /// A sample request given at registration (otherwise one is synthesized when packaging).
     #[serde(default)]
     pub sample_input: Option<serde_json::Value>,
+    /// The last `edgefleet model profile` of this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ModelProfile>,
+}
+
+/// `POST /v1/models/{name}/{version}/profile` (every member optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileRequest {
+    /// Default 1, 8, 32 (only 1 for a model without a dynamic batch dimension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_sizes: Vec<usize>,
+    /// Default 1, 2 and the fleet machine's core count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intra_op_threads: Vec<u16>,
 }
 
 impl ModelVersion {

@@ -16,6 +16,7 @@ pub mod create_options;
 pub mod delivery;
 pub mod fleet_api;
 pub mod manifest;
+pub mod model_profile;
 pub mod module_image;
 pub mod outbox_export;
 pub mod reported;

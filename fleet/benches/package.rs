@@ -28,6 +28,7 @@ fn packaged(model: &Model, bytes: &[u8], version: u32) -> (Image, tempfile::Temp
         registered_ms: 0,
         package: None,
         sample_input: None,
+        profile: None,
     };
     let metadata = module_metadata(&version, model).expect("metadata");
     let image = build(&version, bytes, &metadata).expect("image");

@@ -53,6 +53,7 @@ fn model(name: &str) -> ModelVersion {
             digest: format!("sha256:{}", "a".repeat(64)),
         }),
         sample_input: None,
+        profile: None,
     }
 }
 

@@ -7,9 +7,10 @@ use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
     BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
     DeviceRemoved, DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails,
-    ModelVersion, ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery,
-    RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
+    ModelVersion, ModuleCommandRequest, Package, PackageRequest, ProfileRequest,
+    RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
 };
+use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
@@ -144,6 +145,16 @@ impl FleetClient {
         request: &PackageRequest,
     ) -> Result<Package, ClientError> {
         let path = format!("/v1/models/{name}/{version}/package");
+        self.json(self.http.post(self.url(&path)).json(request))
+    }
+
+    pub fn profile_model(
+        &self,
+        name: &str,
+        version: &str,
+        request: &ProfileRequest,
+    ) -> Result<ModelProfile, ClientError> {
+        let path = format!("/v1/models/{name}/{version}/profile");
         self.json(self.http.post(self.url(&path)).json(request))
     }
 

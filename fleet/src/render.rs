@@ -386,6 +386,7 @@ mod tests {
                 digest: format!("sha256:{}", "a".repeat(64)),
             }),
             sample_input: None,
+            profile: None,
         }
     }
 

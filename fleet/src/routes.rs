@@ -14,9 +14,10 @@ use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
     BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
     DeviceRemoved, DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails,
-    ModelVersion, ModuleCommandRequest, Package, PackageRequest, RegisterModelQuery,
-    RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
+    ModelVersion, ModuleCommandRequest, Package, PackageRequest, ProfileRequest,
+    RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
 };
+use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 
 use sha2::{Digest as _, Sha256};
@@ -54,6 +55,7 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
         )
         .route("/v1/models/{name}/{version}/onnx", get(model_file))
         .route("/v1/models/{name}/{version}/package", post(package_model))
+        .route("/v1/models/{name}/{version}/profile", post(profile_model))
         .route("/v1/devices", get(list_devices))
         .route(
             "/v1/devices/{id}",
@@ -195,6 +197,18 @@ async fn package_model(
     Ok(Json(
         api.fleet
             .package_model(&name, version(&v)?, request)
+            .await?,
+    ))
+}
+
+async fn profile_model(
+    State(api): State<Api>,
+    Path((name, v)): Path<(String, String)>,
+    Json(request): Json<ProfileRequest>,
+) -> Answer<ModelProfile> {
+    Ok(Json(
+        api.fleet
+            .profile_model(&name, version(&v)?, request)
             .await?,
     ))
 }

@@ -13,6 +13,7 @@
 pub mod canary;
 pub mod element_type;
 pub mod model;
+pub mod profile;
 pub mod runtime;
 pub mod tensor_json;
 

@@ -222,6 +222,19 @@ pub enum ModelCommand {
         #[arg(long, short)]
         file: Option<PathBuf>,
     },
+    /// Run the version on the fleet service's machine at several batch sizes and intra-op
+    /// thread counts (with its sample), report latency, throughput and peak memory with the
+    /// threads and memory to give it, and keep the result on the version (`model show`).
+    Profile {
+        /// NAME:VERSION
+        model: String,
+        /// Comma-separated (default 1,8,32).
+        #[arg(long, value_delimiter = ',')]
+        batch_sizes: Vec<usize>,
+        /// Intra-op thread counts, comma-separated (default 1, 2 and the machine's cores).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<u16>,
+    },
     /// Build the model's OCI image and push it (tag = version).
     Package {
         /// NAME:VERSION

@@ -184,6 +184,17 @@ pub(super) fn model_text(d: &ModelDetails) -> String {
         d.deployed_by.join(", ")
     };
     out.push_str(&format!("\ndeployed by {deployed}"));
+    match &m.profile {
+        Some(profile) => out.push_str(&format!(
+            "\nprofile ({})\n{}",
+            ago(profile.profiled_ms),
+            profile.to_text()
+        )),
+        None => out.push_str(&format!(
+            "\nprofile - (edgefleet model profile {})",
+            m.reference()
+        )),
+    }
     out
 }
 

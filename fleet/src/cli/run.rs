@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use edgefleet_common::commands::{CommandOutcome, DeviceCommand as ModuleCommandKind};
 use edgefleet_common::fleet_api::{
     DeploymentModule, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest,
-    ModelModule, ModuleCommandRequest, PackageRequest, RegisterModelQuery, RegistryRequest,
-    RolloutStatus, StagedState,
+    ModelModule, ModuleCommandRequest, PackageRequest, ProfileRequest, RegisterModelQuery,
+    RegistryRequest, RolloutStatus, StagedState,
 };
+use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::signing::{FleetPublicKey, KeyParseError};
 use edgefleet_transport::now_ms;
 use sha2::{Digest as _, Sha256};
@@ -174,6 +175,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let package = api.package_model(name, version, &request);
             spinner.finish();
             print(output, &package?, |p| format!("pushed {}", p.image));
+        }
+        Command::Model(ModelCommand::Profile {
+            model,
+            batch_sizes,
+            threads,
+        }) => {
+            let (name, version) = split_model(&model)?;
+            let request = ProfileRequest {
+                batch_sizes,
+                intra_op_threads: threads,
+            };
+            let spinner =
+                Progress::start(format!("profiling {model} on the fleet service's machine"));
+            let profile = api.profile_model(name, version, &request);
+            spinner.finish();
+            print(output, &profile?, ModelProfile::to_text);
         }
         Command::Model(ModelCommand::Show { model }) => {
             let (name, version) = split_model(&model)?;

@@ -74,6 +74,8 @@ pub struct Fleet {
     broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes changes of the store so renders never interleave.
     writes: tokio::sync::Mutex<()>,
+    /// Serializes model profiles (two at once would measure each other).
+    profiling: tokio::sync::Mutex<()>,
     /// Serializes telemetry ingestion (MQTT batches, imports): statuses are read and written
     /// whole.
     ingesting: Mutex<()>,
@@ -103,6 +105,7 @@ impl Fleet {
             outgoing,
             broker_credentials,
             writes: tokio::sync::Mutex::new(()),
+            profiling: tokio::sync::Mutex::new(()),
             ingesting: Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
         };

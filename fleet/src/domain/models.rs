@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use edgefleet_common::fleet_api::{
-    Deleted, ModelDetails, ModelModule, ModelVersion, Package, PackageRequest, RegisterModelQuery,
+    Deleted, ModelDetails, ModelModule, ModelVersion, Package, PackageRequest, ProfileRequest,
+    RegisterModelQuery,
 };
+use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::topics::check_name;
 use edgefleet_onnx::canary::{find_sample, metadata_from_model};
+use edgefleet_onnx::profile::ProfileSettings;
 use edgefleet_transport::now_ms;
 use sha2::{Digest as _, Sha256};
 
@@ -99,6 +102,7 @@ impl Fleet {
                 registered_ms: now_ms(),
                 package: None,
                 sample_input,
+                profile: None,
             };
             self.store
                 .put(kind::MODEL, &model_key(&name, version), &record)?;
@@ -135,6 +139,48 @@ impl Fleet {
         let record = self.model(name, version)?;
         self.package_and_roll_out(&record, &request.registry, &request.repository)
             .await
+    }
+
+    /// Profiles a version with its sample (given at registration, or synthesized) on this
+    /// machine, one profile at a time, and keeps the result on the version.
+    pub async fn profile_model(
+        &self,
+        name: &str,
+        version: u32,
+        request: ProfileRequest,
+    ) -> Result<ModelProfile, FleetError> {
+        let record = self.model(name, version)?;
+        let bytes = self.model_file(name, version)?;
+        let onnx = self.onnx;
+        let settings = ProfileSettings::or_defaults(request.batch_sizes, request.intra_op_threads);
+        let _profiling = self.profiling.lock().await;
+        let profile = tokio::task::spawn_blocking(move || -> Result<ModelProfile, FleetError> {
+            let model = onnx
+                .model(&bytes)
+                .map_err(|e| FleetError::invalid(format!("the stored model does not load: {e}")))?;
+            let sample = match record.sample_input {
+                Some(sample) => sample,
+                None => {
+                    find_sample(&model, &metadata_from_model(&record.name, &model))
+                        .map_err(|e| FleetError::invalid(e.to_string()))?
+                        .input
+                }
+            };
+            drop(model);
+            edgefleet_onnx::profile::profile(onnx, &bytes, &sample, &settings, |_| {})
+                .map_err(|e| FleetError::invalid(format!("profiling failed: {e}")))
+        })
+        .await??;
+        let _guard = self.writes.lock().await;
+        let mut current = self.model(name, version).map_err(|_| {
+            FleetError::Conflict(format!(
+                "model {name}:{version} was deleted while it was being profiled"
+            ))
+        })?;
+        current.profile = Some(profile.clone());
+        self.store
+            .put(kind::MODEL, &model_key(name, version), &current)?;
+        Ok(profile)
     }
 
     /// One version with its inputs and outputs (read from the ONNX file) and the deployments

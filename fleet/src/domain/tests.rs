@@ -92,6 +92,7 @@ impl World {
                     digest: format!("sha256:{}", "a".repeat(64)),
                 }),
                 sample_input: None,
+                profile: None,
             };
             let key = format!("m/{version:010}");
             self.fleet

@@ -139,6 +139,18 @@ enum ModelCommand {
         /// The request body, e.g. '{"data": [[1,2,3,4,5,6,7,8,9,10]]}'.
         request: String,
     },
+    /// Score a file of requests into a file of responses, in order: JSON Lines (a request
+    /// body per line) or CSV (a header and a row per request), streaming; an interrupted run
+    /// continues with --resume.
+    Batch {
+        model: PathBuf,
+        input: PathBuf,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Keep the complete responses OUTPUT already has and score the rest.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Run a model at several batch sizes and intra-op thread counts and report latency,
     /// throughput and peak memory, with the threads and memory to give it on a device.
     Profile {
@@ -596,6 +608,7 @@ fn model_command(config: &AgentConfig, command: ModelCommand) -> anyhow::Result<
         ModelCommand::Inspect { model }
         | ModelCommand::Score { model, .. }
         | ModelCommand::Profile { model, .. }
+        | ModelCommand::Batch { model, .. }
         | ModelCommand::Serve { model, .. } => model,
     };
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -615,6 +628,46 @@ fn model_command(config: &AgentConfig, command: ModelCommand) -> anyhow::Result<
             let body: serde_json::Value =
                 serde_json::from_str(&request).context("the request is not valid JSON")?;
             println!("{}", model.score(&body)?);
+        }
+        ModelCommand::Batch {
+            input,
+            output,
+            resume,
+            ..
+        } => {
+            let size = std::fs::metadata(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?
+                .len();
+            let bar = indicatif::ProgressBar::new(size).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let summary =
+                crate::batch_scoring::score_file(&model, &input, &output, resume, &mut |read| {
+                    bar.set_position(read)
+                });
+            bar.finish_and_clear();
+            let summary = summary?;
+            eprintln!(
+                "{} requests scored into {} ({} failed{})",
+                summary.scored,
+                output.display(),
+                summary.failed,
+                if summary.resumed > 0 {
+                    format!(", {} kept from the interrupted run", summary.resumed)
+                } else {
+                    String::new()
+                }
+            );
+            if summary.failed > 0 {
+                anyhow::bail!(
+                    "{} requests failed; their errors are in {}",
+                    summary.failed,
+                    output.display()
+                );
+            }
         }
         ModelCommand::Profile {
             input,

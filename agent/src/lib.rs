@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub(crate) mod apply_progress;
+pub(crate) mod batch_scoring;
 pub(crate) mod bundle_import;
 pub(crate) mod check;
 pub mod cli;

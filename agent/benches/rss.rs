@@ -120,6 +120,7 @@ fn main() {
                 data_collection_ppm: 0,
             }),
             session: Default::default(),
+            batch: None,
         }),
     );
     let topics = DeviceTopics::new("bench", "gw").expect("topics");

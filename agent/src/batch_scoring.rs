@@ -418,3 +418,72 @@ impl Read for CountingReader {
         Ok(n)
     }
 }
+
+/// Whether a file in a batch directory is a request file (not a result or a partial one).
+pub fn is_request_file(name: &str) -> bool {
+    !name.contains(".scored.") && !name.starts_with('.') && Format::of(Path::new(name)).is_ok()
+}
+
+/// Where the results of `input` go: `NAME.scored.EXT` beside it.
+pub fn scored_path(input: &Path, part: bool) -> std::path::PathBuf {
+    let stem = input
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("requests");
+    let ext = input
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("jsonl");
+    let middle = if part { "scored.part" } else { "scored" };
+    input.with_file_name(format!("{stem}.{middle}.{ext}"))
+}
+
+/// Watches a model module's batch directory and scores every request file dropped there
+/// with the version serving at the time, into `NAME.scored.EXT` (written as
+/// `NAME.scored.part.EXT` and renamed when complete, so a restart resumes it).
+pub async fn watch(
+    module: std::sync::Arc<crate::model_module::ModelModule>,
+    dir: std::path::PathBuf,
+) {
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(module = %module.name, dir = %dir.display(), error = %e, "batch directory cannot be made");
+    }
+    let mut drop_dir = crate::drop_dir::DropDir::new(dir);
+    let mut tick = tokio::time::interval(crate::drop_dir::POLL);
+    loop {
+        tick.tick().await;
+        for input in drop_dir.ready(is_request_file) {
+            let done = scored_path(&input, false);
+            if done.exists() {
+                continue;
+            }
+            let active = module.active();
+            let file = input.clone();
+            let scored = tokio::task::spawn_blocking(move || {
+                let part = scored_path(&file, true);
+                let summary = score_file(&active.model, &file, &part, true, &mut |_| {})?;
+                std::fs::rename(&part, &done).map_err(|source| BatchError::Io {
+                    path: done.display().to_string(),
+                    source,
+                })?;
+                Ok::<_, BatchError>(summary)
+            })
+            .await;
+            match scored {
+                Ok(Ok(summary)) => tracing::info!(
+                    module = %module.name,
+                    file = %input.display(),
+                    scored = summary.scored,
+                    failed = summary.failed,
+                    "batch file scored"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(module = %module.name, file = %input.display(), error = %e, "batch file not scored")
+                }
+                Err(e) => {
+                    tracing::warn!(module = %module.name, file = %input.display(), error = %e, "batch scoring task failed")
+                }
+            }
+        }
+    }
+}

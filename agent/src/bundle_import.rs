@@ -21,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::container_runtime::{ContainerError, ContainerRuntime, SavedImage};
 use crate::disk_budget::{OverBudget, Usage};
+use crate::drop_dir::{self, DropDir};
 use crate::module_task::Services;
 use crate::puller::{ManifestDocument, PullCause, parse_manifest, platform_entry};
 
@@ -516,34 +517,11 @@ impl BundleImporter {
     /// Watches `dir` (a mounted USB stick, say) and imports every `*.bundle` file that appears
     /// or changes, once its size has stopped changing (a copy in progress is left alone).
     pub async fn watch(self, dir: PathBuf) {
-        let mut seen: BTreeMap<PathBuf, (u64, std::time::SystemTime)> = BTreeMap::new();
-        let mut growing: BTreeMap<PathBuf, u64> = BTreeMap::new();
-        let mut tick = tokio::time::interval(DROP_POLL);
+        let mut drop_dir = DropDir::new(dir);
+        let mut tick = tokio::time::interval(drop_dir::POLL);
         loop {
             tick.tick().await;
-            let Ok(listing) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in listing.flatten() {
-                let path = entry.path();
-                let named = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(bundle::FILE_SUFFIX));
-                let Ok(meta) = entry.metadata() else { continue };
-                if !named || !meta.is_file() {
-                    continue;
-                }
-                let stamp = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
-                if seen.get(&path) == Some(&stamp) {
-                    continue;
-                }
-                // Imported only once it is the same size on two looks in a row.
-                if growing.insert(path.clone(), meta.len()) != Some(meta.len()) {
-                    continue;
-                }
-                growing.remove(&path);
-                seen.insert(path.clone(), stamp);
+            for path in drop_dir.ready(|name| name.ends_with(bundle::FILE_SUFFIX)) {
                 match self.import(&path).await {
                     Ok(report) => tracing::info!(
                         bundle = %path.display(),
@@ -562,6 +540,3 @@ impl BundleImporter {
         }
     }
 }
-
-/// How often the drop directory is looked at.
-const DROP_POLL: std::time::Duration = std::time::Duration::from_secs(2);

@@ -21,6 +21,7 @@ pub(crate) mod container_task;
 pub(crate) mod control_socket;
 pub(crate) mod delivery;
 pub mod disk_budget;
+pub(crate) mod drop_dir;
 pub(crate) mod image_cleanup;
 pub mod link;
 pub(crate) mod metrics;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgefleet_common::commands::{CommandOutcome, CommandResult};
-use edgefleet_common::manifest::{ModelServing, ModelSpec, Module, ModuleKind, SessionOptions};
+use edgefleet_common::manifest::{
+    BatchInput, ModelServing, ModelSpec, Module, ModuleKind, SessionOptions,
+};
 use edgefleet_common::reported::{ModuleState, RuntimeStatus};
 use edgefleet_onnx::canary::{canary, metadata_from_model};
 use tokio::sync::{mpsc, oneshot};
@@ -50,6 +52,7 @@ pub(crate) fn spawn(name: &str, services: Arc<Services>, restore: Option<Restore
         error: None,
         backoff: Backoff::default(),
         waiting_inputs: Vec::new(),
+        batch: None,
     };
     ModuleHandle {
         kind: ModuleKind::Model,
@@ -82,6 +85,8 @@ struct ModelTask {
     /// MQTT inputs that arrived before anything served (at start, during the first
     /// activation), scored once something does.
     waiting_inputs: Vec<(Vec<u8>, InputAck)>,
+    /// The watcher of the batch directory, with what it was started for.
+    batch: Option<(BatchInput, JoinHandle<()>)>,
 }
 
 impl ModelTask {
@@ -193,6 +198,7 @@ impl ModelTask {
                 image: active.image.clone(),
                 session: active.session.clone(),
                 serving: self.server.as_ref().map(|_| (*m.serving()).clone()),
+                batch: self.batch.as_ref().map(|(input, _)| input.clone()),
             }
         });
         match plan_model(&spec, actual.as_ref()) {
@@ -201,6 +207,7 @@ impl ModelTask {
                 None
             }
             ModelOperation::Reconfigure => {
+                self.configure_batch(spec.batch.clone());
                 match self.configure_server(spec.serving.clone()).await {
                     Ok(()) => self.succeed(),
                     Err(e) => self.fail(e.to_string()),
@@ -267,6 +274,7 @@ impl ModelTask {
         }
         tracing::info!(module = %self.name, image = %record.image, "serving");
         crate::resident_memory::release_file_pages();
+        self.configure_batch(self.spec().and_then(|s| s.batch.clone()));
         self.configure_server(serving).await
     }
 
@@ -332,6 +340,26 @@ impl ModelTask {
         Ok(())
     }
 
+    /// Starts, moves or stops the watcher of the batch directory as `batch` says.
+    fn configure_batch(&mut self, batch: Option<BatchInput>) {
+        if self.batch.as_ref().map(|(input, _)| input) == batch.as_ref() {
+            return;
+        }
+        if let Some((_, task)) = self.batch.take() {
+            task.abort();
+        }
+        let (Some(input), Some(module)) = (batch, self.served.clone()) else {
+            return;
+        };
+        let dir = if input.dir.is_empty() {
+            self.services.config.data_dir.join("batch").join(&self.name)
+        } else {
+            input.dir.clone().into()
+        };
+        let task = tokio::spawn(crate::batch_scoring::watch(module, dir));
+        self.batch = Some((input, task));
+    }
+
     async fn stop_server(&mut self) {
         let Some(server) = self.server.take() else {
             return;
@@ -352,6 +380,7 @@ impl ModelTask {
             mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
         }
         self.stop_server().await;
+        self.configure_batch(None);
         self.served = None;
         if let Err(e) = self.services.store.remove_module(&self.name) {
             tracing::warn!(module = %self.name, error = %e, "removed module not forgotten");

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use edgefleet_common::manifest::{
-    ContainerSpec, DesiredStatus, Manifest, ModelServing, ModelSpec, Module, ModuleKind,
-    SessionOptions,
+    BatchInput, ContainerSpec, DesiredStatus, Manifest, ModelServing, ModelSpec, Module,
+    ModuleKind, SessionOptions,
 };
 
 /// One step of a rollout, for one module's task.
@@ -64,6 +64,7 @@ pub(crate) struct ServedModel {
     pub image: String,
     pub session: SessionOptions,
     pub serving: Option<ModelServing>,
+    pub batch: Option<BatchInput>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub(crate) enum ModelOperation {
     Nothing,
     /// Pull, load, canary and switch to the manifest's image.
     Activate,
-    /// Same image, other serving options (port, keys, sampling).
+    /// Same image and session, other serving options (port, keys, sampling) or batch input.
     Reconfigure,
 }
 
@@ -83,7 +84,9 @@ pub(crate) fn plan_model(desired: &ModelSpec, actual: Option<&ServedModel>) -> M
         Some(a) if a.image != desired.image || a.session != desired.session => {
             ModelOperation::Activate
         }
-        Some(a) if a.serving == desired.serving => ModelOperation::Nothing,
+        Some(a) if a.serving == desired.serving && a.batch == desired.batch => {
+            ModelOperation::Nothing
+        }
         Some(_) => ModelOperation::Reconfigure,
         None => ModelOperation::Activate,
     }
@@ -141,6 +144,7 @@ pub(crate) mod tests {
                 data_collection_ppm: 0,
             }),
             session: Default::default(),
+            batch: None,
         }
     }
 
@@ -231,6 +235,7 @@ pub(crate) mod tests {
             image: image.into(),
             session: SessionOptions::default(),
             serving: model(image, port).serving,
+            batch: None,
         };
         assert_eq!(plan_model(&desired, None), ModelOperation::Activate);
         assert_eq!(

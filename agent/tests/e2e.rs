@@ -268,6 +268,84 @@ fn session_options_reach_onnx_runtime_and_a_missing_execution_provider_warns_or_
 }
 
 #[test]
+fn request_files_dropped_in_a_model_modules_batch_directory_are_scored_beside_them() {
+    let world = DeviceWorld::new();
+    let mut agent = world.agent();
+    agent.start();
+    let image = world.push_diabetes();
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("batch dir");
+    let mut manifest = world.manifest(&agent, 1, REGISTRY_PASSWORD, &[("m", &image, port)]);
+    if let Some(Module::Model(spec)) = manifest.modules.get_mut("m") {
+        spec.batch = Some(edgefleet_common::manifest::BatchInput {
+            dir: dir.path().display().to_string(),
+        });
+    }
+    world.publish(&manifest);
+    world.wait_outcome(&agent, 1, 200);
+
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(model_dir("diabetes").join("reference.json")).expect("reference"),
+    )
+    .expect("JSON");
+    let rows = reference["inputs"]["X"].as_array().expect("rows");
+    let mut csv = (0..10)
+        .map(|i| format!("x{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
+    for row in rows {
+        let cells: Vec<String> = row
+            .as_array()
+            .expect("row")
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        csv.push_str(&(cells.join(",") + "\n"));
+    }
+    std::fs::write(dir.path().join("shift-1.csv"), csv).expect("drop a CSV");
+    std::fs::write(
+        dir.path().join("requests.jsonl"),
+        format!("{QUICKSTART_REQUEST}\n{{\"data\": [[1]]}}\n"),
+    )
+    .expect("drop JSON Lines");
+
+    let scored = wait_for_or_log(&agent, "the CSV scored", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.path().join("shift-1.scored.csv")).ok()
+    });
+    let mut lines = scored.lines();
+    assert_eq!(lines.next(), Some("variable,error"));
+    let expected = reference["outputs"]["variable"]
+        .as_array()
+        .expect("outputs");
+    let values: Vec<&str> = lines.collect();
+    assert_eq!(values.len(), expected.len(), "{scored}");
+    for (got, want) in values.iter().zip(expected) {
+        let value: f64 = got.trim_end_matches(',').parse().expect("a number");
+        assert_close(&json!(value), &want[0]);
+    }
+    let answers = wait_for_or_log(
+        &agent,
+        "the JSON Lines scored",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(dir.path().join("requests.scored.jsonl")).ok(),
+    );
+    let answers: Vec<Value> = answers
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(answers[0], score(port, QUICKSTART_REQUEST).1);
+    assert!(
+        answers[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("float32[N,10]")),
+        "{answers:?}"
+    );
+    assert!(!dir.path().join("shift-1.scored.part.csv").exists());
+    agent.stop();
+}
+
+#[test]
 fn malformed_score_bodies_get_400s_and_oversized_ones_413_naming_the_problem_and_the_agent_stays_up()
  {
     let world = DeviceWorld::new();

@@ -101,6 +101,7 @@ fn while_one_module_pulls_slowly_commands_inputs_and_reports_of_the_others_go_on
                 data_collection_ppm: 0,
             }),
             session: Default::default(),
+            batch: None,
         }),
     );
     world.publish(&next);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::commands::DeviceCommand;
-use crate::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy, SessionOptions};
+use crate::manifest::{BatchInput, DesiredStatus, ImagePullPolicy, RestartPolicy, SessionOptions};
 use crate::model_profile::ModelProfile;
 use crate::module_image::IoSpec;
 use crate::reported::ReportedState;
@@ -244,6 +244,9 @@ pub struct ModelModule {
     /// How ONNX Runtime runs the model on the devices (threads, optimization, providers).
     #[serde(default, skip_serializing_if = "is_default")]
     pub session: SessionOptions,
+    /// Score request files dropped in a directory of each device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchInput>,
 }
 
 /// A container module, run on the device's Docker engine.

@@ -71,6 +71,19 @@ pub struct ModelSpec {
     /// How ONNX Runtime runs the model; absent: the agent's defaults.
     #[serde(default, skip_serializing_if = "SessionOptions::is_default")]
     pub session: SessionOptions,
+    /// Score the request files dropped in a directory; absent: no batch input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchInput>,
+}
+
+/// A model module's batch input: files of requests (`*.jsonl`, `*.csv`, as `edgefleet-agent
+/// model batch` takes them) dropped in `dir` are scored into `NAME.scored.EXT` beside them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchInput {
+    /// An absolute directory on the device; empty: `<data_dir>/batch/<module>`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dir: String,
 }
 
 /// How ONNX Runtime runs a model module. Every member is optional; the defaults suit a small

@@ -60,6 +60,7 @@ fn module() -> impl Strategy<Value = Module> {
                             data_collection_ppm: ppm,
                         }),
                         session: Default::default(),
+                        batch: None,
                     })
                 }
             },

@@ -217,6 +217,7 @@ fn model_spec(m: &ModelModule, image: String) -> ModelSpec {
             data_collection_ppm: m.data_collection_ppm,
         }),
         session: m.session.clone(),
+        batch: m.batch.clone(),
     }
 }
 

@@ -153,6 +153,7 @@ impl DeviceWorld {
                         data_collection_ppm: 0,
                     }),
                     session: Default::default(),
+                    batch: None,
                 }),
             );
         }

@@ -202,6 +202,15 @@ impl Fleet {
                     )));
                 }
             }
+            if let Some(batch) = &m.batch
+                && !batch.dir.is_empty()
+                && !batch.dir.starts_with('/')
+            {
+                return Err(FleetError::invalid(format!(
+                    "batch.dir {:?} is not an absolute path (leave it out for <data_dir>/batch/<module> on each device)",
+                    batch.dir
+                )));
+            }
         }
         let pulled = !matches!(spec, DeploymentModule::Container(c) if c.image_pull_policy == ImagePullPolicy::Never);
         match spec.image() {

@@ -766,8 +766,7 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {bind}:{port}"))?;
         eprintln!("serving {} on http://{bind}:{port}/score", path.display());
-        axum::serve(listener, router)
-            .with_graceful_shutdown(edgefleet_transport::shutdown_signal())
+        crate::scoring_api::serve(listener, router, edgefleet_transport::shutdown_signal())
             .await
             .context("scoring API")
     });

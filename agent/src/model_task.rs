@@ -517,10 +517,10 @@ fn start_server(
     );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+        let shutdown = async {
             let _ = stopped.await;
-        });
-        if let Err(e) = serve.await {
+        };
+        if let Err(e) = scoring_api::serve(listener, router, shutdown).await {
             tracing::error!(%addr, error = %e, "scoring API stopped");
         }
     });

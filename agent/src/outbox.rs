@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use edgefleet_common::telemetry::{
     MAX_MESSAGE_BYTES, MAX_MESSAGE_RECORDS, TelemetryEnvelope, TelemetryRecord, telemetry_message,
@@ -18,6 +19,10 @@ use crate::store::{NewRecord, OutboxRecord, Store, StoreError};
 const MAX_BATCH: usize = 4096;
 /// Records waiting for the writer before producers are told to retry.
 const QUEUE: usize = 65_536;
+/// The writer thread's nice value (the agent's other threads keep 0).
+const WRITER_NICE: i32 = 10;
+/// Longest time a record nobody waits for stays in memory before its commit starts.
+const LINGER: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -72,13 +77,14 @@ impl Outbox {
             max_bytes: Arc::new(AtomicU64::new(max_bytes)),
             committed: Arc::new(Notify::new()),
         };
-        tokio::spawn(writer(
-            store,
-            device_id,
-            rx,
-            outbox.max_bytes.clone(),
-            outbox.committed.clone(),
-        ));
+        let (max_bytes, committed) = (outbox.max_bytes.clone(), outbox.committed.clone());
+        let started = std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer(store, device_id, rx, max_bytes, committed));
+        if let Err(e) = started {
+            // Every record is then refused (the channel is closed), never silently dropped.
+            tracing::error!(error = %e, "the telemetry outbox writer could not start");
+        }
         outbox
     }
 
@@ -129,26 +135,44 @@ impl Outbox {
     }
 }
 
-async fn writer(
+/// The writer, on its own thread: commits (and fsyncs) block it, never an async worker. It
+/// runs at a lower priority than the threads answering requests, so a long commit does not
+/// hold a request back (records wait in the channel instead).
+fn writer(
     store: Store,
     device_id: String,
     mut rx: mpsc::Receiver<Message>,
     max_bytes: Arc<AtomicU64>,
     committed: Arc<Notify>,
 ) {
+    if let Err(e) = rustix::process::setpriority_process(None, WRITER_NICE) {
+        tracing::debug!(error = %e, "the outbox writer keeps its priority");
+    }
     let device_id: Arc<str> = device_id.into();
-    while let Some(first) = rx.recv().await {
+    let mut last_commit = Instant::now();
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Record(p) => batch.push(p),
-                Message::Flush(done) => flushes.push(done),
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Record(p) => batch.push(p),
+                    Message::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
             }
-            if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+            // Records nobody waits for (answers that do not wait for the disk) are committed
+            // at most every LINGER: the same records, far fewer fsyncs.
+            let waited_for = !flushes.is_empty() || batch.iter().any(|p| p.accepted.is_some());
+            let linger = LINGER.saturating_sub(last_commit.elapsed());
+            if waited_for || linger.is_zero() || batch.len() >= MAX_BATCH {
+                break;
             }
+            std::thread::sleep(linger);
+            next = rx.try_recv().ok();
         }
         if batch.is_empty() {
             for done in flushes {
@@ -179,11 +203,10 @@ async fn writer(
             }));
         }
         let cap = max_bytes.load(Ordering::Relaxed);
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.append_outbox(now, records, cap))
-            .await
-            .map_err(|_| OutboxError::WriterFailed)
-            .and_then(|r| r.map_err(|e| OutboxError::Store(Arc::new(e))));
+        last_commit = Instant::now();
+        let result = store
+            .append_outbox(now, records, cap)
+            .map_err(|e| OutboxError::Store(Arc::new(e)));
         match result {
             Ok(appended) => {
                 if appended.dropped > 0 {

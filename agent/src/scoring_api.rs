@@ -58,6 +58,25 @@ pub fn router(module: Arc<ModelModule>, outbox: Outbox, limits: ScoringLimits) -
         })
 }
 
+/// Serves `router` on `listener` until `shutdown` completes, answering each response as soon
+/// as it is written (`TCP_NODELAY`: a small response must not wait for the client's delayed
+/// ACK of the previous one).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }

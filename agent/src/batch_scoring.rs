@@ -240,7 +240,6 @@ fn csv_request(columns: &Columns, header: &csv::StringRecord, rows: &[csv::Strin
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn csv_rows(
     model: &Model,
     reader: CountingReader,

@@ -7,14 +7,13 @@
 //! Without this they stay mapped and counted in the agent's resident memory.
 
 /// Asks the kernel to reclaim the pages of every read-only or executable file mapping of this
-/// process (never a writable one, so no data can be lost). Returns the bytes the mappings
-/// held resident before, for the log.
+/// process (never a writable one, so no data can be lost). A kernel older than 5.4 does not
+/// know `MADV_PAGEOUT` and refuses it; nothing changes then.
 #[allow(unsafe_code)]
-pub fn release_file_pages() -> u64 {
+pub fn release_file_pages() {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return 0;
+        return;
     };
-    let mut released = 0;
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
         let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) = (
@@ -42,11 +41,6 @@ pub fn release_file_pages() -> u64 {
         // SAFETY: MADV_PAGEOUT only reclaims pages; their contents are preserved (file pages
         // are read back on the next access), so no memory of the process changes. The range
         // is a whole mapping of this process as the kernel listed it.
-        let result =
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
-        if result == 0 {
-            released += (end - start) as u64;
-        }
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
     }
-    released
 }

@@ -12,7 +12,7 @@ pub struct ModelProfile {
     pub profiled_ms: UnixMillis,
     /// One row per intra-op thread count and batch size.
     pub runs: Vec<ProfileRun>,
-    /// The fewest threads whose one-row latency is within 10% of the best.
+    /// The fewest threads whose p50 at the smallest batch is within 10% of the best.
     pub recommended_intra_op_threads: u16,
     /// The most memory any run took (session and buffers, above what the process held before
     /// the session was made).

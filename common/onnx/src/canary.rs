@@ -92,8 +92,8 @@ pub fn synthetic_request(metadata: &ModuleMetadata, size: usize) -> Option<Value
 #[error(
     "no synthesized request runs this model (inputs {inputs}; dynamic dimensions tried at {tried}, \
      the first of each input as the batch at 1); at the smallest size ONNX Runtime said: {first}. \
-     Give a request that runs as the model's sample: `edgefleet model register --sample-input FILE` \
-     with a JSON body as POST /score takes it"
+     Give a request that runs, a JSON body as POST /score takes it: `edgefleet model register \
+     --sample-input FILE` (or `edgefleet-agent model profile --input FILE`)"
 )]
 pub struct NoSample {
     /// Every input with its type and shape (`N` for a dynamic dimension).

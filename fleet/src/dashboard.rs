@@ -277,7 +277,7 @@ async fn device(State(ui): State<Ui>, Path(id): Path<String>) -> Response {
             d.manifest_version.map_or("-".to_owned(), |v| v.to_string())
         );
         if let Some(r) = &d.reported {
-            body.push_str("<h2>Modules</h2><table><tr><th>module</th><th>kind</th><th>status</th><th>image</th><th>inferences</th><th>errors</th><th>p50 / p99 µs</th><th>restarts</th><th>last error</th></tr>");
+            body.push_str("<h2>Modules</h2><table><tr><th>module</th><th>kind</th><th>status</th><th>image</th><th>inferences</th><th>errors</th><th>p50 / p99 µs</th><th>restarts</th><th>last error, warnings</th></tr>");
             for (name, m) in &r.modules {
                 let kind = serde_json::to_value(m.kind)
                     .ok()
@@ -303,7 +303,13 @@ async fn device(State(ui): State<Ui>, Path(id): Path<String>) -> Response {
                     esc(name),
                     esc(&m.image),
                     m.restart_count,
-                    esc(m.last_error.as_deref().unwrap_or("")),
+                    esc(&m
+                        .last_error
+                        .iter()
+                        .chain(&m.warnings)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")),
                 );
             }
             body.push_str("</table>");

@@ -240,6 +240,9 @@ pub(super) fn device_text(v: &DeviceView) -> String {
         if let Some(e) = &m.last_error {
             out.push_str(&format!("\n  last error: {e}"));
         }
+        for warning in &m.warnings {
+            out.push_str(&format!("\n  warning: {warning}"));
+        }
     }
     out
 }

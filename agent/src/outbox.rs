@@ -36,8 +36,6 @@ pub enum OutboxError {
     /// the same error).
     #[error(transparent)]
     Store(Arc<StoreError>),
-    #[error("telemetry outbox: the writer task failed")]
-    WriterFailed,
 }
 
 struct Pending {
@@ -204,10 +202,7 @@ fn writer(
         }
         let cap = max_bytes.load(Ordering::Relaxed);
         last_commit = Instant::now();
-        let result = store
-            .append_outbox(now, records, cap)
-            .map_err(|e| OutboxError::Store(Arc::new(e)));
-        match result {
+        match store.append_outbox(now, records, cap).map_err(Arc::new) {
             Ok(appended) => {
                 if appended.dropped > 0 {
                     tracing::warn!(
@@ -225,10 +220,7 @@ fn writer(
             Err(e) => {
                 tracing::error!(error = %e, "telemetry records not accepted");
                 for ack in acks.into_iter().flatten() {
-                    let _ = ack.send(Err(match &e {
-                        OutboxError::Store(store) => OutboxError::Store(store.clone()),
-                        _ => OutboxError::WriterFailed,
-                    }));
+                    let _ = ack.send(Err(OutboxError::Store(e.clone())));
                 }
             }
         }

@@ -179,10 +179,10 @@ fn health(d: &DeviceView) -> (&'static str, &'static str) {
 }
 
 async fn overview(State(ui): State<Ui>) -> Response {
-    answer((|| {
-        let devices = ui.fleet.devices()?;
-        let deployments = ui.fleet.deployments()?;
-        let models = ui.fleet.models()?;
+    answer(async {
+        let devices = ui.fleet.devices().await?;
+        let deployments = ui.fleet.deployments().await?;
+        let models = ui.fleet.models().await?;
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for d in &devices {
             *counts.entry(health(d).0).or_default() += 1;
@@ -226,13 +226,13 @@ async fn overview(State(ui): State<Ui>) -> Response {
             );
         }
         Ok(page("Overview", "overview", &body))
-    })())
+    }.await)
 }
 
 async fn devices(State(ui): State<Ui>) -> Response {
-    answer((|| {
+    answer(async {
         let mut rows = String::new();
-        for d in ui.fleet.devices()? {
+        for d in ui.fleet.devices().await? {
             let (state, class) = health(&d);
             let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let (modules, inferences) = d.reported.as_ref().map_or((String::new(), 0), |r| {
@@ -263,12 +263,12 @@ async fn devices(State(ui): State<Ui>) -> Response {
             "<h1>Devices</h1><table><tr><th>device</th><th>state</th><th>tags</th><th>modules</th><th>applied / rendered version</th><th>inferences</th><th>last seen</th></tr>{rows}</table>"
         );
         Ok(page("Devices", "devices", &body))
-    })())
+    }.await)
 }
 
 async fn device(State(ui): State<Ui>, Path(id): Path<String>) -> Response {
-    answer((|| {
-        let d = ui.fleet.device(&id)?;
+    answer(async {
+        let d = ui.fleet.device(&id).await?;
         let (state, class) = health(&d);
         let mut body = format!(
             r#"<h1>{}</h1><p><span class="{class}">{state}</span> · last seen {} · rendered version {}</p>"#,
@@ -333,10 +333,10 @@ async fn device(State(ui): State<Ui>, Path(id): Path<String>) -> Response {
             since_ms: Some(edgefleet_transport::now_ms().saturating_sub(CHART_SPAN_MS)),
             ..TelemetryFilter::default()
         };
-        let inferences = ui.fleet.query_telemetry(&id, &filter, CHART_RECORDS)?;
+        let inferences = ui.fleet.query_telemetry(&id, &filter, CHART_RECORDS).await?;
         body.push_str(&charts(&inferences));
         Ok(page(&d.id, "devices", &body))
-    })())
+    }.await)
 }
 
 /// The inference rate and latency (p50, p99) of each module, in time buckets (at least 10 s,
@@ -449,14 +449,14 @@ fn fmt_value(v: f64) -> String {
 }
 
 async fn deployments(State(ui): State<Ui>) -> Response {
-    answer((|| {
+    answer(async {
         let mut body = String::from("<h1>Deployments</h1>");
-        let list = ui.fleet.deployments()?;
+        let list = ui.fleet.deployments().await?;
         if list.is_empty() {
             body.push_str(r#"<p class="muted">None yet.</p>"#);
         }
         for d in list {
-            let status = ui.fleet.rollout(&d.name)?;
+            let status = ui.fleet.rollout(&d.name).await?;
             let done = if status.targeted == 0 {
                 0.0
             } else {
@@ -498,13 +498,13 @@ async fn deployments(State(ui): State<Ui>) -> Response {
             body.push_str("</section>");
         }
         Ok(page("Deployments", "deployments", &body))
-    })())
+    }.await)
 }
 
 async fn models(State(ui): State<Ui>) -> Response {
-    answer((|| {
+    answer(async {
         let mut rows = String::new();
-        for m in ui.fleet.models()? {
+        for m in ui.fleet.models().await? {
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"image\">{}</td><td>{}</td></tr>",
@@ -522,7 +522,7 @@ async fn models(State(ui): State<Ui>) -> Response {
             "<h1>Model registry</h1><table><tr><th>model</th><th>version</th><th>bytes</th><th>sha256</th><th>image</th><th>registered</th></tr>{rows}</table>"
         );
         Ok(page("Models", "models", &body))
-    })())
+    }.await)
 }
 
 /// How long ago `ms` was.

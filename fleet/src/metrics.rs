@@ -47,7 +47,7 @@ pub async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle, 
         axum::routing::get(move || {
             let (handle, fleet) = (handle.clone(), fleet.clone());
             async move {
-                if let Err(e) = fleet.count_for_metrics() {
+                if let Err(e) = fleet.count_for_metrics().await {
                     tracing::warn!(error = %e, "device counts not available for metrics");
                 }
                 (

@@ -64,12 +64,12 @@ pub async fn run(
                     ] {
                         let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                     }
-                    match fleet.all_manifests() {
+                    match fleet.all_manifests().await {
                         Ok(manifests) => publish_all(&client, manifests),
                         Err(e) => tracing::error!(error = %e, "manifests not published again"),
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &client, &acks, p),
+                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &client, &acks, p).await,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "broker connection");
@@ -169,7 +169,7 @@ impl Batch {
         self.messages.is_empty()
     }
 
-    /// Writes the batch on the blocking pool; the session goes on receiving meanwhile.
+    /// Writes the batch in its own task; the session goes on receiving meanwhile.
     fn commit(&mut self, fleet: &Arc<Fleet>) -> JoinHandle<Committed> {
         let Batch {
             heard,
@@ -177,13 +177,21 @@ impl Batch {
             messages,
         } = std::mem::take(self);
         let fleet = fleet.clone();
-        tokio::task::spawn_blocking(move || Committed {
-            acks: fleet.ingest(heard, &telemetry),
-            messages,
+        tokio::spawn(async move {
+            Committed {
+                acks: fleet.ingest(heard, &telemetry).await,
+                messages,
+            }
         })
     }
 
-    fn receive(&mut self, fleet: &Fleet, client: &AsyncClient, acks: &OrderedAcks, p: Publish) {
+    async fn receive(
+        &mut self,
+        fleet: &Fleet,
+        client: &AsyncClient,
+        acks: &OrderedAcks,
+        p: Publish,
+    ) {
         match fleet.topics.parse(&p.topic) {
             Some(DeviceTopic::Reported { device_id }) => {
                 match serde_json::from_slice::<ReportedState>(&p.payload) {
@@ -235,7 +243,7 @@ impl Batch {
                 return;
             }
             Some(DeviceTopic::Sync { device_id }) => {
-                match fleet.sync(device_id) {
+                match fleet.sync(device_id).await {
                     Ok(answer) => publish_all(client, answer),
                     Err(e) => {
                         tracing::error!(device = %device_id, error = %e, "sync request not answered")

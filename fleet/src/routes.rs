@@ -172,7 +172,7 @@ async fn delete_registry(State(api): State<Api>, Path(name): Path<String>) -> An
 }
 
 async fn list_registries(State(api): State<Api>) -> Answer<Vec<RegistryView>> {
-    Ok(Json(api.fleet.registries()?))
+    Ok(Json(api.fleet.registries().await?))
 }
 
 // Models.
@@ -186,7 +186,7 @@ async fn register_model(
 }
 
 async fn list_models(State(api): State<Api>) -> Answer<Vec<ModelVersion>> {
-    Ok(Json(api.fleet.models()?))
+    Ok(Json(api.fleet.models().await?))
 }
 
 async fn package_model(
@@ -225,7 +225,7 @@ async fn model_file(
     State(api): State<Api>,
     Path((name, v)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let bytes = api.fleet.model_file(&name, version(&v)?)?;
+    let bytes = api.fleet.model_file(&name, version(&v)?).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -247,7 +247,7 @@ async fn put_device(
 }
 
 async fn list_devices(State(api): State<Api>) -> Answer<Vec<DeviceView>> {
-    Ok(Json(api.fleet.devices()?))
+    Ok(Json(api.fleet.devices().await?))
 }
 
 async fn remove_device(State(api): State<Api>, Path(id): Path<String>) -> Answer<DeviceRemoved> {
@@ -255,11 +255,11 @@ async fn remove_device(State(api): State<Api>, Path(id): Path<String>) -> Answer
 }
 
 async fn show_device(State(api): State<Api>, Path(id): Path<String>) -> Answer<DeviceView> {
-    Ok(Json(api.fleet.device(&id)?))
+    Ok(Json(api.fleet.device(&id).await?))
 }
 
 async fn device_config(State(api): State<Api>, Path(id): Path<String>) -> Result<String, ApiError> {
-    Ok(api.fleet.device_config(&id)?)
+    Ok(api.fleet.device_config(&id).await?)
 }
 
 async fn device_command(
@@ -281,21 +281,21 @@ async fn put_deployment(
 }
 
 async fn list_deployments(State(api): State<Api>) -> Answer<Vec<DeploymentView>> {
-    Ok(Json(api.fleet.deployments()?))
+    Ok(Json(api.fleet.deployments().await?))
 }
 
 async fn show_deployment(
     State(api): State<Api>,
     Path(name): Path<String>,
 ) -> Answer<DeploymentView> {
-    Ok(Json(api.fleet.deployment_view(&name)?))
+    Ok(Json(api.fleet.deployment_view(&name).await?))
 }
 
 async fn deployment_history(
     State(api): State<Api>,
     Path(name): Path<String>,
 ) -> Answer<Vec<DeploymentRevision>> {
-    Ok(Json(api.fleet.deployment_history(&name)?))
+    Ok(Json(api.fleet.deployment_history(&name).await?))
 }
 
 async fn delete_deployment(State(api): State<Api>, Path(name): Path<String>) -> Answer<Deleted> {
@@ -303,7 +303,7 @@ async fn delete_deployment(State(api): State<Api>, Path(name): Path<String>) -> 
 }
 
 async fn show_manifest(State(api): State<Api>, Path(device): Path<String>) -> Answer<ManifestView> {
-    Ok(Json(api.fleet.manifest(&device)?))
+    Ok(Json(api.fleet.manifest(&device).await?))
 }
 
 async fn rollout_action(
@@ -329,7 +329,7 @@ async fn rollout_status(
     State(api): State<Api>,
     Path(deployment): Path<String>,
 ) -> Answer<RolloutStatus> {
-    Ok(Json(api.fleet.rollout(&deployment)?))
+    Ok(Json(api.fleet.rollout(&deployment).await?))
 }
 
 // Telemetry.
@@ -344,7 +344,7 @@ async fn telemetry(
 ) -> Answer<Vec<TelemetryEnvelope>> {
     let limit = query.limit.unwrap_or(20).min(TELEMETRY_PAGE_MAX);
     if query.is_tail() {
-        return Ok(Json(api.fleet.telemetry(&device, limit)?));
+        return Ok(Json(api.fleet.telemetry(&device, limit).await?));
     }
     let filter = TelemetryFilter {
         after_seq: query.after.unwrap_or(0),
@@ -353,7 +353,9 @@ async fn telemetry(
         module: query.module,
         kind: query.kind,
     };
-    Ok(Json(api.fleet.query_telemetry(&device, &filter, limit)?))
+    Ok(Json(
+        api.fleet.query_telemetry(&device, &filter, limit).await?,
+    ))
 }
 
 /// `GET /v1/bundle?device=ID` or `?deployment=NAME`: an offline bundle, streamed as it is
@@ -369,7 +371,7 @@ async fn bundle(
             return Err(FleetError::invalid("name either a device or a deployment").into());
         }
     };
-    let contents = api.fleet.bundle_contents(&target)?;
+    let contents = api.fleet.bundle_contents(&target).await?;
     let plan = crate::bundle::plan(contents).await?;
     let size = plan.size;
     Ok((

@@ -4,7 +4,7 @@
 //! port 0) until shutdown.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub struct ServeOptions {
     /// CA of an `mqtts://` broker (empty: the system roots).
     pub mqtt_ca_file: String,
     pub embedded_broker_listen: SocketAddr,
-    /// The admin token; when absent, one is created in `<data_dir>/admin-token`.
+    /// The admin token; when absent, one is created and kept in the store (`<data_dir>/admin-token`
+    /// with the embedded store).
     pub token: Option<String>,
     pub onnx_runtime_library: PathBuf,
     /// The broker URL written into device configurations (default: `mqtt_url`).
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     pub retention: TelemetryRetention,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The PostgreSQL store (`postgres://…`); `None` keeps the embedded store in `data_dir`.
+    pub database: Option<String>,
 }
 
 /// Why the service could not start or stopped.
@@ -49,12 +52,6 @@ pub struct ServeOptions {
 pub enum ServeError {
     #[error(transparent)]
     FleetName(#[from] edgefleet_common::topics::TopicNameError),
-    #[error("{what} {path}: {source}")]
-    File {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
     #[error("the fleet signing key: {0}")]
     SigningKey(#[from] edgefleet_common::signing::KeyParseError),
     #[error("the fleet secrets key: {0}")]
@@ -75,32 +72,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServeError {
-    let path = path.display().to_string();
-    move |source| ServeError::File { what, path, source }
-}
-
 /// Queued publications (manifests, commands) before the domain layer waits for the session.
 const OUTGOING_QUEUE: usize = 1024;
-
-/// Reads a 0600 key file, or creates it with `make` on first start.
-fn key_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, ServeError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return Ok(text.trim().to_owned());
-    }
-    let value = make();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(file_error("cannot create key file", path))?;
-    std::io::Write::write_all(&mut file, format!("{value}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(file_error("cannot write key file", path))?;
-    Ok(value)
-}
 
 /// Runs the service on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -110,24 +83,32 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     edgefleet_transport::install_crypto_provider();
     check_name("fleet name", &options.fleet)?;
-    let dir = &options.data_dir;
-    std::fs::create_dir_all(dir.join("models"))
-        .map_err(file_error("cannot create the data directory", dir))?;
-    let key_text = key_file(&dir.join("fleet-signing.key"), || {
-        FleetSigningKey::generate().to_base64()
-    })?;
+    let store = match &options.database {
+        Some(url) => FleetStore::connect_postgres(url).await?,
+        None => FleetStore::open_embedded(&options.data_dir)?,
+    };
+    tracing::info!(store = store.backend_name(), "fleet store open");
+    // Keys are created on first start, by the first replica of a shared database.
+    let key_text = store
+        .secret("fleet-signing.key", || {
+            FleetSigningKey::generate().to_base64()
+        })
+        .await?;
     let key = FleetSigningKey::from_base64(&key_text)?;
-    let secrets: DeviceIdentity = key_file(&dir.join("fleet-secrets.key"), || {
-        DeviceIdentity::generate().to_secret_string()
-    })?
-    .parse()?;
+    let secrets: DeviceIdentity = store
+        .secret("fleet-secrets.key", || {
+            DeviceIdentity::generate().to_secret_string()
+        })
+        .await?
+        .parse()?;
     let token = match &options.token {
         Some(t) => t.clone(),
-        None => key_file(&dir.join("admin-token"), || {
-            hex::encode(rand::random::<[u8; 24]>())
-        })?,
+        None => {
+            store
+                .secret("admin-token", || hex::encode(rand::random::<[u8; 24]>()))
+                .await?
+        }
     };
-    let store = FleetStore::open(&dir.join("fleet.redb"))?;
     let onnx = OnnxRuntime::load(&options.onnx_runtime_library)?;
 
     let (mqtt_url, login, broker_credentials) = match &options.mqtt_url {
@@ -169,20 +150,22 @@ pub async fn serve(
     let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_QUEUE);
     let settings = FleetSettings {
         name: options.fleet.clone(),
-        data_dir: options.data_dir.clone(),
         mqtt_url,
         device_mqtt_url: options.device_mqtt_url.clone(),
         retention: options.retention,
     };
-    let fleet = Arc::new(Fleet::new(
-        settings,
-        store,
-        key,
-        secrets,
-        onnx,
-        outgoing_tx,
-        broker_credentials,
-    )?);
+    let fleet = Arc::new(
+        Fleet::new(
+            settings,
+            store,
+            key,
+            secrets,
+            onnx,
+            outgoing_tx,
+            broker_credentials,
+        )
+        .await?,
+    );
     let (stop_session, session_stop) = watch::channel(false);
     let session = tokio::spawn(mqtt_session::run(
         fleet.clone(),

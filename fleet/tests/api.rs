@@ -12,7 +12,9 @@ use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_common::signing::FleetPublicKey;
 use edgefleet_fleet::client::{ClientError, FleetClient};
 use edgefleet_fleet::service::{ServeError, ServeOptions, serve};
-use edgefleet_tests::{Mosquitto, Registry, Subscriber, model_dir, ort_library, wait_for};
+use edgefleet_tests::{
+    Mosquitto, Postgres, Registry, Subscriber, model_dir, ort_library, postgres_store, wait_for,
+};
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "api-test-token";
@@ -23,11 +25,13 @@ struct InProcessFleet {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
     _dir: tempfile::TempDir,
+    _postgres: Option<Postgres>,
 }
 
 impl InProcessFleet {
     fn start(broker: &Mosquitto) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let postgres = postgres_store().then(Postgres::start);
         let options = ServeOptions {
             data_dir: dir.path().join("data"),
             fleet: "plant".into(),
@@ -41,6 +45,7 @@ impl InProcessFleet {
             device_mqtt_url: None,
             retention: Default::default(),
             metrics_listen: None,
+            database: postgres.as_ref().map(Postgres::url),
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime
@@ -58,6 +63,7 @@ impl InProcessFleet {
             stop: Some(stop),
             thread: Some(thread),
             _dir: dir,
+            _postgres: postgres,
         }
     }
 

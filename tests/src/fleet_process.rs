@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use crate::mosquitto::Mosquitto;
+use crate::postgres::Postgres;
 use crate::process::{ServiceProcess, free_port};
 
 /// A fleet service on a free port with its own data directory, connected to `broker` as the
@@ -20,6 +21,14 @@ pub struct FleetProcess {
     args: Vec<String>,
     env: Vec<(String, String)>,
     process: Option<ServiceProcess>,
+    /// The PostgreSQL store, when the tests run on it (see [`postgres_store`]).
+    _postgres: Option<Postgres>,
+}
+
+/// Whether the fleet's end-to-end tests run on the PostgreSQL store:
+/// `EDGEFLEET_TEST_STORE=postgres` (`scripts/test` runs them on both stores).
+pub fn postgres_store() -> bool {
+    std::env::var("EDGEFLEET_TEST_STORE").is_ok_and(|s| s == "postgres")
 }
 
 impl FleetProcess {
@@ -53,7 +62,16 @@ impl FleetProcess {
         Self::spawn(binary, fleet, args, Vec::new())
     }
 
-    fn spawn(binary: PathBuf, fleet: &str, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+    fn spawn(
+        binary: PathBuf,
+        fleet: &str,
+        mut args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let postgres = postgres_store().then(Postgres::start);
+        if let Some(postgres) = &postgres {
+            args.extend(["--database".to_owned(), postgres.url()]);
+        }
         let mut fleet = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             binary,
@@ -63,6 +81,7 @@ impl FleetProcess {
             args,
             env,
             process: None,
+            _postgres: postgres,
         };
         fleet.launch();
         fleet

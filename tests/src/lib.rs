@@ -20,6 +20,7 @@ mod fleet_process;
 mod fleet_world;
 mod mosquitto;
 mod oci_layout;
+mod postgres;
 mod process;
 mod registry;
 mod subscriber;
@@ -34,10 +35,11 @@ pub use device_world::{
     DEVICE, DeviceWorld, FLEET, QUICKSTART_REQUEST, REGISTRY_PASSWORD, REGISTRY_USER, assert_close,
     diabetes_module_json, score, sensor_module, wait_for_or_log,
 };
-pub use fleet_process::FleetProcess;
+pub use fleet_process::{FleetProcess, postgres_store};
 pub use fleet_world::{FleetWorld, InputPublisher, score_at};
 pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
+pub use postgres::Postgres;
 pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
 pub use subscriber::{Subscriber, telemetry_envelopes};

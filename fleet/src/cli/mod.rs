@@ -165,6 +165,10 @@ pub struct ServeArgs {
     /// monitoring system reaches it).
     #[arg(long, env = "EDGEFLEET_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep the fleet in PostgreSQL (postgres://USER:PASSWORD@HOST/DATABASE) instead of the
+    /// embedded store in --data-dir. Several replicas of the service may share one database.
+    #[arg(long, env = "EDGEFLEET_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -584,6 +588,7 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
             max_bytes_per_device: args.telemetry_max_mib_per_device.saturating_mul(1 << 20),
         },
         metrics_listen: args.metrics_listen,
+        database: args.database,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -20,11 +20,11 @@ pub enum BundleFor {
 }
 
 impl Fleet {
-    pub fn bundle_contents(&self, target: &BundleFor) -> Result<BundleContents, FleetError> {
+    pub async fn bundle_contents(&self, target: &BundleFor) -> Result<BundleContents, FleetError> {
         let rendered: Vec<RenderedManifest> = match target {
             BundleFor::Device(id) => {
-                self.device_record(id)?;
-                let manifest = self.store.get(kind::MANIFEST, id)?.ok_or_else(|| {
+                self.device_record(id).await?;
+                let manifest = self.store.get(kind::MANIFEST, id).await?.ok_or_else(|| {
                     FleetError::not_found(format!(
                         "no manifest rendered for {id:?}: no deployment targets it"
                     ))
@@ -32,10 +32,11 @@ impl Fleet {
                 vec![manifest]
             }
             BundleFor::Deployment(name) => {
-                self.deployment_view(name)?;
+                self.deployment_view(name).await?;
                 let manifests: Vec<RenderedManifest> = self
                     .store
-                    .list::<RenderedManifest>(kind::MANIFEST)?
+                    .list::<RenderedManifest>(kind::MANIFEST)
+                    .await?
                     .into_iter()
                     .map(|(_, m)| m)
                     .filter(|m| m.sources.values().any(|s| s.deployment == *name))
@@ -50,7 +51,8 @@ impl Fleet {
         };
         let registries: Vec<Registry> = self
             .store
-            .list::<Registry>(kind::REGISTRY)?
+            .list::<Registry>(kind::REGISTRY)
+            .await?
             .into_iter()
             .map(|(_, r)| r)
             .collect();

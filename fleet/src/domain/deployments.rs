@@ -39,10 +39,10 @@ impl Fleet {
                 "deployment {name}: a deployment needs at least one module"
             )));
         }
-        let models = models_by_name(&self.store)?;
+        let models = models_by_name(&self.store).await?;
         for (module, spec) in &request.modules {
             check_name("module name", module)?;
-            self.check_module(spec, &models).map_err(|e| {
+            self.check_module(spec, &models).await.map_err(|e| {
                 FleetError::invalid(format!("deployment {name}, module {module}: {e}"))
             })?;
         }
@@ -59,7 +59,7 @@ impl Fleet {
         let images = self.pin_images(name, &request.modules).await?;
         let resolved = resolved_models(&request.modules, &models);
         let _guard = self.writes.lock().await;
-        let old: Option<Deployment> = self.store.get(kind::DEPLOYMENT, name)?;
+        let old: Option<Deployment> = self.store.get(kind::DEPLOYMENT, name).await?;
         if let Some(old) = &old
             && (
                 &old.target,
@@ -81,7 +81,7 @@ impl Fleet {
         {
             return Ok(DeploymentSaved {
                 name: name.to_owned(),
-                targeted: self.devices_matching(&[condition])?.len(),
+                targeted: self.devices_matching(&[condition]).await?.len(),
                 revision: old.revision,
                 changed: false,
             });
@@ -98,7 +98,7 @@ impl Fleet {
             revision: old.as_ref().map_or(0, |o| o.revision) + 1,
             created_seq: match &old {
                 Some(old) => old.created_seq,
-                None => self.store.next("deployment")?,
+                None => self.store.next("deployment").await?,
             },
         };
         let targeted = self.save_revision(&deployment, old.as_ref()).await?;
@@ -138,13 +138,15 @@ impl Fleet {
         // A policy moves the devices in phases (`advance_rollouts`); without one, all at once.
         if deployment.rollout.is_some() {
             let from_revision = old.map_or(0, |o| o.revision);
-            let rollout = self.start_rollout(deployment, from_revision, &conditions)?;
+            let rollout = self
+                .start_rollout(deployment, from_revision, &conditions)
+                .await?;
             batch.put(kind::ROLLOUT, name, &rollout)?;
         } else {
             batch.delete(kind::ROLLOUT, name);
         }
-        self.store.commit(batch)?;
-        let affected = self.devices_matching(&conditions)?;
+        self.store.commit(batch).await?;
+        let affected = self.devices_matching(&conditions).await?;
         let targeted = affected.len();
         self.rerender(Affected::Devices(affected)).await?;
         Ok(targeted)
@@ -154,8 +156,8 @@ impl Fleet {
     /// gets a revision with it (a staged rollout where the deployment's policy asks for one).
     /// The caller holds the write lock.
     pub(super) async fn follow_latest(&self, name: &str) -> Result<(), FleetError> {
-        let models = models_by_name(&self.store)?;
-        for (_, old) in self.store.list::<Deployment>(kind::DEPLOYMENT)? {
+        let models = models_by_name(&self.store).await?;
+        for (_, old) in self.store.list::<Deployment>(kind::DEPLOYMENT).await? {
             let resolved = resolved_models(&old.modules, &models);
             let follows = old.modules.values().any(|m| {
                 matches!(m, DeploymentModule::Model(m) if m.model.as_deref() == Some(&format!("{name}:latest")))
@@ -175,7 +177,7 @@ impl Fleet {
     }
 
     /// Refuses a module that could not be rendered, naming what is wrong.
-    fn check_module(
+    async fn check_module(
         &self,
         spec: &DeploymentModule,
         models: &BTreeMap<String, Vec<ModelVersion>>,
@@ -223,7 +225,7 @@ impl Fleet {
             _ => {}
         }
         if let Some(registry) = spec.registry() {
-            self.registry_login(registry)?;
+            self.registry_login(registry).await?;
         }
         if let DeploymentModule::Container(c) = spec {
             create_options::parse(c.create_options.as_ref())
@@ -243,7 +245,7 @@ impl Fleet {
         deployment: &str,
         modules: &BTreeMap<String, DeploymentModule>,
     ) -> Result<BTreeMap<String, String>, FleetError> {
-        let registries = self.store.list::<Registry>(kind::REGISTRY)?;
+        let registries = self.store.list::<Registry>(kind::REGISTRY).await?;
         let mut pinned = BTreeMap::new();
         for (module, spec) in modules {
             let Some(image) = spec.image() else {
@@ -274,24 +276,29 @@ impl Fleet {
         Ok(pinned)
     }
 
-    pub fn deployments(&self) -> Result<Vec<DeploymentView>, FleetError> {
+    pub async fn deployments(&self) -> Result<Vec<DeploymentView>, FleetError> {
         Ok(self
             .store
-            .list::<Deployment>(kind::DEPLOYMENT)?
+            .list::<Deployment>(kind::DEPLOYMENT)
+            .await?
             .into_iter()
             .map(|(_, d)| d.view())
             .collect())
     }
 
-    pub fn deployment_view(&self, name: &str) -> Result<DeploymentView, FleetError> {
-        Ok(self.deployment(name)?.view())
+    pub async fn deployment_view(&self, name: &str) -> Result<DeploymentView, FleetError> {
+        Ok(self.deployment(name).await?.view())
     }
 
     /// Every revision of deployment `name`, oldest first (kept after it is deleted).
-    pub fn deployment_history(&self, name: &str) -> Result<Vec<DeploymentRevision>, FleetError> {
+    pub async fn deployment_history(
+        &self,
+        name: &str,
+    ) -> Result<Vec<DeploymentRevision>, FleetError> {
         let revisions: Vec<DeploymentRevision> = self
             .store
-            .list(&revisions_kind(name))?
+            .list(&revisions_kind(name))
+            .await?
             .into_iter()
             .map(|(_, r)| r)
             .collect();
@@ -305,13 +312,13 @@ impl Fleet {
 
     pub async fn delete_deployment(&self, name: &str) -> Result<Deleted, FleetError> {
         let _guard = self.writes.lock().await;
-        let old = self.deployment(name)?;
+        let old = self.deployment(name).await?;
         let mut batch = Batch::default();
         batch.delete(kind::DEPLOYMENT, name);
         batch.delete(kind::ROLLOUT, name);
-        self.store.commit(batch)?;
+        self.store.commit(batch).await?;
         let affected = match old.target.parse::<Condition>() {
-            Ok(c) => Affected::Devices(self.devices_matching(&[c])?),
+            Ok(c) => Affected::Devices(self.devices_matching(&[c]).await?),
             Err(_) => Affected::All,
         };
         self.rerender(affected).await?;
@@ -320,20 +327,22 @@ impl Fleet {
         })
     }
 
-    fn deployment(&self, name: &str) -> Result<Deployment, FleetError> {
+    async fn deployment(&self, name: &str) -> Result<Deployment, FleetError> {
         self.store
-            .get(kind::DEPLOYMENT, name)?
+            .get(kind::DEPLOYMENT, name)
+            .await?
             .ok_or_else(|| FleetError::not_found(format!("deployment {name:?} does not exist")))
     }
 
     /// The manifest rendered for device `id`.
-    pub fn manifest(&self, id: &str) -> Result<ManifestView, FleetError> {
-        self.device_record(id)?;
-        let rendered: RenderedManifest = self.store.get(kind::MANIFEST, id)?.ok_or_else(|| {
-            FleetError::not_found(format!(
-                "no manifest rendered for {id:?} yet: no deployment targets it"
-            ))
-        })?;
+    pub async fn manifest(&self, id: &str) -> Result<ManifestView, FleetError> {
+        self.device_record(id).await?;
+        let rendered: RenderedManifest =
+            self.store.get(kind::MANIFEST, id).await?.ok_or_else(|| {
+                FleetError::not_found(format!(
+                    "no manifest rendered for {id:?} yet: no deployment targets it"
+                ))
+            })?;
         let signed = serde_json::from_str(&rendered.wire).map_err(|e| {
             FleetError::invalid(format!("the stored manifest of {id:?} is not JSON: {e}"))
         })?;
@@ -344,18 +353,19 @@ impl Fleet {
         })
     }
 
-    pub fn rollout(&self, deployment: &str) -> Result<RolloutStatus, FleetError> {
-        self.deployment(deployment)?;
+    pub async fn rollout(&self, deployment: &str) -> Result<RolloutStatus, FleetError> {
+        self.deployment(deployment).await?;
         let manifests: Vec<RenderedManifest> = self
             .store
-            .list(kind::MANIFEST)?
+            .list(kind::MANIFEST)
+            .await?
             .into_iter()
             .map(|(_, m)| m)
             .collect();
         let statuses: BTreeMap<String, DeviceStatus> =
-            self.store.list(kind::STATUS)?.into_iter().collect();
+            self.store.list(kind::STATUS).await?.into_iter().collect();
         let mut status = rollout::status(deployment, &manifests, &statuses, now_ms());
-        status.staged = self.staged_view(deployment)?;
+        status.staged = self.staged_view(deployment).await?;
         Ok(status)
     }
 }

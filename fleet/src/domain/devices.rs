@@ -1,7 +1,7 @@
 //! Devices: their tags and keys, what they last reported, their agent configuration, and
 //! commands to their modules (answered over MQTT).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use edgefleet_common::agent_config::AgentConfig;
@@ -33,7 +33,7 @@ impl Fleet {
             .parse::<DevicePublicKey>()
             .map_err(|e| FleetError::invalid(e.to_string()))?;
         let _guard = self.writes.lock().await;
-        let existing: Option<Device> = self.store.get(kind::DEVICE, id)?;
+        let existing: Option<Device> = self.store.get(kind::DEVICE, id).await?;
         let mqtt_password = match existing {
             Some(d) => d.mqtt_password,
             None => self
@@ -48,47 +48,47 @@ impl Fleet {
             added_ms: now_ms(),
             mqtt_password,
         };
-        self.store.put(kind::DEVICE, id, &device)?;
-        self.refresh_broker_credentials()?;
+        self.store.put(kind::DEVICE, id, &device).await?;
+        self.refresh_broker_credentials().await?;
         self.rerender(Affected::Devices(BTreeSet::from([id.to_owned()])))
             .await?;
-        self.view(&device)
+        self.device(id).await
     }
 
-    pub fn devices(&self) -> Result<Vec<DeviceView>, FleetError> {
-        self.store
-            .list::<Device>(kind::DEVICE)?
-            .iter()
-            .map(|(_, d)| self.view(d))
-            .collect()
+    pub async fn devices(&self) -> Result<Vec<DeviceView>, FleetError> {
+        let mut statuses: BTreeMap<String, DeviceStatus> =
+            self.store.list(kind::STATUS).await?.into_iter().collect();
+        let mut versions: BTreeMap<String, u64> = self
+            .store
+            .list::<RenderedManifest>(kind::MANIFEST)
+            .await?
+            .into_iter()
+            .map(|(id, m)| (id, m.version))
+            .collect();
+        Ok(self
+            .store
+            .list::<Device>(kind::DEVICE)
+            .await?
+            .into_iter()
+            .map(|(id, d)| {
+                let status = statuses.remove(&id).unwrap_or_default();
+                view(d, status, versions.remove(&id))
+            })
+            .collect())
     }
 
-    pub fn device(&self, id: &str) -> Result<DeviceView, FleetError> {
-        self.view(&self.device_record(id)?)
+    pub async fn device(&self, id: &str) -> Result<DeviceView, FleetError> {
+        let device = self.device_record(id).await?;
+        let status: DeviceStatus = self.store.get(kind::STATUS, id).await?.unwrap_or_default();
+        let manifest: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id).await?;
+        Ok(view(device, status, manifest.map(|m| m.version)))
     }
 
-    pub(crate) fn device_record(&self, id: &str) -> Result<Device, FleetError> {
-        self.store.get(kind::DEVICE, id)?.ok_or_else(|| {
+    pub(crate) async fn device_record(&self, id: &str) -> Result<Device, FleetError> {
+        self.store.get(kind::DEVICE, id).await?.ok_or_else(|| {
             FleetError::not_found(format!(
                 "device {id:?} is not in the fleet (see `edgefleet device list`)"
             ))
-        })
-    }
-
-    fn view(&self, device: &Device) -> Result<DeviceView, FleetError> {
-        let status: DeviceStatus = self
-            .store
-            .get(kind::STATUS, &device.id)?
-            .unwrap_or_default();
-        let manifest: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &device.id)?;
-        Ok(DeviceView {
-            id: device.id.clone(),
-            tags: device.tags.clone(),
-            public_key: device.public_key.clone(),
-            manifest_version: manifest.map(|m| m.version),
-            last_seen_ms: status.last_seen_ms,
-            stale: is_stale(&status, now_ms()),
-            reported: status.reported,
         })
     }
 
@@ -99,8 +99,8 @@ impl Fleet {
     /// retention drops it.
     pub async fn remove_device(&self, id: &str) -> Result<DeviceRemoved, FleetError> {
         let _guard = self.writes.lock().await;
-        let device = self.device_record(id)?;
-        let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id)?;
+        let device = self.device_record(id).await?;
+        let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id).await?;
         let mut retraction_version = previous.as_ref().map(|p| p.version);
         if let Some(previous) = &previous
             && let Render::Changed(draft) =
@@ -113,7 +113,7 @@ impl Fleet {
         let mut batch = Batch::default();
         batch.delete(kind::DEVICE, id);
         batch.delete(kind::STATUS, id);
-        self.store.commit(batch)?;
+        self.store.commit(batch).await?;
         let mqtt_login_revoked = match &self.broker_credentials {
             Some(credentials) => {
                 credentials
@@ -132,8 +132,8 @@ impl Fleet {
     }
 
     /// The device's agent configuration file (TOML), with its MQTT password.
-    pub fn device_config(&self, id: &str) -> Result<String, FleetError> {
-        let device = self.device_record(id)?;
+    pub async fn device_config(&self, id: &str) -> Result<String, FleetError> {
+        let device = self.device_record(id).await?;
         let mut config = AgentConfig {
             device_id: id.to_owned(),
             fleet: self.settings.name.clone(),
@@ -149,7 +149,8 @@ impl Fleet {
         config.mqtt.password = self.secrets.unseal(&device.mqtt_password)?;
         config.registry.insecure = self
             .store
-            .list::<Registry>(kind::REGISTRY)?
+            .list::<Registry>(kind::REGISTRY)
+            .await?
             .into_iter()
             .filter(|(_, r)| r.insecure)
             .map(|(_, r)| r.address)
@@ -169,7 +170,7 @@ impl Fleet {
         id: &str,
         request: ModuleCommandRequest,
     ) -> Result<CommandResult, FleetError> {
-        self.device_record(id)?;
+        self.device_record(id).await?;
         let request_id = hex::encode(rand::random::<[u8; 8]>());
         let name = request.command.name();
         let request = CommandRequest {
@@ -233,12 +234,12 @@ impl Fleet {
     }
 
     /// Lets every device of the store connect to the embedded broker with its password.
-    pub(crate) fn refresh_broker_credentials(&self) -> Result<(), FleetError> {
+    pub(crate) async fn refresh_broker_credentials(&self) -> Result<(), FleetError> {
         let Some(credentials) = &self.broker_credentials else {
             return Ok(());
         };
         let mut passwords = Vec::new();
-        for (id, device) in self.store.list::<Device>(kind::DEVICE)? {
+        for (id, device) in self.store.list::<Device>(kind::DEVICE).await? {
             passwords.push((id, self.secrets.unseal(&device.mqtt_password)?));
         }
         let mut c = credentials
@@ -251,11 +252,11 @@ impl Fleet {
 
 impl Fleet {
     /// Sets the gauges counted when metrics are scraped: devices by state, running rollouts.
-    pub fn count_for_metrics(&self) -> Result<(), FleetError> {
+    pub async fn count_for_metrics(&self) -> Result<(), FleetError> {
         let now = now_ms();
         let (mut online, mut stale, mut never) = (0u64, 0u64, 0u64);
-        for (id, _) in self.store.list::<Device>(kind::DEVICE)? {
-            let status = self.status(&id)?;
+        for (id, _) in self.store.list::<Device>(kind::DEVICE).await? {
+            let status = self.status(&id).await?;
             match (status.last_seen_ms, is_stale(&status, now)) {
                 (None, _) => never += 1,
                 (Some(_), true) => stale += 1,
@@ -267,11 +268,24 @@ impl Fleet {
         }
         let running = self
             .store
-            .list::<crate::records::Rollout>(kind::ROLLOUT)?
+            .list::<crate::records::Rollout>(kind::ROLLOUT)
+            .await?
             .into_iter()
             .filter(|(_, r)| r.state == edgefleet_common::fleet_api::StagedState::Running)
             .count();
         metrics::gauge!("edgefleet_fleet_rollouts_running").set(running as f64);
         Ok(())
+    }
+}
+
+fn view(device: Device, status: DeviceStatus, manifest_version: Option<u64>) -> DeviceView {
+    DeviceView {
+        stale: is_stale(&status, now_ms()),
+        id: device.id,
+        tags: device.tags,
+        public_key: device.public_key,
+        manifest_version,
+        last_seen_ms: status.last_seen_ms,
+        reported: status.reported,
     }
 }

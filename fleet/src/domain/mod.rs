@@ -16,7 +16,6 @@ mod telemetry;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use edgefleet_common::commands::CommandResult;
@@ -50,8 +49,6 @@ pub struct Publication {
 pub struct FleetSettings {
     /// The fleet's name, the `<fleet>` of every topic.
     pub name: String,
-    /// Where models are kept (`<data_dir>/models/<name>/<version>.onnx`).
-    pub data_dir: PathBuf,
     /// The broker the service uses.
     pub mqtt_url: String,
     /// The broker URL written into device configurations (default: `mqtt_url`).
@@ -78,14 +75,14 @@ pub struct Fleet {
     profiling: tokio::sync::Mutex<()>,
     /// Serializes telemetry ingestion (MQTT batches, imports): statuses are read and written
     /// whole.
-    ingesting: Mutex<()>,
+    ingesting: tokio::sync::Mutex<()>,
     /// Commands sent to devices, waiting for their result, by request id.
     pending_commands: Mutex<BTreeMap<String, oneshot::Sender<CommandResult>>>,
 }
 
 impl Fleet {
     /// The domain layer over `store`, publishing through `outgoing`.
-    pub fn new(
+    pub async fn new(
         settings: FleetSettings,
         store: FleetStore,
         key: FleetSigningKey,
@@ -106,10 +103,10 @@ impl Fleet {
             broker_credentials,
             writes: tokio::sync::Mutex::new(()),
             profiling: tokio::sync::Mutex::new(()),
-            ingesting: Mutex::new(()),
+            ingesting: tokio::sync::Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
         };
-        fleet.refresh_broker_credentials()?;
+        fleet.refresh_broker_credentials().await?;
         Ok(fleet)
     }
 

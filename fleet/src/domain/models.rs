@@ -3,7 +3,6 @@
 //! without holding the store's write lock; only recording where they went takes it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use edgefleet_common::fleet_api::{
     Deleted, ModelDetails, ModelModule, ModelVersion, Package, PackageRequest, ProfileRequest,
@@ -77,21 +76,10 @@ impl Fleet {
 
         let (record, previous) = {
             let _guard = self.writes.lock().await;
-            let models = models_by_name(&self.store)?;
+            let models = models_by_name(&self.store).await?;
             let previous = models.get(&name).and_then(|v| v.last()).cloned();
             let version = previous.as_ref().map_or(1, |p| p.version + 1);
-            let path = self.model_path(&name, version);
-            let write = |result: std::io::Result<()>| {
-                result.map_err(|source| FleetError::File {
-                    what: "the model file",
-                    path: path.display().to_string(),
-                    source,
-                })
-            };
-            if let Some(dir) = path.parent() {
-                write(std::fs::create_dir_all(dir))?;
-            }
-            write(std::fs::write(&path, &bytes))?;
+            self.store.put_model_file(&name, version, &bytes).await?;
             let record = ModelVersion {
                 name: name.clone(),
                 version,
@@ -105,7 +93,8 @@ impl Fleet {
                 profile: None,
             };
             self.store
-                .put(kind::MODEL, &model_key(&name, version), &record)?;
+                .put(kind::MODEL, &model_key(&name, version), &record)
+                .await?;
             (record, previous)
         };
         match previous.and_then(|p| p.package) {
@@ -123,8 +112,9 @@ impl Fleet {
     }
 
     /// Every version of every model, by name then version.
-    pub fn models(&self) -> Result<Vec<ModelVersion>, FleetError> {
-        Ok(models_by_name(&self.store)?
+    pub async fn models(&self) -> Result<Vec<ModelVersion>, FleetError> {
+        Ok(models_by_name(&self.store)
+            .await?
             .into_values()
             .flatten()
             .collect())
@@ -136,7 +126,7 @@ impl Fleet {
         version: u32,
         request: PackageRequest,
     ) -> Result<Package, FleetError> {
-        let record = self.model(name, version)?;
+        let record = self.model(name, version).await?;
         self.package_and_roll_out(&record, &request.registry, &request.repository)
             .await
     }
@@ -149,8 +139,8 @@ impl Fleet {
         version: u32,
         request: ProfileRequest,
     ) -> Result<ModelProfile, FleetError> {
-        let record = self.model(name, version)?;
-        let bytes = self.model_file(name, version)?;
+        let record = self.model(name, version).await?;
+        let bytes = self.model_file(name, version).await?;
         let onnx = self.onnx;
         let settings = ProfileSettings::or_defaults(request.batch_sizes, request.intra_op_threads);
         let _profiling = self.profiling.lock().await;
@@ -172,14 +162,15 @@ impl Fleet {
         })
         .await??;
         let _guard = self.writes.lock().await;
-        let mut current = self.model(name, version).map_err(|_| {
+        let mut current = self.model(name, version).await.map_err(|_| {
             FleetError::Conflict(format!(
                 "model {name}:{version} was deleted while it was being profiled"
             ))
         })?;
         current.profile = Some(profile.clone());
         self.store
-            .put(kind::MODEL, &model_key(name, version), &current)?;
+            .put(kind::MODEL, &model_key(name, version), &current)
+            .await?;
         Ok(profile)
     }
 
@@ -190,8 +181,8 @@ impl Fleet {
         name: &str,
         version: u32,
     ) -> Result<ModelDetails, FleetError> {
-        let model = self.model(name, version)?;
-        let bytes = self.model_file(name, version)?;
+        let model = self.model(name, version).await?;
+        let bytes = self.model_file(name, version).await?;
         let onnx = self.onnx;
         let (inputs, outputs) = tokio::task::spawn_blocking(move || {
             onnx.model(&bytes)
@@ -200,7 +191,8 @@ impl Fleet {
         })
         .await??;
         let deployed_by = self
-            .model_users(name, version)?
+            .model_users(name, version)
+            .await?
             .into_iter()
             .map(|(deployment, module, _)| format!("{deployment}/{module}"))
             .collect();
@@ -213,25 +205,28 @@ impl Fleet {
     }
 
     /// The ONNX file of a registered version, as it was registered.
-    pub fn model_file(&self, name: &str, version: u32) -> Result<Vec<u8>, FleetError> {
-        self.model(name, version)?;
-        let path = self.model_path(name, version);
-        std::fs::read(&path).map_err(|source| FleetError::File {
-            what: "the model file",
-            path: path.display().to_string(),
-            source,
+    pub async fn model_file(&self, name: &str, version: u32) -> Result<Vec<u8>, FleetError> {
+        self.model(name, version).await?;
+        self.stored_model_file(name, version).await
+    }
+
+    async fn stored_model_file(&self, name: &str, version: u32) -> Result<Vec<u8>, FleetError> {
+        self.store.model_file(name, version).await?.ok_or_else(|| {
+            FleetError::not_found(format!(
+                "the ONNX file of model {name}:{version} is missing from the fleet store"
+            ))
         })
     }
 
     /// The (deployment, module, reference) of every module that resolves to this version.
-    fn model_users(
+    async fn model_users(
         &self,
         name: &str,
         version: u32,
     ) -> Result<Vec<(String, String, String)>, FleetError> {
-        let models = models_by_name(&self.store)?;
+        let models = models_by_name(&self.store).await?;
         let mut users = Vec::new();
-        for (_, d) in self.store.list::<Deployment>(kind::DEPLOYMENT)? {
+        for (_, d) in self.store.list::<Deployment>(kind::DEPLOYMENT).await? {
             for (module, spec) in d.modules {
                 if let DeploymentModule::Model(ModelModule {
                     model: Some(reference),
@@ -249,9 +244,9 @@ impl Fleet {
 
     pub async fn delete_model(&self, name: &str, version: u32) -> Result<Deleted, FleetError> {
         let _guard = self.writes.lock().await;
-        self.model(name, version)?;
+        self.model(name, version).await?;
         if let Some((deployment, module, reference)) =
-            self.model_users(name, version)?.into_iter().next()
+            self.model_users(name, version).await?.into_iter().next()
         {
             return Err(FleetError::Conflict(format!(
                 "model {name}:{version} is used by deployment {deployment:?} (module {module:?}, {reference}); change or delete the deployment first"
@@ -259,27 +254,20 @@ impl Fleet {
         }
         let mut batch = Batch::default();
         batch.delete(kind::MODEL, &model_key(name, version));
-        self.store.commit(batch)?;
-        let _ = std::fs::remove_file(self.model_path(name, version));
+        self.store.commit(batch).await?;
+        self.store.delete_model_file(name, version).await?;
         Ok(Deleted {
             deleted: format!("{name}:{version}"),
         })
     }
 
-    fn model(&self, name: &str, version: u32) -> Result<ModelVersion, FleetError> {
+    async fn model(&self, name: &str, version: u32) -> Result<ModelVersion, FleetError> {
         self.store
-            .get(kind::MODEL, &model_key(name, version))?
+            .get(kind::MODEL, &model_key(name, version))
+            .await?
             .ok_or_else(|| {
                 FleetError::not_found(format!("model {name}:{version} is not registered"))
             })
-    }
-
-    fn model_path(&self, name: &str, version: u32) -> PathBuf {
-        self.settings
-            .data_dir
-            .join("models")
-            .join(name)
-            .join(format!("{version}.onnx"))
     }
 
     /// Builds and pushes `record`'s image (no lock held), then records where it went and
@@ -292,18 +280,23 @@ impl Fleet {
     ) -> Result<Package, FleetError> {
         let package = self.build_and_push(record, registry, repository).await?;
         let _guard = self.writes.lock().await;
-        let mut current = self.model(&record.name, record.version).map_err(|_| {
-            FleetError::Conflict(format!(
-                "model {} was deleted while it was being packaged",
-                record.reference()
-            ))
-        })?;
+        let mut current = self
+            .model(&record.name, record.version)
+            .await
+            .map_err(|_| {
+                FleetError::Conflict(format!(
+                    "model {} was deleted while it was being packaged",
+                    record.reference()
+                ))
+            })?;
         current.package = Some(package.clone());
-        self.store.put(
-            kind::MODEL,
-            &model_key(&current.name, current.version),
-            &current,
-        )?;
+        self.store
+            .put(
+                kind::MODEL,
+                &model_key(&current.name, current.version),
+                &current,
+            )
+            .await?;
         self.follow_latest(&current.name).await?;
         self.rerender(Affected::All).await?;
         Ok(package)
@@ -315,13 +308,8 @@ impl Fleet {
         registry_name: &str,
         repository: &str,
     ) -> Result<Package, FleetError> {
-        let (registry, password) = self.registry_login(registry_name)?;
-        let path = self.model_path(&record.name, record.version);
-        let bytes = std::fs::read(&path).map_err(|source| FleetError::File {
-            what: "the model file",
-            path: path.display().to_string(),
-            source,
-        })?;
+        let (registry, password) = self.registry_login(registry_name).await?;
+        let bytes = self.stored_model_file(&record.name, record.version).await?;
         let onnx = self.onnx;
         let for_build = record.clone();
         let image = tokio::task::spawn_blocking(move || -> Result<package::Image, FleetError> {

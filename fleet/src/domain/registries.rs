@@ -33,15 +33,16 @@ impl Fleet {
             insecure: request.insecure,
         };
         let _guard = self.writes.lock().await;
-        self.store.put(kind::REGISTRY, name, &registry)?;
+        self.store.put(kind::REGISTRY, name, &registry).await?;
         self.rerender(Affected::All).await?;
         Ok(view(registry))
     }
 
-    pub fn registries(&self) -> Result<Vec<RegistryView>, FleetError> {
+    pub async fn registries(&self) -> Result<Vec<RegistryView>, FleetError> {
         Ok(self
             .store
-            .list::<Registry>(kind::REGISTRY)?
+            .list::<Registry>(kind::REGISTRY)
+            .await?
             .into_iter()
             .map(|(_, r)| view(r))
             .collect())
@@ -50,12 +51,17 @@ impl Fleet {
     /// Removes registry `name`, refused while a deployment pulls an image with its credentials.
     pub async fn delete_registry(&self, name: &str) -> Result<Deleted, FleetError> {
         let _guard = self.writes.lock().await;
-        if self.store.get::<Registry>(kind::REGISTRY, name)?.is_none() {
+        if self
+            .store
+            .get::<Registry>(kind::REGISTRY, name)
+            .await?
+            .is_none()
+        {
             return Err(FleetError::not_found(format!(
                 "registry {name:?} does not exist (see `edgefleet registry list`)"
             )));
         }
-        let catalog = self.catalog()?;
+        let catalog = self.catalog().await?;
         let users: Vec<String> = catalog
             .deployments
             .iter()
@@ -73,7 +79,7 @@ impl Fleet {
         }
         let mut batch = Batch::default();
         batch.delete(kind::REGISTRY, name);
-        self.store.commit(batch)?;
+        self.store.commit(batch).await?;
         self.rerender(Affected::All).await?;
         Ok(Deleted {
             deleted: name.to_owned(),
@@ -81,8 +87,11 @@ impl Fleet {
     }
 
     /// A registry by name, with its password opened.
-    pub(crate) fn registry_login(&self, name: &str) -> Result<(Registry, String), FleetError> {
-        let registry: Registry = self.store.get(kind::REGISTRY, name)?.ok_or_else(|| {
+    pub(crate) async fn registry_login(
+        &self,
+        name: &str,
+    ) -> Result<(Registry, String), FleetError> {
+        let registry: Registry = self.store.get(kind::REGISTRY, name).await?.ok_or_else(|| {
             FleetError::invalid(format!(
                 "registry {name:?} is not configured (see `edgefleet registry add`)"
             ))

@@ -26,11 +26,11 @@ pub enum Affected {
 }
 
 /// Model name -> its versions, ascending.
-pub(crate) fn models_by_name(
+pub(crate) async fn models_by_name(
     store: &FleetStore,
 ) -> Result<BTreeMap<String, Vec<ModelVersion>>, FleetError> {
     let mut by_name: BTreeMap<String, Vec<ModelVersion>> = BTreeMap::new();
-    for (_, m) in store.list::<ModelVersion>(kind::MODEL)? {
+    for (_, m) in store.list::<ModelVersion>(kind::MODEL).await? {
         by_name.entry(m.name.clone()).or_default().push(m);
     }
     for versions in by_name.values_mut() {
@@ -40,23 +40,25 @@ pub(crate) fn models_by_name(
 }
 
 impl Fleet {
-    pub(crate) fn devices_matching(
+    pub(crate) async fn devices_matching(
         &self,
         conditions: &[Condition],
     ) -> Result<BTreeSet<String>, FleetError> {
         Ok(self
             .store
-            .list::<Device>(kind::DEVICE)?
+            .list::<Device>(kind::DEVICE)
+            .await?
             .into_iter()
             .filter(|(_, d)| conditions.iter().any(|c| c.matches(&d.id, &d.tags)))
             .map(|(id, _)| id)
             .collect())
     }
 
-    pub(super) fn catalog(&self) -> Result<Catalog, FleetError> {
+    pub(super) async fn catalog(&self) -> Result<Catalog, FleetError> {
         let registries = self
             .store
-            .list::<Registry>(kind::REGISTRY)?
+            .list::<Registry>(kind::REGISTRY)
+            .await?
             .into_iter()
             .map(|(name, r)| {
                 let password = self.secrets.unseal(&r.password)?;
@@ -72,12 +74,13 @@ impl Fleet {
             .collect::<Result<_, FleetError>>()?;
         let deployments: Vec<(Deployment, Condition)> = self
             .store
-            .list::<Deployment>(kind::DEPLOYMENT)?
+            .list::<Deployment>(kind::DEPLOYMENT)
+            .await?
             .into_iter()
             .filter_map(|(_, d)| d.target.parse().ok().map(|c| (d, c)))
             .collect();
         let mut held_back = BTreeMap::new();
-        for (name, rollout) in self.store.list::<Rollout>(kind::ROLLOUT)? {
+        for (name, rollout) in self.store.list::<Rollout>(kind::ROLLOUT).await? {
             let Some((current, _)) = deployments.iter().find(|(d, _)| d.name == name) else {
                 continue;
             };
@@ -89,14 +92,15 @@ impl Fleet {
                 .get::<DeploymentRevision>(
                     &format!("{}/{name}", kind::DEPLOYMENT_REVISION),
                     &format!("{:012}", rollout.from_revision),
-                )?
+                )
+                .await?
                 .map(|r| Deployment::from_view(r.deployment, current.created_seq))
                 .and_then(|d| d.target.parse().ok().map(|c| (d, c)));
             held_back.insert(name, HeldBack { rollout, previous });
         }
         Ok(Catalog {
             registries,
-            models: models_by_name(&self.store)?,
+            models: models_by_name(&self.store).await?,
             deployments,
             held_back,
         })
@@ -114,16 +118,16 @@ impl Fleet {
     }
 
     async fn rerender_timed(&self, affected: Affected) -> Result<usize, FleetError> {
-        let catalog = self.catalog()?;
+        let catalog = self.catalog().await?;
         let mut drafts = Vec::new();
         let mut changed = 0;
-        for (id, device) in self.store.list::<Device>(kind::DEVICE)? {
+        for (id, device) in self.store.list::<Device>(kind::DEVICE).await? {
             if let Affected::Devices(ids) = &affected
                 && !ids.contains(&id)
             {
                 continue;
             }
-            let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &id)?;
+            let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &id).await?;
             let previous = previous.as_ref();
             match render_device(&device, &catalog, previous) {
                 // A device that never had a manifest gets none until it has a module.
@@ -151,7 +155,7 @@ impl Fleet {
         for rendered in &changed {
             batch.put(kind::MANIFEST, &rendered.device_id, rendered)?;
         }
-        self.store.commit(batch)?;
+        self.store.commit(batch).await?;
         for rendered in &changed {
             self.publish(self.manifest_publication(rendered)?).await?;
         }
@@ -173,9 +177,10 @@ impl Fleet {
 
     /// Every stored manifest, to publish again when the session connects (a broker may have
     /// lost retained messages).
-    pub(crate) fn all_manifests(&self) -> Result<Vec<Publication>, FleetError> {
+    pub(crate) async fn all_manifests(&self) -> Result<Vec<Publication>, FleetError> {
         self.store
-            .list::<RenderedManifest>(kind::MANIFEST)?
+            .list::<RenderedManifest>(kind::MANIFEST)
+            .await?
             .iter()
             .map(|(_, m)| self.manifest_publication(m))
             .collect()

@@ -32,7 +32,7 @@ pub enum RolloutAction {
 impl Fleet {
     /// Starts a staged rollout of `deployment` (just saved as `to_revision`) from
     /// `from_revision` over the devices its condition selects now or selected before.
-    pub(super) fn start_rollout(
+    pub(super) async fn start_rollout(
         &self,
         deployment: &Deployment,
         from_revision: u64,
@@ -47,7 +47,8 @@ impl Fleet {
         };
         let devices: Vec<(String, bool)> = self
             .store
-            .list::<Device>(kind::DEVICE)?
+            .list::<Device>(kind::DEVICE)
+            .await?
             .into_iter()
             .filter(|(_, d)| conditions.iter().any(|c| c.matches(&d.id, &d.tags)))
             .map(|(id, d)| {
@@ -84,7 +85,8 @@ impl Fleet {
         // Without a running rollout the write lock is not taken.
         if !self
             .store
-            .list::<Rollout>(kind::ROLLOUT)?
+            .list::<Rollout>(kind::ROLLOUT)
+            .await?
             .iter()
             .any(|(_, r)| running(r))
         {
@@ -92,17 +94,21 @@ impl Fleet {
         }
         let _guard = self.writes.lock().await;
         let now = now_ms();
-        for (name, mut rollout) in self.store.list::<Rollout>(kind::ROLLOUT)? {
+        for (name, mut rollout) in self.store.list::<Rollout>(kind::ROLLOUT).await? {
             if !running(&rollout) {
                 continue;
             }
-            let Some(deployment) = self.store.get::<Deployment>(kind::DEPLOYMENT, &name)? else {
+            let Some(deployment) = self
+                .store
+                .get::<Deployment>(kind::DEPLOYMENT, &name)
+                .await?
+            else {
                 continue;
             };
             let before = rollout.clone();
-            let rerender = self.advance(&mut rollout, &deployment, now)?;
+            let rerender = self.advance(&mut rollout, &deployment, now).await?;
             if rollout != before {
-                self.store.put(kind::ROLLOUT, &name, &rollout)?;
+                self.store.put(kind::ROLLOUT, &name, &rollout).await?;
             }
             if !rerender.is_empty() {
                 self.rerender(Affected::Devices(rerender)).await?;
@@ -112,7 +118,7 @@ impl Fleet {
     }
 
     /// One step of `rollout`; returns the devices whose manifests change.
-    fn advance(
+    async fn advance(
         &self,
         rollout: &mut Rollout,
         deployment: &Deployment,
@@ -125,7 +131,7 @@ impl Fleet {
                 .iter()
                 .flat_map(|p| p.devices.iter().cloned())
                 .collect();
-            for id in self.devices_matching(&[condition])? {
+            for id in self.devices_matching(&[condition]).await? {
                 if !known.contains(&id) {
                     match rollout.phases.last_mut() {
                         Some(last) => last.devices.push(id),
@@ -141,7 +147,6 @@ impl Fleet {
             rollout.state = StagedState::Completed;
             return Ok(BTreeSet::new());
         };
-        let status_of = |id: &str| self.store.get::<DeviceStatus>(kind::STATUS, id);
         let started = *phase.started_ms.get_or_insert(now);
 
         // Admit the phase's devices, at most `maxPerMinute` of them a minute.
@@ -156,7 +161,13 @@ impl Fleet {
                 break;
             }
             if !phase.moved.contains_key(&id) {
-                let counters = status_of(&id)?.as_ref().map(baseline).unwrap_or_default();
+                let counters = self
+                    .store
+                    .get::<DeviceStatus>(kind::STATUS, &id)
+                    .await?
+                    .as_ref()
+                    .map(baseline)
+                    .unwrap_or_default();
                 phase.moved.insert(id.clone(), counters);
                 admitted.insert(id);
             }
@@ -176,7 +187,7 @@ impl Fleet {
         let mut waiting = Vec::new();
         let mut timed_out = Vec::new();
         for (id, counters) in &phase.moved {
-            let manifest: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id)?;
+            let manifest: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id).await?;
             let carries_revision = manifest.as_ref().filter(|m| {
                 m.sources.values().any(|s| {
                     s.deployment == rollout.deployment && s.revision == rollout.to_revision
@@ -188,7 +199,10 @@ impl Fleet {
             };
             match device_health(
                 manifest.version,
-                status_of(id)?.as_ref(),
+                self.store
+                    .get::<DeviceStatus>(kind::STATUS, id)
+                    .await?
+                    .as_ref(),
                 counters,
                 started,
                 &rollout.policy,
@@ -271,7 +285,7 @@ impl Fleet {
     ) -> Result<RolloutStatus, FleetError> {
         {
             let _guard = self.writes.lock().await;
-            let mut rollout: Rollout = self.store.get(kind::ROLLOUT, deployment)?.ok_or_else(|| {
+            let mut rollout: Rollout = self.store.get(kind::ROLLOUT, deployment).await?.ok_or_else(|| {
                 FleetError::not_found(format!(
                     "deployment {deployment:?} has no staged rollout (its policy has no `rollout:`)"
                 ))
@@ -303,20 +317,20 @@ impl Fleet {
             } else if next == StagedState::Running {
                 rollout.reason = None;
             }
-            self.store.put(kind::ROLLOUT, deployment, &rollout)?;
+            self.store.put(kind::ROLLOUT, deployment, &rollout).await?;
             if next == StagedState::RolledBack {
                 self.rerender(Affected::Devices(moved)).await?;
             }
         }
-        self.rollout(deployment)
+        self.rollout(deployment).await
     }
 
     /// The staged rollout of `deployment`, as the API shows it.
-    pub(super) fn staged_view(
+    pub(super) async fn staged_view(
         &self,
         deployment: &str,
     ) -> Result<Option<StagedRollout>, FleetError> {
-        let rollout: Option<Rollout> = self.store.get(kind::ROLLOUT, deployment)?;
+        let rollout: Option<Rollout> = self.store.get(kind::ROLLOUT, deployment).await?;
         Ok(rollout.map(|r| StagedRollout {
             from_revision: r.from_revision,
             to_revision: r.to_revision,

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::{Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{DeviceStatus, RenderedManifest};
-use crate::store::{Ingested, kind};
+use crate::store::{Arrivals, Ingested, kind};
 
 /// What a telemetry query keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,34 +54,39 @@ pub struct Heard {
 
 impl Fleet {
     /// The newest `limit` telemetry records of device `id`, oldest first.
-    pub fn telemetry(&self, id: &str, limit: usize) -> Result<Vec<TelemetryEnvelope>, FleetError> {
-        self.device_record(id)?;
-        Ok(self.store.telemetry(id, limit)?)
+    pub async fn telemetry(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<TelemetryEnvelope>, FleetError> {
+        self.device_record(id).await?;
+        Ok(self.store.telemetry(id, limit).await?)
     }
 
     /// Device `id`'s records that `filter` keeps, oldest first, at most `limit`.
-    pub fn query_telemetry(
+    pub async fn query_telemetry(
         &self,
         id: &str,
         filter: &TelemetryFilter,
         limit: usize,
     ) -> Result<Vec<TelemetryEnvelope>, FleetError> {
-        self.device_record(id)?;
+        self.device_record(id).await?;
         Ok(self
             .store
-            .telemetry_after(id, filter.after_seq, limit, |r| filter.keeps(r))?)
+            .telemetry_after(id, filter.after_seq, limit, |r| filter.keeps(r))
+            .await?)
     }
 
     /// Stores what devices said since the last call in one transaction: their status
     /// (reported state, last seen) and their telemetry records. Returns each device's
     /// acknowledgement, as publications for its `acks` topic; a device that sent only
     /// records the fleet already had is acknowledged too, so it stops sending them.
-    pub(crate) fn ingest(
+    pub(crate) async fn ingest(
         &self,
         heard: BTreeMap<String, Heard>,
         telemetry: &[Arrived],
     ) -> Result<Vec<Publication>, FleetError> {
-        let ingested = self.ingest_batch(heard, telemetry)?;
+        let ingested = self.ingest_batch(heard, telemetry).await?;
         ingested
             .committed
             .into_iter()
@@ -89,21 +94,18 @@ impl Fleet {
             .collect()
     }
 
-    fn ingest_batch(
+    async fn ingest_batch(
         &self,
         heard: BTreeMap<String, Heard>,
         telemetry: &[Arrived],
     ) -> Result<Ingested, FleetError> {
         // Each status is read, updated and written whole: one batch at a time.
-        let _one = self
-            .ingesting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one = self.ingesting.lock().await;
         let now = now_ms();
         let mut encoded = Vec::with_capacity(heard.len());
         let mut floors = Vec::new();
         for (id, heard) in heard {
-            let mut status = self.status(&id)?;
+            let mut status = self.status(&id).await?;
             status.last_seen_ms = status.last_seen_ms.max(Some(heard.last_seen_ms));
             // A state older than the one stored (an export carried in late) does not win.
             let newer = |r: &ReportedState| {
@@ -126,9 +128,15 @@ impl Fleet {
                 floors.push((id.clone(), oldest.saturating_sub(1)));
             }
         }
+        let arrivals = Arrivals {
+            statuses: &encoded,
+            records: telemetry,
+            floors: &floors,
+        };
         Ok(self
             .store
-            .ingest(&encoded, telemetry, &floors, &self.settings.retention, now)?)
+            .ingest(arrivals, &self.settings.retention, now)
+            .await?)
     }
 
     /// Stores an outbox export (see `edgefleet_common::outbox_export`) a device wrote while it
@@ -138,7 +146,7 @@ impl Fleet {
     pub async fn import_telemetry(&self, export: &[u8]) -> Result<SignedReceipt, FleetError> {
         let parsed = parse_export(export, &self.settings.name)?;
         let id = parsed.header.device_id.clone();
-        self.device_record(&id)?;
+        self.device_record(&id).await?;
         let heard = BTreeMap::from([(
             id.clone(),
             Heard {
@@ -154,10 +162,12 @@ impl Fleet {
         };
         let (mut heard, mut new_records) = (Some(heard), 0);
         for batch in batches {
-            let ingested = self.ingest_batch(heard.take().unwrap_or_default(), batch)?;
+            let ingested = self
+                .ingest_batch(heard.take().unwrap_or_default(), batch)
+                .await?;
             new_records += ingested.new_records;
         }
-        let committed_seq = self.store.committed(&id)?;
+        let committed_seq = self.store.committed(&id).await?;
         self.publish(self.ack_publication(&id, committed_seq, false)?)
             .await?;
         let receipt = TelemetryReceipt {
@@ -191,25 +201,30 @@ impl Fleet {
 
     /// The answer to a device's sync request: its manifest (when one is rendered) and its
     /// telemetry acknowledgement.
-    pub(crate) fn sync(&self, id: &str) -> Result<Vec<Publication>, FleetError> {
+    pub(crate) async fn sync(&self, id: &str) -> Result<Vec<Publication>, FleetError> {
         if self
             .store
-            .get::<crate::records::Device>(kind::DEVICE, id)?
+            .get::<crate::records::Device>(kind::DEVICE, id)
+            .await?
             .is_none()
         {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        if let Some(manifest) = self.store.get::<RenderedManifest>(kind::MANIFEST, id)? {
+        if let Some(manifest) = self
+            .store
+            .get::<RenderedManifest>(kind::MANIFEST, id)
+            .await?
+        {
             out.push(self.manifest_publication(&manifest)?);
         }
-        out.push(self.ack_publication(id, self.store.committed(id)?, true)?);
+        out.push(self.ack_publication(id, self.store.committed(id).await?, true)?);
         Ok(out)
     }
 
     /// Device `id`'s stored status, to update with what it sends.
-    pub(crate) fn status(&self, id: &str) -> Result<DeviceStatus, FleetError> {
-        Ok(self.store.get(kind::STATUS, id)?.unwrap_or_default())
+    pub(crate) async fn status(&self, id: &str) -> Result<DeviceStatus, FleetError> {
+        Ok(self.store.get(kind::STATUS, id).await?.unwrap_or_default())
     }
 }
 

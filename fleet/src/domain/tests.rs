@@ -28,19 +28,18 @@ struct World {
 }
 
 impl World {
-    fn new() -> Self {
+    async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = FleetSigningKey::generate();
         let public_key = key.public_key();
         let (outgoing, published) = mpsc::channel(1024);
         let settings = FleetSettings {
             name: "plant".into(),
-            data_dir: dir.path().to_owned(),
             mqtt_url: "mqtt://127.0.0.1:1883".into(),
             device_mqtt_url: None,
             retention: Default::default(),
         };
-        let store = FleetStore::open(&dir.path().join("fleet.redb")).expect("store");
+        let store = FleetStore::open_embedded(dir.path()).expect("store");
         let onnx = OnnxRuntime::load(&edgefleet_tests::ort_library()).expect("ONNX Runtime");
         let fleet = Fleet::new(
             settings,
@@ -51,6 +50,7 @@ impl World {
             outgoing,
             None,
         )
+        .await
         .expect("fleet");
         Self {
             fleet,
@@ -98,6 +98,7 @@ impl World {
             self.fleet
                 .store
                 .put(kind::MODEL, &key, &record)
+                .await
                 .expect("model");
         }
         self
@@ -155,7 +156,7 @@ fn served_image(manifest: &Manifest) -> (&str, Option<u16>) {
 #[tokio::test]
 async fn a_deployment_renders_signed_manifests_for_the_devices_it_targets_and_only_changes_publish()
 {
-    let mut world = World::new().with_packaged_models().await;
+    let mut world = World::new().await.with_packaged_models().await;
     world.device("gw-1", "plant1").await;
     world.device("gw-2", "plant2").await;
     assert!(world.manifests().is_empty(), "no module, no manifest");
@@ -196,7 +197,7 @@ async fn a_deployment_renders_signed_manifests_for_the_devices_it_targets_and_on
 
 #[tokio::test]
 async fn per_module_the_highest_priority_wins_then_the_newest_and_the_manifest_names_its_source() {
-    let mut world = World::new().with_packaged_models().await;
+    let mut world = World::new().await.with_packaged_models().await;
     world.device("gw-1", "plant1").await;
     let fleet = &world.fleet;
     fleet
@@ -208,14 +209,14 @@ async fn per_module_the_highest_priority_wins_then_the_newest_and_the_manifest_n
         .await
         .expect("low");
     assert_eq!(
-        fleet.manifest("gw-1").expect("manifest").sources["scorer"].deployment,
+        fleet.manifest("gw-1").await.expect("manifest").sources["scorer"].deployment,
         "base"
     );
     fleet
         .put_deployment("tie", deployment("tags.site = 'plant1'", 5, "m:2", 8003))
         .await
         .expect("tie");
-    let view = fleet.manifest("gw-1").expect("manifest");
+    let view = fleet.manifest("gw-1").await.expect("manifest");
     assert_eq!(
         view.sources["scorer"].deployment, "tie",
         "ties go to the newest"
@@ -229,7 +230,7 @@ async fn per_module_the_highest_priority_wins_then_the_newest_and_the_manifest_n
 
 #[tokio::test]
 async fn rollout_status_follows_what_devices_report_for_their_manifest() {
-    let world = World::new().with_packaged_models().await;
+    let world = World::new().await.with_packaged_models().await;
     world.device("gw-1", "plant1").await;
     world.device("gw-2", "plant1").await;
     let fleet = &world.fleet;
@@ -237,7 +238,7 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
         .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:1", 8001))
         .await
         .expect("deployment");
-    let status = fleet.rollout("d").expect("status");
+    let status = fleet.rollout("d").await.expect("status");
     assert_eq!((status.targeted, status.pending), (2, 2));
 
     let report = |status: ApplyStatus, message: &str| Heard {
@@ -269,8 +270,8 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
             report(ApplyStatus::ActivationFailed, "module scorer: unauthorized"),
         ),
     ]);
-    fleet.ingest(statuses, &[]).expect("ingest");
-    let status = fleet.rollout("d").expect("status");
+    fleet.ingest(statuses, &[]).await.expect("ingest");
+    let status = fleet.rollout("d").await.expect("status");
     assert_eq!((status.succeeded, status.failed, status.pending), (1, 1, 0));
     assert!(status.finished() && !status.complete());
     let failed = status
@@ -287,7 +288,7 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_by_kind_and_change_nothing() {
-    let mut world = World::new().with_packaged_models().await;
+    let mut world = World::new().await.with_packaged_models().await;
     world.device("gw-1", "plant1").await;
     let fleet = &world.fleet;
     let bad_condition = fleet
@@ -307,7 +308,7 @@ async fn bad_requests_are_refused_by_kind_and_change_nothing() {
             && unknown_model.to_string().contains("module scorer"),
         "{unknown_model}"
     );
-    assert!(fleet.deployments().expect("list").is_empty());
+    assert!(fleet.deployments().await.expect("list").is_empty());
     assert!(world.manifests().is_empty());
 
     let fleet = &world.fleet;
@@ -318,19 +319,19 @@ async fn bad_requests_are_refused_by_kind_and_change_nothing() {
     let in_use = fleet.delete_model("m", 1).await.unwrap_err();
     assert!(matches!(in_use, FleetError::Conflict(_)), "{in_use}");
     assert!(in_use.to_string().contains("deployment \"d\""), "{in_use}");
-    let missing = fleet.device("gw-9").unwrap_err();
+    let missing = fleet.device("gw-9").await.unwrap_err();
     assert!(matches!(missing, FleetError::NotFound(_)), "{missing}");
     assert!(matches!(
-        fleet.rollout("nope").unwrap_err(),
+        fleet.rollout("nope").await.unwrap_err(),
         FleetError::NotFound(_)
     ));
 }
 
 #[tokio::test]
 async fn the_device_configuration_is_the_agents_own_type_with_the_devices_password() {
-    let world = World::new();
+    let world = World::new().await;
     world.device("gw-1", "plant1").await;
-    let text = world.fleet.device_config("gw-1").expect("config");
+    let text = world.fleet.device_config("gw-1").await.expect("config");
     let config = edgefleet_common::agent_config::AgentConfig::parse(
         Some((std::path::Path::new("agent.toml"), &text)),
         Vec::new(),
@@ -345,7 +346,7 @@ async fn the_device_configuration_is_the_agents_own_type_with_the_devices_passwo
 
 #[tokio::test]
 async fn the_same_content_makes_no_revision_and_a_layer_adds_modules_and_takes_them_away() {
-    let mut world = World::new().with_packaged_models().await;
+    let mut world = World::new().await.with_packaged_models().await;
     world.device("gw-1", "plant1").await;
     world.device("gw-2", "plant1").await;
     let save = |port| deployment("tags.site = 'plant1'", 0, "m:1", port);
@@ -367,7 +368,7 @@ async fn the_same_content_makes_no_revision_and_a_layer_adds_modules_and_takes_t
         .await
         .expect("second");
     assert_eq!((second.revision, second.changed), (2, true));
-    let history = world.fleet.deployment_history("d").expect("history");
+    let history = world.fleet.deployment_history("d").await.expect("history");
     let ports: Vec<_> = history
         .iter()
         .map(|r| match &r.deployment.modules["scorer"] {
@@ -389,7 +390,7 @@ async fn the_same_content_makes_no_revision_and_a_layer_adds_modules_and_takes_t
         .put_deployment("layer", layer)
         .await
         .expect("layer");
-    let view = world.fleet.manifest("gw-1").expect("manifest");
+    let view = world.fleet.manifest("gw-1").await.expect("manifest");
     assert_eq!(
         (
             view.sources["extra"].deployment.as_str(),

@@ -1,0 +1,362 @@
+//! The embedded backend, in the service's data directory: one redb file (`fleet.redb`), the
+//! model files (`models/<name>/<version>.onnx`) and the fleet's secrets (0600 files). Records
+//! are keyed `"<kind>/<name>"`; telemetry by `(device, seq)`, with the time it was accepted in
+//! front of the envelope.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use edgefleet_common::UnixMillis;
+use edgefleet_common::telemetry::TelemetryEnvelope;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{
+    Arrivals, Batch, Ingested, StoreError, TelemetryRetention, decode_telemetry, kind, stored_size,
+};
+
+/// "<kind>/<name>" -> JSON.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// (device, seq) -> when the fleet accepted it (8 bytes, big-endian ms) + envelope JSON.
+const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("device_telemetry");
+/// device -> bytes of its stored telemetry.
+const TELEMETRY_BYTES: TableDefinition<&str, u64> = TableDefinition::new("telemetry_bytes");
+/// device -> the highest seq up to which the fleet has every record (its acknowledgement).
+const COMMITTED: TableDefinition<&str, u64> = TableDefinition::new("telemetry_committed");
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(e: $error) -> Self {
+                Self::Embedded(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+#[derive(Debug, Clone)]
+pub(super) struct EmbeddedStore {
+    db: Arc<Database>,
+    dir: PathBuf,
+}
+
+fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.display().to_string();
+    move |source| StoreError::File { what, path, source }
+}
+
+fn record_key(kind: &str, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
+impl EmbeddedStore {
+    pub(super) fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(file_error("cannot create the data directory", dir))?;
+        let path = dir.join("fleet.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(RECORDS)?;
+        txn.open_table(TELEMETRY)?;
+        txn.open_table(TELEMETRY_BYTES)?;
+        txn.open_table(COMMITTED)?;
+        txn.commit()?;
+        Ok(Self {
+            db: Arc::new(db),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Reads the 0600 file `name`, or creates it with `make` on first use.
+    pub(super) fn secret(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.dir.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return Ok(text.trim().to_owned());
+        }
+        let value = make();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(file_error("cannot create key file", &path))?;
+        std::io::Write::write_all(&mut file, format!("{value}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(file_error("cannot write key file", &path))?;
+        Ok(value)
+    }
+
+    fn model_path(&self, name: &str, version: u32) -> PathBuf {
+        self.dir
+            .join("models")
+            .join(name)
+            .join(format!("{version}.onnx"))
+    }
+
+    pub(super) fn put_model_file(
+        &self,
+        name: &str,
+        version: u32,
+        onnx: &[u8],
+    ) -> Result<(), StoreError> {
+        let path = self.model_path(name, version);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(file_error("cannot create", dir))?;
+        }
+        std::fs::write(&path, onnx).map_err(file_error("cannot write the model file", &path))
+    }
+
+    pub(super) fn model_file(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.model_path(name, version);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(file_error("cannot read the model file", &path)(e)),
+        }
+    }
+
+    pub(super) fn delete_model_file(&self, name: &str, version: u32) -> Result<(), StoreError> {
+        let path = self.model_path(name, version);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(file_error("cannot remove the model file", &path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn get(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        Ok(table
+            .get(record_key(kind, name).as_str())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    pub(super) fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let start = format!("{kind}/");
+        let end = format!("{kind}0"); // '0' sorts right after '/'
+        let mut out = Vec::new();
+        for entry in table.range(start.as_str()..end.as_str())? {
+            let (key, value) = entry?;
+            out.push((
+                key.value()[start.len()..].to_owned(),
+                value.value().to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RECORDS)?;
+            for (kind, name) in &batch.deletes {
+                table.remove(record_key(kind, name).as_str())?;
+            }
+            for ((kind, name), value) in batch.last_puts() {
+                table.insert(record_key(kind, name).as_str(), value)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn next(&self, counter: &str) -> Result<u64, StoreError> {
+        let key = record_key(kind::COUNTER, counter);
+        let txn = self.db.begin_write()?;
+        let next = {
+            let mut table = txn.open_table(RECORDS)?;
+            let current: u64 = match table.get(key.as_str())? {
+                Some(v) => {
+                    serde_json::from_slice(v.value()).map_err(|source| StoreError::Decode {
+                        key: key.clone(),
+                        source,
+                    })?
+                }
+                None => 0,
+            };
+            let next = current + 1;
+            table.insert(key.as_str(), next.to_string().as_bytes())?;
+            next
+        };
+        txn.commit()?;
+        Ok(next)
+    }
+
+    pub(super) fn ingest(
+        &self,
+        arrivals: Arrivals<'_>,
+        retention: &TelemetryRetention,
+        now_ms: UnixMillis,
+    ) -> Result<Ingested, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut acks = BTreeMap::new();
+        let mut new_records = 0;
+        {
+            let mut table = txn.open_table(RECORDS)?;
+            for (device, json) in arrivals.statuses {
+                table.insert(record_key(kind::STATUS, device).as_str(), json.as_slice())?;
+            }
+            let mut telemetry = txn.open_table(TELEMETRY)?;
+            let mut bytes = txn.open_table(TELEMETRY_BYTES)?;
+            let mut committed = txn.open_table(COMMITTED)?;
+            let mut value = Vec::new();
+            let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+            for (device, seq, json) in arrivals.records {
+                acks.entry(device.clone()).or_insert(0);
+                value.clear();
+                value.extend_from_slice(&now_ms.to_be_bytes());
+                value.extend_from_slice(json);
+                // A repeat (a device sending again what the fleet stored) is not stored twice.
+                if telemetry
+                    .insert((device.as_str(), *seq), value.as_slice())?
+                    .is_none()
+                {
+                    *added.entry(device.as_str()).or_default() += stored_size(json);
+                    new_records += 1;
+                }
+            }
+            for (device, size) in added {
+                let total = bytes.get(device)?.map_or(0, |v| v.value());
+                bytes.insert(device, total + size)?;
+            }
+            for (device, floor) in arrivals.floors {
+                let current = committed.get(device.as_str())?.map_or(0, |v| v.value());
+                if *floor > current {
+                    committed.insert(device.as_str(), *floor)?;
+                }
+                acks.entry(device.clone()).or_insert(0);
+            }
+            for (device, ack) in acks.iter_mut() {
+                let mut c = committed.get(device.as_str())?.map_or(0, |v| v.value());
+                for entry in
+                    telemetry.range((device.as_str(), c + 1)..=(device.as_str(), u64::MAX))?
+                {
+                    if entry?.0.value().1 != c + 1 {
+                        break;
+                    }
+                    c += 1;
+                }
+                committed.insert(device.as_str(), c)?;
+                *ack = c;
+                trim(&mut telemetry, &mut bytes, device, retention, now_ms)?;
+            }
+        }
+        txn.commit()?;
+        Ok(Ingested {
+            committed: acks,
+            new_records,
+        })
+    }
+
+    pub(super) fn committed(&self, device: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COMMITTED)?;
+        Ok(table.get(device)?.map_or(0, |v| v.value()))
+    }
+
+    pub(super) fn telemetry_after(
+        &self,
+        device: &str,
+        after: u64,
+        limit: usize,
+        filter: &mut dyn FnMut(&TelemetryEnvelope) -> bool,
+    ) -> Result<Vec<TelemetryEnvelope>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        let mut out = Vec::new();
+        for entry in table.range((device, after.saturating_add(1))..=(device, u64::MAX))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let envelope = decode(device, key.value().1, value.value())?;
+            if filter(&envelope) {
+                out.push(envelope);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn telemetry(
+        &self,
+        device: &str,
+        limit: usize,
+    ) -> Result<Vec<TelemetryEnvelope>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((device, 0)..=(device, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            out.push(decode(device, key.value().1, value.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+/// Drops `device`'s oldest records while they are older than the retention or over its bytes.
+fn trim(
+    telemetry: &mut redb::Table<(&str, u64), &[u8]>,
+    bytes: &mut redb::Table<&str, u64>,
+    device: &str,
+    retention: &TelemetryRetention,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    let mut total = bytes.get(device)?.map_or(0, |v| v.value());
+    let cutoff = now_ms.saturating_sub(retention.max_age_ms);
+    loop {
+        let oldest = telemetry
+            .range((device, 0)..=(device, u64::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, v)| (k.value().1, v.value().len() as u64, accepted_ms(v.value())));
+        let Some((seq, size, accepted)) = oldest else {
+            break;
+        };
+        if total <= retention.max_bytes_per_device && accepted >= cutoff {
+            break;
+        }
+        telemetry.remove((device, seq))?;
+        total = total.saturating_sub(size);
+    }
+    bytes.insert(device, total)?;
+    Ok(())
+}
+
+fn accepted_ms(value: &[u8]) -> UnixMillis {
+    value
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn decode(device: &str, seq: u64, value: &[u8]) -> Result<TelemetryEnvelope, StoreError> {
+    decode_telemetry(device, seq, value.get(8..).unwrap_or_default())
+}

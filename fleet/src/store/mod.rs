@@ -1,0 +1,369 @@
+//! The fleet service's database: records by kind and name as JSON, and each device's
+//! telemetry, deduplicated by `(device, seq)`, kept for the configured age and bytes, with the
+//! highest `seq` up to which the fleet has every record (its acknowledgement).
+//!
+//! Two backends keep the same things with the same meaning: [`embedded`] (one redb file, the
+//! default) and [`postgres`] (`edgefleet serve --database postgres://…`, shared by several
+//! replicas of the service). [`FleetStore`] is what the rest of the fleet uses; it encodes and
+//! decodes records and hands bytes to the backend.
+
+mod embedded;
+mod postgres;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use edgefleet_common::UnixMillis;
+use edgefleet_common::telemetry::TelemetryEnvelope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use embedded::EmbeddedStore;
+use postgres::PostgresStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("fleet store {path}: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error("fleet store: {0}")]
+    Embedded(#[source] redb::Error),
+    #[error(
+        "fleet store {url}: cannot connect: {source} (is PostgreSQL running there, and are the \
+         user, password and database right?)"
+    )]
+    Connect { url: String, source: sqlx::Error },
+    #[error("fleet store {url}: the schema cannot be migrated: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("fleet store: {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("fleet store: PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("fleet store: record {key} cannot be written: {source}")]
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("fleet store: record {key} cannot be read (written by another version?): {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+/// The kinds of records.
+pub mod kind {
+    pub const REGISTRY: &str = "registry";
+    pub const MODEL: &str = "model";
+    pub const DEVICE: &str = "device";
+    pub const STATUS: &str = "status";
+    pub const DEPLOYMENT: &str = "deployment";
+    pub const DEPLOYMENT_REVISION: &str = "deployment-revision";
+    pub const MANIFEST: &str = "manifest";
+    pub const COUNTER: &str = "counter";
+    pub const ROLLOUT: &str = "rollout";
+}
+
+/// The fleet's database, on one of its backends.
+#[derive(Debug, Clone)]
+pub struct FleetStore {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Embedded(EmbeddedStore),
+    Postgres(PostgresStore),
+}
+
+/// Writes staged in one transaction: deletes first, then puts (the last put of a key wins).
+#[derive(Debug, Default)]
+pub struct Batch {
+    puts: Vec<(Key, Vec<u8>)>,
+    deletes: Vec<Key>,
+}
+
+/// A record's kind and name.
+type Key = (String, String);
+
+impl Batch {
+    pub fn put<T: Serialize>(
+        &mut self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+            key: format!("{kind}/{name}"),
+            source,
+        })?;
+        self.puts.push(((kind.to_owned(), name.to_owned()), json));
+        Ok(())
+    }
+
+    pub fn delete(&mut self, kind: &str, name: &str) {
+        self.deletes.push((kind.to_owned(), name.to_owned()));
+    }
+
+    /// The puts with only the last value of each key.
+    fn last_puts(&self) -> Vec<(&Key, &[u8])> {
+        let mut last: BTreeMap<&Key, &[u8]> = BTreeMap::new();
+        for (key, value) in &self.puts {
+            last.insert(key, value);
+        }
+        last.into_iter().collect()
+    }
+}
+
+/// What devices sent, for [`FleetStore::ingest`].
+#[derive(Debug, Clone, Copy)]
+pub struct Arrivals<'a> {
+    /// Status records, JSON by device.
+    pub statuses: &'a [(String, Vec<u8>)],
+    /// Telemetry records: device, seq, envelope JSON. A `(device, seq)` already stored is
+    /// ignored.
+    pub records: &'a [(String, u64, Vec<u8>)],
+    /// Per device, the `seq` below which it holds nothing any more.
+    pub floors: &'a [(String, u64)],
+}
+
+impl FleetStore {
+    /// The embedded store in `data_dir` (created on first use): `fleet.redb`, model files
+    /// under `models/` and the fleet's keys in 0600 files.
+    pub fn open_embedded(data_dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Embedded(EmbeddedStore::open(data_dir)?),
+        })
+    }
+
+    /// The store in the PostgreSQL database at `url`, its schema migrated to this version.
+    pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Backend::Postgres(PostgresStore::connect(url).await?),
+        })
+    }
+
+    /// Which backend this is, for logs: `embedded` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let bytes = match &self.backend {
+            Backend::Embedded(s) => s.get(kind, name)?,
+            Backend::Postgres(s) => s.get(kind, name).await?,
+        };
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                key: format!("{kind}/{name}"),
+                source,
+            })
+    }
+
+    /// Every record of `kind`, by name.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let raw = match &self.backend {
+            Backend::Embedded(s) => s.list(kind)?,
+            Backend::Postgres(s) => s.list(kind).await?,
+        };
+        raw.into_iter()
+            .map(|(name, bytes)| match serde_json::from_slice(&bytes) {
+                Ok(v) => Ok((name, v)),
+                Err(source) => Err(StoreError::Decode {
+                    key: format!("{kind}/{name}"),
+                    source,
+                }),
+            })
+            .collect()
+    }
+
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.commit(&batch),
+            Backend::Postgres(s) => s.commit(&batch).await,
+        }
+    }
+
+    pub async fn put<T: Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.put(kind, name, value)?;
+        self.commit(batch).await
+    }
+
+    /// The next value of a named counter (1, 2, ...), durably.
+    pub async fn next(&self, counter: &str) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.next(counter),
+            Backend::Postgres(s) => s.next(counter).await,
+        }
+    }
+
+    /// Stores what devices sent in one transaction: their status records, their telemetry
+    /// records (accepted at `now_ms`) and the floors below which a device holds nothing any
+    /// more. Returns, for every device of the batch, the highest `seq` up to which the fleet
+    /// has every record (or knows the device dropped it): its acknowledgement.
+    pub async fn ingest(
+        &self,
+        arrivals: Arrivals<'_>,
+        retention: &TelemetryRetention,
+        now_ms: UnixMillis,
+    ) -> Result<Ingested, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.ingest(arrivals, retention, now_ms),
+            Backend::Postgres(s) => s.ingest(arrivals, retention, now_ms).await,
+        }
+    }
+
+    /// The highest `seq` of `device` the fleet has acknowledged.
+    pub async fn committed(&self, device: &str) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.committed(device),
+            Backend::Postgres(s) => s.committed(device).await,
+        }
+    }
+
+    /// Telemetry records of `device` with `seq > after`, oldest first, that `filter` keeps, at
+    /// most `limit`.
+    pub async fn telemetry_after(
+        &self,
+        device: &str,
+        after: u64,
+        limit: usize,
+        mut filter: impl FnMut(&TelemetryEnvelope) -> bool + Send,
+    ) -> Result<Vec<TelemetryEnvelope>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.telemetry_after(device, after, limit, &mut filter),
+            Backend::Postgres(s) => s.telemetry_after(device, after, limit, &mut filter).await,
+        }
+    }
+
+    /// The newest `limit` telemetry records of `device`, oldest first.
+    pub async fn telemetry(
+        &self,
+        device: &str,
+        limit: usize,
+    ) -> Result<Vec<TelemetryEnvelope>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.telemetry(device, limit),
+            Backend::Postgres(s) => s.telemetry(device, limit).await,
+        }
+    }
+}
+
+impl FleetStore {
+    /// The fleet secret `name` (a key, the admin token); on first use `make` creates it. Every
+    /// replica sharing a database gets the same value.
+    pub async fn secret(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.secret(name, make),
+            Backend::Postgres(s) => s.secret(name, make()).await,
+        }
+    }
+
+    /// Keeps the ONNX file of model `name` `version`.
+    pub async fn put_model_file(
+        &self,
+        name: &str,
+        version: u32,
+        onnx: &[u8],
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.put_model_file(name, version, onnx),
+            Backend::Postgres(s) => s.put_model_file(name, version, onnx).await,
+        }
+    }
+
+    /// The ONNX file of model `name` `version`, if kept.
+    pub async fn model_file(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.model_file(name, version),
+            Backend::Postgres(s) => s.model_file(name, version).await,
+        }
+    }
+
+    pub async fn delete_model_file(&self, name: &str, version: u32) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.delete_model_file(name, version),
+            Backend::Postgres(s) => s.delete_model_file(name, version).await,
+        }
+    }
+}
+
+/// What one ingestion stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Each device's highest contiguous stored `seq`.
+    pub committed: BTreeMap<String, u64>,
+    /// Records that were not stored before.
+    pub new_records: u64,
+}
+
+/// How long and how much telemetry the fleet keeps per device; the oldest records go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryRetention {
+    pub max_age_ms: u64,
+    pub max_bytes_per_device: u64,
+}
+
+impl Default for TelemetryRetention {
+    /// A week, and 64 MiB per device: a week of a fleet of 100 devices sending 10 records/s
+    /// in all (0.1/s each, about 60,000 records of under 1 KiB per device).
+    fn default() -> Self {
+        Self {
+            max_age_ms: 7 * 24 * 3600 * 1000,
+            max_bytes_per_device: 64 << 20,
+        }
+    }
+}
+
+/// The bytes a stored telemetry record counts against its device's retention: its envelope
+/// and the 8 bytes of when it was accepted.
+fn stored_size(envelope: &[u8]) -> u64 {
+    8 + envelope.len() as u64
+}
+
+fn decode_telemetry(device: &str, seq: u64, json: &[u8]) -> Result<TelemetryEnvelope, StoreError> {
+    serde_json::from_slice(json).map_err(|source| StoreError::Decode {
+        key: format!("telemetry {device} #{seq}"),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! Both backends, the same expectations: each test runs on the embedded store and on a real
+//! PostgreSQL.
+
+use super::*;
+use edgefleet_tests::Postgres;
+
+fn envelope(device: &str, seq: u64) -> Vec<u8> {
+    format!(
+        r#"{{"deviceId":"{device}","module":"m","seq":{seq},"timestampMs":{seq},"kind":"event","body":{{"error":"e"}}}}"#
+    )
+    .into_bytes()
+}
+
+fn arrived(device: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<(String, u64, Vec<u8>)> {
+    seqs.into_iter()
+        .map(|s| (device.to_owned(), s, envelope(device, s)))
+        .collect()
+}
+
+fn records(records: &[(String, u64, Vec<u8>)]) -> Arrivals<'_> {
+    Arrivals {
+        statuses: &[],
+        records,
+        floors: &[],
+    }
+}
+
+async fn stored(store: &FleetStore, device: &str) -> Vec<u64> {
+    store
+        .telemetry_after(device, 0, usize::MAX, |_| true)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+/// An embedded store and a PostgreSQL store (with the server that must outlive it).
+async fn both_backends() -> Vec<(FleetStore, Option<Postgres>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("dir");
+    let embedded = FleetStore::open_embedded(dir.path()).expect("open");
+    let postgres = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("start PostgreSQL");
+    let on_postgres = FleetStore::connect_postgres(&postgres.url())
+        .await
+        .expect("connect");
+    vec![
+        (embedded, None, dir),
+        (
+            on_postgres,
+            Some(postgres),
+            tempfile::tempdir().expect("dir"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn records_are_put_listed_in_name_order_and_deleted_and_counters_count() {
+    for (store, _server, _dir) in both_backends().await {
+        let backend = store.backend_name();
+        let mut batch = Batch::default();
+        batch.put("device", "b", &"second").expect("put");
+        batch.put("device", "a", &"first").expect("put");
+        batch.put("device", "a", &"first, again").expect("put");
+        batch.put("device-group", "x", &1).expect("put");
+        batch
+            .put("deployment-revision/web", "000000000001", &1)
+            .expect("put");
+        store.commit(batch).await.expect("commit");
+        let devices: Vec<(String, String)> = store.list("device").await.expect("list");
+        assert_eq!(
+            devices,
+            vec![
+                ("a".to_owned(), "first, again".to_owned()),
+                ("b".to_owned(), "second".to_owned())
+            ],
+            "{backend}"
+        );
+        let revisions: Vec<(String, u32)> =
+            store.list("deployment-revision/web").await.expect("list");
+        assert_eq!(revisions, vec![("000000000001".to_owned(), 1)], "{backend}");
+        let mut batch = Batch::default();
+        batch.delete("device", "a");
+        store.commit(batch).await.expect("commit");
+        assert_eq!(store.get::<String>("device", "a").await.expect("get"), None);
+        assert_eq!(
+            store.get::<String>("device", "b").await.expect("get"),
+            Some("second".to_owned())
+        );
+        assert_eq!(
+            store.next("deployment").await.expect("next"),
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            store.next("deployment").await.expect("next"),
+            2,
+            "{backend}"
+        );
+        // A record holding a NUL character (a device's error text, say) is kept as it is.
+        store.put("status", "gw", &"a\u{0}b").await.expect("put");
+        assert_eq!(
+            store.get::<String>("status", "gw").await.expect("get"),
+            Some("a\u{0}b".to_owned()),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_acknowledgement_is_the_highest_contiguous_seq_and_moves_past_what_the_device_dropped()
+{
+    for (store, _server, _dir) in both_backends().await {
+        let backend = store.backend_name();
+        let keep = TelemetryRetention::default();
+        let ingested = store
+            .ingest(records(&arrived("gw", [1, 2, 4])), &keep, 0)
+            .await
+            .expect("ingest");
+        assert_eq!(ingested.committed["gw"], 2, "{backend}: 3 is missing");
+        assert_eq!(ingested.new_records, 3, "{backend}");
+        // A repeat is acknowledged again, stored once.
+        let ingested = store
+            .ingest(records(&arrived("gw", [2, 3, 3])), &keep, 0)
+            .await
+            .expect("ingest");
+        assert_eq!(ingested.committed["gw"], 4, "{backend}");
+        assert_eq!(ingested.new_records, 1, "{backend}");
+        assert_eq!(stored(&store, "gw").await, vec![1, 2, 3, 4], "{backend}");
+        // The device dropped 5..=9 and now holds 10 on: the fleet acknowledges past the gap.
+        store
+            .ingest(records(&arrived("gw", [10, 11])), &keep, 0)
+            .await
+            .expect("ingest");
+        assert_eq!(
+            store.committed("gw").await.expect("committed"),
+            4,
+            "{backend}"
+        );
+        let floors = [("gw".to_owned(), 9)];
+        let ingested = store
+            .ingest(
+                Arrivals {
+                    statuses: &[],
+                    records: &[],
+                    floors: &floors,
+                },
+                &keep,
+                0,
+            )
+            .await
+            .expect("ingest");
+        assert_eq!(ingested.committed["gw"], 11, "{backend}");
+        let newest = store.telemetry("gw", 2).await.expect("newest");
+        assert_eq!(
+            newest.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![10, 11],
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retention_drops_the_oldest_records_by_age_and_by_bytes() {
+    for (store, _server, _dir) in both_backends().await {
+        let backend = store.backend_name();
+        let record = stored_size(&envelope("gw", 1));
+        let three = TelemetryRetention {
+            max_age_ms: 1000,
+            max_bytes_per_device: 3 * record + 2,
+        };
+        store
+            .ingest(records(&arrived("gw", 1..=5)), &three, 10_000)
+            .await
+            .expect("ingest");
+        assert_eq!(
+            stored(&store, "gw").await,
+            vec![3, 4, 5],
+            "{backend}: bytes"
+        );
+        store
+            .ingest(records(&arrived("gw", [6])), &three, 11_500)
+            .await
+            .expect("ingest");
+        assert_eq!(
+            stored(&store, "gw").await,
+            vec![6],
+            "{backend}: age: the others are 1.5 s old"
+        );
+        assert_eq!(
+            store.committed("gw").await.expect("committed"),
+            6,
+            "{backend}"
+        );
+    }
+}

@@ -56,11 +56,17 @@ pub async fn run(
                     backoff = Duration::from_millis(200);
                     acks.connected();
                     tracing::info!(broker = %fleet.settings.mqtt_url, "connected to the broker");
+                    // Replicas share what devices send; a command's result goes to every
+                    // replica, as the one that sent the command waits for it.
+                    let shared = |topic: String| match &fleet.settings.shared_subscriptions {
+                        Some(group) => format!("$share/{group}/{topic}"),
+                        None => topic,
+                    };
                     for topic in [
-                        fleet.topics.all_reported(),
-                        fleet.topics.all_telemetry(),
+                        shared(fleet.topics.all_reported()),
+                        shared(fleet.topics.all_telemetry()),
                         fleet.topics.all_command_results(),
-                        fleet.topics.all_sync(),
+                        shared(fleet.topics.all_sync()),
                     ] {
                         let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                     }

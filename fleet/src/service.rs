@@ -45,6 +45,9 @@ pub struct ServeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// The PostgreSQL store (`postgres://…`); `None` keeps the embedded store in `data_dir`.
     pub database: Option<String>,
+    /// This replica's name among those sharing the database, unique and the same across its
+    /// restarts (default: `<hostname>-<HTTP port>`).
+    pub replica: Option<String>,
 }
 
 /// Why the service could not start or stopped.
@@ -131,8 +134,24 @@ pub async fn serve(
         }
     };
     let broker: BrokerUrl = mqtt_url.parse()?;
+    // Replicas sharing a database each keep their own persistent MQTT session and share the
+    // devices' messages (MQTT shared subscriptions); the embedded store has one replica.
+    let replica = match (&options.database, &options.replica) {
+        (None, _) => None,
+        (Some(_), Some(name)) => Some(name.clone()),
+        (Some(_), None) => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let port = listener.local_addr().map_or(0, |a| a.port());
+            Some(format!("{}-{port}", host.trim()))
+        }
+    };
+    let client_id = match &replica {
+        Some(replica) => format!("edgefleet-fleet-{}-{replica}", options.fleet),
+        None => format!("edgefleet-fleet-{}", options.fleet),
+    };
+    tracing::info!(%client_id, "MQTT session");
     let login = Login {
-        client_id: format!("edgefleet-fleet-{}", options.fleet),
+        client_id,
         username: login.0,
         password: login.1,
         keep_alive: Duration::from_secs(30),
@@ -153,6 +172,9 @@ pub async fn serve(
         mqtt_url,
         device_mqtt_url: options.device_mqtt_url.clone(),
         retention: options.retention,
+        shared_subscriptions: replica
+            .is_some()
+            .then(|| format!("edgefleet-{}", options.fleet)),
     };
     let fleet = Arc::new(
         Fleet::new(
@@ -176,6 +198,7 @@ pub async fn serve(
     ));
 
     let rollouts = tokio::spawn(advance_rollouts(fleet.clone()));
+    let render_queue = tokio::spawn(render_queue(fleet.clone()));
     let metrics = match options.metrics_listen {
         Some(listen) => {
             let listener = TcpListener::bind(listen).await.map_err(ServeError::Http)?;
@@ -194,12 +217,31 @@ pub async fn serve(
         .await
         .map_err(ServeError::Http)?;
     rollouts.abort();
+    render_queue.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
     }
     let _ = stop_session.send(true);
     let _ = session.await;
     Ok(())
+}
+
+/// How often the render queue is polled when no notification came.
+const RENDER_QUEUE_POLL: Duration = Duration::from_secs(5);
+
+/// Renders what is left in the render queue: at start (a crash of this process), and when
+/// another replica may have died mid-render (woken by its notification, or polling).
+async fn render_queue(fleet: Arc<Fleet>) {
+    let mut wakeups = None;
+    loop {
+        if let Err(e) = fleet.render_queued().await {
+            tracing::error!(error = %e, "queued renders not done; trying again");
+        }
+        fleet
+            .store
+            .render_jobs_queued(&mut wakeups, RENDER_QUEUE_POLL)
+            .await;
+    }
 }
 
 /// Moves staged rollouts on, every [`ADVANCE_EVERY`].

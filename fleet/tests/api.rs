@@ -46,6 +46,7 @@ impl InProcessFleet {
             retention: Default::default(),
             metrics_listen: None,
             database: postgres.as_ref().map(Postgres::url),
+            replica: None,
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime

@@ -53,6 +53,29 @@ impl FleetProcess {
         Self::spawn(binary, fleet, args, env)
     }
 
+    /// One replica of a fleet service on the PostgreSQL database `database`, named `replica`.
+    pub fn start_replica(
+        binary: PathBuf,
+        broker: &Mosquitto,
+        (user, password): (&str, &str),
+        fleet: &str,
+        database: &str,
+        replica: &str,
+    ) -> Self {
+        let args = vec![
+            "--mqtt-url".to_owned(),
+            broker.url(),
+            "--mqtt-username".to_owned(),
+            user.to_owned(),
+            "--database".to_owned(),
+            database.to_owned(),
+            "--replica".to_owned(),
+            replica.to_owned(),
+        ];
+        let env = vec![("EDGEFLEET_MQTT_PASSWORD".to_owned(), password.to_owned())];
+        Self::spawn(binary, fleet, args, env)
+    }
+
     /// A fleet service with its embedded MQTT broker on `broker_port`.
     pub fn start_embedded(binary: PathBuf, broker_port: u16, fleet: &str) -> Self {
         let args = vec![
@@ -68,7 +91,8 @@ impl FleetProcess {
         mut args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Self {
-        let postgres = postgres_store().then(Postgres::start);
+        let own_database = !args.iter().any(|a| a == "--database");
+        let postgres = (own_database && postgres_store()).then(Postgres::start);
         if let Some(postgres) = &postgres {
             args.extend(["--database".to_owned(), postgres.url()]);
         }

@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// embedded store in --data-dir. Several replicas of the service may share one database.
     #[arg(long, env = "EDGEFLEET_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// With --database: this replica's name, unique among the replicas and the same across
+    /// its restarts (it names the replica's MQTT session). Default: <hostname>-<port>.
+    #[arg(long, env = "EDGEFLEET_REPLICA")]
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -589,6 +593,7 @@ fn run_service(args: ServeArgs) -> anyhow::Result<()> {
         },
         metrics_listen: args.metrics_listen,
         database: args.database,
+        replica: args.replica,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

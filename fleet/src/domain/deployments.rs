@@ -58,7 +58,7 @@ impl Fleet {
         // Registries are asked before the write lock is taken: a slow one delays only this save.
         let images = self.pin_images(name, &request.modules).await?;
         let resolved = resolved_models(&request.modules, &models);
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let old: Option<Deployment> = self.store.get(kind::DEPLOYMENT, name).await?;
         if let Some(old) = &old
             && (
@@ -145,10 +145,10 @@ impl Fleet {
         } else {
             batch.delete(kind::ROLLOUT, name);
         }
-        self.store.commit(batch).await?;
         let affected = self.devices_matching(&conditions).await?;
         let targeted = affected.len();
-        self.rerender(Affected::Devices(affected)).await?;
+        self.commit_and_render(batch, Affected::Devices(affected))
+            .await?;
         Ok(targeted)
     }
 
@@ -311,17 +311,16 @@ impl Fleet {
     }
 
     pub async fn delete_deployment(&self, name: &str) -> Result<Deleted, FleetError> {
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let old = self.deployment(name).await?;
         let mut batch = Batch::default();
         batch.delete(kind::DEPLOYMENT, name);
         batch.delete(kind::ROLLOUT, name);
-        self.store.commit(batch).await?;
         let affected = match old.target.parse::<Condition>() {
             Ok(c) => Affected::Devices(self.devices_matching(&[c]).await?),
             Err(_) => Affected::All,
         };
-        self.rerender(affected).await?;
+        self.commit_and_render(batch, affected).await?;
         Ok(Deleted {
             deleted: name.to_owned(),
         })

@@ -32,7 +32,7 @@ impl Fleet {
             .public_key
             .parse::<DevicePublicKey>()
             .map_err(|e| FleetError::invalid(e.to_string()))?;
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let existing: Option<Device> = self.store.get(kind::DEVICE, id).await?;
         let mqtt_password = match existing {
             Some(d) => d.mqtt_password,
@@ -48,10 +48,11 @@ impl Fleet {
             added_ms: now_ms(),
             mqtt_password,
         };
-        self.store.put(kind::DEVICE, id, &device).await?;
-        self.refresh_broker_credentials().await?;
-        self.rerender(Affected::Devices(BTreeSet::from([id.to_owned()])))
+        let mut batch = Batch::default();
+        batch.put(kind::DEVICE, id, &device)?;
+        self.commit_and_render(batch, Affected::Devices(BTreeSet::from([id.to_owned()])))
             .await?;
+        self.refresh_broker_credentials().await?;
         self.device(id).await
     }
 
@@ -98,7 +99,7 @@ impl Fleet {
     /// versions above it (an agent never applies a lower one). Its telemetry stays until the
     /// retention drops it.
     pub async fn remove_device(&self, id: &str) -> Result<DeviceRemoved, FleetError> {
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let device = self.device_record(id).await?;
         let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id).await?;
         let mut retraction_version = previous.as_ref().map(|p| p.version);

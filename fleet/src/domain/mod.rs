@@ -55,6 +55,9 @@ pub struct FleetSettings {
     pub device_mqtt_url: Option<String>,
     /// How long and how much telemetry is kept per device.
     pub retention: crate::store::TelemetryRetention,
+    /// The MQTT shared-subscription group of the replicas sharing a database: each device
+    /// message goes to one of them. `None` with a single service.
+    pub shared_subscriptions: Option<String>,
 }
 
 #[derive(Debug)]
@@ -69,8 +72,6 @@ pub struct Fleet {
     outgoing: mpsc::Sender<Publication>,
     /// Who may connect to the embedded broker (absent with an external broker).
     broker_credentials: Option<embedded_broker::Credentials>,
-    /// Serializes changes of the store so renders never interleave.
-    writes: tokio::sync::Mutex<()>,
     /// Serializes model profiles (two at once would measure each other).
     profiling: tokio::sync::Mutex<()>,
     /// Serializes telemetry ingestion (MQTT batches, imports): statuses are read and written
@@ -101,7 +102,6 @@ impl Fleet {
             topics,
             outgoing,
             broker_credentials,
-            writes: tokio::sync::Mutex::new(()),
             profiling: tokio::sync::Mutex::new(()),
             ingesting: tokio::sync::Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),

@@ -75,7 +75,7 @@ impl Fleet {
         .await??;
 
         let (record, previous) = {
-            let _guard = self.writes.lock().await;
+            let _writes = self.store.lock_writes().await?;
             let models = models_by_name(&self.store).await?;
             let previous = models.get(&name).and_then(|v| v.last()).cloned();
             let version = previous.as_ref().map_or(1, |p| p.version + 1);
@@ -161,7 +161,7 @@ impl Fleet {
                 .map_err(|e| FleetError::invalid(format!("profiling failed: {e}")))
         })
         .await??;
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let mut current = self.model(name, version).await.map_err(|_| {
             FleetError::Conflict(format!(
                 "model {name}:{version} was deleted while it was being profiled"
@@ -243,7 +243,7 @@ impl Fleet {
     }
 
     pub async fn delete_model(&self, name: &str, version: u32) -> Result<Deleted, FleetError> {
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         self.model(name, version).await?;
         if let Some((deployment, module, reference)) =
             self.model_users(name, version).await?.into_iter().next()
@@ -279,7 +279,7 @@ impl Fleet {
         repository: &str,
     ) -> Result<Package, FleetError> {
         let package = self.build_and_push(record, registry, repository).await?;
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let mut current = self
             .model(&record.name, record.version)
             .await
@@ -290,15 +290,18 @@ impl Fleet {
                 ))
             })?;
         current.package = Some(package.clone());
-        self.store
-            .put(
-                kind::MODEL,
-                &model_key(&current.name, current.version),
-                &current,
-            )
-            .await?;
+        let mut batch = Batch::default();
+        batch.put(
+            kind::MODEL,
+            &model_key(&current.name, current.version),
+            &current,
+        )?;
+        // The re-render of every device is queued with the change and done last, after the
+        // deployments following `latest` have their new revisions.
+        let job = batch.queue_render(&Affected::All)?;
+        self.store.commit(batch).await?;
         self.follow_latest(&current.name).await?;
-        self.rerender(Affected::All).await?;
+        self.render_now(&job).await?;
         Ok(package)
     }
 

@@ -32,9 +32,10 @@ impl Fleet {
             password,
             insecure: request.insecure,
         };
-        let _guard = self.writes.lock().await;
-        self.store.put(kind::REGISTRY, name, &registry).await?;
-        self.rerender(Affected::All).await?;
+        let _writes = self.store.lock_writes().await?;
+        let mut batch = Batch::default();
+        batch.put(kind::REGISTRY, name, &registry)?;
+        self.commit_and_render(batch, Affected::All).await?;
         Ok(view(registry))
     }
 
@@ -50,7 +51,7 @@ impl Fleet {
 
     /// Removes registry `name`, refused while a deployment pulls an image with its credentials.
     pub async fn delete_registry(&self, name: &str) -> Result<Deleted, FleetError> {
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         if self
             .store
             .get::<Registry>(kind::REGISTRY, name)
@@ -79,8 +80,7 @@ impl Fleet {
         }
         let mut batch = Batch::default();
         batch.delete(kind::REGISTRY, name);
-        self.store.commit(batch).await?;
-        self.rerender(Affected::All).await?;
+        self.commit_and_render(batch, Affected::All).await?;
         Ok(Deleted {
             deleted: name.to_owned(),
         })

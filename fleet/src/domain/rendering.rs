@@ -16,10 +16,10 @@ use crate::records::{
 use crate::render::{
     self, Catalog, Draft, HeldBack, RegistryAccess, Render, SIGNING_BATCH, render_device,
 };
-use crate::store::{Batch, FleetStore, kind};
+use crate::store::{Batch, FleetStore, RenderJob, kind};
 
 /// The devices a change can affect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Affected {
     All,
     Devices(BTreeSet<String>),
@@ -106,18 +106,59 @@ impl Fleet {
         })
     }
 
-    /// Renders the affected devices; stores and publishes (retained) what changed. Returns how
-    /// many manifests changed.
-    pub(crate) async fn rerender(&self, affected: Affected) -> Result<usize, FleetError> {
+    /// Commits `batch` with a re-render of `affected` queued in the same transaction, then
+    /// renders it (unless another replica already took the job). Returns how many manifests
+    /// changed. The caller holds the write lock.
+    pub(crate) async fn commit_and_render(
+        &self,
+        mut batch: Batch,
+        affected: Affected,
+    ) -> Result<usize, FleetError> {
+        let job = batch.queue_render(&affected)?;
+        self.store.commit(batch).await?;
+        self.render_now(&job).await
+    }
+
+    /// Renders the queued job `name` (unless another replica already took it).
+    pub(crate) async fn render_now(&self, job: &str) -> Result<usize, FleetError> {
+        match self.store.claim_render_job(Some(job)).await? {
+            Some(job) => self.render_job(job, false).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Renders the jobs left in the queue: by a replica that died while rendering, or by this
+    /// process before a crash. Their devices' stored manifests are published again, since
+    /// the one who queued them may have stored them without publishing.
+    pub async fn render_queued(&self) -> Result<usize, FleetError> {
+        let _writes = self.store.lock_writes().await?;
+        let mut changed = 0;
+        while let Some(job) = self.store.claim_render_job(None).await? {
+            tracing::info!(job = %job.name, "rendering a queued job");
+            changed += self.render_job(job, true).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn render_job(&self, job: RenderJob, taken_over: bool) -> Result<usize, FleetError> {
+        let affected: Affected = serde_json::from_slice(&job.devices)
+            .map_err(|e| FleetError::invalid(format!("render job {}: {e}", job.name)))?;
         let started = std::time::Instant::now();
-        let changed = self.rerender_timed(affected).await?;
+        let changed = self.rerender(affected, taken_over).await?;
+        self.store.finish_render_job(job).await?;
         metrics::histogram!("edgefleet_fleet_render_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("edgefleet_fleet_manifests_changed_total").increment(changed as u64);
         Ok(changed)
     }
 
-    async fn rerender_timed(&self, affected: Affected) -> Result<usize, FleetError> {
+    /// Renders the affected devices; stores and publishes (retained) what changed, and with
+    /// `publish_unchanged` the stored manifests that did not change too.
+    async fn rerender(
+        &self,
+        affected: Affected,
+        publish_unchanged: bool,
+    ) -> Result<usize, FleetError> {
         let catalog = self.catalog().await?;
         let mut drafts = Vec::new();
         let mut changed = 0;
@@ -133,6 +174,11 @@ impl Fleet {
                 // A device that never had a manifest gets none until it has a module.
                 Ok(Render::Changed(draft)) if !(draft.sources.is_empty() && previous.is_none()) => {
                     drafts.push(draft);
+                }
+                Ok(Render::Unchanged) if publish_unchanged => {
+                    if let Some(previous) = previous {
+                        self.publish(self.manifest_publication(previous)?).await?;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),

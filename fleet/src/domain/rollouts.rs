@@ -15,7 +15,7 @@ use crate::condition::Condition;
 use crate::error::FleetError;
 use crate::records::{Deployment, Device, DeviceStatus, Phase, RenderedManifest, Rollout};
 use crate::staged_rollout::{self, DeviceHealth, aborts, admissible, baseline, device_health};
-use crate::store::kind;
+use crate::store::{Batch, kind};
 
 /// How often rollouts are moved on.
 pub const ADVANCE_EVERY: Duration = Duration::from_secs(1);
@@ -92,7 +92,7 @@ impl Fleet {
         {
             return Ok(());
         }
-        let _guard = self.writes.lock().await;
+        let _writes = self.store.lock_writes().await?;
         let now = now_ms();
         for (name, mut rollout) in self.store.list::<Rollout>(kind::ROLLOUT).await? {
             if !running(&rollout) {
@@ -107,11 +107,15 @@ impl Fleet {
             };
             let before = rollout.clone();
             let rerender = self.advance(&mut rollout, &deployment, now).await?;
+            let mut batch = Batch::default();
             if rollout != before {
-                self.store.put(kind::ROLLOUT, &name, &rollout).await?;
+                batch.put(kind::ROLLOUT, &name, &rollout)?;
             }
-            if !rerender.is_empty() {
-                self.rerender(Affected::Devices(rerender)).await?;
+            if rerender.is_empty() {
+                self.store.commit(batch).await?;
+            } else {
+                self.commit_and_render(batch, Affected::Devices(rerender))
+                    .await?;
             }
         }
         Ok(())
@@ -284,7 +288,7 @@ impl Fleet {
         action: RolloutAction,
     ) -> Result<RolloutStatus, FleetError> {
         {
-            let _guard = self.writes.lock().await;
+            let _writes = self.store.lock_writes().await?;
             let mut rollout: Rollout = self.store.get(kind::ROLLOUT, deployment).await?.ok_or_else(|| {
                 FleetError::not_found(format!(
                     "deployment {deployment:?} has no staged rollout (its policy has no `rollout:`)"
@@ -317,9 +321,13 @@ impl Fleet {
             } else if next == StagedState::Running {
                 rollout.reason = None;
             }
-            self.store.put(kind::ROLLOUT, deployment, &rollout).await?;
+            let mut batch = Batch::default();
+            batch.put(kind::ROLLOUT, deployment, &rollout)?;
             if next == StagedState::RolledBack {
-                self.rerender(Affected::Devices(moved)).await?;
+                self.commit_and_render(batch, Affected::Devices(moved))
+                    .await?;
+            } else {
+                self.store.commit(batch).await?;
             }
         }
         self.rollout(deployment).await

@@ -38,6 +38,7 @@ impl World {
             mqtt_url: "mqtt://127.0.0.1:1883".into(),
             device_mqtt_url: None,
             retention: Default::default(),
+            shared_subscriptions: None,
         };
         let store = FleetStore::open_embedded(dir.path()).expect("store");
         let onnx = OnnxRuntime::load(&edgefleet_tests::ort_library()).expect("ONNX Runtime");

@@ -271,6 +271,19 @@ impl EmbeddedStore {
         })
     }
 
+    /// The render job `name` (or the oldest with `None`), if queued.
+    pub(super) fn oldest_render_job(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(match name {
+            Some(name) => self
+                .get(kind::RENDER_JOB, name)?
+                .map(|devices| (name.to_owned(), devices)),
+            None => self.list(kind::RENDER_JOB)?.into_iter().next(),
+        })
+    }
+
     pub(super) fn committed(&self, device: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(COMMITTED)?;

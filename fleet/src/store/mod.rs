@@ -12,6 +12,8 @@ mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use edgefleet_common::UnixMillis;
 use edgefleet_common::telemetry::TelemetryEnvelope;
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use embedded::EmbeddedStore;
 use postgres::PostgresStore;
+pub use postgres::RenderWakeups;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,12 +74,34 @@ pub mod kind {
     pub const MANIFEST: &str = "manifest";
     pub const COUNTER: &str = "counter";
     pub const ROLLOUT: &str = "rollout";
+    /// A re-render queued with the change that causes it, until it is done.
+    pub const RENDER_JOB: &str = "render-job";
 }
 
 /// The fleet's database, on one of its backends.
 #[derive(Debug, Clone)]
 pub struct FleetStore {
     backend: Backend,
+    /// Tasks of this process take turns for the write lock before they ask the database.
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Held while a change is made and rendered: changes (and their renders) never interleave,
+/// in this process or, on PostgreSQL, in any replica (an advisory lock).
+#[derive(Debug)]
+pub struct WriteLock {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _shared: Option<postgres::AdvisoryLock>,
+}
+
+/// A queued re-render this replica has claimed: no other replica takes it while it is held;
+/// if this replica dies first, the claim ends and another one does.
+#[derive(Debug)]
+pub struct RenderJob {
+    pub name: String,
+    /// The devices to render, as the change queued them (JSON).
+    pub devices: Vec<u8>,
+    claim: Option<postgres::Claim>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +139,25 @@ impl Batch {
         self.deletes.push((kind.to_owned(), name.to_owned()));
     }
 
+    /// Queues a re-render of `devices` with this batch; returns the job's name. Jobs are
+    /// named by when they were queued, so the oldest is taken first.
+    pub fn queue_render<T: Serialize>(&mut self, devices: &T) -> Result<String, StoreError> {
+        let name = format!(
+            "{:016}-{:016x}",
+            edgefleet_transport::now_ms(),
+            rand::random::<u64>()
+        );
+        self.put(kind::RENDER_JOB, &name, devices)?;
+        Ok(name)
+    }
+
+    /// Whether the batch queues a re-render.
+    fn queues_render(&self) -> bool {
+        self.puts
+            .iter()
+            .any(|((kind, _), _)| kind == kind::RENDER_JOB)
+    }
+
     /// The puts with only the last value of each key.
     fn last_puts(&self) -> Vec<(&Key, &[u8])> {
         let mut last: BTreeMap<&Key, &[u8]> = BTreeMap::new();
@@ -142,6 +186,7 @@ impl FleetStore {
     pub fn open_embedded(data_dir: &Path) -> Result<Self, StoreError> {
         Ok(Self {
             backend: Backend::Embedded(EmbeddedStore::open(data_dir)?),
+            writes: Arc::default(),
         })
     }
 
@@ -149,6 +194,7 @@ impl FleetStore {
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
             backend: Backend::Postgres(PostgresStore::connect(url).await?),
+            writes: Arc::default(),
         })
     }
 
@@ -279,6 +325,67 @@ impl FleetStore {
 }
 
 impl FleetStore {
+    /// Waits for the write lock (see [`WriteLock`]).
+    pub async fn lock_writes(&self) -> Result<WriteLock, StoreError> {
+        let local = self.writes.clone().lock_owned().await;
+        let shared = match &self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Postgres(s) => Some(s.advisory_lock(postgres::WRITES_LOCK).await?),
+        };
+        Ok(WriteLock {
+            _local: local,
+            _shared: shared,
+        })
+    }
+
+    /// Claims the render job `name`, or with `None` the oldest one nobody holds. `None` when
+    /// there is no such job (done, or held by another replica).
+    pub async fn claim_render_job(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Option<RenderJob>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => {
+                Ok(s.oldest_render_job(name)?.map(|(name, devices)| RenderJob {
+                    name,
+                    devices,
+                    claim: None,
+                }))
+            }
+            Backend::Postgres(s) => {
+                Ok(s.claim_render_job(name)
+                    .await?
+                    .map(|(name, devices, claim)| RenderJob {
+                        name,
+                        devices,
+                        claim: Some(claim),
+                    }))
+            }
+        }
+    }
+
+    /// The job is done: it leaves the queue.
+    pub async fn finish_render_job(&self, job: RenderJob) -> Result<(), StoreError> {
+        match job.claim {
+            Some(claim) => claim.finish(&job.name).await,
+            None => {
+                let mut batch = Batch::default();
+                batch.delete(kind::RENDER_JOB, &job.name);
+                self.commit(batch).await
+            }
+        }
+    }
+
+    /// Returns when another replica may have queued a render job (PostgreSQL's
+    /// LISTEN/NOTIFY), or after `poll` at the latest: notifications do not pass every
+    /// connection pooler, so the queue is polled too.
+    pub async fn render_jobs_queued(&self, listener: &mut Option<RenderWakeups>, poll: Duration) {
+        match (&self.backend, listener) {
+            (Backend::Postgres(s), listener) => s.wait_for_notify(listener, poll).await,
+            (Backend::Embedded(_), _) => tokio::time::sleep(poll).await,
+        }
+    }
+
     /// The fleet secret `name` (a key, the admin token); on first use `make` creates it. Every
     /// replica sharing a database gets the same value.
     pub async fn secret(

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use edgefleet_common::UnixMillis;
 use edgefleet_common::telemetry::TelemetryEnvelope;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
 
 use super::{
@@ -19,6 +20,66 @@ const MAX_CONNECTIONS: u32 = 16;
 
 /// Rows read per query when walking a device's telemetry.
 const PAGE: i64 = 1000;
+
+/// The advisory lock replicas take to change the fleet (and render the change) one at a time;
+/// advancing staged rollouts, the singleton work, runs under it too.
+pub(super) const WRITES_LOCK: i64 = 0x6564_6765_666c_7431; // "edgeflt1"
+
+/// The channel a commit that queues a render job notifies.
+const RENDER_CHANNEL: &str = "edgefleet_render";
+
+/// A session-level advisory lock, held by one pooled connection. Dropping it unlocks; if the
+/// unlock fails the connection is closed, which unlocks too.
+#[derive(Debug)]
+pub(super) struct AdvisoryLock {
+    key: i64,
+    connection: Option<PoolConnection<Postgres>>,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        let key = self.key;
+        let unlock = async move {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut *connection)
+                .await;
+            if unlocked.is_err() {
+                drop(connection.detach());
+            }
+        };
+        // Without a runtime (the process is ending) the connection closes with it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(unlock);
+        }
+    }
+}
+
+/// A claimed render job: its row stays locked (`FOR UPDATE`) until the transaction ends.
+#[derive(Debug)]
+pub(super) struct Claim {
+    txn: Transaction<'static, Postgres>,
+}
+
+impl Claim {
+    /// Deletes the job and ends the claim.
+    pub(super) async fn finish(mut self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM records WHERE kind = $1 AND name = $2")
+            .bind(kind::RENDER_JOB)
+            .bind(name)
+            .execute(&mut *self.txn)
+            .await?;
+        self.txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// This replica's subscription to render-job notifications (LISTEN), made on first use.
+#[derive(Debug)]
+pub struct RenderWakeups(PgListener);
 
 #[derive(Debug, Clone)]
 pub(super) struct PostgresStore {
@@ -64,6 +125,64 @@ impl PostgresStore {
                 source,
             })?;
         Ok(Self { pool })
+    }
+
+    pub(super) async fn advisory_lock(&self, key: i64) -> Result<AdvisoryLock, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut *connection)
+            .await?;
+        Ok(AdvisoryLock {
+            key,
+            connection: Some(connection),
+        })
+    }
+
+    /// Claims job `name` (or the oldest) unless another replica holds it.
+    pub(super) async fn claim_render_job(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>, Claim)>, StoreError> {
+        let mut txn = self.pool.begin().await?;
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT name, value::text FROM records WHERE kind = $1 AND ($2::text IS NULL OR \
+             name = $2) ORDER BY name LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(kind::RENDER_JOB)
+        .bind(name)
+        .fetch_optional(&mut *txn)
+        .await?;
+        Ok(row.map(|(name, devices)| (name, devices.into_bytes(), Claim { txn })))
+    }
+
+    /// Waits for a render-job notification, at most `poll`. A listener that fails is made
+    /// again on the next call; meanwhile the wait is a plain poll.
+    pub(super) async fn wait_for_notify(
+        &self,
+        listener: &mut Option<RenderWakeups>,
+        poll: Duration,
+    ) {
+        if listener.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut l) => match l.listen(RENDER_CHANNEL).await {
+                    Ok(()) => *listener = Some(RenderWakeups(l)),
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling the render queue"),
+                },
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling the render queue"),
+            }
+        }
+        let Some(RenderWakeups(l)) = listener else {
+            tokio::time::sleep(poll).await;
+            return;
+        };
+        match tokio::time::timeout(poll, l.recv()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "render-job notifications lost; listening again");
+                *listener = None;
+            }
+        }
     }
 
     /// The stored secret `name`, or `value` stored now: the first replica's wins.
@@ -404,6 +523,13 @@ async fn write_batch(txn: &mut Transaction<'_, Postgres>, batch: &Batch) -> Resu
         .bind(&values)
         .execute(&mut **txn)
         .await?;
+    }
+    if batch.queues_render() {
+        // Delivered when the transaction commits, to every replica listening.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(RENDER_CHANNEL)
+            .execute(&mut **txn)
+            .await?;
     }
     Ok(())
 }

@@ -2,13 +2,17 @@
 //! retained, and commands), publishes every manifest again on each connect, answers devices'
 //! sync requests, and ingests reported state, telemetry and command results.
 //!
+//! Every publication goes through one [`Publisher`], in order, so that the broker's
+//! acknowledgement of each (PUBACK) reaches whoever waits for it: a render job is finished only
+//! once the broker has all of its manifests.
+//!
 //! Ingestion is a group commit: what arrives while one batch is being written becomes the
 //! next batch. A message is acknowledged to the broker (manual acks, persistent session) only
 //! once its batch is committed, and each device of the batch is then sent its
 //! acknowledgement (`TelemetryAck`), so a record leaves a device only once the fleet has it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
@@ -17,11 +21,11 @@ use edgefleet_common::telemetry::{TelemetryEnvelope, message_envelopes};
 use edgefleet_common::topics::DeviceTopic;
 use edgefleet_transport::acks::{OrderedAcks, PendingAck};
 use edgefleet_transport::now_ms;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
-use tokio::sync::{mpsc, watch};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as Sent, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::domain::{Arrived, Fleet, Heard, Publication};
+use crate::domain::{Arrived, Fleet, Heard, Outgoing, Publication};
 use crate::error::FleetError;
 
 /// Runs the session until `shutdown` turns true, then commits and acknowledges what arrived.
@@ -29,12 +33,14 @@ pub async fn run(
     fleet: Arc<Fleet>,
     client: AsyncClient,
     mut eventloop: EventLoop,
-    outgoing: mpsc::Receiver<Publication>,
+    outgoing: mpsc::Receiver<Outgoing>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let publisher = Publisher::new(client.clone());
+    let mut in_flight = InFlight::default();
     // Publishing waits while the client's queue is full, which only polling the event loop
     // empties: it runs beside the loop.
-    let publisher = tokio::spawn(forward(client.clone(), outgoing));
+    let forwarding = tokio::spawn(forward(publisher.clone(), outgoing));
     let acks = OrderedAcks::new(client.clone());
     let mut batch = Batch::default();
     let mut committing: Option<JoinHandle<Committed>> = None;
@@ -48,7 +54,7 @@ pub async fn run(
             done = async { committing.as_mut().expect("guarded by is_some").await }, if committing.is_some() => {
                 committing = None;
                 if let Ok(done) = done {
-                    done.acknowledge(&client);
+                    done.acknowledge(&publisher);
                 }
             }
             event = eventloop.poll() => match event {
@@ -71,11 +77,13 @@ pub async fn run(
                         let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                     }
                     match fleet.all_manifests().await {
-                        Ok(manifests) => publish_all(&client, manifests),
+                        Ok(manifests) => publish_all(&publisher, manifests),
                         Err(e) => tracing::error!(error = %e, "manifests not published again"),
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &client, &acks, p).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &publisher, &acks, p).await,
+                Ok(Event::Outgoing(Sent::Publish(pkid))) => publisher.written(pkid, &mut in_flight),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => in_flight.acknowledged(ack.pkid),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "broker connection");
@@ -93,45 +101,105 @@ pub async fn run(
     if let Some(done) = committing.take()
         && let Ok(done) = done.await
     {
-        done.acknowledge(&client);
+        done.acknowledge(&publisher);
     }
     if !batch.is_empty()
         && let Ok(done) = batch.commit(&fleet).await
     {
-        done.acknowledge(&client);
+        done.acknowledge(&publisher);
     }
     let drain = async {
         let _ = client.disconnect().await;
         while eventloop.poll().await.is_ok() {}
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    publisher.abort();
+    forwarding.abort();
 }
 
-async fn forward(client: AsyncClient, mut outgoing: mpsc::Receiver<Publication>) {
-    while let Some(p) = outgoing.recv().await {
-        if let Err(e) = client
+/// Publishes QoS 1 messages in one order and tells whoever asked when the broker acknowledged
+/// one. The event loop numbers publications (packet ids) in the order they were handed to the
+/// client, so a queue in that order pairs each waiter with its packet id.
+#[derive(Debug, Clone)]
+struct Publisher {
+    client: AsyncClient,
+    /// Held while a publication is queued and handed to the client: one order for both.
+    order: Arc<tokio::sync::Mutex<()>>,
+    /// Who waits for each publication handed to the client and not yet written, in order.
+    queued: Arc<Mutex<VecDeque<Option<oneshot::Sender<()>>>>>,
+}
+
+/// Publications written and not yet acknowledged, by packet id, with who waits for each.
+#[derive(Debug, Default)]
+struct InFlight(HashMap<u16, Option<oneshot::Sender<()>>>);
+
+impl InFlight {
+    fn acknowledged(&mut self, pkid: u16) {
+        if let Some(Some(waiter)) = self.0.remove(&pkid) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+impl Publisher {
+    fn new(client: AsyncClient) -> Self {
+        Self {
+            client,
+            order: Arc::default(),
+            queued: Arc::default(),
+        }
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, VecDeque<Option<oneshot::Sender<()>>>> {
+        self.queued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn publish(
+        &self,
+        p: Publication,
+        acknowledged: Option<oneshot::Sender<()>>,
+    ) -> Result<(), rumqttc::ClientError> {
+        let _order = self.order.lock().await;
+        self.queued().push_back(acknowledged);
+        let sent = self
+            .client
             .publish(p.topic, QoS::AtLeastOnce, p.retain, p.payload)
-            .await
-        {
+            .await;
+        if sent.is_err() {
+            self.queued().pop_back();
+        }
+        sent
+    }
+
+    /// The event loop wrote publication `pkid`: the oldest queued one, unless it is one
+    /// written before and sent again after a reconnect.
+    fn written(&self, pkid: u16, in_flight: &mut InFlight) {
+        if in_flight.0.contains_key(&pkid) {
+            return;
+        }
+        let waiter = self.queued().pop_front().flatten();
+        in_flight.0.insert(pkid, waiter);
+    }
+}
+
+async fn forward(publisher: Publisher, mut outgoing: mpsc::Receiver<Outgoing>) {
+    while let Some(o) = outgoing.recv().await {
+        if let Err(e) = publisher.publish(o.publication, o.acknowledged).await {
             tracing::warn!(error = %e, "not published; manifests are published again on reconnect");
         }
     }
 }
 
 /// Publishes `publications` in a task of its own (a large fleet has many).
-fn publish_all(client: &AsyncClient, publications: Vec<Publication>) {
+fn publish_all(publisher: &Publisher, publications: Vec<Publication>) {
     if publications.is_empty() {
         return;
     }
-    let client = client.clone();
+    let publisher = publisher.clone();
     tokio::spawn(async move {
         for p in publications {
-            if client
-                .publish(p.topic, QoS::AtLeastOnce, p.retain, p.payload)
-                .await
-                .is_err()
-            {
+            if publisher.publish(p, None).await.is_err() {
                 return;
             }
         }
@@ -155,13 +223,13 @@ struct Committed {
 }
 
 impl Committed {
-    fn acknowledge(self, client: &AsyncClient) {
+    fn acknowledge(self, publisher: &Publisher) {
         match self.acks {
             Ok(acks) => {
                 for message in self.messages {
                     message.done();
                 }
-                publish_all(client, acks);
+                publish_all(publisher, acks);
             }
             // Not acknowledged: the broker delivers the messages again after a reconnect, and
             // the devices keep the records and send them again.
@@ -194,7 +262,7 @@ impl Batch {
     async fn receive(
         &mut self,
         fleet: &Fleet,
-        client: &AsyncClient,
+        publisher: &Publisher,
         acks: &OrderedAcks,
         p: Publish,
     ) {
@@ -250,7 +318,7 @@ impl Batch {
             }
             Some(DeviceTopic::Sync { device_id }) => {
                 match fleet.sync(device_id).await {
-                    Ok(answer) => publish_all(client, answer),
+                    Ok(answer) => publish_all(publisher, answer),
                     Err(e) => {
                         tracing::error!(device = %device_id, error = %e, "sync request not answered")
                     }

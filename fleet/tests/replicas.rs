@@ -155,3 +155,111 @@ fn two_replicas_render_each_change_once_and_a_live_one_takes_a_job_left_in_the_q
         "the render queue is empty"
     );
 }
+
+/// Devices of the interrupted render: enough that rendering them takes seconds.
+const FLEET: usize = 10_000;
+
+/// The count of devices whose stored manifest has `version`.
+fn stored_at(postgres: &Postgres, version: u64) -> usize {
+    postgres
+        .query(&format!(
+            "SELECT count(*) FROM records WHERE kind = 'manifest' \
+             AND (value->>'version')::bigint = {version}"
+        ))
+        .parse()
+        .expect("a count")
+}
+
+#[test]
+fn a_replica_killed_in_the_middle_of_rendering_ten_thousand_devices_leaves_the_rest_to_the_other() {
+    let postgres = Postgres::start();
+    let broker = Mosquitto::new().add_user("fleet", "fleet-pass").start();
+    let registry = Registry::start("edge", "edge-pass");
+    let mut a = replica(&broker, &postgres, "a");
+    let b = replica(&broker, &postgres, "b");
+    a.add_registry(&registry, "edge-pass");
+    a.register("diabetes", "diabetes");
+    a.package("diabetes:1", "models/diabetes");
+    // A large fleet, written straight into the database (adding 10,000 devices one call at a
+    // time would be the slowest part of the test). One key serves every device here.
+    let key = DeviceIdentity::generate().public_key();
+    let sealed = serde_json::to_string(&key.seal("unused").expect("seal")).expect("JSON");
+    postgres.query(&format!(
+        "INSERT INTO records (kind, name, value) \
+         SELECT 'device', d, json_build_object('id', d, 'tags', json_build_object('site', \
+         'plant1'), 'publicKey', '{key}', 'addedMs', 0, 'mqttPassword', '{sealed}'::json) \
+         FROM (SELECT 'dev-' || lpad(i::text, 5, '0') AS d FROM generate_series(1, {FLEET}) i) s"
+    ));
+    let subscriber = Subscriber::connect(
+        broker.port(),
+        "fleet",
+        "fleet-pass",
+        "kill-test",
+        &["edgefleet/plant/devices/+/desired"],
+    );
+    deployment(&a, "create", 9001);
+    assert_eq!(stored_at(&postgres, 1), FLEET);
+    wait_for("every version 1 received", Duration::from_secs(120), || {
+        (subscriber.messages().len() >= FLEET).then_some(())
+    });
+
+    // The second change's render is interrupted once its first manifests are out.
+    let mut change = std::process::Command::new(workspace_binary("edgefleet"))
+        .args([
+            "deployment",
+            "create",
+            "line",
+            "--target",
+            "tags.site = 'plant1'",
+        ])
+        .args([
+            "--model",
+            "diabetes:latest",
+            "--module",
+            "scorer",
+            "--port",
+            "9002",
+        ])
+        .env("EDGEFLEET_SERVER", a.url())
+        .env("EDGEFLEET_TOKEN", &a.token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run edgefleet");
+    wait_for("the render started", Duration::from_secs(120), || {
+        (stored_at(&postgres, 2) > 0).then_some(())
+    });
+    a.kill();
+    let _ = change.wait();
+    let interrupted_at = stored_at(&postgres, 2);
+    wait_for(
+        "every device's manifest at version 2",
+        Duration::from_secs(180),
+        || (stored_at(&postgres, 2) == FLEET).then_some(()),
+    );
+    wait_for(
+        "every device's version 2 published",
+        Duration::from_secs(120),
+        || {
+            let versions = published_versions(&subscriber);
+            (versions.len() == FLEET && versions.values().all(|v| v.contains(&2))).then_some(())
+        },
+    );
+    assert!(
+        b.log().contains("rendering a queued job"),
+        "replica b did not take the job; a had stored {interrupted_at} of {FLEET}"
+    );
+    eprintln!("replica a was killed with {interrupted_at} of {FLEET} manifests at version 2");
+    for (device, versions) in published_versions(&subscriber) {
+        let distinct: BTreeSet<u64> = versions.iter().copied().collect();
+        assert_eq!(
+            distinct,
+            BTreeSet::from([1, 2]),
+            "{device} was published {versions:?}"
+        );
+    }
+    assert_eq!(
+        postgres.query("SELECT count(*) FROM records WHERE kind = 'render-job'"),
+        "0"
+    );
+}

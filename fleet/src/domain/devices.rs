@@ -109,7 +109,9 @@ impl Fleet {
                     .map_err(|e| FleetError::invalid(e.to_string()))?
         {
             retraction_version = Some(draft.version);
-            self.sign_store_publish(vec![draft]).await?;
+            // A removed device has no render job: its retraction is published and not waited for.
+            self.sign_store_publish(vec![draft], &mut Vec::new())
+                .await?;
         }
         let mut batch = Batch::default();
         batch.delete(kind::DEVICE, id);

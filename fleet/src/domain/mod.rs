@@ -44,6 +44,14 @@ pub struct Publication {
     pub retain: bool,
 }
 
+/// A publication handed to the MQTT session, with who to tell once the broker has it.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub publication: Publication,
+    /// Told when the broker acknowledged the publication (PUBACK).
+    pub acknowledged: Option<oneshot::Sender<()>>,
+}
+
 /// Where the fleet is and what devices are told about it.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
@@ -69,7 +77,7 @@ pub struct Fleet {
     secrets: DeviceIdentity,
     onnx: OnnxRuntime,
     pub(crate) topics: FleetTopics,
-    outgoing: mpsc::Sender<Publication>,
+    outgoing: mpsc::Sender<Outgoing>,
     /// Who may connect to the embedded broker (absent with an external broker).
     broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes model profiles (two at once would measure each other).
@@ -89,7 +97,7 @@ impl Fleet {
         key: FleetSigningKey,
         secrets: DeviceIdentity,
         onnx: OnnxRuntime,
-        outgoing: mpsc::Sender<Publication>,
+        outgoing: mpsc::Sender<Outgoing>,
         broker_credentials: Option<embedded_broker::Credentials>,
     ) -> Result<Self, FleetError> {
         let topics = FleetTopics::new(&settings.name)?;
@@ -120,8 +128,30 @@ impl Fleet {
 
     /// Hands `publication` to the MQTT session, waiting while its queue is full.
     async fn publish(&self, publication: Publication) -> Result<(), FleetError> {
+        self.send(Outgoing {
+            publication,
+            acknowledged: None,
+        })
+        .await
+    }
+
+    /// Hands `publication` to the MQTT session; the receiver is told when the broker has it.
+    async fn publish_acknowledged(
+        &self,
+        publication: Publication,
+    ) -> Result<oneshot::Receiver<()>, FleetError> {
+        let (acknowledged, receiver) = oneshot::channel();
+        self.send(Outgoing {
+            publication,
+            acknowledged: Some(acknowledged),
+        })
+        .await?;
+        Ok(receiver)
+    }
+
+    async fn send(&self, outgoing: Outgoing) -> Result<(), FleetError> {
         self.outgoing
-            .send(publication)
+            .send(outgoing)
             .await
             .map_err(|e| FleetError::Broker(e.to_string()))
     }

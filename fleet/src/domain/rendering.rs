@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use edgefleet_common::topics::DeviceTopics;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::oneshot;
 
 use super::{Fleet, Publication};
 use crate::condition::Condition;
@@ -17,6 +18,9 @@ use crate::render::{
     self, Catalog, Draft, HeldBack, RegistryAccess, Render, SIGNING_BATCH, render_device,
 };
 use crate::store::{Batch, FleetStore, RenderJob, kind};
+
+/// How long a render job waits for the broker to acknowledge its manifests.
+const PUBLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The devices a change can affect.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -144,8 +148,21 @@ impl Fleet {
         let affected: Affected = serde_json::from_slice(&job.devices)
             .map_err(|e| FleetError::invalid(format!("render job {}: {e}", job.name)))?;
         let started = std::time::Instant::now();
-        let changed = self.rerender(affected, taken_over).await?;
-        self.store.finish_render_job(job).await?;
+        let mut published = Vec::new();
+        let changed = self.rerender(affected, taken_over, &mut published).await?;
+        // The job leaves the queue only once the broker has every manifest it published; a
+        // replica that dies before that leaves it to another.
+        let all_acknowledged = tokio::time::timeout(
+            PUBLICATION_TIMEOUT,
+            futures_util::future::join_all(published),
+        )
+        .await
+        .is_ok_and(|acks| acks.iter().all(Result::is_ok));
+        if all_acknowledged {
+            self.store.finish_render_job(job).await?;
+        } else {
+            tracing::warn!(job = %job.name, "the broker did not acknowledge every manifest in time; the job stays queued and is rendered again");
+        }
         metrics::histogram!("edgefleet_fleet_render_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("edgefleet_fleet_manifests_changed_total").increment(changed as u64);
@@ -158,6 +175,7 @@ impl Fleet {
         &self,
         affected: Affected,
         publish_unchanged: bool,
+        published: &mut Vec<oneshot::Receiver<()>>,
     ) -> Result<usize, FleetError> {
         let catalog = self.catalog().await?;
         let mut drafts = Vec::new();
@@ -177,22 +195,30 @@ impl Fleet {
                 }
                 Ok(Render::Unchanged) if publish_unchanged => {
                     if let Some(previous) = previous {
-                        self.publish(self.manifest_publication(previous)?).await?;
+                        let publication = self.manifest_publication(previous)?;
+                        published.push(self.publish_acknowledged(publication).await?);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),
             }
             if drafts.len() == SIGNING_BATCH {
-                changed += self.sign_store_publish(std::mem::take(&mut drafts)).await?;
+                changed += self
+                    .sign_store_publish(std::mem::take(&mut drafts), published)
+                    .await?;
             }
         }
-        changed += self.sign_store_publish(drafts).await?;
+        changed += self.sign_store_publish(drafts, published).await?;
         Ok(changed)
     }
 
     /// Signs one batch of new manifests, stores them and publishes them (retained).
-    pub(super) async fn sign_store_publish(&self, drafts: Vec<Draft>) -> Result<usize, FleetError> {
+    /// `published` gets, for each, the receiver told when the broker has it.
+    pub(super) async fn sign_store_publish(
+        &self,
+        drafts: Vec<Draft>,
+        published: &mut Vec<oneshot::Receiver<()>>,
+    ) -> Result<usize, FleetError> {
         if drafts.is_empty() {
             return Ok(0);
         }
@@ -203,7 +229,8 @@ impl Fleet {
         }
         self.store.commit(batch).await?;
         for rendered in &changed {
-            self.publish(self.manifest_publication(rendered)?).await?;
+            let publication = self.manifest_publication(rendered)?;
+            published.push(self.publish_acknowledged(publication).await?);
         }
         Ok(changed.len())
     }

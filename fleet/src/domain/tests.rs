@@ -32,7 +32,19 @@ impl World {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = FleetSigningKey::generate();
         let public_key = key.public_key();
-        let (outgoing, published) = mpsc::channel(1024);
+        let (outgoing, mut sent) = mpsc::channel::<Outgoing>(1024);
+        // The broker of these tests acknowledges every publication at once.
+        let (publish, published) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Some(o) = sent.recv().await {
+                if let Some(acknowledged) = o.acknowledged {
+                    let _ = acknowledged.send(());
+                }
+                if publish.send(o.publication).await.is_err() {
+                    return;
+                }
+            }
+        });
         let settings = FleetSettings {
             name: "plant".into(),
             mqtt_url: "mqtt://127.0.0.1:1883".into(),

@@ -82,9 +82,6 @@ pub struct Fleet {
     broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes model profiles (two at once would measure each other).
     profiling: tokio::sync::Mutex<()>,
-    /// Serializes telemetry ingestion (MQTT batches, imports): statuses are read and written
-    /// whole.
-    ingesting: tokio::sync::Mutex<()>,
     /// Commands sent to devices, waiting for their result, by request id.
     pending_commands: Mutex<BTreeMap<String, oneshot::Sender<CommandResult>>>,
 }
@@ -111,7 +108,6 @@ impl Fleet {
             outgoing,
             broker_credentials,
             profiling: tokio::sync::Mutex::new(()),
-            ingesting: tokio::sync::Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
         };
         fleet.refresh_broker_credentials().await?;

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::{Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{DeviceStatus, RenderedManifest};
-use crate::store::{Arrivals, Ingested, kind};
+use crate::store::{Arrivals, Ingested, MergedStatus, StoreError, kind};
 
 /// What a telemetry query keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,39 +99,40 @@ impl Fleet {
         heard: BTreeMap<String, Heard>,
         telemetry: &[Arrived],
     ) -> Result<Ingested, FleetError> {
-        // Each status is read, updated and written whole: one batch at a time.
-        let _one = self.ingesting.lock().await;
         let now = now_ms();
-        let mut encoded = Vec::with_capacity(heard.len());
-        let mut floors = Vec::new();
-        for (id, heard) in heard {
-            let mut status = self.status(&id).await?;
-            status.last_seen_ms = status.last_seen_ms.max(Some(heard.last_seen_ms));
-            // A state older than the one stored (an export carried in late) does not win.
-            let newer = |r: &ReportedState| {
-                status
-                    .reported
-                    .as_ref()
-                    .is_none_or(|old| old.reported_at_ms <= r.reported_at_ms)
+        let devices: Vec<String> = heard.keys().cloned().collect();
+        let merge_status = |id: &str, stored: Option<&[u8]>| {
+            let mut status: DeviceStatus = match stored {
+                Some(json) => {
+                    serde_json::from_slice(json).map_err(|source| StoreError::Decode {
+                        key: format!("{}/{id}", kind::STATUS),
+                        source,
+                    })?
+                }
+                None => DeviceStatus::default(),
             };
-            if let Some(reported) = heard.reported.filter(newer) {
-                status.reported = Some(reported);
+            if let Some(heard) = heard.get(id) {
+                merge(&mut status, heard);
             }
-            let (id, status) = (&id, &status);
-            let json = serde_json::to_vec(status)
-                .map_err(|e| FleetError::invalid(format!("the status of {id}: {e}")))?;
-            encoded.push((id.clone(), json));
+            let json = serde_json::to_vec(&status).map_err(|source| StoreError::Encode {
+                key: format!("{}/{id}", kind::STATUS),
+                source,
+            })?;
             // Records before the oldest one the device still holds are stored or were dropped
             // by the device (and counted): the fleet acknowledges past them.
-            if let Some(outbox) = status.reported.as_ref().map(|r| &r.outbox) {
-                let oldest = outbox.oldest_seq.unwrap_or(outbox.next_seq);
-                floors.push((id.clone(), oldest.saturating_sub(1)));
-            }
-        }
+            let floor = status.reported.as_ref().map(|r| {
+                let outbox = &r.outbox;
+                outbox
+                    .oldest_seq
+                    .unwrap_or(outbox.next_seq)
+                    .saturating_sub(1)
+            });
+            Ok(MergedStatus { json, floor })
+        };
         let arrivals = Arrivals {
-            statuses: &encoded,
+            heard: &devices,
+            merge_status: &merge_status,
             records: telemetry,
-            floors: &floors,
         };
         Ok(self
             .store
@@ -225,6 +226,21 @@ impl Fleet {
     /// Device `id`'s stored status, to update with what it sends.
     pub(crate) async fn status(&self, id: &str) -> Result<DeviceStatus, FleetError> {
         Ok(self.store.get(kind::STATUS, id).await?.unwrap_or_default())
+    }
+}
+
+/// `status` after what the device said: the later of the last-seen times, and its reported
+/// state unless it is older than the one stored (an export carried in late).
+fn merge(status: &mut DeviceStatus, heard: &Heard) {
+    status.last_seen_ms = status.last_seen_ms.max(Some(heard.last_seen_ms));
+    let newer = |r: &&ReportedState| {
+        status
+            .reported
+            .as_ref()
+            .is_none_or(|old| old.reported_at_ms <= r.reported_at_ms)
+    };
+    if let Some(reported) = heard.reported.as_ref().filter(newer) {
+        status.reported = Some(reported.clone());
     }
 }
 

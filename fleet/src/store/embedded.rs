@@ -216,8 +216,13 @@ impl EmbeddedStore {
         let mut new_records = 0;
         {
             let mut table = txn.open_table(RECORDS)?;
-            for (device, json) in arrivals.statuses {
-                table.insert(record_key(kind::STATUS, device).as_str(), json.as_slice())?;
+            let mut floors = Vec::new();
+            for device in arrivals.heard {
+                let key = record_key(kind::STATUS, device);
+                let stored = table.get(key.as_str())?.map(|v| v.value().to_vec());
+                let merged = (arrivals.merge_status)(device, stored.as_deref())?;
+                table.insert(key.as_str(), merged.json.as_slice())?;
+                floors.extend(merged.floor.map(|f| (device, f)));
             }
             let mut telemetry = txn.open_table(TELEMETRY)?;
             let mut bytes = txn.open_table(TELEMETRY_BYTES)?;
@@ -242,10 +247,10 @@ impl EmbeddedStore {
                 let total = bytes.get(device)?.map_or(0, |v| v.value());
                 bytes.insert(device, total + size)?;
             }
-            for (device, floor) in arrivals.floors {
+            for (device, floor) in floors {
                 let current = committed.get(device.as_str())?.map_or(0, |v| v.value());
-                if *floor > current {
-                    committed.insert(device.as_str(), *floor)?;
+                if floor > current {
+                    committed.insert(device.as_str(), floor)?;
                 }
                 acks.entry(device.clone()).or_insert(0);
             }

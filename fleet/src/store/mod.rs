@@ -169,15 +169,38 @@ impl Batch {
 }
 
 /// What devices sent, for [`FleetStore::ingest`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Arrivals<'a> {
-    /// Status records, JSON by device.
-    pub statuses: &'a [(String, Vec<u8>)],
+    /// The devices heard from: each one's status is read, merged and written in the
+    /// transaction (locked on PostgreSQL, so replicas take turns per device).
+    pub heard: &'a [String],
+    /// A device's new status from its stored one (JSON, if any), and the floor below which it
+    /// holds nothing any more.
+    pub merge_status: &'a MergeStatus<'a>,
     /// Telemetry records: device, seq, envelope JSON. A `(device, seq)` already stored is
     /// ignored.
     pub records: &'a [(String, u64, Vec<u8>)],
-    /// Per device, the `seq` below which it holds nothing any more.
-    pub floors: &'a [(String, u64)],
+}
+
+impl std::fmt::Debug for Arrivals<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arrivals")
+            .field("heard", &self.heard)
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a device's stored status (JSON, if any) becomes its new one.
+pub type MergeStatus<'a> =
+    dyn Fn(&str, Option<&[u8]>) -> Result<MergedStatus, StoreError> + Sync + 'a;
+
+/// A device's status after what it said, for [`Arrivals::merge_status`].
+#[derive(Debug, Clone)]
+pub struct MergedStatus {
+    pub json: Vec<u8>,
+    /// The `seq` below which the device holds nothing any more, if it said.
+    pub floor: Option<u64>,
 }
 
 impl FleetStore {
@@ -272,9 +295,9 @@ impl FleetStore {
         }
     }
 
-    /// Stores what devices sent in one transaction: their status records, their telemetry
-    /// records (accepted at `now_ms`) and the floors below which a device holds nothing any
-    /// more. Returns, for every device of the batch, the highest `seq` up to which the fleet
+    /// Stores what devices sent in one transaction: their statuses (merged with the stored
+    /// ones), their telemetry records (accepted at `now_ms`) and the floors below which a device
+    /// holds nothing any more. Returns, for every device of the batch, the highest `seq` up to which the fleet
     /// has every record (or knows the device dropped it): its acknowledgement.
     pub async fn ingest(
         &self,

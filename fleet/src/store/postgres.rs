@@ -299,12 +299,31 @@ impl PostgresStore {
         now_ms: UnixMillis,
     ) -> Result<Ingested, StoreError> {
         let mut txn = self.pool.begin().await?;
-        if !arrivals.statuses.is_empty() {
+        // Statuses are read locked, merged and written, devices in one order so that replicas
+        // lock them without deadlock.
+        let mut heard: Vec<&str> = arrivals.heard.iter().map(String::as_str).collect();
+        heard.sort_unstable();
+        heard.dedup();
+        let mut floors = Vec::new();
+        if !heard.is_empty() {
+            let stored: BTreeMap<String, String> = sqlx::query_as(
+                "SELECT name, value::text FROM records WHERE kind = $1 AND name = ANY($2) \
+                 ORDER BY name FOR UPDATE",
+            )
+            .bind(kind::STATUS)
+            .bind(&heard)
+            .fetch_all(&mut *txn)
+            .await?
+            .into_iter()
+            .collect();
             let mut statuses = Batch::default();
-            for (device, json) in arrivals.statuses {
+            for device in &heard {
+                let current = stored.get(*device).map(String::as_bytes);
+                let merged = (arrivals.merge_status)(device, current)?;
+                floors.extend(merged.floor.map(|f| ((*device).to_owned(), f)));
                 statuses
                     .puts
-                    .push(((kind::STATUS.to_owned(), device.clone()), json.clone()));
+                    .push(((kind::STATUS.to_owned(), (*device).to_owned()), merged.json));
             }
             write_batch(&mut txn, &statuses).await?;
         }
@@ -314,7 +333,7 @@ impl PostgresStore {
             .records
             .iter()
             .map(|(d, _, _)| d.as_str())
-            .chain(arrivals.floors.iter().map(|(d, _)| d.as_str()))
+            .chain(floors.iter().map(|(d, _)| d.as_str()))
             .collect();
         devices.sort_unstable();
         devices.dedup();
@@ -382,7 +401,7 @@ impl PostgresStore {
                 new_records += 1;
             }
         }
-        for (device, floor) in arrivals.floors {
+        for (device, floor) in &floors {
             if let Some((_, committed)) = state.get_mut(device) {
                 *committed = (*committed).max(*floor);
             }

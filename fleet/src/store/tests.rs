@@ -17,12 +17,25 @@ fn arrived(device: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<(String, u6
         .collect()
 }
 
+fn no_status(_: &str, _: Option<&[u8]>) -> Result<MergedStatus, StoreError> {
+    unreachable!("no device is heard from")
+}
+
 fn records(records: &[(String, u64, Vec<u8>)]) -> Arrivals<'_> {
     Arrivals {
-        statuses: &[],
+        heard: &[],
+        merge_status: &no_status,
         records,
-        floors: &[],
     }
+}
+
+/// A status that counts the reports merged into it, and says the device holds nothing below 9.
+fn count_reports(_: &str, stored: Option<&[u8]>) -> Result<MergedStatus, StoreError> {
+    let count: u64 = stored.map_or(0, |s| serde_json::from_slice(s).expect("a count"));
+    Ok(MergedStatus {
+        json: (count + 1).to_string().into_bytes(),
+        floor: Some(9),
+    })
 }
 
 async fn stored(store: &FleetStore, device: &str) -> Vec<u64> {
@@ -138,20 +151,21 @@ async fn the_acknowledgement_is_the_highest_contiguous_seq_and_moves_past_what_t
             4,
             "{backend}"
         );
-        let floors = [("gw".to_owned(), 9)];
-        let ingested = store
-            .ingest(
-                Arrivals {
-                    statuses: &[],
-                    records: &[],
-                    floors: &floors,
-                },
-                &keep,
-                0,
-            )
-            .await
-            .expect("ingest");
+        let heard = ["gw".to_owned()];
+        let reported = Arrivals {
+            heard: &heard,
+            merge_status: &count_reports,
+            records: &[],
+        };
+        let ingested = store.ingest(reported, &keep, 0).await.expect("ingest");
         assert_eq!(ingested.committed["gw"], 11, "{backend}");
+        // The status is merged with the stored one, in the transaction.
+        store.ingest(reported, &keep, 0).await.expect("ingest");
+        assert_eq!(
+            store.get::<u64>(kind::STATUS, "gw").await.expect("status"),
+            Some(2),
+            "{backend}"
+        );
         let newest = store.telemetry("gw", 2).await.expect("newest");
         assert_eq!(
             newest.iter().map(|r| r.seq).collect::<Vec<_>>(),

@@ -75,6 +75,7 @@ struct Args {
 /// What the simulated devices did, together.
 #[derive(Debug, Default)]
 struct Counters {
+    /// Devices connected now.
     connected: AtomicU64,
     /// Manifests that failed verification.
     refused: AtomicU64,
@@ -247,6 +248,7 @@ impl Device {
     async fn run(self, options: rumqttc::MqttOptions) {
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let mut applied: Option<u64> = None;
+        let mut connected = false;
         let mut next_seq = 1u64;
         let mut acknowledged = 0u64;
         let mut owed = 0.0f64;
@@ -268,7 +270,10 @@ impl Device {
                 }
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        self.counters.connected.fetch_add(1, Ordering::Relaxed);
+                        if !connected {
+                            connected = true;
+                            self.counters.connected.fetch_add(1, Ordering::Relaxed);
+                        }
                         let _ = client.try_subscribe(self.topics.desired(), QoS::AtLeastOnce);
                         let _ = client.try_subscribe(self.topics.acks(), QoS::AtLeastOnce);
                     }
@@ -298,6 +303,10 @@ impl Device {
                     },
                     Ok(_) => {}
                     Err(_) => {
+                        if connected {
+                            connected = false;
+                            self.counters.connected.fetch_sub(1, Ordering::Relaxed);
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },

@@ -19,6 +19,9 @@ use crate::render::{
 };
 use crate::store::{Batch, FleetStore, RenderJob, kind};
 
+/// Up to this many affected devices are read one by one rather than by listing the fleet.
+const FEW_DEVICES: usize = 64;
+
 /// How long a render job waits for the broker to acknowledge its manifests.
 const PUBLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -169,6 +172,29 @@ impl Fleet {
         Ok(changed)
     }
 
+    /// The affected devices' records: a few are read one by one, many with one list.
+    async fn devices_of(&self, affected: &Affected) -> Result<Vec<(String, Device)>, FleetError> {
+        Ok(match affected {
+            Affected::Devices(ids) if ids.len() <= FEW_DEVICES => {
+                let mut devices = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(device) = self.store.get(kind::DEVICE, id).await? {
+                        devices.push((id.clone(), device));
+                    }
+                }
+                devices
+            }
+            Affected::Devices(ids) => self
+                .store
+                .list::<Device>(kind::DEVICE)
+                .await?
+                .into_iter()
+                .filter(|(id, _)| ids.contains(id))
+                .collect(),
+            Affected::All => self.store.list(kind::DEVICE).await?,
+        })
+    }
+
     /// Renders the affected devices; stores and publishes (retained) what changed, and with
     /// `publish_unchanged` the stored manifests that did not change too.
     async fn rerender(
@@ -180,12 +206,7 @@ impl Fleet {
         let catalog = self.catalog().await?;
         let mut drafts = Vec::new();
         let mut changed = 0;
-        for (id, device) in self.store.list::<Device>(kind::DEVICE).await? {
-            if let Affected::Devices(ids) = &affected
-                && !ids.contains(&id)
-            {
-                continue;
-            }
+        for (id, device) in self.devices_of(&affected).await? {
             let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &id).await?;
             let previous = previous.as_ref();
             match render_device(&device, &catalog, previous) {

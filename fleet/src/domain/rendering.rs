@@ -25,6 +25,15 @@ const FEW_DEVICES: usize = 64;
 /// How long a render job waits for the broker to acknowledge its manifests.
 const PUBLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What rendering a job did.
+#[derive(Debug, Clone, Copy)]
+struct Rendered {
+    /// Manifests that changed.
+    changed: usize,
+    /// Whether the job left the queue (the broker acknowledged every manifest).
+    finished: bool,
+}
+
 /// The devices a change can affect.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Affected {
@@ -129,7 +138,7 @@ impl Fleet {
     /// Renders the queued job `name` (unless another replica already took it).
     pub(crate) async fn render_now(&self, job: &str) -> Result<usize, FleetError> {
         match self.store.claim_render_job(Some(job)).await? {
-            Some(job) => self.render_job(job, false).await,
+            Some(job) => Ok(self.render_job(job, false).await?.changed),
             None => Ok(0),
         }
     }
@@ -142,12 +151,18 @@ impl Fleet {
         let mut changed = 0;
         while let Some(job) = self.store.claim_render_job(None).await? {
             tracing::info!(job = %job.name, "rendering a queued job");
-            changed += self.render_job(job, true).await?;
+            let rendered = self.render_job(job, true).await?;
+            changed += rendered.changed;
+            // Left queued (the broker did not acknowledge): tried again on the next wake-up,
+            // without holding the write lock meanwhile.
+            if !rendered.finished {
+                break;
+            }
         }
         Ok(changed)
     }
 
-    async fn render_job(&self, job: RenderJob, taken_over: bool) -> Result<usize, FleetError> {
+    async fn render_job(&self, job: RenderJob, taken_over: bool) -> Result<Rendered, FleetError> {
         let affected: Affected = serde_json::from_slice(&job.devices)
             .map_err(|e| FleetError::invalid(format!("render job {}: {e}", job.name)))?;
         let started = std::time::Instant::now();
@@ -169,7 +184,10 @@ impl Fleet {
         metrics::histogram!("edgefleet_fleet_render_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("edgefleet_fleet_manifests_changed_total").increment(changed as u64);
-        Ok(changed)
+        Ok(Rendered {
+            changed,
+            finished: all_acknowledged,
+        })
     }
 
     /// The affected devices' records: a few are read one by one, many with one list.

@@ -46,7 +46,7 @@ pub struct ServeOptions {
     /// The PostgreSQL store (`postgres://…`); `None` keeps the embedded store in `data_dir`.
     pub database: Option<String>,
     /// This replica's name among those sharing the database, unique and the same across its
-    /// restarts (default: `<hostname>-<HTTP port>`).
+    /// restarts; without it the service is the database's only one.
     pub replica: Option<String>,
 }
 
@@ -134,16 +134,13 @@ pub async fn serve(
         }
     };
     let broker: BrokerUrl = mqtt_url.parse()?;
-    // Replicas sharing a database each keep their own persistent MQTT session and share the
-    // devices' messages (MQTT shared subscriptions); the embedded store has one replica.
+    // Named replicas (on a shared database) each keep their own persistent MQTT session and
+    // share the devices' messages (MQTT shared subscriptions). An unnamed service is the only
+    // one: mosquitto does not queue shared-subscription messages while no member is connected,
+    // so it keeps a plain subscription and gets what arrived while it was down.
     let replica = match (&options.database, &options.replica) {
-        (None, _) => None,
         (Some(_), Some(name)) => Some(name.clone()),
-        (Some(_), None) => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let port = listener.local_addr().map_or(0, |a| a.port());
-            Some(format!("{}-{port}", host.trim()))
-        }
+        _ => None,
     };
     let client_id = match &replica {
         Some(replica) => format!("edgefleet-fleet-{}-{replica}", options.fleet),

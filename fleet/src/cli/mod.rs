@@ -169,8 +169,9 @@ pub struct ServeArgs {
     /// embedded store in --data-dir. Several replicas of the service may share one database.
     #[arg(long, env = "EDGEFLEET_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
-    /// With --database: this replica's name, unique among the replicas and the same across
-    /// its restarts (it names the replica's MQTT session). Default: <hostname>-<port>.
+    /// With --database and several replicas: this replica's name, unique among them and the
+    /// same across its restarts (it names the replica's MQTT session; named replicas share the
+    /// devices' messages). Without it the service is the database's only one.
     #[arg(long, env = "EDGEFLEET_REPLICA")]
     pub replica: Option<String>,
 }

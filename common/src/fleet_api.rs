@@ -154,6 +154,27 @@ pub struct DeviceRequest {
     pub public_key: String,
 }
 
+/// One device of `POST /v1/device-imports` (one line of `edgefleet device import`'s file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceImport {
+    pub id: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The device's age X25519 recipient (`edgefleet-agent init` prints it).
+    pub public_key: String,
+}
+
+/// What `POST /v1/device-imports` did: every device was added or updated in one change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicesImported {
+    pub added: usize,
+    pub updated: usize,
+    /// Devices whose manifest changed (a deployment targets them now).
+    pub manifests_changed: usize,
+}
+
 /// `DELETE /v1/devices/{id}`: what removing a device did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

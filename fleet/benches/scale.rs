@@ -4,10 +4,13 @@
 //!   every device reporting the manifest applied (the fleet's rollout status), with one and
 //!   with two replicas on one PostgreSQL;
 //! - ingestion: telemetry records stored and acknowledged per second at the fleet, one
-//!   service, the embedded store and PostgreSQL, the devices sending more than it stores.
+//!   service, the embedded store and PostgreSQL, the devices sending more than it stores;
+//! - render: 100,000 devices (no connections) under 50 deployments, rendered, signed, stored
+//!   and published (retained, acknowledged by the broker) through the service's API, on
+//!   PostgreSQL and on the embedded store.
 //!
 //! cargo build --release --bins -p edgefleet-fleet -p edgefleet-sim
-//! cargo bench -p edgefleet-fleet --bench scale [-- DEVICES] [convergence|ingestion]
+//! cargo bench -p edgefleet-fleet --bench scale [-- DEVICES] [convergence|ingestion|render]
 
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +20,10 @@ use std::time::{Duration, Instant};
 use edgefleet_tests::{
     FleetProcess, Mosquitto, Postgres, Registry, http_client, wait_for, workspace_binary,
 };
+use std::collections::BTreeMap;
+
+use edgefleet_common::fleet_api::{DeploymentModule, DeploymentRequest, DeviceImport};
+use edgefleet_common::sealing::DeviceIdentity;
 use serde_json::Value;
 
 /// Devices of the ingestion runs, and what they send together.
@@ -201,11 +208,121 @@ fn ingestion(on_postgres: bool) {
     );
 }
 
+/// Devices and deployments of the render runs: 25 sites x 2 lines, as `benches/render.rs`.
+const RENDER_DEVICES: usize = 100_000;
+const RENDER_DEPLOYMENTS: usize = 50;
+const SITES: usize = 25;
+
+/// Deployment `i` (as `benches/render.rs`): one site (every fifth, one line of it at a higher
+/// priority); two in three are layered; module m0, m1 or m2 serving the packaged model.
+fn render_deployment(i: usize, port: u16) -> DeploymentRequest {
+    let site = i % SITES;
+    let (target, priority) = if i % 5 == 4 {
+        (format!("tags.site = 's{site}' AND tags.line = 'b'"), 20)
+    } else {
+        (format!("tags.site = 's{site}'"), 10)
+    };
+    let module = i % 3;
+    DeploymentRequest {
+        target,
+        priority,
+        layered: module != 0,
+        modules: BTreeMap::from([(
+            format!("m{module}"),
+            DeploymentModule::registered_model("diabetes:latest", port + module as u16),
+        )]),
+        rollout: None,
+    }
+}
+
+/// Seconds to PUT each deployment (every call returns once its devices are rendered, stored
+/// and acknowledged by the broker).
+fn put_deployments(fleet: &FleetProcess, which: &[usize], port: u16) -> f64 {
+    let http = http_client();
+    let started = Instant::now();
+    for &i in which {
+        http.put(format!("{}/v1/deployments/d{i}", fleet.url()))
+            .bearer_auth(&fleet.token)
+            .json(&render_deployment(i, port))
+            .send()
+            .and_then(reqwest::blocking::Response::error_for_status)
+            .expect("deployment");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn render(on_postgres: bool) {
+    let postgres = on_postgres.then(Postgres::start);
+    let broker = Mosquitto::new().add_user("fleet", "fleet-pass").start();
+    let fleet = match &postgres {
+        Some(postgres) => FleetProcess::start_replica(
+            workspace_binary("edgefleet"),
+            &broker,
+            ("fleet", "fleet-pass"),
+            "plant",
+            &postgres.url(),
+            "r0",
+        ),
+        None => FleetProcess::start(
+            workspace_binary("edgefleet"),
+            &broker,
+            "fleet",
+            "fleet-pass",
+            "plant",
+        ),
+    };
+    let _registry = packaged_model(&fleet);
+    let key = DeviceIdentity::generate().public_key().to_string();
+    let devices: Vec<DeviceImport> = (0..RENDER_DEVICES)
+        .map(|n| DeviceImport {
+            id: format!("gw-{n:06}"),
+            tags: BTreeMap::from([
+                ("site".to_owned(), format!("s{}", n % SITES)),
+                (
+                    "line".to_owned(),
+                    if n % 2 == 0 { "a" } else { "b" }.to_owned(),
+                ),
+            ]),
+            public_key: key.clone(),
+        })
+        .collect();
+    let started = Instant::now();
+    http_client()
+        .post(format!("{}/v1/device-imports", fleet.url()))
+        .bearer_auth(&fleet.token)
+        .json(&devices)
+        .send()
+        .and_then(reqwest::blocking::Response::error_for_status)
+        .expect("import");
+    let imported = started.elapsed().as_secs_f64();
+    let all: Vec<usize> = (0..RENDER_DEPLOYMENTS).collect();
+    let first = put_deployments(&fleet, &all, 9000);
+    let every = put_deployments(&fleet, &all, 9100);
+    let unchanged = put_deployments(&fleet, &all, 9100);
+    let one = put_deployments(&fleet, &[0], 9200);
+    println!(
+        "{}",
+        serde_json::json!({
+            "benchmark": "render",
+            "store": if on_postgres { "postgres" } else { "embedded" },
+            "devices": RENDER_DEVICES,
+            "deployments": RENDER_DEPLOYMENTS,
+            "import_s": imported,
+            "first_render_s": first,
+            "every_deployment_changed_s": every,
+            "one_deployment_changed_s": one,
+            "nothing_changed_s": unchanged,
+        })
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let devices: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10_000);
     let only = |part: &str| {
-        !args.iter().any(|a| a == "convergence" || a == "ingestion")
+        !args
+            .iter()
+            .any(|a| a == "convergence" || a == "ingestion" || a == "render")
             || args.iter().any(|a| a == part)
     };
     if only("convergence") {
@@ -215,5 +332,9 @@ fn main() {
     if only("ingestion") {
         ingestion(false);
         ingestion(true);
+    }
+    if only("render") {
+        render(true);
+        render(false);
     }
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
     BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
-    DeviceRemoved, DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails,
-    ModelVersion, ModuleCommandRequest, Package, PackageRequest, ProfileRequest,
-    RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
+    DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ErrorBody, FleetInfo,
+    ManifestView, ModelDetails, ModelVersion, ModuleCommandRequest, Package, PackageRequest,
+    ProfileRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
+    TelemetryQuery,
 };
 use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::telemetry::TelemetryEnvelope;
@@ -171,6 +172,10 @@ impl FleetClient {
                 .put(self.url(&format!("/v1/devices/{id}")))
                 .json(request),
         )
+    }
+
+    pub fn import_devices(&self, devices: &[DeviceImport]) -> Result<DevicesImported, ClientError> {
+        self.json(self.http.post(self.url("/v1/device-imports")).json(devices))
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {

@@ -13,9 +13,10 @@ use axum::{Json, Router};
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
     BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
-    DeviceRemoved, DeviceRequest, DeviceView, ErrorBody, FleetInfo, ManifestView, ModelDetails,
-    ModelVersion, ModuleCommandRequest, Package, PackageRequest, ProfileRequest,
-    RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
+    DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ErrorBody, FleetInfo,
+    ManifestView, ModelDetails, ModelVersion, ModuleCommandRequest, Package, PackageRequest,
+    ProfileRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
+    TelemetryQuery,
 };
 use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::telemetry::TelemetryEnvelope;
@@ -61,6 +62,7 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
             "/v1/devices/{id}",
             put(put_device).get(show_device).delete(remove_device),
         )
+        .route("/v1/device-imports", post(import_devices))
         .route("/v1/devices/{id}/config", get(device_config))
         .route("/v1/devices/{id}/commands", post(device_command))
         .route("/v1/deployments", get(list_deployments))
@@ -244,6 +246,13 @@ async fn put_device(
     Json(request): Json<DeviceRequest>,
 ) -> Answer<DeviceView> {
     Ok(Json(api.fleet.put_device(&id, request).await?))
+}
+
+async fn import_devices(
+    State(api): State<Api>,
+    Json(devices): Json<Vec<DeviceImport>>,
+) -> Answer<DevicesImported> {
+    Ok(Json(api.fleet.import_devices(devices).await?))
 }
 
 async fn list_devices(State(api): State<Api>) -> Answer<Vec<DeviceView>> {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_tests::{
     AgentProcess, AgentSetup, FleetProcess, FleetWorld, Mosquitto, Registry, free_port,
     http_client, model_dir, ort_library, score_at, wait_for, workspace_binary,
@@ -282,6 +283,59 @@ fn bad_cli_input_gets_one_clear_line_and_a_nonzero_exit_and_writes_nothing() {
         "[]",
         "nothing was written"
     );
+
+    // A device import with one bad line imports nothing and names the line; a good one (on
+    // standard input, with a comment and a blank line) adds every device in one change.
+    let key = DeviceIdentity::generate().public_key().to_string();
+    let good =
+        |id: &str| format!(r#"{{"id": "{id}", "publicKey": "{key}", "tags": {{"site": "x"}}}}"#);
+    let bad_line = world.fleet.cli_with(
+        &["device", "import", "-"],
+        Some(&format!(
+            "{}\n{}\n{{\"id\": \"gw-c\", \"key\": 1}}\n",
+            good("gw-a"),
+            good("gw-b")
+        )),
+    );
+    assert_eq!(bad_line.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad_line.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("unknown field `key`"),
+        "{stderr}"
+    );
+    let bad_key = world.fleet.cli_with(
+        &["device", "import", "-"],
+        Some(&format!(
+            "{}\n{{\"id\": \"gw-c\", \"publicKey\": \"age1nope\"}}\n",
+            good("gw-a")
+        )),
+    );
+    assert_eq!(bad_key.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad_key.stderr);
+    assert!(stderr.contains("device \"gw-c\""), "{stderr}");
+    assert_eq!(
+        world
+            .fleet
+            .ok(&["device", "list", "--output", "json"])
+            .trim(),
+        "[]",
+        "nothing was imported"
+    );
+    let imported = world.fleet.cli_with(
+        &["device", "import", "-"],
+        Some(&format!(
+            "# two gateways\n{}\n\n{}\n",
+            good("gw-a"),
+            good("gw-b")
+        )),
+    );
+    let stderr = String::from_utf8_lossy(&imported.stderr);
+    assert!(
+        imported.status.success() && stderr.contains("2 added, 0 updated"),
+        "{stderr}"
+    );
+    world.fleet.ok(&["device", "remove", "gw-a"]);
+    world.fleet.ok(&["device", "remove", "gw-b"]);
 
     let not_onnx = std::env::temp_dir().join(format!("not-a-model-{}.onnx", std::process::id()));
     std::fs::write(&not_onnx, b"not a model").expect("write");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use edgefleet_common::fleet_api::FleetInfo;
+use edgefleet_common::fleet_api::{DeviceImport, DevicesImported, FleetInfo};
 use edgefleet_common::reported::{
     ApplyStatus, DesiredOutcome, ManifestSource, OutboxState, REPORTED_SCHEMA_VERSION,
     ReportedState,
@@ -56,7 +56,7 @@ struct Args {
     /// Device ids are PREFIX00000, PREFIX00001, ...
     #[arg(long, default_value = "sim-")]
     prefix: String,
-    /// Add the devices to the fleet first (PUT /v1/devices/ID), with these tags (KEY=VALUE).
+    /// Add the devices to the fleet first (one import), with these tags (KEY=VALUE).
     #[arg(long)]
     add: bool,
     #[arg(long = "tag")]
@@ -202,34 +202,38 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Adds the devices to the fleet, 32 requests at a time; they share one public key.
+/// Adds the devices to the fleet in one import; they share one public key.
 async fn add_devices(http: &reqwest::Client, args: &Args, ids: &[String]) -> anyhow::Result<()> {
     let public_key = DeviceIdentity::generate().public_key().to_string();
-    let tags: BTreeMap<&str, &str> = args.tags.iter().filter_map(|t| t.split_once('=')).collect();
+    let tags: BTreeMap<String, String> = args
+        .tags
+        .iter()
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let devices: Vec<DeviceImport> = ids
+        .iter()
+        .map(|id| DeviceImport {
+            id: id.clone(),
+            tags: tags.clone(),
+            public_key: public_key.clone(),
+        })
+        .collect();
     let started = Instant::now();
-    for chunk in ids.chunks(32) {
-        let mut requests = tokio::task::JoinSet::new();
-        for id in chunk {
-            let request = http
-                .put(format!("{}/v1/devices/{id}", args.server))
-                .bearer_auth(&args.token)
-                .json(&serde_json::json!({"publicKey": public_key, "tags": tags}));
-            let id = id.clone();
-            requests.spawn(async move {
-                request
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .with_context(|| format!("adding device {id}"))
-            });
-        }
-        while let Some(done) = requests.join_next().await {
-            done??;
-        }
-    }
+    let imported: DevicesImported = http
+        .post(format!("{}/v1/device-imports", args.server))
+        .bearer_auth(&args.token)
+        .json(&devices)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("adding the devices")?
+        .json()
+        .await?;
     eprintln!(
-        "edgefleet-sim: {} devices added in {:.1}s",
-        ids.len(),
+        "edgefleet-sim: {} devices added, {} updated in {:.1}s",
+        imported.added,
+        imported.updated,
         started.elapsed().as_secs_f64()
     );
     Ok(())

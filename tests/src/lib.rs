@@ -39,7 +39,7 @@ pub use fleet_process::{FleetProcess, postgres_store};
 pub use fleet_world::{FleetWorld, InputPublisher, score_at};
 pub use mosquitto::{Mosquitto, MosquittoTls};
 pub use oci_layout::{OciLayout, skopeo_push};
-pub use postgres::Postgres;
+pub use postgres::{OpenTransaction, Postgres};
 pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
 pub use subscriber::{Subscriber, telemetry_envelopes};

@@ -114,24 +114,7 @@ impl Postgres {
         };
         postgres.launch(&bin);
         postgres.wait_until_ready(&bin);
-        let psql = bin.join("psql");
-        let out = Command::new(&psql)
-            .args(["-h", "127.0.0.1", "-p", &postgres.port.to_string()])
-            .args([
-                "-U",
-                "edgefleet",
-                "-d",
-                "postgres",
-                "-c",
-                "CREATE DATABASE fleet",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", psql.display()));
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        postgres.psql("postgres", "CREATE DATABASE fleet");
         postgres
     }
 
@@ -178,11 +161,54 @@ impl Postgres {
         self.port
     }
 
-    /// Runs `sql` with psql and returns what it printed (unaligned, tuples only).
+    /// Runs `sql` in the fleet's database and returns what it printed (unaligned, tuples
+    /// only).
     pub fn query(&self, sql: &str) -> String {
+        self.psql("fleet", sql)
+    }
+
+    /// Runs `sql` in a transaction left open: the rows it locks (`SELECT … FOR UPDATE`) stay
+    /// locked until [`OpenTransaction::commit`].
+    pub fn open_transaction(&self, sql: &str) -> OpenTransaction {
+        use std::io::Write as _;
+        let mut child = Command::new(server_bin_dir().join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "edgefleet",
+                "-d",
+                "fleet",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run psql");
+        let mut input = child.stdin.take().expect("psql's stdin");
+        writeln!(input, "BEGIN;\n{sql};").expect("write to psql");
+        let open = OpenTransaction {
+            child,
+            input: Some(input),
+        };
+        crate::wait_for(
+            "the transaction holds its locks",
+            std::time::Duration::from_secs(30),
+            || {
+                (self.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'",
+                ) != "0")
+                    .then_some(())
+            },
+        );
+        open
+    }
+
+    fn psql(&self, database: &str, sql: &str) -> String {
         let out = Command::new(server_bin_dir().join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "edgefleet", "-d", "fleet", "-At", "-c", sql])
+            .args(["-U", "edgefleet", "-d", database, "-At", "-c", sql])
             .output()
             .expect("run psql");
         assert!(
@@ -191,6 +217,34 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// A psql session with a transaction open (see [`Postgres::open_transaction`]); killed when
+/// dropped, which rolls it back.
+#[derive(Debug)]
+pub struct OpenTransaction {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+}
+
+impl OpenTransaction {
+    pub fn commit(mut self) {
+        use std::io::Write as _;
+        if let Some(mut input) = self.input.take() {
+            writeln!(input, "COMMIT;").expect("write to psql");
+        }
+        let status = self.child.wait().expect("psql");
+        assert!(status.success(), "psql: {status}");
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if self.input.is_some() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }
 

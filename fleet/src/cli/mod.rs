@@ -271,6 +271,12 @@ pub enum DeviceCommand {
         #[arg(long)]
         public_key: String,
     },
+    /// Add or update many devices in one change: FILE holds one JSON object per line,
+    /// {"id": "...", "publicKey": "...", "tags": {"KEY": "VALUE"}} ("-" reads standard input).
+    /// Nothing changes if any line is wrong.
+    Import {
+        file: PathBuf,
+    },
     List,
     Show {
         id: String,

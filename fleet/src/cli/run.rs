@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use edgefleet_common::commands::{CommandOutcome, DeviceCommand as ModuleCommandKind};
 use edgefleet_common::fleet_api::{
-    DeploymentModule, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceRequest,
-    ModelModule, ModuleCommandRequest, PackageRequest, ProfileRequest, RegisterModelQuery,
-    RegistryRequest, RolloutStatus, StagedState,
+    DeploymentModule, DeploymentRequest, DeploymentSaved, DeploymentView, DeviceImport,
+    DeviceRequest, ModelModule, ModuleCommandRequest, PackageRequest, ProfileRequest,
+    RegisterModelQuery, RegistryRequest, RolloutStatus, StagedState,
 };
 use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::signing::{FleetPublicKey, KeyParseError};
@@ -232,6 +232,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             api.put_device(&id, &request)?;
             eprintln!(
                 "device {id} saved; `edgefleet device config {id}` prints its agent configuration"
+            );
+        }
+        Command::Device(DeviceCommand::Import { file }) => {
+            let devices = device_import_file(&file)?;
+            let imported = api.import_devices(&devices)?;
+            eprintln!(
+                "imported {} device(s): {} added, {} updated; {} manifest(s) changed",
+                devices.len(),
+                imported.added,
+                imported.updated,
+                imported.manifests_changed
             );
         }
         Command::Device(DeviceCommand::List) => {
@@ -609,6 +620,33 @@ fn check_import_registries(api: &FleetClient, imported: &Imported) -> Result<(),
             missing.join("\n  ")
         )))
     }
+}
+
+/// A device import: one JSON object per line (blank lines and lines starting with `#` are
+/// skipped); `-` is standard input.
+fn device_import_file(path: &Path) -> Result<Vec<DeviceImport>, CliError> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| CliError::refused(format!("{}: {e}", path.display())))?;
+    let mut devices = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let device = serde_json::from_str(line).map_err(|e| {
+            CliError::refused(format!(
+                "{} line {}: not a device: {e}; each line is {{\"id\": \"...\", \"publicKey\": \"...\", \"tags\": {{...}}}}; nothing was imported",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        devices.push(device);
+    }
+    Ok(devices)
 }
 
 /// A deployment file (YAML, or JSON, which YAML reads too).

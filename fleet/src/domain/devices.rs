@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use edgefleet_common::agent_config::AgentConfig;
 use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult};
-use edgefleet_common::fleet_api::{DeviceRemoved, DeviceRequest, DeviceView, ModuleCommandRequest};
+use edgefleet_common::fleet_api::{
+    DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ModuleCommandRequest,
+};
 use edgefleet_common::sealing::DevicePublicKey;
 use edgefleet_common::topics::{DeviceTopics, check_name};
 use edgefleet_transport::now_ms;
@@ -27,33 +29,80 @@ impl Fleet {
         id: &str,
         request: DeviceRequest,
     ) -> Result<DeviceView, FleetError> {
-        check_name("device id", id)?;
-        request
-            .public_key
-            .parse::<DevicePublicKey>()
-            .map_err(|e| FleetError::invalid(e.to_string()))?;
-        let _writes = self.store.lock_writes().await?;
-        let existing: Option<Device> = self.store.get(kind::DEVICE, id).await?;
-        let mqtt_password = match existing {
-            Some(d) => d.mqtt_password,
-            None => self
-                .secrets
-                .public_key()
-                .seal(&hex::encode(rand::random::<[u8; 18]>()))?,
-        };
-        let device = Device {
+        let device = DeviceImport {
             id: id.to_owned(),
             tags: request.tags,
             public_key: request.public_key,
-            added_ms: now_ms(),
-            mqtt_password,
         };
-        let mut batch = Batch::default();
-        batch.put(kind::DEVICE, id, &device)?;
-        self.commit_and_render(batch, Affected::Devices(BTreeSet::from([id.to_owned()])))
-            .await?;
-        self.refresh_broker_credentials().await?;
+        self.import_devices(vec![device]).await?;
         self.device(id).await
+    }
+
+    /// Adds or updates `devices` in one change: one transaction, one render of just them.
+    /// Nothing changes when any of them is invalid; the error names it.
+    pub async fn import_devices(
+        &self,
+        devices: Vec<DeviceImport>,
+    ) -> Result<DevicesImported, FleetError> {
+        if devices.is_empty() {
+            return Err(FleetError::invalid(
+                "no devices to import: give one JSON object per line",
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for device in &devices {
+            check_name("device id", &device.id)?;
+            device
+                .public_key
+                .parse::<DevicePublicKey>()
+                .map_err(|e| FleetError::invalid(format!("device {:?}: {e}", device.id)))?;
+            if !ids.insert(device.id.clone()) {
+                return Err(FleetError::invalid(format!(
+                    "device {:?} is given twice: give each device once",
+                    device.id
+                )));
+            }
+        }
+        let _writes = self.store.lock_writes().await?;
+        let affected = Affected::Devices(ids);
+        let mut existing: BTreeMap<String, Device> =
+            self.devices_of(&affected).await?.into_iter().collect();
+        let mut batch = Batch::default();
+        let mut new_logins = Vec::new();
+        let updated = existing.len();
+        for device in devices {
+            // An update keeps the device's MQTT password and when it was added.
+            let (mqtt_password, added_ms) = match existing.remove(&device.id) {
+                Some(d) => (d.mqtt_password, d.added_ms),
+                None => {
+                    let password = hex::encode(rand::random::<[u8; 18]>());
+                    let sealed = self.secrets.public_key().seal(&password)?;
+                    new_logins.push((device.id.clone(), password));
+                    (sealed, now_ms())
+                }
+            };
+            let record = Device {
+                tags: device.tags,
+                public_key: device.public_key,
+                added_ms,
+                mqtt_password,
+                id: device.id,
+            };
+            batch.put(kind::DEVICE, &record.id, &record)?;
+        }
+        let added = new_logins.len();
+        let manifests_changed = self.commit_and_render(batch, affected).await?;
+        if let Some(credentials) = &self.broker_credentials {
+            credentials
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(new_logins);
+        }
+        Ok(DevicesImported {
+            added,
+            updated,
+            manifests_changed,
+        })
     }
 
     pub async fn devices(&self) -> Result<Vec<DeviceView>, FleetError> {

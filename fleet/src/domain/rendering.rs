@@ -19,9 +19,6 @@ use crate::render::{
 };
 use crate::store::{Batch, FleetStore, RenderJob, kind};
 
-/// Up to this many affected devices are read one by one rather than by listing the fleet.
-const FEW_DEVICES: usize = 64;
-
 /// How long a render job waits for the broker to acknowledge its manifests.
 const PUBLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -163,8 +160,12 @@ impl Fleet {
     }
 
     async fn render_job(&self, job: RenderJob, taken_over: bool) -> Result<Rendered, FleetError> {
-        let affected: Affected = serde_json::from_slice(&job.devices)
-            .map_err(|e| FleetError::invalid(format!("render job {}: {e}", job.name)))?;
+        // A job whose devices cannot be read (written by another version of the fleet, say)
+        // renders every device: a superset is always right, and the queue behind it moves on.
+        let affected = serde_json::from_slice(&job.devices).unwrap_or_else(|e| {
+            tracing::warn!(job = %job.name, error = %e, "the render job's devices cannot be read; rendering every device");
+            Affected::All
+        });
         let started = std::time::Instant::now();
         let mut published = Vec::new();
         let changed = self.rerender(affected, taken_over, &mut published).await?;
@@ -190,31 +191,27 @@ impl Fleet {
         })
     }
 
-    /// The affected devices' records: a few are read one by one, many with one list.
-    async fn devices_of(&self, affected: &Affected) -> Result<Vec<(String, Device)>, FleetError> {
+    /// The affected devices' records.
+    pub(super) async fn devices_of(
+        &self,
+        affected: &Affected,
+    ) -> Result<Vec<(String, Device)>, FleetError> {
         Ok(match affected {
-            Affected::Devices(ids) if ids.len() <= FEW_DEVICES => {
-                let mut devices = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(device) = self.store.get(kind::DEVICE, id).await? {
-                        devices.push((id.clone(), device));
-                    }
-                }
-                devices
+            Affected::Devices(ids) => {
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.store
+                    .get_many(kind::DEVICE, &ids)
+                    .await?
+                    .into_iter()
+                    .collect()
             }
-            Affected::Devices(ids) => self
-                .store
-                .list::<Device>(kind::DEVICE)
-                .await?
-                .into_iter()
-                .filter(|(id, _)| ids.contains(id))
-                .collect(),
             Affected::All => self.store.list(kind::DEVICE).await?,
         })
     }
 
     /// Renders the affected devices; stores and publishes (retained) what changed, and with
-    /// `publish_unchanged` the stored manifests that did not change too.
+    /// `publish_unchanged` the stored manifests that did not change too. Devices go in
+    /// batches of [`SIGNING_BATCH`]: their previous manifests are read with one query.
     async fn rerender(
         &self,
         affected: Affected,
@@ -222,32 +219,33 @@ impl Fleet {
         published: &mut Vec<oneshot::Receiver<()>>,
     ) -> Result<usize, FleetError> {
         let catalog = self.catalog().await?;
-        let mut drafts = Vec::new();
         let mut changed = 0;
-        for (id, device) in self.devices_of(&affected).await? {
-            let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, &id).await?;
-            let previous = previous.as_ref();
-            match render_device(&device, &catalog, previous) {
-                // A device that never had a manifest gets none until it has a module.
-                Ok(Render::Changed(draft)) if !(draft.sources.is_empty() && previous.is_none()) => {
-                    drafts.push(draft);
-                }
-                Ok(Render::Unchanged) if publish_unchanged => {
-                    if let Some(previous) = previous {
-                        let publication = self.manifest_publication(previous)?;
-                        published.push(self.publish_acknowledged(publication).await?);
+        for devices in self.devices_of(&affected).await?.chunks(SIGNING_BATCH) {
+            let ids: Vec<&str> = devices.iter().map(|(id, _)| id.as_str()).collect();
+            let previous: BTreeMap<String, RenderedManifest> =
+                self.store.get_many(kind::MANIFEST, &ids).await?;
+            let mut drafts = Vec::new();
+            for (id, device) in devices {
+                let previous = previous.get(id);
+                match render_device(device, &catalog, previous) {
+                    // A device that never had a manifest gets none until it has a module.
+                    Ok(Render::Changed(draft))
+                        if !(draft.sources.is_empty() && previous.is_none()) =>
+                    {
+                        drafts.push(draft);
                     }
+                    Ok(Render::Unchanged) if publish_unchanged => {
+                        if let Some(previous) = previous {
+                            let publication = self.manifest_publication(previous)?;
+                            published.push(self.publish_acknowledged(publication).await?);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(device = %id, error = %e, "manifest not rendered"),
             }
-            if drafts.len() == SIGNING_BATCH {
-                changed += self
-                    .sign_store_publish(std::mem::take(&mut drafts), published)
-                    .await?;
-            }
+            changed += self.sign_store_publish(drafts, published).await?;
         }
-        changed += self.sign_store_publish(drafts, published).await?;
         Ok(changed)
     }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use edgefleet_common::fleet_api::{
-    DeploymentModule, DeploymentRequest, DeviceRequest, DeviceRollout, ModelVersion, Package,
-    RegistryRequest,
+    DeploymentModule, DeploymentRequest, DeviceImport, DeviceRequest, DeviceRollout, ModelVersion,
+    Package, RegistryRequest,
 };
 use edgefleet_common::manifest::{Manifest, Module};
 use edgefleet_common::reported::{
@@ -433,4 +433,152 @@ async fn the_same_content_makes_no_revision_and_a_layer_adds_modules_and_takes_t
     let published = world.manifests();
     let modules: Vec<_> = published["gw-1"][0].modules.keys().collect();
     assert_eq!(modules, ["scorer"], "exactly the layer's module went away");
+}
+
+fn import(id: &str, site: &str, public_key: &str) -> DeviceImport {
+    DeviceImport {
+        id: id.into(),
+        tags: BTreeMap::from([("site".to_owned(), site.to_owned())]),
+        public_key: public_key.into(),
+    }
+}
+
+#[tokio::test]
+async fn an_import_adds_and_updates_devices_in_one_change_and_a_bad_device_changes_nothing() {
+    let mut world = World::new().await.with_packaged_models().await;
+    world
+        .fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:1", 8001))
+        .await
+        .expect("deployment");
+    let key = DeviceIdentity::generate().public_key().to_string();
+    let imported = world
+        .fleet
+        .import_devices(vec![
+            import("gw-1", "plant1", &key),
+            import("gw-2", "plant1", &key),
+            import("gw-3", "plant2", &key),
+        ])
+        .await
+        .expect("import");
+    assert_eq!(
+        (imported.added, imported.updated, imported.manifests_changed),
+        (3, 0, 2)
+    );
+    let published = world.manifests();
+    assert_eq!(published.keys().collect::<Vec<_>>(), ["gw-1", "gw-2"]);
+    let password_before: crate::records::Device = world
+        .fleet
+        .store
+        .get(kind::DEVICE, "gw-3")
+        .await
+        .expect("read")
+        .expect("gw-3");
+
+    // gw-3 moves to plant1 (an update keeps its password and when it was added); gw-4 is new.
+    let imported = world
+        .fleet
+        .import_devices(vec![
+            import("gw-3", "plant1", &key),
+            import("gw-4", "plant2", &key),
+        ])
+        .await
+        .expect("import");
+    assert_eq!(
+        (imported.added, imported.updated, imported.manifests_changed),
+        (1, 1, 1)
+    );
+    assert_eq!(world.manifests().keys().collect::<Vec<_>>(), ["gw-3"]);
+    let after: crate::records::Device = world
+        .fleet
+        .store
+        .get(kind::DEVICE, "gw-3")
+        .await
+        .expect("read")
+        .expect("gw-3");
+    assert_eq!(after.mqtt_password, password_before.mqtt_password);
+    assert_eq!(after.added_ms, password_before.added_ms);
+    assert_eq!(after.tags["site"], "plant1");
+
+    // One bad device refuses the whole import, naming it; nothing of it is stored.
+    for (devices, names) in [
+        (
+            vec![
+                import("gw-5", "plant1", &key),
+                import("gw-6", "plant1", "age1nope"),
+            ],
+            "\"gw-6\"",
+        ),
+        (
+            vec![
+                import("gw-5", "plant1", &key),
+                import("gw-5", "plant2", &key),
+            ],
+            "\"gw-5\" is given twice",
+        ),
+        (vec![import("gw 7", "plant1", &key)], "gw 7"),
+        (Vec::new(), "no devices"),
+    ] {
+        let refused = world.fleet.import_devices(devices).await.unwrap_err();
+        assert!(
+            matches!(refused, FleetError::Invalid(_) | FleetError::Name(_)),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains(names), "{refused}");
+    }
+    let ids: Vec<String> = world
+        .fleet
+        .devices()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["gw-1", "gw-2", "gw-3", "gw-4"]);
+    assert!(world.manifests().is_empty());
+}
+
+#[tokio::test]
+async fn a_render_job_whose_devices_cannot_be_read_renders_every_device() {
+    let mut world = World::new().await.with_packaged_models().await;
+    world.device("gw-1", "plant1").await;
+    world.device("gw-2", "plant1").await;
+    world
+        .fleet
+        .put_deployment("d", deployment("tags.site = 'plant1'", 0, "m:1", 8001))
+        .await
+        .expect("deployment");
+    assert_eq!(world.manifests().len(), 2);
+    // gw-2 moves to plant2 behind the fleet's back, and the job queued is unreadable.
+    let store = &world.fleet.store;
+    let mut gw2: crate::records::Device = store
+        .get(kind::DEVICE, "gw-2")
+        .await
+        .expect("read")
+        .expect("gw-2");
+    gw2.tags.insert("site".into(), "plant2".into());
+    store.put(kind::DEVICE, "gw-2", &gw2).await.expect("put");
+    store
+        .put(kind::RENDER_JOB, "0000000000000000-bad", &"not the devices")
+        .await
+        .expect("job");
+
+    assert_eq!(world.fleet.render_queued().await.expect("queue"), 1);
+    // gw-2 gets a new, empty manifest; gw-1's unchanged one is published again, as for
+    // every job taken from the queue.
+    let published = world.manifests();
+    let gw2 = &published["gw-2"][0];
+    assert_eq!(gw2.version, 2);
+    assert!(gw2.modules.is_empty(), "gw-2 has no module now");
+    assert_eq!(published["gw-1"][0].version, 1);
+    assert!(
+        world
+            .fleet
+            .store
+            .claim_render_job(None)
+            .await
+            .expect("claim")
+            .is_none(),
+        "the unreadable job left the queue"
+    );
 }

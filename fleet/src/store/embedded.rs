@@ -152,6 +152,22 @@ impl EmbeddedStore {
             .map(|v| v.value().to_vec()))
     }
 
+    pub(super) fn get_many(
+        &self,
+        kind: &str,
+        names: &[&str],
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(value) = table.get(record_key(kind, name).as_str())? {
+                out.push(((*name).to_owned(), value.value().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;

@@ -238,15 +238,22 @@ impl FleetStore {
             Backend::Embedded(s) => s.get(kind, name)?,
             Backend::Postgres(s) => s.get(kind, name).await?,
         };
-        let Some(bytes) = bytes else {
-            return Ok(None);
+        bytes.map(|b| decode(kind, name, &b)).transpose()
+    }
+
+    /// The records of `kind` named in `names` that exist, by name (one query).
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        names: &[&str],
+    ) -> Result<BTreeMap<String, T>, StoreError> {
+        let raw = match &self.backend {
+            Backend::Embedded(s) => s.get_many(kind, names)?,
+            Backend::Postgres(s) => s.get_many(kind, names).await?,
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StoreError::Decode {
-                key: format!("{kind}/{name}"),
-                source,
-            })
+        raw.into_iter()
+            .map(|(name, bytes)| Ok((name.clone(), decode(kind, &name, &bytes)?)))
+            .collect()
     }
 
     /// Every record of `kind`, by name.
@@ -259,13 +266,7 @@ impl FleetStore {
             Backend::Postgres(s) => s.list(kind).await?,
         };
         raw.into_iter()
-            .map(|(name, bytes)| match serde_json::from_slice(&bytes) {
-                Ok(v) => Ok((name, v)),
-                Err(source) => Err(StoreError::Decode {
-                    key: format!("{kind}/{name}"),
-                    source,
-                }),
-            })
+            .map(|(name, bytes)| Ok((name.clone(), decode(kind, &name, &bytes)?)))
             .collect()
     }
 
@@ -497,3 +498,10 @@ fn decode_telemetry(device: &str, seq: u64, json: &[u8]) -> Result<TelemetryEnve
 
 #[cfg(test)]
 mod tests;
+
+fn decode<T: DeserializeOwned>(kind: &str, name: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        key: format!("{kind}/{name}"),
+        source,
+    })
+}

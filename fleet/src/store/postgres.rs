@@ -256,6 +256,24 @@ impl PostgresStore {
         Ok(row.map(|(v,)| v.into_bytes()))
     }
 
+    pub(super) async fn get_many(
+        &self,
+        kind: &str,
+        names: &[&str],
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, value::text FROM records WHERE kind = $1 AND name = ANY($2)",
+        )
+        .bind(kind)
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, value)| (name, value.into_bytes()))
+            .collect())
+    }
+
     pub(super) async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT name, value::text FROM records WHERE kind = $1 ORDER BY name")

@@ -93,6 +93,12 @@ async fn records_are_put_listed_in_name_order_and_deleted_and_counters_count() {
         let revisions: Vec<(String, u32)> =
             store.list("deployment-revision/web").await.expect("list");
         assert_eq!(revisions, vec![("000000000001".to_owned(), 1)], "{backend}");
+        // Several records by name in one read: those that exist, of that kind only.
+        let some: BTreeMap<String, String> = store
+            .get_many("device", &["b", "x", "a"])
+            .await
+            .expect("get many");
+        assert_eq!(some.keys().collect::<Vec<_>>(), ["a", "b"], "{backend}");
         let mut batch = Batch::default();
         batch.delete("device", "a");
         store.commit(batch).await.expect("commit");

@@ -137,6 +137,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
+        // Acknowledgements that found the client's queue full go out as it empties.
+        acks.flush();
         tokio::select! {
             _ = shutdown.changed() => break,
             event = eventloop.poll() => match event {

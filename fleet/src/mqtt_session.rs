@@ -46,6 +46,8 @@ pub async fn run(
     let mut committing: Option<JoinHandle<Committed>> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
+        // Acknowledgements that found the client's queue full go out as it empties.
+        acks.flush();
         if committing.is_none() && !batch.is_empty() {
             committing = Some(batch.commit(&fleet));
         }

@@ -4,6 +4,12 @@
 //! the publications arrived, and rumqttd (the fleet's embedded broker) drops a client that
 //! acknowledges out of order. [`OrderedAcks`] holds back an acknowledgement until every
 //! publication that arrived before it is done too.
+//!
+//! An acknowledgement is never dropped: one that finds the client's request queue full (a
+//! large batch of publications ahead of it) waits in order until [`OrderedAcks::flush`], which
+//! the session loop calls after every event. A broker sends a client only so many
+//! unacknowledged messages (mosquitto: 20), so a lost acknowledgement would stop delivery on a
+//! healthy connection for good.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +31,8 @@ struct State {
     first: u64,
     /// Publications in arrival order, and whether their receiver is done with them.
     pending: VecDeque<(Publish, bool)>,
+    /// Done, in order, and not yet taken by the client's request queue.
+    ready: VecDeque<Publish>,
 }
 
 /// The acknowledgement of one publication: [`PendingAck::done`] lets it go out (after those
@@ -64,6 +72,18 @@ impl OrderedAcks {
         let pending = state.pending.len() as u64;
         state.first += pending;
         state.pending.clear();
+        state.ready.clear();
+    }
+
+    /// Hands the client the acknowledgements that are ready, as many as its queue takes.
+    pub fn flush(&self) {
+        let mut state = self.state();
+        while let Some(publish) = state.ready.pop_front() {
+            if let Err(rumqttc::ClientError::TryRequest(_)) = self.client.try_ack(&publish) {
+                state.ready.push_front(publish);
+                return;
+            }
+        }
     }
 
     /// Registers a publication as it arrives; QoS 0 needs no acknowledgement.
@@ -107,11 +127,11 @@ impl PendingAck {
         while state.pending.front().is_some_and(|(_, done)| *done) {
             if let Some((publish, _)) = state.pending.pop_front() {
                 state.first += 1;
-                // A full request queue loses the acknowledgement: the broker delivers the
-                // publication again after the next connect, as with any unacknowledged one.
-                let _ = acks.client.try_ack(&publish);
+                state.ready.push_back(publish);
             }
         }
+        drop(state);
+        acks.flush();
     }
 }
 
@@ -148,6 +168,19 @@ mod tests {
         assert!(sent(&requests).is_empty(), "2 waits for 1");
         first.done();
         assert_eq!(sent(&requests), [1, 2, 3]);
+
+        // A full request queue keeps them, in order, until there is room.
+        let (tx, requests) = flume::bounded(1);
+        let acks = OrderedAcks::new(AsyncClient::from_senders(tx));
+        acks.done_now(&publish(1));
+        acks.done_now(&publish(2));
+        acks.done_now(&publish(3));
+        assert_eq!(sent(&requests), [1]);
+        acks.flush();
+        assert_eq!(sent(&requests), [2]);
+        acks.flush();
+        acks.flush();
+        assert_eq!(sent(&requests), [3]);
 
         // What was owed on a lost connection is void.
         let stale = acks.received(&publish(4));

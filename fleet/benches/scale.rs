@@ -7,7 +7,9 @@
 //!   service, the embedded store and PostgreSQL, the devices sending more than it stores;
 //! - render: 100,000 devices (no connections) under 50 deployments, rendered, signed, stored
 //!   and published (retained, acknowledged by the broker) through the service's API, on
-//!   PostgreSQL and on the embedded store.
+//!   PostgreSQL and on the embedded store: the import, the 50 deployments created, changed and
+//!   saved unchanged (one call each), one changed, and a new version of the model they all
+//!   follow (one job re-rendering every device).
 //!
 //! cargo build --release --bins -p edgefleet-fleet -p edgefleet-sim
 //! cargo bench -p edgefleet-fleet --bench scale [-- DEVICES] [convergence|ingestion|render]
@@ -340,6 +342,12 @@ fn render(on_postgres: bool) {
     let every = put_deployments(&fleet, &all, 9100);
     let unchanged = put_deployments(&fleet, &all, 9100);
     let one = put_deployments(&fleet, &[0], 9200);
+    // Every deployment follows diabetes:latest: packaging version 2 gives each a revision and
+    // re-renders every device in one job (the call includes the push, ~0.1 s).
+    fleet.register("diabetes", "diabetes");
+    let started = Instant::now();
+    fleet.package("diabetes:2", "models/diabetes");
+    let new_version = started.elapsed().as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
@@ -351,6 +359,7 @@ fn render(on_postgres: bool) {
             "first_render_s": first,
             "every_deployment_changed_s": every,
             "one_deployment_changed_s": one,
+            "new_model_version_one_job_s": new_version,
             "nothing_changed_s": unchanged,
         })
     );

@@ -118,6 +118,24 @@ impl Fleet {
         deployment: &Deployment,
         old: Option<&Deployment>,
     ) -> Result<usize, FleetError> {
+        let mut batch = Batch::default();
+        let conditions = self.add_revision(&mut batch, deployment, old).await?;
+        let affected = self.devices_matching(&conditions).await?;
+        let targeted = affected.len();
+        self.commit_and_render(batch, Affected::Devices(affected))
+            .await?;
+        Ok(targeted)
+    }
+
+    /// Adds `deployment` to `batch` as its new revision (after `old`), with its staged rollout
+    /// if its policy asks for one. Returns the conditions of the devices it targeted before or
+    /// targets now.
+    async fn add_revision(
+        &self,
+        batch: &mut Batch,
+        deployment: &Deployment,
+        old: Option<&Deployment>,
+    ) -> Result<Vec<Condition>, FleetError> {
         let name = &deployment.name;
         let revision = DeploymentRevision {
             revision: deployment.revision,
@@ -128,7 +146,6 @@ impl Fleet {
         if let Some(old) = old.and_then(|o| o.target.parse::<Condition>().ok()) {
             conditions.push(old);
         }
-        let mut batch = Batch::default();
         batch.put(kind::DEPLOYMENT, name, deployment)?;
         batch.put(
             &revisions_kind(name),
@@ -145,20 +162,21 @@ impl Fleet {
         } else {
             batch.delete(kind::ROLLOUT, name);
         }
-        let affected = self.devices_matching(&conditions).await?;
-        let targeted = affected.len();
-        self.commit_and_render(batch, Affected::Devices(affected))
-            .await?;
-        Ok(targeted)
+        Ok(conditions)
     }
 
-    /// A new version of model `name` was packaged: every deployment following `name:latest`
-    /// gets a revision with it (a staged rollout where the deployment's policy asks for one).
-    /// The caller holds the write lock.
-    pub(super) async fn follow_latest(&self, name: &str) -> Result<(), FleetError> {
-        let models = models_by_name(&self.store).await?;
+    /// A new version of model `name` was packaged (`models` has it): every deployment following
+    /// `name:latest` gets a revision with it in `batch` (a staged rollout where the
+    /// deployment's policy asks for one). The caller re-renders every device with the batch
+    /// and holds the write lock.
+    pub(super) async fn follow_latest(
+        &self,
+        name: &str,
+        models: &BTreeMap<String, Vec<ModelVersion>>,
+        batch: &mut Batch,
+    ) -> Result<(), FleetError> {
         for (_, old) in self.store.list::<Deployment>(kind::DEPLOYMENT).await? {
-            let resolved = resolved_models(&old.modules, &models);
+            let resolved = resolved_models(&old.modules, models);
             let follows = old.modules.values().any(|m| {
                 matches!(m, DeploymentModule::Model(m) if m.model.as_deref() == Some(&format!("{name}:latest")))
             });
@@ -171,7 +189,7 @@ impl Fleet {
                 ..old.clone()
             };
             tracing::info!(deployment = %old.name, revision = deployment.revision, model = name, "a new model version: new revision");
-            self.save_revision(&deployment, Some(&old)).await?;
+            self.add_revision(batch, &deployment, Some(&old)).await?;
         }
         Ok(())
     }

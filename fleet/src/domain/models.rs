@@ -296,11 +296,19 @@ impl Fleet {
             &model_key(&current.name, current.version),
             &current,
         )?;
-        // The re-render of every device is queued with the change and done last, after the
-        // deployments following `latest` have their new revisions.
+        let mut models = models_by_name(&self.store).await?;
+        if let Some(stored) = models
+            .get_mut(&current.name)
+            .and_then(|versions| versions.iter_mut().find(|v| v.version == current.version))
+        {
+            *stored = current.clone();
+        }
+        self.follow_latest(&current.name, &models, &mut batch)
+            .await?;
+        // One transaction: the package, the new revisions of the deployments following
+        // `latest`, and one re-render of every device.
         let job = batch.queue_render(&Affected::All)?;
         self.store.commit(batch).await?;
-        self.follow_latest(&current.name).await?;
         self.render_now(&job).await?;
         Ok(package)
     }

@@ -208,13 +208,12 @@ fn converge(devices: usize, replicas: usize) {
     );
 }
 
-fn ingestion(on_postgres: bool) {
-    let postgres = on_postgres.then(Postgres::start);
-    let broker = Mosquitto::new().add_user("fleet", "fleet-pass").start();
-    let fleet = match &postgres {
+/// One fleet service: on `postgres`, or on the embedded store.
+fn one_service(postgres: Option<&Postgres>, broker: &Mosquitto) -> FleetProcess {
+    match postgres {
         Some(postgres) => FleetProcess::start_replica(
             workspace_binary("edgefleet"),
-            &broker,
+            broker,
             ("fleet", "fleet-pass"),
             "plant",
             &postgres.url(),
@@ -222,12 +221,18 @@ fn ingestion(on_postgres: bool) {
         ),
         None => FleetProcess::start(
             workspace_binary("edgefleet"),
-            &broker,
+            broker,
             "fleet",
             "fleet-pass",
             "plant",
         ),
-    };
+    }
+}
+
+fn ingestion(on_postgres: bool) {
+    let postgres = on_postgres.then(Postgres::start);
+    let broker = Mosquitto::new().add_user("fleet", "fleet-pass").start();
+    let fleet = one_service(postgres.as_ref(), &broker);
     let sim = Sim::start(&fleet, &broker, INGESTION_DEVICES, INGESTION_OFFERED);
     wait_for("every device connected", Duration::from_secs(600), || {
         (sim.counter("connected") == INGESTION_DEVICES as u64).then_some(())
@@ -296,23 +301,7 @@ fn put_deployments(fleet: &FleetProcess, which: &[usize], port: u16) -> f64 {
 fn render(on_postgres: bool) {
     let postgres = on_postgres.then(Postgres::start);
     let broker = Mosquitto::new().add_user("fleet", "fleet-pass").start();
-    let fleet = match &postgres {
-        Some(postgres) => FleetProcess::start_replica(
-            workspace_binary("edgefleet"),
-            &broker,
-            ("fleet", "fleet-pass"),
-            "plant",
-            &postgres.url(),
-            "r0",
-        ),
-        None => FleetProcess::start(
-            workspace_binary("edgefleet"),
-            &broker,
-            "fleet",
-            "fleet-pass",
-            "plant",
-        ),
-    };
+    let fleet = one_service(postgres.as_ref(), &broker);
     let _registry = packaged_model(&fleet);
     let key = DeviceIdentity::generate().public_key().to_string();
     let devices: Vec<DeviceImport> = (0..RENDER_DEVICES)

@@ -268,10 +268,7 @@ impl PostgresStore {
         .bind(names)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, value)| (name, value.into_bytes()))
-            .collect())
+        Ok(named_bytes(rows))
     }
 
     pub(super) async fn list(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -280,10 +277,7 @@ impl PostgresStore {
                 .bind(kind)
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, value)| (name, value.into_bytes()))
-            .collect())
+        Ok(named_bytes(rows))
     }
 
     pub(super) async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
@@ -644,4 +638,11 @@ async fn trim(
             .await?;
     }
     Ok(bytes)
+}
+
+/// Rows of (name, JSON text) as the store's (name, bytes).
+fn named_bytes(rows: Vec<(String, String)>) -> Vec<(String, Vec<u8>)> {
+    rows.into_iter()
+        .map(|(name, value)| (name, value.into_bytes()))
+        .collect()
 }

@@ -125,6 +125,16 @@ impl World {
         self.fleet.put_device(id, request).await.expect("device");
     }
 
+    /// Device `id` as the store holds it.
+    async fn stored_device(&self, id: &str) -> crate::records::Device {
+        self.fleet
+            .store
+            .get(kind::DEVICE, id)
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("{id} is not stored"))
+    }
+
     /// Every manifest published since the last call, verified, by device.
     fn manifests(&mut self) -> BTreeMap<String, Vec<Manifest>> {
         let mut out: BTreeMap<String, Vec<Manifest>> = BTreeMap::new();
@@ -467,13 +477,7 @@ async fn an_import_adds_and_updates_devices_in_one_change_and_a_bad_device_chang
     );
     let published = world.manifests();
     assert_eq!(published.keys().collect::<Vec<_>>(), ["gw-1", "gw-2"]);
-    let password_before: crate::records::Device = world
-        .fleet
-        .store
-        .get(kind::DEVICE, "gw-3")
-        .await
-        .expect("read")
-        .expect("gw-3");
+    let password_before = world.stored_device("gw-3").await;
 
     // gw-3 moves to plant1 (an update keeps its password and when it was added); gw-4 is new.
     let imported = world
@@ -489,13 +493,7 @@ async fn an_import_adds_and_updates_devices_in_one_change_and_a_bad_device_chang
         (1, 1, 1)
     );
     assert_eq!(world.manifests().keys().collect::<Vec<_>>(), ["gw-3"]);
-    let after: crate::records::Device = world
-        .fleet
-        .store
-        .get(kind::DEVICE, "gw-3")
-        .await
-        .expect("read")
-        .expect("gw-3");
+    let after = world.stored_device("gw-3").await;
     assert_eq!(after.mqtt_password, password_before.mqtt_password);
     assert_eq!(after.added_ms, password_before.added_ms);
     assert_eq!(after.tags["site"], "plant1");

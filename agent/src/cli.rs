@@ -765,10 +765,12 @@ fn serve(
         let listener = tokio::net::TcpListener::bind((bind, port))
             .await
             .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        let server = crate::scoring_api::ScoringServer::start(listener, router)
+            .context("cannot start the scoring API's request threads")?;
         eprintln!("serving {} on http://{bind}:{port}/score", path.display());
-        crate::scoring_api::serve(listener, router, edgefleet_transport::shutdown_signal())
-            .await
-            .context("scoring API")
+        edgefleet_transport::shutdown_signal().await;
+        server.stop(std::time::Duration::from_secs(5)).await;
+        anyhow::Ok(())
     });
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);

@@ -2,7 +2,7 @@
 //! so requests in flight finish on the version they started with), its serving options, its
 //! and its inference counters.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -25,9 +25,12 @@ pub struct ActiveModel {
     pub warnings: Vec<String>,
 }
 
-/// Inference this quick runs on the request's async worker thread; slower inference is run
-/// where tokio is told it blocks (`block_in_place`), which costs a thread hand-off per request.
+/// Inference this quick runs on the request's own thread; slower inference runs on the
+/// blocking pool, which costs a thread hand-off per request.
 const INLINE_MAX_US: u64 = 100;
+/// Consecutive slower runs after which a model counts as slow: one slow run is more often a
+/// preempted thread than a slow model.
+const SLOW_RUNS: u32 = 4;
 
 /// Recent latencies kept for the p50/p99 summary.
 const LATENCY_WINDOW: usize = 2048;
@@ -47,7 +50,8 @@ pub struct ModelModule {
     active: ArcSwap<ActiveModel>,
     serving: ArcSwap<ModelServing>,
     counters: Mutex<Counters>,
-    last_latency_us: AtomicU64,
+    /// Runs in a row that took longer than [`INLINE_MAX_US`].
+    slow_runs: AtomicU32,
     /// The module's Prometheus series (see `metrics`).
     succeeded: metrics::Counter,
     failed: metrics::Counter,
@@ -61,7 +65,7 @@ impl ModelModule {
             active: ArcSwap::from_pointee(active),
             serving: ArcSwap::from_pointee(serving),
             counters: Mutex::new(Counters::default()),
-            last_latency_us: AtomicU64::new(0),
+            slow_runs: AtomicU32::new(0),
             succeeded: metrics::counter!("edgefleet_agent_inferences_total", "module" => name.to_owned(), "result" => "ok"),
             failed: metrics::counter!("edgefleet_agent_inferences_total", "module" => name.to_owned(), "result" => "error"),
             latency: metrics::histogram!("edgefleet_agent_inference_seconds", "module" => name.to_owned()),
@@ -86,14 +90,18 @@ impl ModelModule {
         self.serving.store(Arc::new(serving));
     }
 
-    /// Whether the next inference is expected to be quick enough to run on an async worker
-    /// thread (the last one was).
+    /// Whether the next inference is expected to be quick enough to run on the request's own
+    /// thread (one of the last few runs was).
     pub fn runs_inline(&self) -> bool {
-        self.last_latency_us.load(Ordering::Relaxed) <= INLINE_MAX_US
+        self.slow_runs.load(Ordering::Relaxed) < SLOW_RUNS
     }
 
     pub fn observe(&self, latency_us: u64, ok: bool) {
-        self.last_latency_us.store(latency_us, Ordering::Relaxed);
+        if latency_us > INLINE_MAX_US {
+            self.slow_runs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.slow_runs.store(0, Ordering::Relaxed);
+        }
         if ok { &self.succeeded } else { &self.failed }.increment(1);
         self.latency.record(latency_us as f64 / 1e6);
         let Ok(mut c) = self.counters.lock() else {

@@ -14,7 +14,7 @@ use edgefleet_common::manifest::{
 };
 use edgefleet_common::reported::{ModuleState, RuntimeStatus};
 use edgefleet_onnx::canary::{canary, metadata_from_model};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::link::InputAck;
@@ -65,8 +65,7 @@ pub(crate) fn spawn(name: &str, services: Arc<Services>, restore: Option<Restore
 #[derive(Debug)]
 struct Server {
     addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    server: scoring_api::ScoringServer,
 }
 
 type Activation = Pin<Box<dyn Future<Output = Result<ActiveModel, ModuleError>> + Send>>;
@@ -364,14 +363,7 @@ impl ModelTask {
         let Some(server) = self.server.take() else {
             return;
         };
-        let _ = server.stop.send(());
-        let mut task = server.task;
-        if tokio::time::timeout(SERVER_STOP_GRACE, &mut task)
-            .await
-            .is_err()
-        {
-            task.abort();
-        }
+        server.server.stop(SERVER_STOP_GRACE).await;
     }
 
     async fn remove(&mut self) {
@@ -515,16 +507,8 @@ fn start_server(
         services.outbox.clone(),
         scoring_api::ScoringLimits::from_config(&services.config),
     );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = scoring_api::serve(listener, router, shutdown).await {
-            tracing::error!(%addr, error = %e, "scoring API stopped");
-        }
-    });
-    Ok(Server { addr, stop, task })
+    let server = scoring_api::ScoringServer::start(listener, router).map_err(listen)?;
+    Ok(Server { addr, server })
 }
 
 /// Where a model module's scoring API listens: the device's configured address, else the

@@ -15,6 +15,7 @@ use edgefleet_common::module_image::{ElementType, IoSpec, ModuleMetadata, ValueS
 use edgefleet_common::telemetry::{CollectedData, InferenceRecord, InputSource, TelemetryRecord};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::model_module::ModelModule;
 use crate::outbox::Outbox;
@@ -58,23 +59,150 @@ pub fn router(module: Arc<ModelModule>, outbox: Outbox, limits: ScoringLimits) -
         })
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, answering each response as soon
-/// as it is written (`TCP_NODELAY`: a small response must not wait for the client's delayed
+/// A scoring API being served. Connections are accepted on the runtime that started it and
+/// handed in turn to request threads, one per core, each running a single-threaded runtime of
+/// its own: a request is read, scored and answered on one thread, with no work stealing and no
+/// hand-off between threads (nginx's worker model). Each connection answers as soon as a
+/// response is written (`TCP_NODELAY`: a small response must not wait for the client's delayed
 /// ACK of the previous one).
-pub async fn serve(
+#[derive(Debug)]
+pub struct ScoringServer {
+    stop: watch::Sender<Stop>,
+    acceptor: tokio::task::JoinHandle<()>,
+    threads: Vec<oneshot::Receiver<()>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Serving,
+    /// Stop accepting; answer the requests in flight.
+    Drain,
+    /// Close every connection now.
+    Now,
+}
+
+impl ScoringServer {
+    /// Starts serving `router` on `listener`, from as many request threads as the process may
+    /// use cores. Must be called within a tokio runtime (the acceptor runs there).
+    pub fn start(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<Self> {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (stop, _) = watch::channel(Stop::Serving);
+        let mut connections = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (done, finished) = oneshot::channel();
+            let (router, stop) = (router.clone(), stop.subscribe());
+            std::thread::Builder::new()
+                .name(format!("scoring-{i}"))
+                .spawn(move || {
+                    runtime.block_on(request_thread(Connections(rx), router, stop));
+                    drop(runtime);
+                    let _ = done.send(());
+                })?;
+            connections.push(tx);
+            threads.push(finished);
+        }
+        let acceptor = tokio::spawn(accept(listener, connections, stop.subscribe()));
+        Ok(Self {
+            stop,
+            acceptor,
+            threads,
+        })
+    }
+
+    /// Stops accepting and lets the requests in flight finish for up to `grace`, then closes
+    /// every connection; returns once the listener and every request thread are gone.
+    pub async fn stop(self, grace: std::time::Duration) {
+        let _ = self.stop.send(Stop::Drain);
+        let _ = self.acceptor.await;
+        let mut threads = futures_util::future::join_all(self.threads);
+        if tokio::time::timeout(grace, &mut threads).await.is_err() {
+            let _ = self.stop.send(Stop::Now);
+            threads.await;
+        }
+    }
+}
+
+/// Accepts connections and hands them to the request threads in turn until told to stop.
+async fn accept(
     listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
+    threads: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s != Stop::Serving) => return,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors or the like: retry shortly instead of spinning.
+                tracing::warn!(error = %e, "scoring API cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        match tcp.into_std() {
+            Ok(tcp) => {
+                let _ = threads[next].send(tcp);
+                next = (next + 1) % threads.len();
+            }
+            Err(e) => tracing::warn!(error = %e, "scoring API connection dropped"),
+        }
+    }
+}
+
+/// One request thread: serves the connections it is handed until told to stop.
+async fn request_thread(connections: Connections, router: Router, mut stop: watch::Receiver<Stop>) {
+    let mut now = stop.clone();
+    let drain = async move {
+        let _ = stop.wait_for(|s| *s != Stop::Serving).await;
+    };
+    tokio::select! {
+        result = axum::serve(connections, router).with_graceful_shutdown(drain) => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "scoring API stopped");
+            }
+        }
+        _ = now.wait_for(|s| *s == Stop::Now) => {}
+    }
+}
+
+/// The connections handed to one request thread, as a listener axum serves.
+struct Connections(mpsc::UnboundedReceiver<std::net::TcpStream>);
+
+impl axum::serve::Listener for Connections {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(tcp) = self.0.recv().await else {
+                // The acceptor is gone: nothing more comes (shutdown ends the serve loop).
+                return std::future::pending().await;
+            };
+            let registered = tcp
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(tcp));
+            match registered.and_then(|tcp| Ok((tcp.peer_addr()?, tcp))) {
+                Ok((addr, tcp)) => return (tcp, addr),
+                Err(e) => tracing::debug!(error = %e, "scoring API connection dropped"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -136,17 +264,30 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
             );
         }
     };
-    let started = Instant::now();
-    // A quick model runs right here; a slow one on this worker thread too, but with tokio told
-    // it blocks, so other connections move to another thread. Neither goes to the blocking
-    // pool: that hand-off costs more than a small model's whole run.
-    let score = || api.module.active().model.score(&request);
-    let scored = if api.module.runs_inline() {
-        score()
+    // A quick model runs right here: handing it to another thread costs more than its whole
+    // run. A slow one runs on the blocking pool, so the other connections of this request
+    // thread are not held up behind it.
+    let (request, scored, latency_us) = if api.module.runs_inline() {
+        let started = Instant::now();
+        let scored = api.module.active().model.score(&request);
+        (request, scored, started.elapsed().as_micros() as u64)
     } else {
-        tokio::task::block_in_place(score)
+        let module = api.module.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let scored = module.active().model.score(&request);
+            (request, scored, started.elapsed().as_micros() as u64)
+        });
+        match run.await {
+            Ok(run) => run,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("inference did not finish: {e}"),
+                );
+            }
+        }
     };
-    let latency_us = started.elapsed().as_micros() as u64;
     match scored {
         Ok(output) => {
             api.module.observe(latency_us, true);
@@ -326,4 +467,66 @@ pub fn openapi(name: &str, metadata: &ModuleMetadata, digest: &str, secured: boo
         doc["security"] = json!([{"Bearer": []}]);
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    /// A router answering with the name of the thread that served the request, and one route
+    /// that never answers.
+    fn thread_names() -> Router {
+        Router::new()
+            .route(
+                "/",
+                get(|| async { std::thread::current().name().unwrap_or("").to_owned() }),
+            )
+            .route("/hang", get(std::future::pending::<String>))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_spread_over_the_request_threads_and_stopping_frees_the_port() {
+        edgefleet_transport::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = ScoringServer::start(listener, thread_names()).expect("start");
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut served_by = BTreeSet::new();
+        for _ in 0..threads * 2 {
+            // A client of its own: a connection of its own.
+            let name = reqwest::Client::new()
+                .get(format!("http://{addr}/"))
+                .send()
+                .await
+                .expect("request")
+                .text()
+                .await
+                .expect("body");
+            served_by.insert(name);
+        }
+        let expected: BTreeSet<String> = (0..threads).map(|i| format!("scoring-{i}")).collect();
+        assert_eq!(served_by, expected, "each request thread serves its turn");
+
+        // A request that never finishes holds the stop for the grace period only.
+        let hanging = reqwest::Client::new()
+            .get(format!("http://{addr}/hang"))
+            .send();
+        let hanging = tokio::spawn(hanging);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            server.stop(Duration::from_millis(200)),
+        )
+        .await
+        .expect("the server stops after its grace period");
+        assert!(
+            hanging.await.expect("client task").is_err(),
+            "the hanging request's connection was closed"
+        );
+        std::net::TcpListener::bind(addr).expect("the port is free again at once");
+    }
 }

@@ -145,3 +145,27 @@ fn synthesized_samples_grow_until_the_model_runs_and_name_the_inputs_when_none_d
     );
     assert!(refused.contains("--sample-input FILE"), "{refused}");
 }
+
+#[test]
+fn a_small_model_has_a_session_per_core_and_threads_scoring_at_once_get_the_reference_answer() {
+    let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime loads");
+    let dir = repo_root().join("tests/models/diabetes");
+    let model = runtime
+        .model(&std::fs::read(dir.join("model.onnx")).expect("model.onnx"))
+        .expect("model loads");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(model.session_count(), cores);
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
+            .expect("reference JSON");
+    std::thread::scope(|scope| {
+        for _ in 0..cores * 2 {
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    let response = model.score(&reference["inputs"]).expect("scores");
+                    assert_close("diabetes", &response, &reference["outputs"]);
+                }
+            });
+        }
+    });
+}

@@ -1,6 +1,6 @@
 //! A loaded model: one ONNX Runtime session with the inputs and outputs it declares.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use edgefleet_common::module_image::{IoSpec, ValueSpec};
 use ort::session::Session;
@@ -32,19 +32,26 @@ pub enum ModelError {
     Output(#[from] OutputError),
     #[error("inference failed: the session was poisoned by an earlier panic")]
     Poisoned,
+    #[error("cannot load model: no session was created")]
+    NoSession,
 }
 
-/// One model ready to score requests. Scoring takes `&self`: calls are serialized on the
-/// session, which ONNX Runtime requires.
+/// One model ready to score requests. Scoring takes `&self`: a call holds one of the model's
+/// sessions (a session runs one call at a time), and a small model has one per core, so
+/// requests answered on different threads do not queue for one session.
 #[derive(Debug)]
 pub struct Model {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
     inputs: Vec<IoSpec>,
     outputs: Vec<IoSpec>,
 }
 
 impl Model {
-    pub(crate) fn new(session: Session) -> Result<Self, ModelError> {
+    /// `sessions` are of the same model (at least one).
+    pub(crate) fn new(sessions: Vec<Session>) -> Result<Self, ModelError> {
+        let Some(session) = sessions.first() else {
+            return Err(ModelError::NoSession);
+        };
         let inputs = session
             .inputs()
             .iter()
@@ -56,10 +63,15 @@ impl Model {
             .map(|o| io_spec("output", o.name(), o.dtype()))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            session: Mutex::new(session),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
             inputs,
             outputs,
         })
+    }
+
+    /// How many sessions the model has: requests on that many threads run at once.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     pub fn inputs(&self) -> &[IoSpec] {
@@ -74,7 +86,7 @@ impl Model {
     /// an object with one member per model output.
     pub fn score(&self, request: &Value) -> Result<Value, ModelError> {
         let feeds = tensor_json::request_to_inputs(&self.inputs, request)?;
-        let mut session = self.session.lock().map_err(|_| ModelError::Poisoned)?;
+        let mut session = self.session()?;
         let outputs = session.run(feeds).map_err(ModelError::Inference)?;
         let mut body = serde_json::Map::with_capacity(self.outputs.len());
         for (spec, (_, value)) in self.outputs.iter().zip(outputs.iter()) {
@@ -84,6 +96,18 @@ impl Model {
             );
         }
         Ok(Value::Object(body))
+    }
+
+    /// A session no other call holds, else the first one once it is free.
+    fn session(&self) -> Result<MutexGuard<'_, Session>, ModelError> {
+        for session in &self.sessions {
+            match session.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(_)) => return Err(ModelError::Poisoned),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.sessions[0].lock().map_err(|_| ModelError::Poisoned)
     }
 }
 

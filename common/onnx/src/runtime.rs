@@ -29,6 +29,9 @@ pub struct OnnxRuntime {
     env: &'static Environment,
 }
 
+/// Models up to this size get a session per core (see [`OnnxRuntime::model_with`]).
+const SESSION_PER_CORE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 impl OnnxRuntime {
@@ -105,23 +108,33 @@ impl OnnxRuntime {
             Some(GraphOptimization::All) | None => GraphOptimizationLevel::All,
         };
         let inter = options.inter_op_threads.unwrap_or(1).max(1);
-        let session = Session::builder(self.env)
-            .map_err(ModelError::Load)?
-            .with_intra_threads(usize::from(options.intra_op_threads.unwrap_or(1).max(1)))
-            .map_err(load)?
-            .with_parallel_execution(inter > 1)
-            .map_err(load)?
-            .with_inter_threads(usize::from(inter))
-            .map_err(load)?
-            .with_optimization_level(level)
-            .map_err(load)?
-            .with_execution_providers(providers)
-            .map_err(load)?
-            .with_memory_pattern(false)
-            .map_err(load)?
-            .commit_from_memory(bytes)
-            .map_err(ModelError::Load)?;
-        Ok((Model::new(session)?, warnings))
+        let session = || {
+            Session::builder(self.env)
+                .map_err(ModelError::Load)?
+                .with_intra_threads(usize::from(options.intra_op_threads.unwrap_or(1).max(1)))
+                .map_err(load)?
+                .with_parallel_execution(inter > 1)
+                .map_err(load)?
+                .with_inter_threads(usize::from(inter))
+                .map_err(load)?
+                .with_optimization_level(level)
+                .map_err(load)?
+                .with_execution_providers(providers.clone())
+                .map_err(load)?
+                .with_memory_pattern(false)
+                .map_err(load)?
+                .commit_from_memory(bytes)
+                .map_err(ModelError::Load)
+        };
+        // A small model gets a session per core (the memory of a few small sessions buys
+        // requests that never wait for each other); a large one is loaded once.
+        let count = if bytes.len() <= SESSION_PER_CORE_MAX_BYTES {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+        let sessions = (0..count).map(|_| session()).collect::<Result<_, _>>()?;
+        Ok((Model::new(sessions)?, warnings))
     }
 }
 

@@ -100,6 +100,7 @@ impl ScoringServer {
                 .name(format!("scoring-{i}"))
                 .spawn(move || {
                     runtime.block_on(request_thread(Connections(rx), router, stop));
+                    // Closes the connections still open before the thread counts as gone.
                     drop(runtime);
                     let _ = done.send(());
                 })?;

@@ -477,14 +477,20 @@ mod tests {
     use std::time::Duration;
 
     /// A router answering with the name of the thread that served the request, and one route
-    /// that never answers.
-    fn thread_names() -> Router {
+    /// that never answers (it notifies `hanging` once a request reached it).
+    fn thread_names(hanging: Arc<tokio::sync::Notify>) -> Router {
         Router::new()
             .route(
                 "/",
                 get(|| async { std::thread::current().name().unwrap_or("").to_owned() }),
             )
-            .route("/hang", get(std::future::pending::<String>))
+            .route(
+                "/hang",
+                get(move || async move {
+                    hanging.notify_one();
+                    std::future::pending::<String>().await
+                }),
+            )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,7 +500,8 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let server = ScoringServer::start(listener, thread_names()).expect("start");
+        let hanging = Arc::new(tokio::sync::Notify::new());
+        let server = ScoringServer::start(listener, thread_names(hanging.clone())).expect("start");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut served_by = BTreeSet::new();
         for _ in 0..threads * 2 {
@@ -513,11 +520,11 @@ mod tests {
         assert_eq!(served_by, expected, "each request thread serves its turn");
 
         // A request that never finishes holds the stop for the grace period only.
-        let hanging = reqwest::Client::new()
+        let request = reqwest::Client::new()
             .get(format!("http://{addr}/hang"))
             .send();
-        let hanging = tokio::spawn(hanging);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let request = tokio::spawn(request);
+        hanging.notified().await;
         tokio::time::timeout(
             Duration::from_secs(30),
             server.stop(Duration::from_millis(200)),
@@ -525,7 +532,7 @@ mod tests {
         .await
         .expect("the server stops after its grace period");
         assert!(
-            hanging.await.expect("client task").is_err(),
+            request.await.expect("client task").is_err(),
             "the hanging request's connection was closed"
         );
         std::net::TcpListener::bind(addr).expect("the port is free again at once");

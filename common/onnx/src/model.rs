@@ -1,4 +1,5 @@
-//! A loaded model: one ONNX Runtime session with the inputs and outputs it declares.
+//! A loaded model: its ONNX Runtime sessions (one, or one per core for a small model) and the
+//! inputs and outputs it declares.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 

@@ -761,10 +761,10 @@ fn serve(
         let store = Store::open(&dir.join("agent.redb"))?;
         let outbox = Outbox::start(store, "local".into(), config.telemetry.outbox_max_bytes);
         let limits = crate::scoring_api::ScoringLimits::from_config(config);
-        let router = crate::scoring_api::router(module, outbox, limits);
         let listener = tokio::net::TcpListener::bind((bind, port))
             .await
             .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+        let router = move || crate::scoring_api::router(module.clone(), outbox.clone(), limits);
         let server = crate::scoring_api::ScoringServer::start(listener, router)
             .context("cannot start the scoring API's request threads")?;
         eprintln!("serving {} on http://{bind}:{port}/score", path.display());

@@ -502,11 +502,11 @@ fn start_server(
     let std_listener = std::net::TcpListener::bind(addr).map_err(listen)?;
     std_listener.set_nonblocking(true).map_err(listen)?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen)?;
-    let router = scoring_api::router(
-        module,
+    let (outbox, limits) = (
         services.outbox.clone(),
         scoring_api::ScoringLimits::from_config(&services.config),
     );
+    let router = move || scoring_api::router(module.clone(), outbox.clone(), limits);
     let server = scoring_api::ScoringServer::start(listener, router).map_err(listen)?;
     Ok(Server { addr, server })
 }

@@ -38,10 +38,45 @@ pub enum OutboxError {
     Store(Arc<StoreError>),
 }
 
+/// Told the record's `seq` once it is durable, or why it was not accepted.
+type Ack = oneshot::Sender<Result<u64, OutboxError>>;
+/// Acknowledgements with their results, as a relay delivers them.
+type Acked = Vec<(Ack, Result<u64, OutboxError>)>;
+
 struct Pending {
     module: String,
     record: TelemetryRecord,
-    accepted: Option<oneshot::Sender<Result<u64, OutboxError>>>,
+    accepted: Option<Ack>,
+    relay: Option<AckRelay>,
+}
+
+/// Delivers the acknowledgements of one commit to the runtime waiting for them in one message.
+/// Each acknowledgement sent from the writer's thread wakes its waiting task's runtime with a
+/// syscall of its own; through a relay, a runtime is woken once per commit and its task there
+/// completes the waits on that runtime, where a wake costs no syscall. The scoring API's
+/// request threads each have one.
+#[derive(Clone)]
+pub struct AckRelay(mpsc::UnboundedSender<Acked>);
+
+impl std::fmt::Debug for AckRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckRelay").finish_non_exhaustive()
+    }
+}
+
+impl AckRelay {
+    /// Starts the relay's task on the current runtime (it ends when the last handle is gone).
+    pub fn start() -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Acked>();
+        tokio::spawn(async move {
+            while let Some(acks) = rx.recv().await {
+                for (ack, result) in acks {
+                    let _ = ack.send(result);
+                }
+            }
+        });
+        Self(tx)
+    }
 }
 
 /// What the writer receives: a record, or a request to be told once everything before it is
@@ -97,12 +132,32 @@ impl Outbox {
 
     /// Records a telemetry record and returns its `seq` once it is durable.
     pub async fn record(&self, module: &str, record: TelemetryRecord) -> Result<u64, OutboxError> {
+        self.record_with(None, module, record).await
+    }
+
+    /// [`Outbox::record`], told through `relay` (which must run on the caller's runtime).
+    pub async fn record_through(
+        &self,
+        relay: &AckRelay,
+        module: &str,
+        record: TelemetryRecord,
+    ) -> Result<u64, OutboxError> {
+        self.record_with(Some(relay.clone()), module, record).await
+    }
+
+    async fn record_with(
+        &self,
+        relay: Option<AckRelay>,
+        module: &str,
+        record: TelemetryRecord,
+    ) -> Result<u64, OutboxError> {
         let (accepted, rx) = oneshot::channel();
         self.tx
             .send(Message::Record(Pending {
                 module: module.to_owned(),
                 record,
                 accepted: Some(accepted),
+                relay,
             }))
             .await
             .map_err(|_| OutboxError::Stopped)?;
@@ -125,6 +180,7 @@ impl Outbox {
                 module: module.to_owned(),
                 record,
                 accepted: None,
+                relay: None,
             }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => OutboxError::Busy,
@@ -182,7 +238,7 @@ fn writer(
         let mut acks = Vec::with_capacity(batch.len());
         let mut records: Vec<NewRecord> = Vec::with_capacity(batch.len());
         for p in batch {
-            acks.push(p.accepted);
+            acks.push((p.accepted, p.relay));
             let device_id = device_id.clone();
             records.push(Box::new(move |seq| {
                 let envelope = TelemetryEnvelope {
@@ -210,23 +266,42 @@ fn writer(
                         "telemetry outbox over its byte cap: dropped the oldest records"
                     );
                 }
-                for (i, ack) in acks.into_iter().enumerate() {
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Ok(appended.first_seq + i as u64));
-                    }
-                }
+                acknowledge(acks, |i| Ok(appended.first_seq + i as u64));
                 committed.notify_one();
             }
             Err(e) => {
                 tracing::error!(error = %e, "telemetry records not accepted");
-                for ack in acks.into_iter().flatten() {
-                    let _ = ack.send(Err(OutboxError::Store(e.clone())));
-                }
+                acknowledge(acks, |_| Err(OutboxError::Store(e.clone())));
             }
         }
         for done in flushes {
             let _ = done.send(());
         }
+    }
+}
+
+/// Tells each waiting producer of a batch its result (`result(i)` for the batch's `i`th record):
+/// directly, or in one message per relay.
+fn acknowledge(
+    acks: Vec<(Option<Ack>, Option<AckRelay>)>,
+    result: impl Fn(usize) -> Result<u64, OutboxError>,
+) {
+    let mut relayed: Vec<(AckRelay, Acked)> = Vec::new();
+    for (i, (ack, relay)) in acks.into_iter().enumerate() {
+        let Some(ack) = ack else { continue };
+        match relay {
+            None => {
+                let _ = ack.send(result(i));
+            }
+            Some(relay) => match relayed.iter_mut().find(|(r, _)| r.0.same_channel(&relay.0)) {
+                Some((_, acks)) => acks.push((ack, result(i))),
+                None => relayed.push((relay, vec![(ack, result(i))])),
+            },
+        }
+    }
+    for (relay, acks) in relayed {
+        // A relay whose runtime is gone drops the acknowledgements: its waiters see `Stopped`.
+        let _ = relay.0.send(acks);
     }
 }
 

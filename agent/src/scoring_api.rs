@@ -18,13 +18,15 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::model_module::ModelModule;
-use crate::outbox::Outbox;
+use crate::outbox::{AckRelay, Outbox};
 use edgefleet_onnx::ModelError;
 
 #[derive(Clone)]
 struct Api {
     module: Arc<ModelModule>,
     outbox: Outbox,
+    /// Durable answers are told through it, once per commit for the whole thread.
+    relay: AckRelay,
     limits: ScoringLimits,
 }
 
@@ -46,8 +48,10 @@ impl ScoringLimits {
     }
 }
 
-/// The router for one model module.
+/// The router for one model module, for the runtime it is called on (it starts the relay of
+/// the outbox's acknowledgements there).
 pub fn router(module: Arc<ModelModule>, outbox: Outbox, limits: ScoringLimits) -> Router {
+    let relay = AckRelay::start();
     Router::new()
         .route("/", get(|| async { "Healthy" }))
         .route("/score", get(score_get).post(score))
@@ -55,6 +59,7 @@ pub fn router(module: Arc<ModelModule>, outbox: Outbox, limits: ScoringLimits) -
         .with_state(Api {
             module,
             outbox,
+            relay,
             limits,
         })
 }
@@ -82,9 +87,14 @@ enum Stop {
 }
 
 impl ScoringServer {
-    /// Starts serving `router` on `listener`, from as many request threads as the process may
-    /// use cores. Must be called within a tokio runtime (the acceptor runs there).
-    pub fn start(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<Self> {
+    /// Starts serving on `listener` from as many request threads as the process may use cores,
+    /// each serving the router `router()` makes on its thread's runtime. Must be called within
+    /// a tokio runtime (the acceptor runs there).
+    pub fn start(
+        listener: tokio::net::TcpListener,
+        router: impl Fn() -> Router + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let router = Arc::new(router);
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (stop, _) = watch::channel(Stop::Serving);
         let mut connections = Vec::with_capacity(count);
@@ -99,7 +109,9 @@ impl ScoringServer {
             std::thread::Builder::new()
                 .name(format!("scoring-{i}"))
                 .spawn(move || {
-                    runtime.block_on(request_thread(Connections(rx), router, stop));
+                    runtime.block_on(async {
+                        request_thread(Connections(rx), router(), stop).await;
+                    });
                     // Closes the connections still open before the thread counts as gone.
                     drop(runtime);
                     let _ = done.send(());
@@ -329,7 +341,10 @@ async fn record(api: &Api, request: Value, output: Value, latency_us: u64) {
         outputs: output,
     });
     let recorded = if api.limits.durable_answers {
-        api.outbox.record(name, inference).await.map(|_| ())
+        api.outbox
+            .record_through(&api.relay, name, inference)
+            .await
+            .map(|_| ())
     } else {
         api.outbox.submit(name, inference)
     };
@@ -501,7 +516,9 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         let hanging = Arc::new(tokio::sync::Notify::new());
-        let server = ScoringServer::start(listener, thread_names(hanging.clone())).expect("start");
+        let route = hanging.clone();
+        let server =
+            ScoringServer::start(listener, move || thread_names(route.clone())).expect("start");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut served_by = BTreeSet::new();
         for _ in 0..threads * 2 {

@@ -224,13 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run => {
             let config = load_config(cli.config.as_deref())?;
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            log_to_stderr();
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(crate::agent::run(
@@ -714,6 +708,18 @@ fn model_command(config: &AgentConfig, command: ModelCommand) -> anyhow::Result<
     Ok(())
 }
 
+/// Log lines (info and above, or as `RUST_LOG` says) go to stderr.
+fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `model serve`: the scoring API of one model file, with an outbox of its own (its warnings,
+/// a refused inference record say, are logged to stderr).
 fn serve(
     config: &AgentConfig,
     path: PathBuf,
@@ -727,6 +733,7 @@ fn serve(
     use edgefleet_common::manifest::ModelServing;
     use edgefleet_onnx::canary::metadata_from_model;
 
+    log_to_stderr();
     let (dir, temporary) = match data_dir {
         Some(d) => (d, false),
         None => (

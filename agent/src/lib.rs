@@ -6,7 +6,8 @@
 //! outcome ([`apply_progress`]); MQTT inputs go to the served models ([`mqtt_input`]); fleet
 //! commands go to the modules. Tasks put their module's state on the [`status_board`], which
 //! the [`reporter`] publishes. The [`store`] (one redb file) keeps manifests, served versions,
-//! the [`puller`]'s cache index and the telemetry [`outbox`]. [`cli`] is the command line.
+//! the [`puller`]'s cache index and the telemetry [`outbox`] (made durable first by the
+//! [`outbox_journal`]). [`cli`] is the command line.
 //! ONNX models are run by `edgefleet-onnx`; MQTT and TLS are set up by `edgefleet-transport`.
 
 pub mod agent;
@@ -30,6 +31,7 @@ pub(crate) mod model_task;
 pub(crate) mod module_task;
 pub(crate) mod mqtt_input;
 pub mod outbox;
+pub(crate) mod outbox_journal;
 pub mod puller;
 pub(crate) mod reconciler;
 pub(crate) mod reporter;

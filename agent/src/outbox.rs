@@ -1,7 +1,7 @@
-//! The telemetry outbox: every record is committed to the store (fsync'd) before it counts as
-//! accepted, and leaves only when the broker has acknowledged it (see `link`).
+//! The telemetry outbox: every record is durable (in the outbox journal, then the store) before
+//! it counts as accepted, and leaves only when the broker has acknowledged it (see `link`).
 //!
-//! Producers hand records to one writer task that commits them in batches (group commit):
+//! Producers hand records to one writer thread that writes them in batches (group commit):
 //! many records cost one fsync, and producers never wait on the network.
 
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use edgefleet_common::telemetry::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::store::{NewRecord, OutboxRecord, Store, StoreError};
+use crate::outbox_journal::Journal;
+use crate::store::{OutboxRecord, Store, StoreError};
 
 /// Most records the writer commits in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -189,8 +190,8 @@ impl Outbox {
     }
 }
 
-/// The writer, on its own thread: commits (and fsyncs) block it, never an async worker. It
-/// runs at a lower priority than the threads answering requests, so a long commit does not
+/// The writer, on its own thread: writes (and fsyncs) block it, never an async worker. It
+/// runs at a lower priority than the threads answering requests, so a long write does not
 /// hold a request back (records wait in the channel instead).
 fn writer(
     store: Store,
@@ -202,9 +203,41 @@ fn writer(
     if let Err(e) = rustix::process::setpriority_process(None, WRITER_NICE) {
         tracing::debug!(error = %e, "the outbox writer keeps its priority");
     }
+    // Only to wait for the next record with a deadline.
+    let waiting = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "the telemetry outbox writer could not start");
+            return;
+        }
+    };
+    let mut sink = Sink::new(store, committed);
     let device_id: Arc<str> = device_id.into();
-    let mut last_commit = Instant::now();
-    while let Some(first) = rx.blocking_recv() {
+    let mut last_write = Instant::now();
+    loop {
+        let first = match sink.due() {
+            None => rx.blocking_recv(),
+            Some(due) => {
+                let due = tokio::time::Instant::from_std(due);
+                match waiting.block_on(async { tokio::time::timeout_at(due, rx.recv()).await }) {
+                    Ok(message) => message,
+                    Err(_) => {
+                        sink.catch_up(max_bytes.load(Ordering::Relaxed));
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(first) = first else {
+            // Every producer is gone: what was accepted goes into the store for good.
+            if let Err(e) = sink.checkpoint(max_bytes.load(Ordering::Relaxed)) {
+                tracing::error!(error = %e, "the outbox journal keeps records the store does not have yet; they are put back at the next start");
+            }
+            return;
+        };
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
@@ -218,65 +251,225 @@ fn writer(
                     next = rx.try_recv().ok();
                 }
             }
-            // Records nobody waits for (answers that do not wait for the disk) are committed
-            // at most every LINGER: the same records, far fewer fsyncs.
+            // Records nobody waits for (answers that do not wait for the disk) are written at
+            // most every LINGER: the same records, far fewer fsyncs.
             let waited_for = !flushes.is_empty() || batch.iter().any(|p| p.accepted.is_some());
-            let linger = LINGER.saturating_sub(last_commit.elapsed());
+            let linger = LINGER.saturating_sub(last_write.elapsed());
             if waited_for || linger.is_zero() || batch.len() >= MAX_BATCH {
                 break;
             }
             std::thread::sleep(linger);
             next = rx.try_recv().ok();
         }
-        if batch.is_empty() {
+        let cap = max_bytes.load(Ordering::Relaxed);
+        if !batch.is_empty() {
+            last_write = Instant::now();
+            write_batch(&mut sink, &device_id, batch, cap);
+        }
+        if !flushes.is_empty() {
+            if let Err(e) = sink.checkpoint(cap) {
+                tracing::error!(error = %e, "telemetry records not yet in the store; retried");
+            }
             for done in flushes {
                 let _ = done.send(());
             }
-            continue;
         }
-        let now = edgefleet_transport::now_ms();
-        let mut acks = Vec::with_capacity(batch.len());
-        let mut records: Vec<NewRecord> = Vec::with_capacity(batch.len());
-        for p in batch {
-            acks.push((p.accepted, p.relay));
-            let device_id = device_id.clone();
-            records.push(Box::new(move |seq| {
-                let envelope = TelemetryEnvelope {
-                    device_id: device_id.to_string(),
-                    module: p.module,
-                    seq,
-                    timestamp_ms: now,
-                    record: p.record,
-                };
-                // An envelope of serde types always serializes; an empty record would be
-                // refused by the fleet as malformed rather than pass unnoticed.
-                frame(
-                    &envelope.module,
-                    &serde_json::to_vec(&envelope).unwrap_or_default(),
-                )
-            }));
+        sink.catch_up(cap);
+    }
+}
+
+/// Makes a batch durable with consecutive `seq`s and tells its producers.
+fn write_batch(sink: &mut Sink, device_id: &Arc<str>, batch: Vec<Pending>, cap: u64) {
+    let now = edgefleet_transport::now_ms();
+    let first_seq = match sink.next_seq() {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::error!(error = %e, "telemetry records not accepted");
+            let e = Arc::new(e);
+            let acks = batch.into_iter().map(|p| (p.accepted, p.relay)).collect();
+            acknowledge(acks, |_| Err(OutboxError::Store(e.clone())));
+            return;
         }
-        let cap = max_bytes.load(Ordering::Relaxed);
-        last_commit = Instant::now();
-        match store.append_outbox(now, records, cap).map_err(Arc::new) {
-            Ok(appended) => {
-                if appended.dropped > 0 {
-                    tracing::warn!(
-                        dropped = appended.dropped,
-                        "telemetry outbox over its byte cap: dropped the oldest records"
-                    );
+    };
+    let mut acks = Vec::with_capacity(batch.len());
+    let mut records = Vec::with_capacity(batch.len());
+    for (seq, p) in (first_seq..).zip(batch) {
+        acks.push((p.accepted, p.relay));
+        let envelope = TelemetryEnvelope {
+            device_id: device_id.to_string(),
+            module: p.module,
+            seq,
+            timestamp_ms: now,
+            record: p.record,
+        };
+        records.push(OutboxRecord {
+            seq,
+            accepted_ms: now,
+            // An envelope of serde types always serializes; an empty record would be refused
+            // by the fleet as malformed rather than pass unnoticed.
+            payload: frame(
+                &envelope.module,
+                &serde_json::to_vec(&envelope).unwrap_or_default(),
+            ),
+        });
+    }
+    match sink.write(records, cap) {
+        Ok(()) => acknowledge(acks, |i| Ok(first_seq + i as u64)),
+        Err(e) => {
+            tracing::error!(error = %e, "telemetry records not accepted");
+            let e = Arc::new(e);
+            acknowledge(acks, |_| Err(OutboxError::Store(e.clone())));
+        }
+    }
+}
+
+/// Where the writer makes records durable: the journal, whose records are copied into the
+/// store without waiting for the disk at most every LINGER, or the store itself when the
+/// journal is full or cannot be written. A checkpoint (a durable store commit, after which the
+/// journal starts again) happens when the journal is full, on `flush`, and at least every
+/// CHECKPOINT_EVERY, so a start after a crash has at most that much to put back.
+struct Sink {
+    store: Store,
+    journal: Option<Journal>,
+    /// Journaled records not yet in the store.
+    unstored: Vec<OutboxRecord>,
+    /// The `seq` of the next record, once read from the store.
+    next_seq: Option<u64>,
+    stored_at: Instant,
+    /// Records went into the store without waiting for the disk since the last checkpoint.
+    undurable: bool,
+    checkpoint_at: Instant,
+    /// Woken once records are in the store, where the link reads them.
+    committed: Arc<Notify>,
+}
+
+/// Longest time between checkpoints while records arrive.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+impl Sink {
+    fn new(store: Store, committed: Arc<Notify>) -> Self {
+        let journal = match Journal::open(store.outbox_journal_path()) {
+            Ok(journal) => Some(journal),
+            Err(e) => {
+                tracing::warn!(path = %store.outbox_journal_path().display(), error = %e,
+                    "the outbox journal cannot be used; each batch is committed to the store instead (slower)");
+                None
+            }
+        };
+        Self {
+            store,
+            journal,
+            unstored: Vec::new(),
+            next_seq: None,
+            stored_at: Instant::now(),
+            undurable: false,
+            checkpoint_at: Instant::now(),
+            committed,
+        }
+    }
+
+    fn next_seq(&mut self) -> Result<u64, StoreError> {
+        match self.next_seq {
+            Some(seq) => Ok(seq),
+            None => self.store.next_outbox_seq(),
+        }
+    }
+
+    /// Makes `records` (consecutive `seq`s from [`Sink::next_seq`]) durable.
+    fn write(&mut self, records: Vec<OutboxRecord>, cap: u64) -> Result<(), StoreError> {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return Ok(());
+        };
+        if let Some(journal) = self.journal.as_mut().filter(|j| j.fits(&records)) {
+            match journal.append(&records) {
+                Ok(()) => {
+                    self.next_seq = Some(last + 1);
+                    self.unstored.extend(records);
+                    return Ok(());
                 }
-                acknowledge(acks, |i| Ok(appended.first_seq + i as u64));
-                committed.notify_one();
+                Err(e) => tracing::warn!(error = %e,
+                    "the outbox journal cannot be written; the batch is committed to the store instead"),
+            }
+        }
+        let count = records.len();
+        self.unstored.extend(records);
+        match self.checkpoint(cap) {
+            Ok(()) => {
+                self.next_seq = Some(last + 1);
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "telemetry records not accepted");
-                acknowledge(acks, |_| Err(OutboxError::Store(e.clone())));
+                // The journaled records stay for the next attempt; this batch was refused.
+                self.unstored.truncate(self.unstored.len() - count);
+                self.next_seq = None;
+                Err(e)
             }
         }
-        for done in flushes {
-            let _ = done.send(());
+    }
+
+    /// When the writer must act without a new record: records wait to go into the store, or
+    /// the store has commits that are not durable yet.
+    fn due(&self) -> Option<Instant> {
+        if !self.unstored.is_empty() {
+            Some(self.stored_at + LINGER)
+        } else if self.undurable {
+            Some(self.checkpoint_at + CHECKPOINT_EVERY)
+        } else {
+            None
         }
+    }
+
+    /// Copies journaled records into the store once LINGER has passed since the last copy,
+    /// and checkpoints once CHECKPOINT_EVERY has passed since the last checkpoint.
+    fn catch_up(&mut self, cap: u64) {
+        if self.undurable && self.checkpoint_at.elapsed() >= CHECKPOINT_EVERY {
+            if let Err(e) = self.checkpoint(cap) {
+                tracing::error!(error = %e, "telemetry records not yet in the store; retried");
+            }
+            return;
+        }
+        if self.unstored.is_empty() || self.stored_at.elapsed() < LINGER {
+            return;
+        }
+        self.stored_at = Instant::now();
+        match self.store.put_outbox(&self.unstored, cap, false) {
+            Ok(appended) => {
+                report_dropped(appended.dropped);
+                self.unstored.clear();
+                self.undurable = true;
+                self.committed.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "telemetry records not yet in the store; retried")
+            }
+        }
+    }
+
+    /// Puts every journaled record into the store durably; the journal starts again.
+    fn checkpoint(&mut self, cap: u64) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let appended = self.store.put_outbox(&self.unstored, cap, true)?;
+        report_dropped(appended.dropped);
+        let stored = !self.unstored.is_empty();
+        self.unstored.clear();
+        self.undurable = false;
+        (self.stored_at, self.checkpoint_at) = (now, now);
+        if let Some(Err(e)) = self.journal.as_mut().map(Journal::restart) {
+            tracing::warn!(error = %e, "the outbox journal cannot be written");
+        }
+        if stored {
+            self.committed.notify_one();
+        }
+        Ok(())
+    }
+}
+
+fn report_dropped(dropped: u64) {
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "telemetry outbox over its byte cap: dropped the oldest records"
+        );
     }
 }
 

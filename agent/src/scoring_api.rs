@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::model_module::ModelModule;
-use crate::outbox::{AckRelay, Outbox};
+use crate::outbox::{AckRelay, Outbox, OutboxError};
 use edgefleet_onnx::ModelError;
 
 #[derive(Clone)]
@@ -305,8 +305,22 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
         Ok(output) => {
             api.module.observe(latency_us, true);
             let response = axum::Json(&output).into_response();
-            record(&api, request, output, latency_us).await;
-            response
+            match record(&api, request, output, latency_us).await {
+                Ok(()) => response,
+                // The answer promises its record: without one, the client is told to retry.
+                Err(e) => {
+                    let mut refused = error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the answer was not sent because its inference record could not be stored ({e}); retry later, and see the agent's log"
+                        ),
+                    );
+                    refused
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                    refused
+                }
+            }
         }
         Err(ModelError::Request(e)) => {
             api.module.observe(latency_us, false);
@@ -319,10 +333,16 @@ async fn score(State(api): State<Api>, request: Request) -> Response {
     }
 }
 
-/// Records the inference (and, at the configured rate, the collected inputs and outputs); with
-/// durable answers, returns once they are durable, so an answered request always has its
-/// record whatever happens to the process next (concurrent requests share one commit).
-async fn record(api: &Api, request: Value, output: Value, latency_us: u64) {
+/// Records the inference (and, at the configured rate, the collected inputs and outputs). With
+/// durable answers, returns once they are durable, or why they are not, so an answered request
+/// always has its record whatever happens to the process next (concurrent requests share one
+/// write); without, a record that is not accepted is logged and the answer goes out.
+async fn record(
+    api: &Api,
+    request: Value,
+    output: Value,
+    latency_us: u64,
+) -> Result<(), OutboxError> {
     let name = &api.module.name;
     let ppm = api.module.serving().data_collection_ppm;
     if ppm > 0 && rand::random::<u32>() % 1_000_000 < ppm {
@@ -330,7 +350,7 @@ async fn record(api: &Api, request: Value, output: Value, latency_us: u64) {
             inputs: request,
             outputs: output.clone(),
         });
-        // Committed in order: it is durable once the inference record below is.
+        // Written in order: it is durable once the inference record below is.
         if let Err(e) = api.outbox.submit(name, collected) {
             tracing::warn!(module = %name, error = %e, "collected data not accepted");
         }
@@ -340,16 +360,17 @@ async fn record(api: &Api, request: Value, output: Value, latency_us: u64) {
         latency_us,
         outputs: output,
     });
-    let recorded = if api.limits.durable_answers {
-        api.outbox
-            .record_through(&api.relay, name, inference)
-            .await
-            .map(|_| ())
+    if api.limits.durable_answers {
+        let recorded = api.outbox.record_through(&api.relay, name, inference).await;
+        if let Err(e) = &recorded {
+            tracing::warn!(module = %name, error = %e, "inference record not accepted; answered 503");
+        }
+        recorded.map(|_| ())
     } else {
-        api.outbox.submit(name, inference)
-    };
-    if let Err(e) = recorded {
-        tracing::warn!(module = %name, error = %e, "inference record not accepted");
+        if let Err(e) = api.outbox.submit(name, inference) {
+            tracing::warn!(module = %name, error = %e, "inference record not accepted");
+        }
+        Ok(())
     }
 }
 
@@ -467,7 +488,8 @@ pub fn openapi(name: &str, metadata: &ModuleMetadata, digest: &str, secured: boo
                 "responses": {
                     "200": {"description": "Model outputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceOutput"}}}},
                     "400": {"description": "The request does not fit the model's inputs", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}},
-                    "401": {"description": "Missing or wrong bearer key"}
+                    "401": {"description": "Missing or wrong bearer key"},
+                    "503": {"description": "The answer's inference record could not be stored; retry after the Retry-After seconds", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
                 }
             }}
         },

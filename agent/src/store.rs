@@ -7,7 +7,7 @@
 //! twice, which the fleet drops by `seq`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use edgefleet_common::UnixMillis;
@@ -16,6 +16,8 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::outbox_journal::Journal;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
@@ -40,6 +42,11 @@ pub enum StoreError {
     },
     #[error("agent store: {0}")]
     Database(#[source] redb::Error),
+    #[error("agent store: the outbox journal {path} cannot be read or written: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("agent store: {what} cannot be written: {source}")]
     Encode {
         what: &'static str,
@@ -76,10 +83,7 @@ pub struct OutboxRecord {
     pub payload: Vec<u8>,
 }
 
-/// A record to append; its `seq` is assigned by [`Store::append_outbox`].
-pub type NewRecord = Box<dyn FnOnce(u64) -> Vec<u8> + Send>;
-
-/// What one append did.
+/// What one [`Store::put_outbox`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub first_seq: u64,
@@ -91,6 +95,8 @@ pub struct Appended {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The outbox journal, beside the database file.
+    outbox_journal: PathBuf,
 }
 
 fn u64_of(bytes: Option<&[u8]>) -> u64 {
@@ -119,7 +125,32 @@ impl Store {
             txn.open_table(OUTBOX)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let store = Self {
+            db: Arc::new(db),
+            outbox_journal: path.with_file_name("outbox.journal"),
+        };
+        // Records the journal holds beyond the database's (their commit was undone by a crash)
+        // are put back, before anything reads the outbox.
+        let next_seq = store.next_outbox_seq()?;
+        let journaled = Journal::recover(&store.outbox_journal, next_seq).map_err(|source| {
+            StoreError::Journal {
+                path: store.outbox_journal.display().to_string(),
+                source,
+            }
+        })?;
+        if !journaled.is_empty() {
+            store.put_outbox(&journaled, u64::MAX, true)?;
+            tracing::info!(
+                records = journaled.len(),
+                "telemetry records written to the outbox journal before a crash are back in the outbox"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Where the outbox journal is.
+    pub fn outbox_journal_path(&self) -> &Path {
+        &self.outbox_journal
     }
 
     /// Opens the store at `path`, waiting up to `patience` while another process holds it
@@ -270,16 +301,26 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+    /// The `seq` the next outbox record gets.
+    pub fn next_outbox_seq(&self) -> Result<u64, StoreError> {
+        Ok(u64_of(self.get_meta(NEXT_SEQ)?.as_deref()).max(1))
+    }
 
-    /// Appends records durably, assigning consecutive `seq` numbers that continue across
-    /// restarts, then drops the oldest records while the outbox exceeds `max_bytes`.
-    pub fn append_outbox(
+    /// Puts records (consecutive `seq`s from [`Store::next_outbox_seq`]) in the outbox; those
+    /// below it are there already and skipped. When the outbox is over `max_bytes`, its oldest
+    /// records are dropped and counted. `durable`: returns once the commit is on disk; else
+    /// (the records are durable in the outbox journal) a crash can undo the commit, and the
+    /// journal puts them back at the next start.
+    pub fn put_outbox(
         &self,
-        now_ms: UnixMillis,
-        records: Vec<NewRecord>,
+        records: &[OutboxRecord],
         max_bytes: u64,
+        durable: bool,
     ) -> Result<Appended, StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)?;
+        }
         let appended = {
             let mut meta = txn.open_table(META)?;
             let mut outbox = txn.open_table(OUTBOX)?;
@@ -287,13 +328,13 @@ impl Store {
             let mut bytes = u64_of(meta.get(OUTBOX_BYTES)?.as_ref().map(|v| v.value()));
             let mut seq = first_seq;
             let mut value = Vec::new();
-            for make in records {
+            for record in records.iter().filter(|r| r.seq >= first_seq) {
                 value.clear();
-                value.extend_from_slice(&now_ms.to_be_bytes());
-                value.extend_from_slice(&make(seq));
-                outbox.insert(seq, value.as_slice())?;
+                value.extend_from_slice(&record.accepted_ms.to_be_bytes());
+                value.extend_from_slice(&record.payload);
+                outbox.insert(record.seq, value.as_slice())?;
                 bytes += value.len() as u64;
-                seq += 1;
+                seq = record.seq + 1;
             }
             let mut dropped = 0;
             while bytes > max_bytes {
@@ -418,8 +459,16 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn record(body: &'static str) -> NewRecord {
-        Box::new(move |seq| format!("{seq}:{body}").into_bytes())
+    /// Records from `first_seq`, accepted at `accepted_ms`, each payload `seq:body`.
+    fn records(first_seq: u64, accepted_ms: u64, bodies: &[&str]) -> Vec<OutboxRecord> {
+        (first_seq..)
+            .zip(bodies)
+            .map(|(seq, body)| OutboxRecord {
+                seq,
+                accepted_ms,
+                payload: format!("{seq}:{body}").into_bytes(),
+            })
+            .collect()
     }
 
     #[test]
@@ -429,13 +478,14 @@ mod tests {
         {
             let store = Store::open(&path).expect("open");
             let a = store
-                .append_outbox(1, vec![record("a"), record("b")], u64::MAX)
+                .put_outbox(&records(1, 1, &["a", "b"]), u64::MAX, true)
                 .expect("append");
             assert_eq!((a.first_seq, a.count), (1, 2));
         }
         let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.next_outbox_seq().expect("next"), 3);
         let b = store
-            .append_outbox(2, vec![record("c")], u64::MAX)
+            .put_outbox(&records(3, 2, &["c"]), u64::MAX, true)
             .expect("append");
         assert_eq!(b.first_seq, 3);
         let all = store.outbox_after(0, 10).expect("read");
@@ -456,7 +506,7 @@ mod tests {
         let store = Store::open(&dir.join("b.redb")).expect("open");
         // Each record is 8 + 3 bytes; a cap of 25 keeps two.
         store
-            .append_outbox(1, vec![record("a"), record("b"), record("c")], 25)
+            .put_outbox(&records(1, 1, &["a", "b", "c"]), 25, true)
             .expect("append");
         let left: Vec<u64> = store
             .outbox_after(0, 10)
@@ -473,14 +523,49 @@ mod tests {
         let dir = tempfile_dir();
         let store = Store::open(&dir.join("c.redb")).expect("open");
         store
-            .append_outbox(100, vec![record("old")], u64::MAX)
+            .put_outbox(&records(1, 100, &["old"]), u64::MAX, true)
             .expect("append");
         store
-            .append_outbox(200, vec![record("new")], u64::MAX)
+            .put_outbox(&records(2, 200, &["new"]), u64::MAX, true)
             .expect("append");
         assert_eq!(store.expire_outbox(150).expect("expire"), 1);
         assert_eq!(store.outbox_after(0, 10).expect("read")[0].seq, 2);
         assert_eq!(store.outbox_state().expect("state").dropped, 1);
+    }
+
+    #[test]
+    fn records_only_in_the_journal_are_put_back_when_the_store_opens() {
+        let dir = tempfile_dir();
+        let path = dir.join("d.redb");
+        {
+            let store = Store::open(&path).expect("open");
+            store
+                .put_outbox(&records(1, 1, &["a", "b"]), u64::MAX, true)
+                .expect("append");
+            // As the outbox writer does: journaled, then into the store without waiting for
+            // the disk; a crash undoes that commit (here it never happens).
+            let mut journal = Journal::open(store.outbox_journal_path()).expect("journal");
+            journal.append(&records(1, 1, &["a", "b"])).expect("stale");
+            journal.append(&records(3, 2, &["c", "d"])).expect("write");
+            journal.append(&records(5, 3, &["e"])).expect("write");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let all = store.outbox_after(0, 10).expect("read");
+        assert_eq!(
+            all,
+            records(1, 1, &["a", "b"])
+                .into_iter()
+                .chain(records(3, 2, &["c", "d"]))
+                .chain(records(5, 3, &["e"]))
+                .collect::<Vec<_>>(),
+            "each journaled record once, with its seq and time"
+        );
+        assert_eq!(store.next_outbox_seq().expect("next"), 6);
+        drop(store);
+        // Opening again puts nothing twice.
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.outbox_after(0, 10).expect("read").len(), 5);
+        assert_eq!(store.outbox_state().expect("state").bytes, 5 * (8 + 3));
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use edgefleet_common::manifest::{ModelServing, SessionOptions};
 use edgefleet_common::module_image::ModuleMetadata;
 use edgefleet_common::reported::InferenceStats;
@@ -72,9 +72,10 @@ impl ModelModule {
         }
     }
 
-    /// The version serving now; holding the `Arc` keeps it alive across a swap.
-    pub fn active(&self) -> Arc<ActiveModel> {
-        self.active.load_full()
+    /// The version serving now; holding it keeps it alive across a swap. The guard costs no
+    /// write to memory another thread shares; hold it briefly (`Guard::into_inner` keeps it).
+    pub fn active(&self) -> Guard<Arc<ActiveModel>> {
+        self.active.load()
     }
 
     /// Makes `next` the serving version. Requests that hold the previous one finish on it.
@@ -82,8 +83,8 @@ impl ModelModule {
         self.active.store(Arc::new(next));
     }
 
-    pub fn serving(&self) -> Arc<ModelServing> {
-        self.serving.load_full()
+    pub fn serving(&self) -> Guard<Arc<ModelServing>> {
+        self.serving.load()
     }
 
     pub fn set_serving(&self, serving: ModelServing) {
@@ -99,7 +100,8 @@ impl ModelModule {
     pub fn observe(&self, latency_us: u64, ok: bool) {
         if latency_us > INLINE_MAX_US {
             self.slow_runs.fetch_add(1, Ordering::Relaxed);
-        } else {
+        } else if self.slow_runs.load(Ordering::Relaxed) != 0 {
+            // Written only when it changes: every request thread reads it.
             self.slow_runs.store(0, Ordering::Relaxed);
         }
         if ok { &self.succeeded } else { &self.failed }.increment(1);

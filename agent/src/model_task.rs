@@ -196,7 +196,7 @@ impl ModelTask {
             ServedModel {
                 image: active.image.clone(),
                 session: active.session.clone(),
-                serving: self.server.as_ref().map(|_| (*m.serving()).clone()),
+                serving: self.server.as_ref().map(|_| (**m.serving()).clone()),
                 batch: self.batch.as_ref().map(|(input, _)| input.clone()),
             }
         });

@@ -21,7 +21,8 @@ use crate::model_module::ModelModule;
 use crate::outbox::{AckRelay, Outbox, OutboxError};
 use edgefleet_onnx::ModelError;
 
-#[derive(Clone)]
+/// A request thread's own state (cloning it per request touches no memory another thread
+/// shares).
 struct Api {
     module: Arc<ModelModule>,
     outbox: Outbox,
@@ -56,12 +57,12 @@ pub fn router(module: Arc<ModelModule>, outbox: Outbox, limits: ScoringLimits) -
         .route("/", get(|| async { "Healthy" }))
         .route("/score", get(score_get).post(score))
         .route("/swagger.json", get(swagger))
-        .with_state(Api {
+        .with_state(Arc::new(Api {
             module,
             outbox,
             relay,
             limits,
-        })
+        }))
 }
 
 /// A scoring API being served. Connections are accepted on the runtime that started it and
@@ -253,14 +254,14 @@ fn unauthorized() -> Response {
     r
 }
 
-async fn score_get(State(api): State<Api>, headers: HeaderMap) -> Response {
+async fn score_get(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     if !authorized(&api, &headers) {
         return unauthorized();
     }
     "GET is not supported: POST a JSON body to /score (see /swagger.json)".into_response()
 }
 
-async fn score(State(api): State<Api>, request: Request) -> Response {
+async fn score(State(api): State<Arc<Api>>, request: Request) -> Response {
     if !authorized(&api, request.headers()) {
         return unauthorized();
     }
@@ -409,7 +410,7 @@ async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, Response> {
     Ok(bytes)
 }
 
-async fn swagger(State(api): State<Api>) -> Response {
+async fn swagger(State(api): State<Arc<Api>>) -> Response {
     let active = api.module.active();
     let secured = !api.module.serving().auth_key_sha256.is_empty();
     let doc = openapi(&api.module.name, &active.metadata, &active.digest, secured);

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::outbox_journal::Journal;
 use crate::store::{OutboxRecord, Store, StoreError};
 
-/// Most records the writer commits in one transaction.
+/// Most records the writer writes in one batch.
 const MAX_BATCH: usize = 4096;
 /// Records waiting for the writer before producers are told to retry.
 const QUEUE: usize = 65_536;
@@ -24,6 +24,8 @@ const QUEUE: usize = 65_536;
 const WRITER_NICE: i32 = 10;
 /// Longest time a record nobody waits for stays in memory before its commit starts.
 const LINGER: Duration = Duration::from_millis(5);
+/// Longest time between checkpoints (durable store commits) while records arrive.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -343,9 +345,6 @@ struct Sink {
     committed: Arc<Notify>,
 }
 
-/// Longest time between checkpoints while records arrive.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
 impl Sink {
     fn new(store: Store, committed: Arc<Notify>) -> Self {
         let journal = match Journal::open(store.outbox_journal_path()) {
@@ -377,7 +376,10 @@ impl Sink {
 
     /// Makes `records` (consecutive `seq`s from [`Sink::next_seq`]) durable.
     fn write(&mut self, records: Vec<OutboxRecord>, cap: u64) -> Result<(), StoreError> {
-        let Some(last) = records.last().map(|r| r.seq) else {
+        let (Some(first), Some(last)) = (
+            records.first().map(|r| r.seq),
+            records.last().map(|r| r.seq),
+        ) else {
             return Ok(());
         };
         if let Some(journal) = self.journal.as_mut().filter(|j| j.fits(&records)) {
@@ -399,9 +401,10 @@ impl Sink {
                 Ok(())
             }
             Err(e) => {
-                // The journaled records stay for the next attempt; this batch was refused.
+                // The journaled records stay for the next attempt; this batch was refused and
+                // its `seq`s go to the next one.
                 self.unstored.truncate(self.unstored.len() - count);
-                self.next_seq = None;
+                self.next_seq = Some(first);
                 Err(e)
             }
         }
@@ -574,6 +577,70 @@ fn finish((module, last_seq, jsons, _): (&str, u64, Vec<&[u8]>, usize)) -> Telem
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefleet_common::telemetry::EventRecord;
+
+    fn event(error: &str) -> TelemetryRecord {
+        TelemetryRecord::Event(EventRecord {
+            source: None,
+            error: error.to_owned(),
+        })
+    }
+
+    #[tokio::test]
+    async fn records_get_consecutive_seqs_and_reach_the_store_in_order_across_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("agent.redb");
+        let store = Store::open(&path).expect("open");
+        let outbox = Outbox::start(store.clone(), "device".into(), u64::MAX);
+        let relay = AckRelay::start();
+        let committed = outbox.committed.clone();
+        assert_eq!(outbox.record("m", event("a")).await.expect("a"), 1);
+        assert_eq!(
+            outbox
+                .record_through(&relay, "m", event("b"))
+                .await
+                .expect("b"),
+            2
+        );
+        outbox.submit("n", event("c")).expect("c");
+        // Acknowledged records reach the store (where the link reads them) without a flush.
+        tokio::time::timeout(Duration::from_secs(10), committed.notified())
+            .await
+            .expect("the store has the acknowledged records");
+        outbox.flush().await;
+        drop(outbox);
+        drop(store);
+
+        // A new outbox on the reopened store (once the writer has let it go) continues the
+        // sequence.
+        let store = Store::open_waiting(&path, Duration::from_secs(10)).expect("reopen");
+        let outbox = Outbox::start(store.clone(), "device".into(), u64::MAX);
+        assert_eq!(outbox.record("m", event("d")).await.expect("d"), 4);
+        outbox.flush().await;
+        let records = store.outbox_after(0, 10).expect("read");
+        let summary: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (module, json) = unframe(&r.payload).expect("framed");
+                let envelope: serde_json::Value = serde_json::from_slice(json).expect("json");
+                (
+                    r.seq,
+                    module.to_owned(),
+                    envelope["seq"].as_u64(),
+                    envelope["body"]["error"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, "m".to_owned(), Some(1), "a".into()),
+                (2, "m".to_owned(), Some(2), "b".into()),
+                (3, "n".to_owned(), Some(3), "c".into()),
+                (4, "m".to_owned(), Some(4), "d".into()),
+            ]
+        );
+    }
 
     #[test]
     fn frames_round_trip() {

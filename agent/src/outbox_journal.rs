@@ -1,17 +1,19 @@
 //! The outbox journal: where a batch of telemetry records becomes durable before the store
 //! has it. The store's commit writes a dozen pages and the file grows, so its flush waits for
 //! the file system's journal as well; here a batch is one write into a file of fixed size whose
-//! blocks are already allocated and written, then `fdatasync` (a third of the time here, see
-//! docs/decisions.md). The outbox writer copies journaled records into the store without
-//! waiting for the disk, and makes the store durable when the journal is full or on `flush`,
-//! after which the journal starts again from its beginning. When the agent starts, records
-//! the journal holds beyond the store's are put into the store first ([`Journal::recover`]).
+//! blocks are already allocated and written, then `fdatasync` (about a third of the time here,
+//! see docs/decisions.md). The outbox writer copies journaled records into the store without
+//! waiting for the disk, and makes the store durable each second, when the journal is full and
+//! on `flush`, after which the journal starts again from its beginning. When the agent starts,
+//! records the journal holds beyond the store's are put into the store first
+//! ([`Journal::recover`]).
 //!
 //! A frame: `MAGIC`, the payload's length and its CRC-32 (little-endian u32 each), then the
 //! payload: the first record's `seq` (u64), the record count (u32), and each record's
-//! acceptance time (u64, ms), length (u32) and bytes. Frames follow each other from offset 0 with consecutive `seq`s; reading
-//! stops at the first frame that is torn, fails its CRC or does not continue the sequence
-//! (the frames of an earlier pass through the file have lower `seq`s).
+//! acceptance time (u64, ms), length (u32) and bytes. Frames follow each other from offset 0
+//! with consecutive `seq`s; reading stops at the first frame that is torn, fails its CRC or does
+//! not continue the sequence (the frames of an earlier pass through the file have lower
+//! `seq`s).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};

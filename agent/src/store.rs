@@ -2,9 +2,11 @@
 //! manifest, activated modules, the blob cache index and the telemetry outbox.
 //!
 //! Writes that the agent acknowledges are committed with redb's default durability (fsync
-//! before `commit` returns). Outbox removals after a broker acknowledgement are the one
-//! exception: they commit without fsync, because losing one only means sending a record
-//! twice, which the fleet drops by `seq`.
+//! before `commit` returns), with two exceptions. Outbox records are usually put without fsync:
+//! they are durable in the outbox journal already, and opening the store puts back those a
+//! crash undid (`crate::outbox_journal`). Outbox removals after a broker acknowledgement commit
+//! without fsync, because losing one only means sending a record twice, which the fleet drops
+//! by `seq`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -283,40 +283,37 @@ fn writer(
 /// Makes a batch durable with consecutive `seq`s and tells its producers.
 fn write_batch(sink: &mut Sink, device_id: &Arc<str>, batch: Vec<Pending>, cap: u64) {
     let now = edgefleet_transport::now_ms();
-    let first_seq = match sink.next_seq() {
-        Ok(seq) => seq,
-        Err(e) => {
-            tracing::error!(error = %e, "telemetry records not accepted");
-            let e = Arc::new(e);
-            let acks = batch.into_iter().map(|p| (p.accepted, p.relay)).collect();
-            acknowledge(acks, |_| Err(OutboxError::Store(e.clone())));
-            return;
-        }
-    };
-    let mut acks = Vec::with_capacity(batch.len());
-    let mut records = Vec::with_capacity(batch.len());
-    for (seq, p) in (first_seq..).zip(batch) {
-        acks.push((p.accepted, p.relay));
-        let envelope = TelemetryEnvelope {
-            device_id: device_id.to_string(),
-            module: p.module,
-            seq,
-            timestamp_ms: now,
-            record: p.record,
-        };
-        records.push(OutboxRecord {
-            seq,
-            accepted_ms: now,
-            // An envelope of serde types always serializes; an empty record would be refused
-            // by the fleet as malformed rather than pass unnoticed.
-            payload: frame(
-                &envelope.module,
-                &serde_json::to_vec(&envelope).unwrap_or_default(),
-            ),
-        });
-    }
-    match sink.write(records, cap) {
-        Ok(()) => acknowledge(acks, |i| Ok(first_seq + i as u64)),
+    let (acks, items): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|p| ((p.accepted, p.relay), (p.module, p.record)))
+        .unzip();
+    let written = sink.next_seq().and_then(|first_seq| {
+        let records = (first_seq..)
+            .zip(items)
+            .map(|(seq, (module, record))| {
+                let envelope = TelemetryEnvelope {
+                    device_id: device_id.to_string(),
+                    module,
+                    seq,
+                    timestamp_ms: now,
+                    record,
+                };
+                OutboxRecord {
+                    seq,
+                    accepted_ms: now,
+                    // An envelope of serde types always serializes; an empty record would be
+                    // refused by the fleet as malformed rather than pass unnoticed.
+                    payload: frame(
+                        &envelope.module,
+                        &serde_json::to_vec(&envelope).unwrap_or_default(),
+                    ),
+                }
+            })
+            .collect();
+        sink.write(records, cap).map(|()| first_seq)
+    });
+    match written {
+        Ok(first_seq) => acknowledge(acks, |i| Ok(first_seq + i as u64)),
         Err(e) => {
             tracing::error!(error = %e, "telemetry records not accepted");
             let e = Arc::new(e);

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use edgefleet_onnx::OnnxRuntime;
 use edgefleet_onnx::canary::{find_sample, metadata_from_model};
+use edgefleet_onnx::{Model, OnnxRuntime};
 use edgefleet_tests::{ort_library, repo_root};
 use serde_json::Value;
 
@@ -40,22 +40,30 @@ fn assert_close(path: &str, ours: &Value, reference: &Value) {
     }
 }
 
+/// The `model.onnx` of a model directory, loaded.
+fn load(runtime: &OnnxRuntime, dir: &Path) -> Model {
+    runtime
+        .model(&std::fs::read(dir.join("model.onnx")).expect("model.onnx"))
+        .expect("model loads")
+}
+
+/// A JSON file of a model directory (`reference.json`, `sample.json`).
+fn read_json(dir: &Path, file: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join(file)).expect(file)).expect(file)
+}
+
 fn check_model(runtime: OnnxRuntime, dir: &Path) {
-    let bytes = std::fs::read(dir.join("model.onnx")).expect("model.onnx");
-    let reference: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
-            .expect("reference JSON");
-    let model = runtime.model(&bytes).expect("model loads");
+    let reference = read_json(dir, "reference.json");
+    let model = load(&runtime, dir);
     let response = model
         .score(&reference["inputs"])
         .expect("model scores its reference inputs");
     assert_close(&dir.display().to_string(), &response, &reference["outputs"]);
 
     // The sample request body uses the single-input form {"data": ...}.
-    let sample: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("sample.json")).expect("sample.json"))
-            .expect("sample JSON");
-    let one = model.score(&sample).expect("model scores its sample");
+    let one = model
+        .score(&read_json(dir, "sample.json"))
+        .expect("model scores its sample");
     for (name, rows) in one.as_object().expect("object response") {
         assert_eq!(rows.as_array().map(Vec::len), Some(1), "{name}: one row");
     }
@@ -91,13 +99,10 @@ fn every_committed_model_matches_the_python_onnxruntime_reference() {
 fn the_zipmap_classifier_returns_probabilities_as_plain_json_maps() {
     let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime loads");
     let dir = repo_root().join("tests/models/digits-zipmap");
-    let model = runtime
-        .model(&std::fs::read(dir.join("model.onnx")).expect("model.onnx"))
-        .expect("model loads");
-    let sample: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("sample.json")).expect("sample.json"))
-            .expect("sample JSON");
-    let response = model.score(&sample).expect("scores");
+    let model = load(&runtime, &dir);
+    let response = model
+        .score(&read_json(&dir, "sample.json"))
+        .expect("scores");
     assert_eq!(response["output_label"], serde_json::json!([0]));
     let probabilities = response["output_probability"][0]
         .as_object()
@@ -110,20 +115,14 @@ fn the_zipmap_classifier_returns_probabilities_as_plain_json_maps() {
 #[test]
 fn synthesized_samples_grow_until_the_model_runs_and_name_the_inputs_when_none_does() {
     let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime loads");
-    let load = |name: &str| {
-        let path = repo_root()
-            .join("tests/models")
-            .join(name)
-            .join("model.onnx");
-        let model = runtime
-            .model(&std::fs::read(path).expect("model.onnx"))
-            .expect("model loads");
+    let with_metadata = |name: &str| {
+        let model = load(&runtime, &repo_root().join("tests/models").join(name));
         let metadata = metadata_from_model(name, &model);
         (model, metadata)
     };
 
     // A 5x5 convolution does not run on 1x1, 2x2 or 4x4 images: the sample is one 8x8 image.
-    let (model, metadata) = load("patch-conv");
+    let (model, metadata) = with_metadata("patch-conv");
     let sample = find_sample(&model, &metadata).expect("a size that runs");
     let image = &sample.input["data"];
     let dims = [
@@ -136,7 +135,7 @@ fn synthesized_samples_grow_until_the_model_runs_and_name_the_inputs_when_none_d
     assert_eq!(sample.output, model.score(&sample.input).expect("scores"));
 
     // Only 21 values run this one: the refusal names the input and says how to give a sample.
-    let (model, metadata) = load("exactly-21");
+    let (model, metadata) = with_metadata("exactly-21");
     let refused = find_sample(&model, &metadata).unwrap_err().to_string();
     assert!(refused.contains(r#""x": float32[N,N]"#), "{refused}");
     assert!(
@@ -150,14 +149,10 @@ fn synthesized_samples_grow_until_the_model_runs_and_name_the_inputs_when_none_d
 fn a_small_model_has_a_session_per_core_and_threads_scoring_at_once_get_the_reference_answer() {
     let runtime = OnnxRuntime::load(&ort_library()).expect("ONNX Runtime loads");
     let dir = repo_root().join("tests/models/diabetes");
-    let model = runtime
-        .model(&std::fs::read(dir.join("model.onnx")).expect("model.onnx"))
-        .expect("model loads");
+    let model = load(&runtime, &dir);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(model.session_count(), cores);
-    let reference: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
-            .expect("reference JSON");
+    let reference = read_json(&dir, "reference.json");
     std::thread::scope(|scope| {
         for _ in 0..cores * 2 {
             scope.spawn(|| {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use edgefleet_common::telemetry::{
@@ -27,7 +28,7 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Longest time between checkpoints (durable store commits) while records arrive.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OutboxError {
     #[error(
         "telemetry outbox is full in memory (the disk is too slow or stalled); record not accepted"
@@ -39,6 +40,12 @@ pub enum OutboxError {
     /// the same error).
     #[error(transparent)]
     Store(Arc<StoreError>),
+}
+
+impl From<StoreError> for OutboxError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Arc::new(e))
+    }
 }
 
 /// Told the record's `seq` once it is durable, or why it was not accepted.
@@ -216,7 +223,9 @@ fn writer(
             return;
         }
     };
-    let mut sink = Sink::new(store, committed);
+    let Some(mut sink) = Sink::start(store, max_bytes, committed) else {
+        return;
+    };
     let device_id: Arc<str> = device_id.into();
     let mut last_write = Instant::now();
     loop {
@@ -227,7 +236,7 @@ fn writer(
                 match waiting.block_on(async { tokio::time::timeout_at(due, rx.recv()).await }) {
                     Ok(message) => message,
                     Err(_) => {
-                        sink.catch_up(max_bytes.load(Ordering::Relaxed));
+                        sink.move_on();
                         continue;
                     }
                 }
@@ -235,7 +244,7 @@ fn writer(
         };
         let Some(first) = first else {
             // Every producer is gone: what was accepted goes into the store for good.
-            if let Err(e) = sink.checkpoint(max_bytes.load(Ordering::Relaxed)) {
+            if let Err(e) = sink.checkpoint(Vec::new()) {
                 tracing::error!(error = %e, "the outbox journal keeps records the store does not have yet; they are put back at the next start");
             }
             return;
@@ -263,25 +272,24 @@ fn writer(
             std::thread::sleep(linger);
             next = rx.try_recv().ok();
         }
-        let cap = max_bytes.load(Ordering::Relaxed);
         if !batch.is_empty() {
             last_write = Instant::now();
-            write_batch(&mut sink, &device_id, batch, cap);
+            write_batch(&mut sink, &device_id, batch);
         }
         if !flushes.is_empty() {
-            if let Err(e) = sink.checkpoint(cap) {
+            if let Err(e) = sink.checkpoint(Vec::new()) {
                 tracing::error!(error = %e, "telemetry records not yet in the store; retried");
             }
             for done in flushes {
                 let _ = done.send(());
             }
         }
-        sink.catch_up(cap);
+        sink.move_on_if_due();
     }
 }
 
 /// Makes a batch durable with consecutive `seq`s and tells its producers.
-fn write_batch(sink: &mut Sink, device_id: &Arc<str>, batch: Vec<Pending>, cap: u64) {
+fn write_batch(sink: &mut Sink, device_id: &Arc<str>, batch: Vec<Pending>) {
     let now = edgefleet_transport::now_ms();
     let (acks, items): (Vec<_>, Vec<_>) = batch
         .into_iter()
@@ -310,40 +318,63 @@ fn write_batch(sink: &mut Sink, device_id: &Arc<str>, batch: Vec<Pending>, cap: 
                 }
             })
             .collect();
-        sink.write(records, cap).map(|()| first_seq)
+        sink.write(records).map(|()| first_seq)
     });
     match written {
         Ok(first_seq) => acknowledge(acks, |i| Ok(first_seq + i as u64)),
         Err(e) => {
             tracing::error!(error = %e, "telemetry records not accepted");
-            let e = Arc::new(e);
-            acknowledge(acks, |_| Err(OutboxError::Store(e.clone())));
+            acknowledge(acks, |_| Err(e.clone()));
         }
     }
 }
 
-/// Where the writer makes records durable: the journal, whose records are copied into the
-/// store without waiting for the disk at most every LINGER, or the store itself when the
-/// journal is full or cannot be written. A checkpoint (a durable store commit, after which the
-/// journal starts again) happens when the journal is full, on `flush`, and at least every
-/// CHECKPOINT_EVERY, so a start after a crash has at most that much to put back.
+/// Where the writer makes records durable: the journal, whose records the store thread copies
+/// into the store, or, when the journal cannot be written or its halves are full, the store
+/// itself (through the store thread, after every record before). When the writer moves on to
+/// the journal's other half (at least every CHECKPOINT_EVERY while records arrive, and when a
+/// half is full) the store thread checkpoints the records of the half left behind, while new
+/// batches go on into the other half; a start after a crash has at most two halves to put back.
 struct Sink {
-    store: Store,
     journal: Option<Journal>,
-    /// Journaled records not yet in the store.
-    unstored: Vec<OutboxRecord>,
+    store: Store,
     /// The `seq` of the next record, once read from the store.
     next_seq: Option<u64>,
-    stored_at: Instant,
-    /// Records went into the store without waiting for the disk since the last checkpoint.
-    undurable: bool,
-    checkpoint_at: Instant,
-    /// Woken once records are in the store, where the link reads them.
-    committed: Arc<Notify>,
+    /// Where the journaled records go, in order.
+    to_store: std_mpsc::Sender<StoreWork>,
+    /// Whether the half not being written may be written again.
+    other_half: OtherHalf,
+    /// When the half being written got its first frame.
+    half_started: Instant,
+}
+
+enum OtherHalf {
+    /// Its records are durable in the store.
+    Free,
+    /// Its checkpoint runs.
+    Freeing(std_mpsc::Receiver<Checkpointed>),
+    /// Its checkpoint failed.
+    NotFreed,
+}
+
+/// The outcome of a checkpoint.
+type Checkpointed = Result<(), OutboxError>;
+
+/// Work for the store thread, in the order the records were made durable.
+enum StoreWork {
+    /// Journaled records, for the store within LINGER (without waiting for the disk).
+    Journaled(Vec<OutboxRecord>),
+    /// Commit every record so far and `records` (not journaled) durably; then tell `done`.
+    /// When the commit fails, `records` are dropped (their producers are told).
+    Checkpoint {
+        records: Vec<OutboxRecord>,
+        done: std_mpsc::Sender<Checkpointed>,
+    },
 }
 
 impl Sink {
-    fn new(store: Store, committed: Arc<Notify>) -> Self {
+    /// Opens the journal and starts the store thread.
+    fn start(store: Store, max_bytes: Arc<AtomicU64>, committed: Arc<Notify>) -> Option<Self> {
         let journal = match Journal::open(store.outbox_journal_path()) {
             Ok(journal) => Some(journal),
             Err(e) => {
@@ -352,116 +383,205 @@ impl Sink {
                 None
             }
         };
-        Self {
-            store,
-            journal,
-            unstored: Vec::new(),
-            next_seq: None,
-            stored_at: Instant::now(),
-            undurable: false,
-            checkpoint_at: Instant::now(),
-            committed,
+        let (to_store, work) = std_mpsc::channel();
+        let stored = store.clone();
+        let started = std::thread::Builder::new()
+            .name("outbox-store".into())
+            .spawn(move || store_thread(&stored, &work, &max_bytes, &committed));
+        if let Err(e) = started {
+            tracing::error!(error = %e, "the telemetry outbox writer could not start");
+            return None;
         }
+        Some(Self {
+            journal,
+            store,
+            next_seq: None,
+            to_store,
+            other_half: OtherHalf::Free,
+            half_started: Instant::now(),
+        })
     }
 
-    fn next_seq(&mut self) -> Result<u64, StoreError> {
+    fn next_seq(&mut self) -> Result<u64, OutboxError> {
         match self.next_seq {
             Some(seq) => Ok(seq),
-            None => self.store.next_outbox_seq(),
+            None => self.store.next_outbox_seq().map_err(OutboxError::from),
         }
     }
 
-    /// Makes `records` (consecutive `seq`s from [`Sink::next_seq`]) durable.
-    fn write(&mut self, records: Vec<OutboxRecord>, cap: u64) -> Result<(), StoreError> {
+    /// Makes `records` (consecutive `seq`s from [`Sink::next_seq`], at least one) durable.
+    fn write(&mut self, records: Vec<OutboxRecord>) -> Result<(), OutboxError> {
         let (Some(first), Some(last)) = (
             records.first().map(|r| r.seq),
             records.last().map(|r| r.seq),
         ) else {
             return Ok(());
         };
+        if self.journal.as_ref().is_some_and(|j| !j.fits(&records)) {
+            self.move_on();
+        }
         if let Some(journal) = self.journal.as_mut().filter(|j| j.fits(&records)) {
+            let was_empty = journal.is_empty();
             match journal.append(&records) {
                 Ok(()) => {
+                    if was_empty {
+                        self.half_started = Instant::now();
+                    }
                     self.next_seq = Some(last + 1);
-                    self.unstored.extend(records);
+                    // A store thread that is gone leaves the records to the journal.
+                    let _ = self.to_store.send(StoreWork::Journaled(records));
                     return Ok(());
                 }
                 Err(e) => tracing::warn!(error = %e,
                     "the outbox journal cannot be written; the batch is committed to the store instead"),
             }
         }
-        let count = records.len();
-        self.unstored.extend(records);
-        match self.checkpoint(cap) {
+        match self.checkpoint(records) {
             Ok(()) => {
                 self.next_seq = Some(last + 1);
                 Ok(())
             }
             Err(e) => {
-                // The journaled records stay for the next attempt; this batch was refused and
-                // its `seq`s go to the next one.
-                self.unstored.truncate(self.unstored.len() - count);
+                // This batch was refused; its `seq`s go to the next one.
                 self.next_seq = Some(first);
                 Err(e)
             }
         }
     }
 
-    /// When the writer must act without a new record: records wait to go into the store, or
-    /// the store has commits that are not durable yet.
+    /// Commits every record so far, and `records`, durably in the store, and waits for it.
+    fn checkpoint(&mut self, records: Vec<OutboxRecord>) -> Checkpointed {
+        let (done, outcome) = std_mpsc::channel();
+        self.to_store
+            .send(StoreWork::Checkpoint { records, done })
+            .map_err(|_| OutboxError::Stopped)?;
+        outcome.recv().map_err(|_| OutboxError::Stopped)?
+    }
+
+    /// When the writer must act without a new record: the half being written has frames.
     fn due(&self) -> Option<Instant> {
-        if !self.unstored.is_empty() {
-            Some(self.stored_at + LINGER)
-        } else if self.undurable {
-            Some(self.checkpoint_at + CHECKPOINT_EVERY)
+        let written = self.journal.as_ref().is_some_and(|j| !j.is_empty());
+        written.then_some(self.half_started + CHECKPOINT_EVERY)
+    }
+
+    /// Moves on to the other half once CHECKPOINT_EVERY has passed since the half being
+    /// written got its first frame, if the other half is free by then.
+    fn move_on_if_due(&mut self) {
+        if let OtherHalf::Freeing(freeing) = &self.other_half {
+            self.other_half = match freeing.try_recv() {
+                Err(std_mpsc::TryRecvError::Empty) => return,
+                Ok(Ok(())) => OtherHalf::Free,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "telemetry records not yet durable in the store; retried");
+                    OtherHalf::NotFreed
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => OtherHalf::NotFreed,
+            };
+        }
+        if self.due().is_some_and(|due| due <= Instant::now()) {
+            self.move_on();
+        }
+    }
+
+    /// Moves on to the other half of the journal (waiting for its checkpoint, when it runs)
+    /// and has the store thread checkpoint the half left behind. Without a free half, the
+    /// writer stays where it is (its batches then go to the store when the half is full).
+    fn move_on(&mut self) {
+        if self.journal.as_ref().is_none_or(Journal::is_empty) {
+            return;
+        }
+        // Tried again a CHECKPOINT_EVERY later when the half cannot be left now.
+        self.half_started = Instant::now();
+        let freed = match std::mem::replace(&mut self.other_half, OtherHalf::NotFreed) {
+            OtherHalf::Free => Ok(()),
+            OtherHalf::Freeing(freeing) => freeing
+                .recv()
+                .unwrap_or(Err(OutboxError::Stopped))
+                .or_else(|_| self.checkpoint(Vec::new())),
+            OtherHalf::NotFreed => self.checkpoint(Vec::new()),
+        };
+        if let Err(e) = freed {
+            tracing::error!(error = %e, "telemetry records not yet durable in the store; retried");
+            return;
+        }
+        let (done, freeing) = std_mpsc::channel();
+        let work = StoreWork::Checkpoint {
+            records: Vec::new(),
+            done,
+        };
+        self.other_half = OtherHalf::Free;
+        if let (Ok(()), Some(journal)) = (self.to_store.send(work), self.journal.as_mut()) {
+            journal.switch();
+            self.other_half = OtherHalf::Freeing(freeing);
+        }
+    }
+}
+
+/// The store thread: copies journaled records into the store at most every LINGER without
+/// waiting for the disk (the link reads them there), and checkpoints when told to.
+fn store_thread(
+    store: &Store,
+    work: &std_mpsc::Receiver<StoreWork>,
+    max_bytes: &AtomicU64,
+    committed: &Notify,
+) {
+    let mut unstored: Vec<OutboxRecord> = Vec::new();
+    let mut stored_at = Instant::now();
+    loop {
+        let next = if unstored.is_empty() {
+            work.recv()
+                .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected)
         } else {
-            None
+            work.recv_timeout((stored_at + LINGER).saturating_duration_since(Instant::now()))
+        };
+        let cap = max_bytes.load(Ordering::Relaxed);
+        match next {
+            Ok(StoreWork::Journaled(records)) => unstored.extend(records),
+            Ok(StoreWork::Checkpoint { records, done }) => {
+                let count = records.len();
+                unstored.extend(records);
+                let outcome = put(store, &unstored, cap, true, committed);
+                if outcome.is_ok() {
+                    unstored.clear();
+                } else {
+                    unstored.truncate(unstored.len() - count);
+                }
+                stored_at = Instant::now();
+                let _ = done.send(outcome.map_err(OutboxError::from));
+                continue;
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                // The writer is gone; it checkpointed what it could (the journal has the rest).
+                return;
+            }
+        }
+        if !unstored.is_empty() && stored_at.elapsed() >= LINGER {
+            stored_at = Instant::now();
+            match put(store, &unstored, cap, false, committed) {
+                Ok(()) => unstored.clear(),
+                Err(e) => {
+                    tracing::error!(error = %e, "telemetry records not yet in the store; retried")
+                }
+            }
         }
     }
+}
 
-    /// Copies journaled records into the store once LINGER has passed since the last copy,
-    /// and checkpoints once CHECKPOINT_EVERY has passed since the last checkpoint.
-    fn catch_up(&mut self, cap: u64) {
-        if self.undurable && self.checkpoint_at.elapsed() >= CHECKPOINT_EVERY {
-            if let Err(e) = self.checkpoint(cap) {
-                tracing::error!(error = %e, "telemetry records not yet in the store; retried");
-            }
-            return;
-        }
-        if self.unstored.is_empty() || self.stored_at.elapsed() < LINGER {
-            return;
-        }
-        self.stored_at = Instant::now();
-        match self.store.put_outbox(&self.unstored, cap, false) {
-            Ok(appended) => {
-                report_dropped(appended.dropped);
-                self.unstored.clear();
-                self.undurable = true;
-                self.committed.notify_one();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "telemetry records not yet in the store; retried")
-            }
-        }
+/// Puts `records` into the store and wakes the link.
+fn put(
+    store: &Store,
+    records: &[OutboxRecord],
+    cap: u64,
+    durable: bool,
+    committed: &Notify,
+) -> Result<(), StoreError> {
+    let appended = store.put_outbox(records, cap, durable)?;
+    report_dropped(appended.dropped);
+    if !records.is_empty() {
+        committed.notify_one();
     }
-
-    /// Puts every journaled record into the store durably; the journal starts again.
-    fn checkpoint(&mut self, cap: u64) -> Result<(), StoreError> {
-        let now = Instant::now();
-        let appended = self.store.put_outbox(&self.unstored, cap, true)?;
-        report_dropped(appended.dropped);
-        let stored = !self.unstored.is_empty();
-        self.unstored.clear();
-        self.undurable = false;
-        (self.stored_at, self.checkpoint_at) = (now, now);
-        if let Some(Err(e)) = self.journal.as_mut().map(Journal::restart) {
-            tracing::warn!(error = %e, "the outbox journal cannot be written");
-        }
-        if stored {
-            self.committed.notify_one();
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 fn report_dropped(dropped: u64) {
@@ -637,6 +757,41 @@ mod tests {
                 (4, "m".to_owned(), Some(4), "d".into()),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn records_that_fill_the_journals_halves_or_do_not_fit_one_reach_the_store_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("agent.redb")).expect("open");
+        let outbox = Outbox::start(store.clone(), "device".into(), u64::MAX);
+        // 40 records of 512 KiB fill each 8 MiB half more than once; the 9 MiB one fits no
+        // half and is committed to the store instead.
+        let sizes: Vec<usize> = (0..40)
+            .map(|i| if i == 25 { 9 << 20 } else { 512 << 10 })
+            .collect();
+        for (i, size) in sizes.iter().enumerate() {
+            let seq = outbox
+                .record("m", event(&"x".repeat(*size)))
+                .await
+                .expect("recorded");
+            assert_eq!(seq, i as u64 + 1);
+        }
+        outbox.flush().await;
+        let stored: Vec<_> = store
+            .outbox_after(0, 100)
+            .expect("read")
+            .iter()
+            .map(|r| {
+                let (_, json) = unframe(&r.payload).expect("framed");
+                let envelope: serde_json::Value = serde_json::from_slice(json).expect("json");
+                (
+                    r.seq,
+                    envelope["body"]["error"].as_str().map_or(0, str::len),
+                )
+            })
+            .collect();
+        let expected: Vec<_> = (1..).zip(sizes).collect();
+        assert_eq!(stored, expected);
     }
 
     #[test]

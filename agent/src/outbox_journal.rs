@@ -2,18 +2,22 @@
 //! has it. The store's commit writes a dozen pages and the file grows, so its flush waits for
 //! the file system's journal as well; here a batch is one write into a file of fixed size whose
 //! blocks are already allocated and written, then `fdatasync` (about a third of the time here,
-//! see docs/decisions.md). The outbox writer copies journaled records into the store without
-//! waiting for the disk, and makes the store durable each second, when the journal is full and
-//! on `flush`, after which the journal starts again from its beginning. When the agent starts,
-//! records the journal holds beyond the store's are put into the store first
-//! ([`Journal::recover`]).
+//! see docs/decisions.md). The outbox copies journaled records into the store without waiting
+//! for the disk, and makes the store durable (a checkpoint) each second, when a half is full
+//! and on `flush`.
+//!
+//! The file has two halves, written in turn: when the outbox moves on to the other half, the
+//! checkpoint of the records in the half it left runs while new batches go on into the other
+//! one, so no answer waits for the store's commit. A half is used again only once its
+//! checkpoint is done. When the agent starts, records the journal holds beyond the store's are
+//! put into the store first ([`Journal::recover`]).
 //!
 //! A frame: `MAGIC`, the payload's length and its CRC-32 (little-endian u32 each), then the
 //! payload: the first record's `seq` (u64), the record count (u32), and each record's
-//! acceptance time (u64, ms), length (u32) and bytes. Frames follow each other from offset 0
-//! with consecutive `seq`s; reading stops at the first frame that is torn, fails its CRC or does
-//! not continue the sequence (the frames of an earlier pass through the file have lower
-//! `seq`s).
+//! acceptance time (u64, ms), length (u32) and bytes. Frames follow each other from the start
+//! of a half with consecutive `seq`s; reading a half stops at the first frame that is torn,
+//! fails its CRC or does not continue the sequence (the frames of an earlier use of the half
+//! have lower `seq`s).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -26,11 +30,15 @@ const MAGIC: &[u8; 4] = b"EFJ1";
 const HEADER: usize = 12;
 /// Size of the journal file.
 pub const JOURNAL_BYTES: u64 = 16 * 1024 * 1024;
+/// Size of each of its halves.
+const HALF_BYTES: u64 = JOURNAL_BYTES / 2;
 
 #[derive(Debug)]
 pub struct Journal {
     file: File,
-    /// Where the next frame goes.
+    /// Where the half being written starts.
+    half: u64,
+    /// Where the next frame goes in it.
     end: u64,
 }
 
@@ -57,11 +65,15 @@ impl Journal {
                 File::open(dir)?.sync_all()?;
             }
         }
-        Ok(Self { file, end: 0 })
+        Ok(Self {
+            file,
+            half: 0,
+            end: 0,
+        })
     }
 
     /// The records with `seq >= from_seq` in the frames at `path` (none when there is no
-    /// journal), in `seq` order.
+    /// journal), in `seq` order, as far as their `seq`s follow each other.
     pub fn recover(path: &Path, from_seq: u64) -> io::Result<Vec<OutboxRecord>> {
         let file = match File::open(path) {
             Ok(file) => file,
@@ -70,38 +82,28 @@ impl Journal {
         };
         let size = file.metadata()?.len();
         let mut records = Vec::new();
-        let mut at = 0;
-        let mut next_seq = None;
-        let mut header = [0u8; HEADER];
-        let mut payload = Vec::new();
-        while at + HEADER as u64 <= size {
-            file.read_exact_at(&mut header, at)?;
-            let payload_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            if &header[..4] != MAGIC || at + (HEADER as u64) + u64::from(payload_len) > size {
-                break;
-            }
-            payload.resize(payload_len as usize, 0);
-            file.read_exact_at(&mut payload, at + HEADER as u64)?;
-            let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-            let Some(frame) = (crc32fast::hash(&payload) == crc)
-                .then(|| read_payload(&payload))
-                .flatten()
-            else {
-                break;
-            };
-            if next_seq.is_some_and(|next| next != frame.first_seq) {
-                break;
-            }
-            next_seq = Some(frame.first_seq + frame.records.len() as u64);
-            records.extend(frame.records.into_iter().filter(|r| r.seq >= from_seq));
-            at += (HEADER + payload.len()) as u64;
+        for half in [0, HALF_BYTES] {
+            read_half(&file, half, (half + HALF_BYTES).min(size), &mut records)?;
         }
+        records.retain(|r| r.seq >= from_seq);
+        records.sort_by_key(|r| r.seq);
+        let first = records.first().map_or(0, |r| r.seq);
+        let run = (first..)
+            .zip(&records)
+            .take_while(|(seq, r)| r.seq == *seq)
+            .count();
+        records.truncate(run);
         Ok(records)
     }
 
-    /// Whether a frame of `records` would fit after the frames written since the beginning.
+    /// Whether a frame of `records` would fit after the frames in the half being written.
     pub fn fits(&self, records: &[OutboxRecord]) -> bool {
-        self.end + frame_len(records) as u64 <= JOURNAL_BYTES
+        self.end + frame_len(records) as u64 <= HALF_BYTES
+    }
+
+    /// Whether the half being written has no frame yet.
+    pub fn is_empty(&self) -> bool {
+        self.end == 0
     }
 
     /// Writes `records` (consecutive `seq`s) as the next frame and returns once they are on
@@ -121,22 +123,48 @@ impl Journal {
         let crc = crc32fast::hash(&frame[HEADER..]);
         frame[4..8].copy_from_slice(&payload_len.to_le_bytes());
         frame[8..12].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all_at(&frame, self.end)?;
+        self.file.write_all_at(&frame, self.half + self.end)?;
         self.file.sync_data()?;
         self.end += frame.len() as u64;
         Ok(())
     }
 
-    /// Starts again from the beginning: every record written so far is durable in the store.
-    /// The first frame is marked invalid (without waiting for the disk), so that opening the
-    /// store after a clean stop reads nothing here.
-    pub fn restart(&mut self) -> io::Result<()> {
-        if self.end > 0 {
-            self.file.write_all_at(&[0; 4], 0)?;
-        }
+    /// Moves on to the other half, whose records must all be durable in the store.
+    pub fn switch(&mut self) {
+        self.half = HALF_BYTES - self.half;
         self.end = 0;
-        Ok(())
     }
+}
+
+/// Appends the records of the frames in `[start, end)` of `file` that follow each other.
+fn read_half(file: &File, start: u64, end: u64, records: &mut Vec<OutboxRecord>) -> io::Result<()> {
+    let mut at = start;
+    let mut next_seq = None;
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    while at + HEADER as u64 <= end {
+        file.read_exact_at(&mut header, at)?;
+        let payload_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if &header[..4] != MAGIC || at + (HEADER as u64) + u64::from(payload_len) > end {
+            break;
+        }
+        payload.resize(payload_len as usize, 0);
+        file.read_exact_at(&mut payload, at + HEADER as u64)?;
+        let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        let Some(frame) = (crc32fast::hash(&payload) == crc)
+            .then(|| read_payload(&payload))
+            .flatten()
+        else {
+            break;
+        };
+        if next_seq.is_some_and(|next| next != frame.first_seq) {
+            break;
+        }
+        next_seq = Some(frame.first_seq + frame.records.len() as u64);
+        records.extend(frame.records);
+        at += (HEADER + payload.len()) as u64;
+    }
+    Ok(())
 }
 
 fn frame_len(records: &[OutboxRecord]) -> usize {
@@ -193,31 +221,29 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_read_back_in_order_until_the_sequence_breaks() {
+    fn frames_are_read_back_in_order_from_both_halves() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("outbox.journal");
         assert!(Journal::recover(&path, 0).expect("none").is_empty());
 
         let mut journal = Journal::open(&path).expect("open");
         assert_eq!(std::fs::metadata(&path).expect("size").len(), JOURNAL_BYTES);
+        assert!(journal.is_empty());
         journal.append(&records(1, &["a", "b"])).expect("append");
         journal.append(&records(3, &["c"])).expect("append");
+        assert!(!journal.is_empty());
         assert_eq!(
             Journal::recover(&path, 0).expect("read"),
             records(1, &["a", "b", "c"])
         );
 
-        // A second pass: the frame of seq 4 replaces the first frame; the old second frame
-        // (seq 3) does not continue it and is not read.
-        journal.restart().expect("restart");
-        assert!(
-            Journal::recover(&path, 0).expect("read").is_empty(),
-            "after a restart nothing is read until the next frame"
-        );
+        // The second half's frames follow on from the first's.
+        journal.switch();
+        assert!(journal.is_empty());
         journal.append(&records(4, &["dd", "e"])).expect("append");
         assert_eq!(
             Journal::recover(&path, 0).expect("read"),
-            records(4, &["dd", "e"])
+            records(1, &["a", "b", "c", "dd", "e"])
         );
         assert_eq!(
             Journal::recover(&path, 5).expect("read"),
@@ -225,17 +251,31 @@ mod tests {
             "records below from_seq are left out"
         );
 
-        // Reopening keeps the file (no new zeros) and writes from the beginning.
-        drop(journal);
-        let mut journal = Journal::open(&path).expect("reopen");
-        assert_eq!(
-            Journal::recover(&path, 0).expect("read"),
-            records(4, &["dd", "e"])
-        );
+        // Back in the first half, the frame of seq 6 replaces its first frame; the old second
+        // frame (seq 3) does not continue it and is not read.
+        journal.switch();
         journal.append(&records(6, &["f"])).expect("append");
         assert_eq!(
             Journal::recover(&path, 0).expect("read"),
+            records(4, &["dd", "e", "f"])
+        );
+
+        // Reopening keeps the file (no new zeros) and writes from the first half's beginning.
+        drop(journal);
+        let mut journal = Journal::open(&path).expect("reopen");
+        assert_eq!(
+            Journal::recover(&path, 6).expect("read"),
             records(6, &["f"])
+        );
+        journal.append(&records(7, &["g"])).expect("append");
+        assert_eq!(
+            Journal::recover(&path, 7).expect("read"),
+            records(7, &["g"])
+        );
+        // Records that do not follow on from the first one read are left out.
+        assert_eq!(
+            Journal::recover(&path, 0).expect("read"),
+            records(4, &["dd", "e"])
         );
     }
 
@@ -272,7 +312,7 @@ mod tests {
         assert!(!journal.fits(&big));
         let small = records(1, &["a"]);
         assert!(journal.fits(&small));
-        journal.end = JOURNAL_BYTES - frame_len(&small) as u64;
+        journal.end = HALF_BYTES - frame_len(&small) as u64;
         assert!(journal.fits(&small));
         journal.end += 1;
         assert!(!journal.fits(&small));

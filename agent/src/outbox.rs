@@ -131,6 +131,18 @@ impl Outbox {
         outbox
     }
 
+    /// An outbox whose writer has stopped, as one whose thread could not start: every record
+    /// is refused.
+    #[cfg(test)]
+    pub fn stopped() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self {
+            tx,
+            max_bytes: Arc::new(AtomicU64::new(0)),
+            committed: Arc::new(Notify::new()),
+        }
+    }
+
     pub fn set_max_bytes(&self, max_bytes: u64) {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }

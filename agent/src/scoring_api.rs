@@ -532,6 +532,75 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_whose_record_the_outbox_refuses_is_a_503_to_retry_and_no_answer() {
+        use crate::model_module::ActiveModel;
+        use edgefleet_common::manifest::ModelServing;
+
+        edgefleet_transport::install_crypto_provider();
+        let runtime =
+            edgefleet_onnx::OnnxRuntime::load(&edgefleet_tests::ort_library()).expect("runtime");
+        let dir = edgefleet_tests::model_dir("diabetes");
+        let model = runtime
+            .model(&std::fs::read(dir.join("model.onnx")).expect("model.onnx"))
+            .expect("model loads");
+        let active = ActiveModel {
+            metadata: edgefleet_onnx::canary::metadata_from_model("diabetes", &model),
+            model,
+            image: "diabetes".into(),
+            digest: String::new(),
+            blobs: Vec::new(),
+            session: Default::default(),
+            warnings: Vec::new(),
+        };
+        let serving = ModelServing {
+            http_port: 0,
+            bind_address: "127.0.0.1".into(),
+            auth_key_sha256: Vec::new(),
+            mqtt_input: false,
+            data_collection_ppm: 0,
+        };
+        let module = Arc::new(ModelModule::new("diabetes", active, serving));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let outbox = Outbox::stopped();
+        let limits = ScoringLimits {
+            max_body: 1 << 20,
+            durable_answers: true,
+        };
+        let server = ScoringServer::start(listener, move || {
+            router(module.clone(), outbox.clone(), limits)
+        })
+        .expect("start");
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/score"))
+            .header("content-type", "application/json")
+            .body(r#"{"data": [[1,2,3,4,5,6,7,8,9,10]]}"#)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        // The reason, and not the model's output.
+        let body: Value = response.json().await.expect("JSON body");
+        let reason = body["error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("inference record could not be stored")
+                && reason.contains("telemetry outbox stopped")
+                && body.get("variable").is_none(),
+            "{body}"
+        );
+        server.stop(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_are_spread_over_the_request_threads_and_stopping_frees_the_port() {
         edgefleet_transport::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

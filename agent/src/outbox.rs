@@ -1,8 +1,9 @@
 //! The telemetry outbox: every record is durable (in the outbox journal, then the store) before
 //! it counts as accepted, and leaves only when the broker has acknowledged it (see `link`).
 //!
-//! Producers hand records to one writer thread that writes them in batches (group commit):
-//! many records cost one fsync, and producers never wait on the network.
+//! Producers hand records to one writer thread that journals them in batches (group commit):
+//! many records cost one fsync, and producers never wait on the network. A store thread copies
+//! the journaled records into the store and checkpoints it, off the producers' path (see `Sink`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -728,10 +728,8 @@ fn serve(
     port: u16,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use crate::model_module::{ActiveModel, ModelModule};
+    use crate::model_module::ModelModule;
     use crate::outbox::Outbox;
-    use edgefleet_common::manifest::ModelServing;
-    use edgefleet_onnx::canary::metadata_from_model;
 
     log_to_stderr();
     let (dir, temporary) = match data_dir {
@@ -745,24 +743,13 @@ fn serve(
     let name = path
         .file_stem()
         .map_or("model".to_owned(), |s| s.to_string_lossy().into_owned());
-    let metadata = metadata_from_model(&name, &model);
-    let serving = ModelServing {
-        http_port: port,
-        bind_address: bind.to_owned(),
-        auth_key_sha256: Vec::new(),
-        mqtt_input: false,
-        data_collection_ppm: 0,
-    };
-    let active = ActiveModel {
+    let module = std::sync::Arc::new(ModelModule::from_file(
+        &name,
         model,
-        metadata,
-        image: path.display().to_string(),
-        digest: String::new(),
-        blobs: Vec::new(),
-        session: Default::default(),
-        warnings: Vec::new(),
-    };
-    let module = std::sync::Arc::new(ModelModule::new(&name, active, serving));
+        &path.display().to_string(),
+        bind,
+        port,
+    ));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let store = Store::open(&dir.join("agent.redb"))?;

@@ -72,6 +72,28 @@ impl ModelModule {
         }
     }
 
+    /// A module serving a model file over HTTP on `bind:port` only, as `model serve` does
+    /// (no image, no authentication, no MQTT input, no data collection).
+    pub fn from_file(name: &str, model: Model, file: &str, bind: &str, port: u16) -> Self {
+        let active = ActiveModel {
+            metadata: edgefleet_onnx::canary::metadata_from_model(name, &model),
+            model,
+            image: file.to_owned(),
+            digest: String::new(),
+            blobs: Vec::new(),
+            session: SessionOptions::default(),
+            warnings: Vec::new(),
+        };
+        let serving = ModelServing {
+            http_port: port,
+            bind_address: bind.to_owned(),
+            auth_key_sha256: Vec::new(),
+            mqtt_input: false,
+            data_collection_ppm: 0,
+        };
+        Self::new(name, active, serving)
+    }
+
     /// The version serving now; holding it keeps it alive across a swap. The guard costs no
     /// write to memory another thread shares; hold it briefly (`Guard::into_inner` keeps it).
     pub fn active(&self) -> Guard<Arc<ActiveModel>> {

@@ -533,9 +533,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_answer_whose_record_the_outbox_refuses_is_a_503_to_retry_and_no_answer() {
-        use crate::model_module::ActiveModel;
-        use edgefleet_common::manifest::ModelServing;
-
         edgefleet_transport::install_crypto_provider();
         let runtime =
             edgefleet_onnx::OnnxRuntime::load(&edgefleet_tests::ort_library()).expect("runtime");
@@ -543,23 +540,13 @@ mod tests {
         let model = runtime
             .model(&std::fs::read(dir.join("model.onnx")).expect("model.onnx"))
             .expect("model loads");
-        let active = ActiveModel {
-            metadata: edgefleet_onnx::canary::metadata_from_model("diabetes", &model),
+        let module = Arc::new(ModelModule::from_file(
+            "diabetes",
             model,
-            image: "diabetes".into(),
-            digest: String::new(),
-            blobs: Vec::new(),
-            session: Default::default(),
-            warnings: Vec::new(),
-        };
-        let serving = ModelServing {
-            http_port: 0,
-            bind_address: "127.0.0.1".into(),
-            auth_key_sha256: Vec::new(),
-            mqtt_input: false,
-            data_collection_ppm: 0,
-        };
-        let module = Arc::new(ModelModule::new("diabetes", active, serving));
+            "model.onnx",
+            "127.0.0.1",
+            0,
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

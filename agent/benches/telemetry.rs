@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use edgefleet_agent::config::AgentConfig;
-use edgefleet_agent::outbox::{Outbox, OutboxError};
 use edgefleet_agent::store::Store;
+use edgefleet_agent::telemetry::outbox::{Outbox, OutboxError};
 use edgefleet_common::telemetry::{
     InferenceRecord, InputSource, TelemetryEnvelope, TelemetryRecord,
 };
@@ -130,7 +130,7 @@ async fn end_to_end(port: u16, devices: usize) -> (f64, f64) {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (fleet_silent_tx, _fleet_silent) = watch::channel(None);
-        tokio::spawn(edgefleet_agent::link::run(
+        tokio::spawn(edgefleet_agent::telemetry::link::run(
             config,
             store.clone(),
             outbox.clone(),

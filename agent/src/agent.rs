@@ -11,17 +11,21 @@ use edgefleet_common::sealing::{DeviceIdentity, SealingError};
 use edgefleet_common::topics::DeviceTopics;
 use tokio::sync::{mpsc, watch};
 
-use crate::bundle_import::BundleImporter;
-use crate::container_runtime::ContainerRuntime;
-use crate::disk_budget::DiskBudget;
-use crate::module_task::Services;
-use crate::outbox::Outbox;
-use crate::puller::{Puller, PullerSettings, RegistryAccess};
-use crate::reporter::Reporter;
-use crate::status_board::StatusBoard;
+use crate::images::container_runtime::ContainerRuntime;
+use crate::images::disk_budget::DiskBudget;
+use crate::images::puller::{Puller, PullerSettings};
+use crate::images::registry::RegistryAccess;
+use crate::local::control_socket;
+use crate::local::status_socket;
+use crate::modules::image_cleanup;
+use crate::modules::module_task::Services;
+use crate::modules::status_board::StatusBoard;
+use crate::modules::supervisor::Supervisor;
+use crate::offline::bundle_import::BundleImporter;
 use crate::store::Store;
-use crate::supervisor::Supervisor;
-use crate::{control_socket, image_cleanup, link, status_socket};
+use crate::telemetry::link;
+use crate::telemetry::outbox::Outbox;
+use crate::telemetry::reporter::Reporter;
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,8 @@ pub enum AgentError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Topics(#[from] edgefleet_common::topics::TopicNameError),
+    #[error(transparent)]
+    RegistryCa(#[from] crate::images::registry::CaFileError),
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,

@@ -14,8 +14,9 @@ use edgefleet_common::sealing::DeviceIdentity;
 use serde::Serialize;
 
 use crate::config::AgentConfig;
-use crate::control_socket::{ControlAnswer, ControlRequest};
-use crate::puller::{PullCause, RegistryAccess};
+use crate::images::pull_error::PullCause;
+use crate::images::registry::RegistryAccess;
+use crate::local::control_socket::{ControlAnswer, ControlRequest};
 
 /// How long a network check may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,7 +133,7 @@ async fn broker(config: &AgentConfig) -> Check {
         Ok(url) => url,
         Err(e) => return not_ok(Verdict::Fail, name, e.to_string(), fix),
     };
-    let mut options = match crate::link::mqtt_options(config) {
+    let mut options = match crate::telemetry::link::mqtt_options(config) {
         Ok(options) => options,
         Err(e) => return not_ok(Verdict::Fail, name, e.to_string(), fix),
     };
@@ -195,7 +196,7 @@ async fn broker(config: &AgentConfig) -> Check {
 fn applied_manifest(config: &AgentConfig, checks: &mut Vec<Check>) -> Option<Manifest> {
     let name = "applied manifest";
     let key = config.fleet_key().ok()?;
-    let wire = match crate::control_socket::connect(
+    let wire = match crate::local::control_socket::connect(
         &config.control_socket_path(),
         &ControlRequest::AppliedManifest,
     ) {

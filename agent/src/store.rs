@@ -4,9 +4,9 @@
 //! Writes that the agent acknowledges are committed with redb's default durability (fsync
 //! before `commit` returns), with two exceptions. Outbox records are usually put without fsync:
 //! they are durable in the outbox journal already, and opening the store puts back those a
-//! crash undid (`crate::outbox_journal`). Outbox removals after a broker acknowledgement commit
-//! without fsync, because losing one only means sending a record twice, which the fleet drops
-//! by `seq`.
+//! crash undid (`telemetry::outbox::journal`). Outbox removals after the fleet's acknowledgement
+//! (`TelemetryAck`) commit without fsync, because losing one only means sending a record twice,
+//! which the fleet drops by `seq`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,8 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::outbox_journal::Journal;
+use crate::telemetry::outbox::journal::Journal;
+pub use crate::telemetry::outbox::record::OutboxRecord;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
@@ -75,14 +76,6 @@ pub struct ModuleRecord {
     pub digest: String,
     /// Blob digests the module needs from the cache.
     pub blobs: Vec<String>,
-}
-
-/// One telemetry record waiting for the broker's acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxRecord {
-    pub seq: u64,
-    pub accepted_ms: UnixMillis,
-    pub payload: Vec<u8>,
 }
 
 /// What one [`Store::put_outbox`] did.

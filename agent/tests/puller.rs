@@ -1,8 +1,10 @@
 //! The puller against a real registry with authentication: digests verified, cached layers
 //! never fetched again, interrupted downloads resumed, the disk budget checked first.
 
-use edgefleet_agent::disk_budget::{DiskBudget, Usage};
-use edgefleet_agent::puller::{PullCause, Puller, PullerSettings, RegistryAccess};
+use edgefleet_agent::images::disk_budget::{DiskBudget, Usage};
+use edgefleet_agent::images::pull_error::PullCause;
+use edgefleet_agent::images::puller::{Puller, PullerSettings};
+use edgefleet_agent::images::registry::RegistryAccess;
 use edgefleet_agent::store::Store;
 use edgefleet_common::manifest::RegistryCredential;
 use edgefleet_common::sealing::DeviceIdentity;

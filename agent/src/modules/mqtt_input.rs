@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use edgefleet_common::telemetry::{EventRecord, InferenceRecord, InputSource, TelemetryRecord};
 
-use crate::link::InputAck;
-use crate::model_module::ModelModule;
-use crate::outbox::Outbox;
+use crate::serving::model_module::ModelModule;
+use crate::telemetry::link::InputAck;
+use crate::telemetry::outbox::Outbox;
 
 /// Scores `payload` with `module` on the blocking pool, records the result and acknowledges
 /// the message; returns at once.

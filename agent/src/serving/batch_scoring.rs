@@ -441,14 +441,14 @@ pub fn scored_path(input: &Path, part: bool) -> std::path::PathBuf {
 /// with the version serving at the time, into `NAME.scored.EXT` (written as
 /// `NAME.scored.part.EXT` and renamed when complete, so a restart resumes it).
 pub async fn watch(
-    module: std::sync::Arc<crate::model_module::ModelModule>,
+    module: std::sync::Arc<crate::serving::model_module::ModelModule>,
     dir: std::path::PathBuf,
 ) {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!(module = %module.name, dir = %dir.display(), error = %e, "batch directory cannot be made");
     }
-    let mut drop_dir = crate::drop_dir::DropDir::new(dir);
-    let mut tick = tokio::time::interval(crate::drop_dir::POLL);
+    let mut drop_dir = crate::offline::drop_dir::DropDir::new(dir);
+    let mut tick = tokio::time::interval(crate::offline::drop_dir::POLL);
     loop {
         tick.tick().await;
         for input in drop_dir.ready(is_request_file) {

@@ -19,11 +19,12 @@ use edgefleet_common::signing::{FleetPublicKey, ManifestError};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use sha2::{Digest as _, Sha256};
 
-use crate::container_runtime::{ContainerError, ContainerRuntime, SavedImage};
-use crate::disk_budget::{OverBudget, Usage};
-use crate::drop_dir::{self, DropDir};
-use crate::module_task::Services;
-use crate::puller::{ManifestDocument, PullCause, parse_manifest, platform_entry};
+use crate::images::container_runtime::{ContainerError, ContainerRuntime, SavedImage};
+use crate::images::disk_budget::{OverBudget, Usage};
+use crate::images::pull_error::PullCause;
+use crate::images::registry::{ManifestDocument, parse_manifest, platform_entry};
+use crate::modules::module_task::Services;
+use crate::offline::drop_dir::{self, DropDir};
 
 /// Why a bundle was not imported. Nothing on the device changed.
 #[derive(Debug, thiserror::Error)]
@@ -451,7 +452,7 @@ pub struct ImportReport {
 pub(crate) struct BundleImporter {
     pub services: std::sync::Arc<Services>,
     pub fleet_key: FleetPublicKey,
-    pub inbound: tokio::sync::mpsc::Sender<crate::link::Inbound>,
+    pub inbound: tokio::sync::mpsc::Sender<crate::telemetry::link::Inbound>,
     pub one_at_a_time: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -504,7 +505,7 @@ impl BundleImporter {
     ) -> Result<(Imported, edgefleet_common::reported::DesiredOutcome), BundleError> {
         let imported = import(verified, &self.services).await?;
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        let message = crate::link::Inbound::Bundle {
+        let message = crate::telemetry::link::Inbound::Bundle {
             wire: verified.wire.clone(),
             reply,
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use edgefleet_transport::now_ms;
 use tokio::sync::watch;
 
-use crate::module_task::Services;
+use crate::modules::module_task::Services;
 
 /// How often unused images are looked at.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::bundle_import::{BundleImporter, ImportReport};
-use crate::outbox::unframe;
+use crate::offline::bundle_import::{BundleImporter, ImportReport};
+use crate::telemetry::outbox::unframe;
 
 /// Records read from the store per page of an export.
 const EXPORT_PAGE: usize = 4096;
@@ -48,7 +48,7 @@ pub(crate) async fn serve(
     importer: BundleImporter,
     reported: watch::Receiver<Vec<u8>>,
 ) {
-    let Some(listener) = crate::status_socket::bind_private(&path, "control socket") else {
+    let Some(listener) = crate::local::status_socket::bind_private(&path, "control socket") else {
         return;
     };
     loop {

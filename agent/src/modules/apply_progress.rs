@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::reconciler::Step;
+use crate::modules::reconciler::Step;
 
 #[derive(Debug)]
 pub(crate) struct ApplyProgress {

@@ -12,9 +12,9 @@ use edgefleet_common::telemetry::{AgentMetrics, TelemetryRecord};
 use edgefleet_transport::now_ms;
 use tokio::sync::watch;
 
-use crate::outbox::Outbox;
-use crate::status_board::StatusBoard;
+use crate::modules::status_board::StatusBoard;
 use crate::store::Store;
+use crate::telemetry::outbox::Outbox;
 
 /// The module name of the agent's own telemetry.
 pub(crate) const AGENT_MODULE: &str = "_agent";

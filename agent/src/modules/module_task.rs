@@ -12,13 +12,13 @@ use edgefleet_onnx::OnnxRuntime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::container_runtime::ContainerRuntime;
-use crate::disk_budget::Usage;
-use crate::link::{InputAck, OutgoingMessage};
-use crate::outbox::Outbox;
-use crate::puller::Puller;
-use crate::status_board::StatusBoard;
+use crate::images::container_runtime::ContainerRuntime;
+use crate::images::disk_budget::Usage;
+use crate::images::puller::Puller;
+use crate::modules::status_board::StatusBoard;
 use crate::store::Store;
+use crate::telemetry::link::{InputAck, OutgoingMessage};
+use crate::telemetry::outbox::Outbox;
 
 /// Why a module is not what its manifest asks. The message is for the operator: it ends up in
 /// the reported state and the manifest's outcome.
@@ -30,9 +30,9 @@ pub(crate) enum ModuleError {
         source: Box<edgefleet_common::sealing::SealingError>,
     },
     #[error(transparent)]
-    Pull(Box<crate::puller::PullError>),
+    Pull(Box<crate::images::pull_error::PullError>),
     #[error("the model cache: {0}")]
-    Cache(Box<crate::puller::PullCause>),
+    Cache(Box<crate::images::pull_error::PullCause>),
     #[error("model of {image} does not load: {source}")]
     Load {
         image: String,
@@ -60,9 +60,9 @@ pub(crate) enum ModuleError {
     #[error("the Docker engine at {socket} is not reachable")]
     NoEngine { socket: String },
     #[error(transparent)]
-    Container(Box<crate::container_runtime::ContainerError>),
+    Container(Box<crate::images::container_runtime::ContainerError>),
     #[error(transparent)]
-    OverBudget(#[from] crate::disk_budget::OverBudget),
+    OverBudget(#[from] crate::images::disk_budget::OverBudget),
     #[error(transparent)]
     Runtime(#[from] edgefleet_onnx::runtime::RuntimeError),
     #[error("the manifest gave this {expected} module's task another kind of module")]
@@ -71,20 +71,20 @@ pub(crate) enum ModuleError {
     Task(&'static str, #[source] tokio::task::JoinError),
 }
 
-impl From<crate::puller::PullError> for ModuleError {
-    fn from(e: crate::puller::PullError) -> Self {
+impl From<crate::images::pull_error::PullError> for ModuleError {
+    fn from(e: crate::images::pull_error::PullError) -> Self {
         Self::Pull(Box::new(e))
     }
 }
 
-impl From<crate::puller::PullCause> for ModuleError {
-    fn from(e: crate::puller::PullCause) -> Self {
+impl From<crate::images::pull_error::PullCause> for ModuleError {
+    fn from(e: crate::images::pull_error::PullCause) -> Self {
         Self::Cache(Box::new(e))
     }
 }
 
-impl From<crate::container_runtime::ContainerError> for ModuleError {
-    fn from(e: crate::container_runtime::ContainerError) -> Self {
+impl From<crate::images::container_runtime::ContainerError> for ModuleError {
+    fn from(e: crate::images::container_runtime::ContainerError) -> Self {
         Self::Container(Box::new(e))
     }
 }

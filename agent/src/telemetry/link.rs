@@ -24,9 +24,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig as Config;
-use crate::delivery::{Delivery, Tag, WINDOW};
-use crate::outbox::{Outbox, pack};
 use crate::store::Store;
+use crate::telemetry::delivery::{Delivery, Tag, WINDOW};
+use crate::telemetry::outbox::{Outbox, pack};
 
 /// Most outbox records read for one refill of the window.
 const MAX_READ: usize = 4096;

@@ -16,13 +16,15 @@ use edgefleet_common::reported::{ModuleState, RuntimeStatus};
 use edgefleet_transport::now_ms;
 use tokio::sync::mpsc;
 
-use crate::container_runtime::{ContainerRuntime, OwnedContainer, spec_digest, unix_millis};
-use crate::disk_budget::Usage;
-use crate::module_task::{
+use crate::images::container_runtime::{
+    ContainerRuntime, OwnedContainer, spec_digest, unix_millis,
+};
+use crate::images::disk_budget::Usage;
+use crate::modules::module_task::{
     Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
 };
-use crate::reconciler::{ActualContainer, ContainerOperation, plan_container};
-use crate::restart_policy::{Decision, Observed, RestartState};
+use crate::modules::reconciler::{ActualContainer, ContainerOperation, plan_container};
+use crate::modules::restart_policy::{Decision, Observed, RestartState};
 
 /// How often the container is checked against its restart policy.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -94,7 +96,7 @@ impl ContainerTask {
                                         Some(ModuleCommand::Restart { request_id }) => self.restart(request_id).await,
                     Some(ModuleCommand::Input { ack, .. }) => {
                         let error = format!("{:?} is a container module; MQTT inputs go to model modules", self.name);
-                        crate::mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
+                        crate::modules::mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
                     }
                 },
                 result = async { work.as_mut().expect("guarded by is_some").await }, if work.is_some() => {

@@ -24,7 +24,7 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
-use crate::store::OutboxRecord;
+use super::record::OutboxRecord;
 
 const MAGIC: &[u8; 4] = b"EFJ1";
 const HEADER: usize = 12;

@@ -17,14 +17,15 @@ use edgefleet_onnx::canary::{canary, metadata_from_model};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::link::InputAck;
-use crate::model_module::{ActiveModel, ModelModule};
-use crate::module_task::{
+use crate::modules::module_task::{
     Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
 };
-use crate::reconciler::{ModelOperation, ServedModel, plan_model};
+use crate::modules::mqtt_input;
+use crate::modules::reconciler::{ModelOperation, ServedModel, plan_model};
+use crate::serving::model_module::{ActiveModel, ModelModule};
+use crate::serving::scoring_api;
 use crate::store::ModuleRecord;
-use crate::{mqtt_input, scoring_api};
+use crate::telemetry::link::InputAck;
 
 /// Inputs kept for a module that is not serving yet; more are recorded as refused.
 const MAX_WAITING_INPUTS: usize = 10_000;
@@ -272,7 +273,7 @@ impl ModelTask {
             tracing::error!(module = %self.name, error = %e, "the served version is not remembered");
         }
         tracing::info!(module = %self.name, image = %record.image, "serving");
-        crate::resident_memory::release_file_pages();
+        crate::serving::resident_memory::release_file_pages();
         self.configure_batch(self.spec().and_then(|s| s.batch.clone()));
         self.configure_server(serving).await
     }
@@ -355,7 +356,7 @@ impl ModelTask {
         } else {
             input.dir.clone().into()
         };
-        let task = tokio::spawn(crate::batch_scoring::watch(module, dir));
+        let task = tokio::spawn(crate::serving::batch_scoring::watch(module, dir));
         self.batch = Some((input, task));
     }
 

@@ -15,11 +15,13 @@ use edgefleet_common::reported::{ApplyStatus, DesiredOutcome, ManifestSource};
 use edgefleet_common::signing::FleetPublicKey;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::apply_progress::{ApplyProgress, Verdict};
-use crate::link::{Inbound, InputAck};
-use crate::module_task::{Assignment, ModuleCommand, ModuleEvent, ModuleHandle, Services};
-use crate::reconciler::{Step, plan};
-use crate::{container_task, model_task, mqtt_input};
+use crate::modules::apply_progress::{ApplyProgress, Verdict};
+use crate::modules::container_task;
+use crate::modules::model_task;
+use crate::modules::module_task::{Assignment, ModuleCommand, ModuleEvent, ModuleHandle, Services};
+use crate::modules::mqtt_input;
+use crate::modules::reconciler::{Step, plan};
+use crate::telemetry::link::{Inbound, InputAck};
 use edgefleet_common::create_options;
 
 /// Most bytes of logs one command result carries.
@@ -79,7 +81,7 @@ impl Supervisor {
     /// last manifest received.
     pub fn restore(
         &mut self,
-        owned: BTreeMap<String, crate::container_runtime::OwnedContainer>,
+        owned: BTreeMap<String, crate::images::container_runtime::OwnedContainer>,
     ) -> Result<(), crate::store::StoreError> {
         let store = &self.services.store;
         let outcome = store.outcome()?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use edgefleet_common::reported::{DesiredOutcome, ModuleState};
 use tokio::sync::Notify;
 
-use crate::model_module::ModelModule;
+use crate::serving::model_module::ModelModule;
 
 /// A handle to the board; cheap to clone.
 #[derive(Debug, Clone, Default)]

@@ -10,59 +10,20 @@ use std::sync::{Mutex, PoisonError};
 
 use edgefleet_common::manifest::RegistryCredential;
 use edgefleet_common::module_image::{
-    ImageReference, ImageReferenceError, MODEL_PATH, MODULE_JSON_PATH, ModuleMetadata, media_type,
+    ImageReference, ImageReferenceError, MODEL_PATH, MODULE_JSON_PATH, ModuleMetadata,
 };
 use futures_util::StreamExt as _;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
-use oci_client::secrets::RegistryAuth;
+use oci_client::manifest::OciDescriptor;
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::disk_budget::{DiskBudget, OverBudget, Usage};
+use crate::images::disk_budget::{DiskBudget, Usage};
+use crate::images::pull_error::{PullCause, PullError, pull_error};
+use crate::images::registry::{
+    ManifestDocument, RegistryAccess, classify, image_manifest, parse_manifest, platform_entry,
+};
 use crate::store::Store;
-
-/// Why a pull failed. The display names the registry, the image and the cause.
-#[derive(Debug, thiserror::Error)]
-#[error("pulling {image} from registry {registry}: {cause}")]
-pub struct PullError {
-    pub registry: String,
-    pub image: String,
-    pub cause: PullCause,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PullCause {
-    #[error(
-        "unauthorized: the registry refused {who} (check the registry's user name and password in the fleet)"
-    )]
-    Unauthorized { who: String },
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("the image reference is not pinned by digest (expected repository@sha256:...)")]
-    NotPinned,
-    #[error("invalid image reference: {0}")]
-    BadReference(String),
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
-    #[error(transparent)]
-    DiskBudget(#[from] OverBudget),
-    #[error("not a model module image: no {MODEL_PATH} in its layers")]
-    NotAModel,
-    #[error("invalid {MODULE_JSON_PATH}: {0}")]
-    BadModuleJson(String),
-    #[error("unsupported media type {0}")]
-    MediaType(String),
-    #[error("registry error: {0}")]
-    Registry(String),
-    #[error("cache: {0}")]
-    Cache(String),
-}
 
 /// A pulled model module image, its files read from the cached layers.
 #[derive(Debug)]
@@ -81,23 +42,12 @@ pub struct PullerSettings {
     pub budget: DiskBudget,
 }
 
-/// How the agent reaches registries: which are plain HTTP, which extra CA it trusts.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryAccess {
-    pub insecure: Vec<String>,
-    pub extra_ca_pem: Option<Vec<u8>>,
-}
-
 #[derive(Debug)]
 pub struct Puller {
     settings: PullerSettings,
     store: Store,
     /// Blobs a bundle import put in the cache for a manifest not applied yet: not garbage.
     held: Mutex<BTreeSet<String>>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 impl Puller {
@@ -488,202 +438,12 @@ impl Puller {
     }
 }
 
-/// The image manifest, following an index to the entry for this machine when needed (the
-/// entry's digest and bytes are returned with it).
-async fn image_manifest(
-    client: &Client,
-    reference: &Reference,
-    auth: &RegistryAuth,
-    raw: &[u8],
-    classify: &impl Fn(oci_client::errors::OciDistributionError) -> PullCause,
-) -> Result<(OciImageManifest, Option<(String, Vec<u8>)>), PullCause> {
-    let index = match parse_manifest(raw)? {
-        ManifestDocument::Image(m) => return Ok((*m, None)),
-        ManifestDocument::Index(index) => index,
-    };
-    let entry = platform_entry(&index)?;
-    let by_digest = reference.clone_with_digest(entry.digest.clone());
-    let (raw, _) = client
-        .pull_manifest_raw(
-            &by_digest,
-            auth,
-            &[media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST],
-        )
-        .await
-        .map_err(classify)?;
-    let actual = sha256_hex(&raw);
-    if actual != entry.digest {
-        return Err(PullCause::DigestMismatch {
-            what: "the platform manifest".into(),
-            expected: entry.digest.clone(),
-            actual,
-        });
-    }
-    let manifest = serde_json::from_slice(&raw)
-        .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")))?;
-    Ok((manifest, Some((entry.digest.clone(), raw.to_vec()))))
-}
-
-impl RegistryAccess {
-    /// The registry settings of `config`, with its extra CA file read.
-    pub fn from_config(
-        config: &crate::config::AgentConfig,
-    ) -> Result<Self, crate::agent::AgentError> {
-        let ca_file = &config.registry.ca_file;
-        let extra_ca_pem = if ca_file.is_empty() {
-            None
-        } else {
-            Some(
-                std::fs::read(ca_file).map_err(|source| crate::agent::AgentError::File {
-                    what: "config field `registry.ca_file`",
-                    path: ca_file.clone(),
-                    source,
-                })?,
-            )
-        };
-        Ok(Self {
-            insecure: config.registry.insecure.clone(),
-            extra_ca_pem,
-        })
-    }
-
-    fn client(&self) -> Client {
-        edgefleet_transport::install_crypto_provider();
-        let mut config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..ClientConfig::default()
-        };
-        if let Some(pem) = &self.extra_ca_pem {
-            config
-                .extra_root_certificates
-                .push(oci_client::client::Certificate {
-                    encoding: oci_client::client::CertificateEncoding::Pem,
-                    data: pem.clone(),
-                });
-        }
-        Client::new(config)
-    }
-
-    /// Fetches the image manifest `image` is pinned to and checks its digest: the registry
-    /// answered and the credentials work.
-    async fn pinned_manifest(
-        &self,
-        image: &str,
-        credential: Option<(&RegistryCredential, &str)>,
-    ) -> Result<Fetched, PullError> {
-        let fail = |cause| pull_error(image, cause);
-        // Parsed here rather than by oci-client's Reference::from_str, whose regular
-        // expression leaves ~12 MiB of heap behind on a device.
-        let parsed: ImageReference = image
-            .parse()
-            .map_err(|e: ImageReferenceError| fail(PullCause::BadReference(e.to_string())))?;
-        let pinned = parsed
-            .digest
-            .clone()
-            .ok_or_else(|| fail(PullCause::NotPinned))?;
-        let reference = Reference::with_digest(parsed.registry, parsed.repository, pinned.clone());
-        let (auth, who) = match credential {
-            Some((c, password)) => (
-                RegistryAuth::Basic(c.username.clone(), password.to_owned()),
-                format!("user {:?}", c.username),
-            ),
-            None => (RegistryAuth::Anonymous, "anonymous access".to_owned()),
-        };
-        let client = self.client();
-        let accepted = [
-            media_type::OCI_MANIFEST,
-            media_type::DOCKER_MANIFEST,
-            media_type::OCI_INDEX,
-            media_type::DOCKER_MANIFEST_LIST,
-        ];
-        let (raw, _) = client
-            .pull_manifest_raw(&reference, &auth, &accepted)
-            .await
-            .map_err(|e| fail(classify(e, &reference, &who)))?;
-        let actual = sha256_hex(&raw);
-        if actual != pinned {
-            return Err(fail(PullCause::DigestMismatch {
-                what: "the image manifest".into(),
-                expected: pinned,
-                actual,
-            }));
-        }
-        Ok(Fetched {
-            client,
-            reference,
-            auth,
-            who,
-            pinned,
-            raw: raw.to_vec(),
-        })
-    }
-
-    /// Checks that `image` can be pulled with `credential` (the registry answers, the
-    /// credentials are accepted, the digest matches) without downloading any layer, and
-    /// returns the bytes of its config and layers.
-    pub async fn image_bytes(
-        &self,
-        image: &str,
-        credential: Option<(&RegistryCredential, &str)>,
-    ) -> Result<u64, PullError> {
-        let f = self.pinned_manifest(image, credential).await?;
-        let classify = |e| classify(e, &f.reference, &f.who);
-        let (manifest, _) = image_manifest(&f.client, &f.reference, &f.auth, &f.raw, &classify)
-            .await
-            .map_err(|cause| pull_error(image, cause))?;
-        Ok(std::iter::once(&manifest.config)
-            .chain(&manifest.layers)
-            .map(|d| d.size.max(0) as u64)
-            .sum())
-    }
-}
-
 /// An image whose blobs are all in the cache.
 struct CachedImage {
     digest: String,
     /// Its manifests and layers.
     blobs: Vec<String>,
     layers: Vec<OciDescriptor>,
-}
-
-/// An image manifest, or an index of them (one per platform).
-pub(crate) enum ManifestDocument {
-    Image(Box<OciImageManifest>),
-    Index(OciImageIndex),
-}
-
-pub(crate) fn parse_manifest(raw: &[u8]) -> Result<ManifestDocument, PullCause> {
-    let value: serde_json::Value = serde_json::from_slice(raw)
-        .map_err(|e| PullCause::Registry(format!("manifest is not JSON: {e}")))?;
-    if value.get("manifests").is_none() {
-        return serde_json::from_value(value)
-            .map(|m| ManifestDocument::Image(Box::new(m)))
-            .map_err(|e| PullCause::Registry(format!("invalid image manifest: {e}")));
-    }
-    serde_json::from_value(value)
-        .map(ManifestDocument::Index)
-        .map_err(|e| PullCause::Registry(format!("invalid image index: {e}")))
-}
-
-/// The entry of `index` for this machine (its first entry when none names the platform).
-pub(crate) fn platform_entry(index: &OciImageIndex) -> Result<&ImageIndexEntry, PullCause> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    index
-        .manifests
-        .iter()
-        .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.architecture.to_string() == arch)
-        })
-        .or_else(|| index.manifests.first())
-        .ok_or_else(|| PullCause::NotFound("the image index lists no manifests".into()))
 }
 
 /// Hashes what it writes.
@@ -700,56 +460,6 @@ impl std::io::Write for HashingWriter<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// A manifest fetched and checked against its pin, with what the rest of a pull needs.
-struct Fetched {
-    client: Client,
-    reference: Reference,
-    auth: RegistryAuth,
-    /// Who the registry was asked as, for error messages.
-    who: String,
-    pinned: String,
-    raw: Vec<u8>,
-}
-
-fn pull_error(image: &str, cause: PullCause) -> PullError {
-    PullError {
-        registry: image.split('/').next().unwrap_or_default().to_owned(),
-        image: image.to_owned(),
-        cause,
-    }
-}
-
-/// What an oci-client error means for the operator.
-fn classify(
-    e: oci_client::errors::OciDistributionError,
-    reference: &Reference,
-    who: &str,
-) -> PullCause {
-    use oci_client::errors::OciDistributionError as E;
-    let missing = || {
-        PullCause::NotFound(format!(
-            "{} does not exist in the registry",
-            reference.whole()
-        ))
-    };
-    match e {
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => PullCause::Unauthorized {
-            who: who.to_owned(),
-        },
-        E::ImageManifestNotFoundError(m) => PullCause::NotFound(m),
-        E::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|x| {
-                let code = format!("{:?}", x.code);
-                code.contains("Unknown") || code.contains("NotFound")
-            }) =>
-        {
-            missing()
-        }
-        E::ServerError { code: 404, .. } => missing(),
-        other => PullCause::Registry(other.to_string()),
     }
 }
 

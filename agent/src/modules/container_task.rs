@@ -3,8 +3,6 @@
 //! answering), applies the restart policy, answers the fleet's `restart`, and retries with
 //! backoff when the module could not be applied.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +19,12 @@ use crate::images::container_runtime::{
 };
 use crate::images::disk_budget::Usage;
 use crate::modules::module_task::{
-    Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
+    Assignment, Backoff, ModuleError, ModuleEvent, ModuleHandle, Services,
 };
 use crate::modules::reconciler::{ActualContainer, ContainerOperation, plan_container};
 use crate::modules::restart_policy::{Decision, Observed, RestartState};
+use crate::modules::task_driver::{ModuleKindTask, Work, drive};
+use crate::telemetry::link::InputAck;
 
 /// How often the container is checked against its restart policy.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -50,12 +50,9 @@ pub(crate) fn spawn(
     ModuleHandle {
         kind: ModuleKind::Container,
         commands,
-        task: tokio::spawn(task.run(rx)),
+        task: tokio::spawn(drive(task, rx)),
     }
 }
-
-/// Work on the engine that may take long (a pull); `Ok` may carry a warning to report.
-type Work = Pin<Box<dyn Future<Output = Result<Option<String>, ModuleError>> + Send>>;
 
 #[derive(Debug)]
 struct ContainerTask {
@@ -73,123 +70,11 @@ struct ContainerTask {
 }
 
 impl ContainerTask {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<ModuleCommand>) {
-        let mut work: Option<Work> = None;
-        let mut retry_at: Option<Instant> = None;
-        let mut watch = tokio::time::interval(WATCH_INTERVAL);
-        // Ticks missed while work ran are not made up in a burst.
-        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                    // The agent is shutting down; containers keep running without it.
-                    None => return,
-                                        Some(ModuleCommand::Apply(assignment)) => {
-                        self.backoff.reset();
-                        work = self.apply(assignment).await;
-                        retry_at = self.retry_if_failed(work.is_none());
-                    }
-                    Some(ModuleCommand::Remove) => {
-                        self.remove().await;
-                        return;
-                    }
-                                        Some(ModuleCommand::Restart { request_id }) => self.restart(request_id).await,
-                    Some(ModuleCommand::Input { ack, .. }) => {
-                        let error = format!("{:?} is a container module; MQTT inputs go to model modules", self.name);
-                        crate::modules::mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
-                    }
-                },
-                result = async { work.as_mut().expect("guarded by is_some").await }, if work.is_some() => {
-                    work = None;
-                    self.refresh().await;
-                                        match result {
-                        Ok(warning) => self.succeed(warning),
-                        Err(e) => {
-                            tracing::warn!(module = %self.name, error = %e, "container module not applied");
-                            self.fail(e.to_string());
-                        }
-                    }
-                    retry_at = self.retry_if_failed(true);
-                }
-                () = async { tokio::time::sleep_until(retry_at.expect("guarded by is_some").into()).await }, if retry_at.is_some() => {
-                    retry_at = None;
-                                        if let Some(assignment) = self.assignment.clone() {
-                        tracing::info!(module = %self.name, version = assignment.version, "retrying the module");
-                        work = self.apply(assignment).await;
-                        retry_at = self.retry_if_failed(work.is_none());
-                    }
-                }
-                _ = watch.tick(), if work.is_none() => self.watch().await,
-            }
-        }
-    }
-
-    /// When to try again: after the backoff, if what was tried has ended (`settled`) and failed.
-    fn retry_if_failed(&mut self, settled: bool) -> Option<Instant> {
-        (settled && self.failing).then(|| Instant::now() + self.backoff.next_delay())
-    }
-
     fn spec(&self) -> Option<&ContainerSpec> {
         match &self.assignment.as_ref()?.module {
             Module::Container(spec) => Some(spec),
             Module::Model(_) => None,
         }
-    }
-
-    /// Starts what `assignment` needs from the engine, as work for the task to run beside its
-    /// commands; reports at once when nothing is needed.
-    async fn apply(&mut self, assignment: Assignment) -> Option<Work> {
-        self.assignment = Some(assignment.clone());
-        let Module::Container(spec) = assignment.module else {
-            self.fail(
-                ModuleError::WrongKind {
-                    expected: "container",
-                }
-                .to_string(),
-            );
-            return None;
-        };
-        let Some(runtime) = self.services.containers.clone() else {
-            self.fail(self.services.no_engine().to_string());
-            return None;
-        };
-        self.refresh().await;
-        let actual = self.seen.as_ref().map(|c| ActualContainer {
-            spec: c.spec.clone(),
-            running: c.running,
-        });
-        let name = self.name.clone();
-        let operation = plan_container(&spec, actual.as_ref(), spec_digest);
-        if matches!(operation, ContainerOperation::Recreate)
-            && let Some(old) = &self.seen
-            && old.image != spec.image
-        {
-            self.mark_unused(&old.image);
-        }
-        let work: Work = match operation {
-            ContainerOperation::Nothing => {
-                self.succeed(None);
-                return None;
-            }
-            ContainerOperation::Create | ContainerOperation::Recreate => {
-                self.publish_state();
-                Box::pin(create_container(
-                    self.services.clone(),
-                    name,
-                    spec,
-                    assignment.version,
-                    assignment.credential,
-                    matches!(operation, ContainerOperation::Recreate),
-                ))
-            }
-            ContainerOperation::Start => {
-                Box::pin(async move { Ok(runtime.start(&name).await.map(|()| None)?) })
-            }
-            ContainerOperation::Stop => {
-                Box::pin(async move { Ok(runtime.stop(&name).await.map(|()| None)?) })
-            }
-        };
-        Some(work)
     }
 
     /// Reads the container's state from the engine.
@@ -202,88 +87,6 @@ impl ContainerTask {
                 }
             }
         }
-    }
-
-    /// Applies the restart policy to what the engine reports now.
-    async fn watch(&mut self) {
-        let Some(spec) = self.spec().cloned() else {
-            return;
-        };
-        let Some(runtime) = self.services.containers.clone() else {
-            return;
-        };
-        let before = (self.seen.clone(), self.status());
-        self.refresh().await;
-        if spec.status == DesiredStatus::Running
-            && let Some(c) = &self.seen
-        {
-            let observed = observed(c);
-            if self
-                .restarts
-                .decide(spec.restart_policy, observed, Instant::now())
-                == Decision::Restart
-            {
-                tracing::info!(module = %self.name, restarts = self.restarts.restart_count, "restarting container");
-                metrics::counter!("edgefleet_agent_container_restarts_total", "module" => self.name.clone()).increment(1);
-                if c.running {
-                    let _ = runtime.stop(&self.name).await;
-                }
-                if let Err(e) = runtime.start(&self.name).await {
-                    self.error = Some(e.to_string());
-                }
-                self.refresh().await;
-            }
-        }
-        if (self.seen.clone(), self.status()) != before {
-            self.publish_state();
-        }
-    }
-
-    /// The fleet's `restart` command.
-    async fn restart(&mut self, request_id: String) {
-        let outcome = match &self.services.containers {
-            None => CommandOutcome::Failed {
-                error: self.services.no_engine().to_string(),
-            },
-            Some(runtime) => {
-                let stopped = runtime.stop(&self.name).await;
-                match stopped.and(runtime.start(&self.name).await) {
-                    Ok(()) => {
-                        self.restarts.restart_count += 1;
-                        metrics::counter!("edgefleet_agent_container_restarts_total", "module" => self.name.clone()).increment(1);
-                        CommandOutcome::Restarted
-                    }
-                    Err(e) => CommandOutcome::Failed {
-                        error: e.to_string(),
-                    },
-                }
-            }
-        };
-        self.services.answer(
-            "restart",
-            &CommandResult {
-                request_id,
-                module: self.name.clone(),
-                outcome,
-            },
-        );
-        self.refresh().await;
-        self.publish_state();
-    }
-
-    async fn remove(&mut self) {
-        if let Some(runtime) = &self.services.containers {
-            if let Err(e) = runtime.remove(&self.name).await {
-                tracing::warn!(module = %self.name, error = %e, "container not removed");
-            }
-            if let Some(old) = self.seen.take() {
-                self.mark_unused(&old.image);
-            }
-        }
-        self.services.board.remove_module(&self.name);
-        let _ = self.services.events.send(ModuleEvent::Removed {
-            module: self.name.clone(),
-        });
     }
 
     /// Remembers that `image` may be unused now; the image clean-up removes it after the grace
@@ -356,6 +159,190 @@ impl ContainerTask {
             inference: None,
         };
         self.services.board.set_module(&self.name, state, None);
+    }
+}
+
+impl ModuleKindTask for ContainerTask {
+    type Done = Result<Option<String>, ModuleError>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn assignment(&self) -> Option<&Assignment> {
+        self.assignment.as_ref()
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+
+    fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// Starts what `assignment` needs from the engine, as work for the task to run beside its
+    /// commands; reports at once when nothing is needed.
+    async fn apply(&mut self, assignment: Assignment) -> Option<Work<Self::Done>> {
+        self.assignment = Some(assignment.clone());
+        let Module::Container(spec) = assignment.module else {
+            self.fail(
+                ModuleError::WrongKind {
+                    expected: "container",
+                }
+                .to_string(),
+            );
+            return None;
+        };
+        let Some(runtime) = self.services.containers.clone() else {
+            self.fail(self.services.no_engine().to_string());
+            return None;
+        };
+        self.refresh().await;
+        let actual = self.seen.as_ref().map(|c| ActualContainer {
+            spec: c.spec.clone(),
+            running: c.running,
+        });
+        let name = self.name.clone();
+        let operation = plan_container(&spec, actual.as_ref(), spec_digest);
+        if matches!(operation, ContainerOperation::Recreate)
+            && let Some(old) = &self.seen
+            && old.image != spec.image
+        {
+            self.mark_unused(&old.image);
+        }
+        let work: Work<Self::Done> = match operation {
+            ContainerOperation::Nothing => {
+                self.succeed(None);
+                return None;
+            }
+            ContainerOperation::Create | ContainerOperation::Recreate => {
+                self.publish_state();
+                Box::pin(create_container(
+                    self.services.clone(),
+                    name,
+                    spec,
+                    assignment.version,
+                    assignment.credential,
+                    matches!(operation, ContainerOperation::Recreate),
+                ))
+            }
+            ContainerOperation::Start => {
+                Box::pin(async move { Ok(runtime.start(&name).await.map(|()| None)?) })
+            }
+            ContainerOperation::Stop => {
+                Box::pin(async move { Ok(runtime.stop(&name).await.map(|()| None)?) })
+            }
+        };
+        Some(work)
+    }
+
+    async fn settle(&mut self, done: Self::Done) {
+        self.refresh().await;
+        match done {
+            Ok(warning) => self.succeed(warning),
+            Err(e) => {
+                tracing::warn!(module = %self.name, error = %e, "container module not applied");
+                self.fail(e.to_string());
+            }
+        }
+    }
+
+    /// The fleet's `restart` command.
+    async fn restart(&mut self, request_id: String) {
+        let outcome = match &self.services.containers {
+            None => CommandOutcome::Failed {
+                error: self.services.no_engine().to_string(),
+            },
+            Some(runtime) => {
+                let stopped = runtime.stop(&self.name).await;
+                match stopped.and(runtime.start(&self.name).await) {
+                    Ok(()) => {
+                        self.restarts.restart_count += 1;
+                        metrics::counter!("edgefleet_agent_container_restarts_total", "module" => self.name.clone()).increment(1);
+                        CommandOutcome::Restarted
+                    }
+                    Err(e) => CommandOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                }
+            }
+        };
+        self.services.answer(
+            "restart",
+            &CommandResult {
+                request_id,
+                module: self.name.clone(),
+                outcome,
+            },
+        );
+        self.refresh().await;
+        self.publish_state();
+    }
+
+    fn input(&mut self, _payload: Vec<u8>, ack: InputAck) {
+        let error = format!(
+            "{:?} is a container module; MQTT inputs go to model modules",
+            self.name
+        );
+        crate::modules::mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
+    }
+
+    async fn remove(&mut self) {
+        if let Some(runtime) = &self.services.containers {
+            if let Err(e) = runtime.remove(&self.name).await {
+                tracing::warn!(module = %self.name, error = %e, "container not removed");
+            }
+            if let Some(old) = self.seen.take() {
+                self.mark_unused(&old.image);
+            }
+        }
+        self.services.board.remove_module(&self.name);
+        let _ = self.services.events.send(ModuleEvent::Removed {
+            module: self.name.clone(),
+        });
+    }
+
+    /// The agent is shutting down; containers keep running without it.
+    async fn shut_down(&mut self) {}
+
+    fn watch_every(&self) -> Option<Duration> {
+        Some(WATCH_INTERVAL)
+    }
+
+    /// Applies the restart policy to what the engine reports now.
+    async fn watch(&mut self) {
+        let Some(spec) = self.spec().cloned() else {
+            return;
+        };
+        let Some(runtime) = self.services.containers.clone() else {
+            return;
+        };
+        let before = (self.seen.clone(), self.status());
+        self.refresh().await;
+        if spec.status == DesiredStatus::Running
+            && let Some(c) = &self.seen
+        {
+            let observed = observed(c);
+            if self
+                .restarts
+                .decide(spec.restart_policy, observed, Instant::now())
+                == Decision::Restart
+            {
+                tracing::info!(module = %self.name, restarts = self.restarts.restart_count, "restarting container");
+                metrics::counter!("edgefleet_agent_container_restarts_total", "module" => self.name.clone()).increment(1);
+                if c.running {
+                    let _ = runtime.stop(&self.name).await;
+                }
+                if let Err(e) = runtime.start(&self.name).await {
+                    self.error = Some(e.to_string());
+                }
+                self.refresh().await;
+            }
+        }
+        if (self.seen.clone(), self.status()) != before {
+            self.publish_state();
+        }
     }
 }
 

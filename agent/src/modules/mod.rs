@@ -15,3 +15,4 @@ pub(crate) mod reconciler;
 pub(crate) mod restart_policy;
 pub(crate) mod status_board;
 pub(crate) mod supervisor;
+pub(crate) mod task_driver;

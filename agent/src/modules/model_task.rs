@@ -2,11 +2,9 @@
 //! the version it serves keeps answering, swaps to it, serves the scoring API on the
 //! manifest's port, and retries with backoff when an activation fails.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgefleet_common::commands::{CommandOutcome, CommandResult};
 use edgefleet_common::manifest::{
@@ -18,10 +16,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::modules::module_task::{
-    Assignment, Backoff, ModuleCommand, ModuleError, ModuleEvent, ModuleHandle, Services,
+    Assignment, Backoff, ModuleError, ModuleEvent, ModuleHandle, Services,
 };
 use crate::modules::mqtt_input;
 use crate::modules::reconciler::{ModelOperation, ServedModel, plan_model};
+use crate::modules::task_driver::{ModuleKindTask, Work, drive};
 use crate::serving::model_module::{ActiveModel, ModelModule};
 use crate::serving::scoring_api;
 use crate::store::ModuleRecord;
@@ -58,7 +57,13 @@ pub(crate) fn spawn(name: &str, services: Arc<Services>, restore: Option<Restore
     ModuleHandle {
         kind: ModuleKind::Model,
         commands,
-        task: tokio::spawn(task.run(rx, restore)),
+        task: tokio::spawn(async move {
+            let mut task = task;
+            if let Some(restore) = restore {
+                task.restore(restore).await;
+            }
+            drive(task, rx).await;
+        }),
     }
 }
 
@@ -68,8 +73,6 @@ struct Server {
     addr: SocketAddr,
     server: scoring_api::ScoringServer,
 }
-
-type Activation = Pin<Box<dyn Future<Output = Result<ActiveModel, ModuleError>> + Send>>;
 
 #[derive(Debug)]
 struct ModelTask {
@@ -90,160 +93,10 @@ struct ModelTask {
 }
 
 impl ModelTask {
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<ModuleCommand>,
-        restore: Option<Restore>,
-    ) {
-        if let Some(restore) = restore {
-            self.restore(restore).await;
-        }
-        let mut activation: Option<Activation> = None;
-        let mut retry_at: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                                        // The agent is shutting down: the scoring API finishes its requests first.
-                    None => {
-                        self.stop_server().await;
-                        return;
-                    }
-                                        Some(ModuleCommand::Apply(assignment)) => {
-                        self.backoff.reset();
-                        activation = self.apply(assignment).await;
-                        retry_at = self.retry_if_failed(activation.is_none());
-                    }
-                    Some(ModuleCommand::Remove) => {
-                        self.remove().await;
-                        return;
-                    }
-                                        Some(ModuleCommand::Input { payload, ack }) => self.on_input(payload, ack),
-                    Some(ModuleCommand::Restart { request_id }) => {
-                        self.services.answer("restart", &CommandResult {
-                            request_id,
-                            module: self.name.clone(),
-                            outcome: CommandOutcome::Failed {
-                                error: format!("{:?} is a model module; only container modules restart", self.name),
-                            },
-                        });
-                    }
-                },
-                result = async { activation.as_mut().expect("guarded by is_some").await }, if activation.is_some() => {
-                                        activation = None;
-                    self.activated(result).await;
-                    retry_at = self.retry_if_failed(true);
-                }
-                () = async { tokio::time::sleep_until(retry_at.expect("guarded by is_some").into()).await }, if retry_at.is_some() => {
-                    retry_at = None;
-                                        if let Some(assignment) = self.assignment.clone() {
-                        tracing::info!(module = %self.name, version = assignment.version, "retrying the module");
-                        activation = self.apply(assignment).await;
-                        retry_at = self.retry_if_failed(activation.is_none());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Scores an input with the served version, or keeps it until a version serves.
-    fn on_input(&mut self, payload: Vec<u8>, ack: InputAck) {
-        let outbox = &self.services.outbox;
-        match &self.served {
-            Some(module) if module.serving().mqtt_input => {
-                mqtt_input::score(module.clone(), outbox.clone(), payload, ack);
-            }
-            Some(_) => {
-                let error = format!(
-                    "{:?} does not take MQTT inputs (its serving.mqttInput is false)",
-                    self.name
-                );
-                mqtt_input::refuse(outbox, &self.name, error, ack);
-            }
-            None if self.waiting_inputs.len() < MAX_WAITING_INPUTS => {
-                self.waiting_inputs.push((payload, ack));
-            }
-            None => {
-                let error = format!(
-                    "{:?} is not serving yet and {MAX_WAITING_INPUTS} inputs already wait for it",
-                    self.name
-                );
-                mqtt_input::refuse(outbox, &self.name, error, ack);
-            }
-        }
-    }
-
-    /// When to try again: after the backoff, if what was tried has ended (`settled`) and failed.
-    fn retry_if_failed(&mut self, settled: bool) -> Option<Instant> {
-        (settled && self.error.is_some()).then(|| Instant::now() + self.backoff.next_delay())
-    }
-
     fn spec(&self) -> Option<&ModelSpec> {
         match &self.assignment.as_ref()?.module {
             Module::Model(spec) => Some(spec),
             Module::Container(_) => None,
-        }
-    }
-
-    /// Starts what `assignment` needs: nothing, a new serving configuration (done here, it is
-    /// local and quick), or an activation (returned, for the task to run beside its commands).
-    async fn apply(&mut self, assignment: Assignment) -> Option<Activation> {
-        self.assignment = Some(assignment.clone());
-        let Module::Model(spec) = assignment.module else {
-            self.fail(ModuleError::WrongKind { expected: "model" }.to_string());
-            return None;
-        };
-        let actual = self.served.as_ref().map(|m| {
-            let active = m.active();
-            ServedModel {
-                image: active.image.clone(),
-                session: active.session.clone(),
-                serving: self.server.as_ref().map(|_| (**m.serving()).clone()),
-                batch: self.batch.as_ref().map(|(input, _)| input.clone()),
-            }
-        });
-        match plan_model(&spec, actual.as_ref()) {
-            ModelOperation::Nothing => {
-                self.succeed();
-                None
-            }
-            ModelOperation::Reconfigure => {
-                self.configure_batch(spec.batch.clone());
-                match self.configure_server(spec.serving.clone()).await {
-                    Ok(()) => self.succeed(),
-                    Err(e) => self.fail(e.to_string()),
-                }
-                None
-            }
-            ModelOperation::Activate => {
-                self.publish_state();
-                Some(Box::pin(activate(
-                    self.services.clone(),
-                    self.name.clone(),
-                    spec.image,
-                    spec.session,
-                    assignment.credential,
-                )))
-            }
-        }
-    }
-
-    /// Serves a finished activation, or reports why it failed.
-    async fn activated(&mut self, result: Result<ActiveModel, ModuleError>) {
-        let serving = self.spec().and_then(|s| s.serving.clone());
-        let installed = match result {
-            Ok(active) => self.install(active, serving).await,
-            Err(e) => Err(e),
-        };
-        match installed {
-            Ok(()) => self.succeed(),
-            Err(e) => {
-                let e = match &self.served {
-                    Some(m) => format!("{e}; still serving {}", m.active().image),
-                    None => e.to_string(),
-                };
-                tracing::warn!(module = %self.name, error = %e, "activation failed");
-                self.fail(e);
-            }
         }
     }
 
@@ -267,7 +120,7 @@ impl ModelTask {
             }
         }
         for (payload, ack) in std::mem::take(&mut self.waiting_inputs) {
-            self.on_input(payload, ack);
+            self.input(payload, ack);
         }
         if let Err(e) = self.services.store.put_module(&self.name, &record) {
             tracing::error!(module = %self.name, error = %e, "the served version is not remembered");
@@ -367,24 +220,6 @@ impl ModelTask {
         server.server.stop(SERVER_STOP_GRACE).await;
     }
 
-    async fn remove(&mut self) {
-        for (_, ack) in std::mem::take(&mut self.waiting_inputs) {
-            let error = format!("{:?} was removed before it served", self.name);
-            mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
-        }
-        self.stop_server().await;
-        self.configure_batch(None);
-        self.served = None;
-        if let Err(e) = self.services.store.remove_module(&self.name) {
-            tracing::warn!(module = %self.name, error = %e, "removed module not forgotten");
-        }
-        tracing::info!(module = %self.name, "removed");
-        self.services.board.remove_module(&self.name);
-        let _ = self.services.events.send(ModuleEvent::Removed {
-            module: self.name.clone(),
-        });
-    }
-
     fn succeed(&mut self) {
         self.error = None;
         self.backoff.reset();
@@ -445,6 +280,156 @@ impl ModelTask {
         self.services
             .board
             .set_module(&self.name, state, self.served.clone());
+    }
+}
+
+impl ModuleKindTask for ModelTask {
+    type Done = Result<ActiveModel, ModuleError>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn assignment(&self) -> Option<&Assignment> {
+        self.assignment.as_ref()
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+
+    fn failing(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Starts what `assignment` needs: nothing, a new serving configuration (done here, it is
+    /// local and quick), or an activation (returned, for the task to run beside its commands).
+    async fn apply(&mut self, assignment: Assignment) -> Option<Work<Self::Done>> {
+        self.assignment = Some(assignment.clone());
+        let Module::Model(spec) = assignment.module else {
+            self.fail(ModuleError::WrongKind { expected: "model" }.to_string());
+            return None;
+        };
+        let actual = self.served.as_ref().map(|m| {
+            let active = m.active();
+            ServedModel {
+                image: active.image.clone(),
+                session: active.session.clone(),
+                serving: self.server.as_ref().map(|_| (**m.serving()).clone()),
+                batch: self.batch.as_ref().map(|(input, _)| input.clone()),
+            }
+        });
+        match plan_model(&spec, actual.as_ref()) {
+            ModelOperation::Nothing => {
+                self.succeed();
+                None
+            }
+            ModelOperation::Reconfigure => {
+                self.configure_batch(spec.batch.clone());
+                match self.configure_server(spec.serving.clone()).await {
+                    Ok(()) => self.succeed(),
+                    Err(e) => self.fail(e.to_string()),
+                }
+                None
+            }
+            ModelOperation::Activate => {
+                self.publish_state();
+                Some(Box::pin(activate(
+                    self.services.clone(),
+                    self.name.clone(),
+                    spec.image,
+                    spec.session,
+                    assignment.credential,
+                )))
+            }
+        }
+    }
+
+    /// Serves a finished activation, or reports why it failed.
+    async fn settle(&mut self, result: Self::Done) {
+        let serving = self.spec().and_then(|s| s.serving.clone());
+        let installed = match result {
+            Ok(active) => self.install(active, serving).await,
+            Err(e) => Err(e),
+        };
+        match installed {
+            Ok(()) => self.succeed(),
+            Err(e) => {
+                let e = match &self.served {
+                    Some(m) => format!("{e}; still serving {}", m.active().image),
+                    None => e.to_string(),
+                };
+                tracing::warn!(module = %self.name, error = %e, "activation failed");
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Only container modules restart.
+    async fn restart(&mut self, request_id: String) {
+        self.services.answer(
+            "restart",
+            &CommandResult {
+                request_id,
+                module: self.name.clone(),
+                outcome: CommandOutcome::Failed {
+                    error: format!(
+                        "{:?} is a model module; only container modules restart",
+                        self.name
+                    ),
+                },
+            },
+        );
+    }
+
+    /// Scores an input with the served version, or keeps it until a version serves.
+    fn input(&mut self, payload: Vec<u8>, ack: InputAck) {
+        let outbox = &self.services.outbox;
+        match &self.served {
+            Some(module) if module.serving().mqtt_input => {
+                mqtt_input::score(module.clone(), outbox.clone(), payload, ack);
+            }
+            Some(_) => {
+                let error = format!(
+                    "{:?} does not take MQTT inputs (its serving.mqttInput is false)",
+                    self.name
+                );
+                mqtt_input::refuse(outbox, &self.name, error, ack);
+            }
+            None if self.waiting_inputs.len() < MAX_WAITING_INPUTS => {
+                self.waiting_inputs.push((payload, ack));
+            }
+            None => {
+                let error = format!(
+                    "{:?} is not serving yet and {MAX_WAITING_INPUTS} inputs already wait for it",
+                    self.name
+                );
+                mqtt_input::refuse(outbox, &self.name, error, ack);
+            }
+        }
+    }
+
+    async fn remove(&mut self) {
+        for (_, ack) in std::mem::take(&mut self.waiting_inputs) {
+            let error = format!("{:?} was removed before it served", self.name);
+            mqtt_input::refuse(&self.services.outbox, &self.name, error, ack);
+        }
+        self.stop_server().await;
+        self.configure_batch(None);
+        self.served = None;
+        if let Err(e) = self.services.store.remove_module(&self.name) {
+            tracing::warn!(module = %self.name, error = %e, "removed module not forgotten");
+        }
+        tracing::info!(module = %self.name, "removed");
+        self.services.board.remove_module(&self.name);
+        let _ = self.services.events.send(ModuleEvent::Removed {
+            module: self.name.clone(),
+        });
+    }
+
+    /// The agent is shutting down: the scoring API finishes its requests first.
+    async fn shut_down(&mut self) {
+        self.stop_server().await;
     }
 }
 

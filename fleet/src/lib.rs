@@ -3,7 +3,7 @@
 //! The [`service`] wires the fleet's keys, its [`store`], the [`mqtt_session`] and the HTTP
 //! [`routes`], which call the [`domain`] layer: registries, the model registry (checked with
 //! ONNX Runtime, [`package`]d as OCI images), devices, deployments with target [`condition`]s,
-//! per-device manifests ([`render`]) and [`rollout`] status, over the [`records`] it stores.
+//! per-device manifests ([`render`]) and [`rollouts`], over the [`records`] it stores.
 //! Errors are [`error::FleetError`]. The [`cli`] talks to the service through the typed
 //! [`client`]; request and response bodies are `edgefleet_common::fleet_api`.
 
@@ -22,8 +22,9 @@ pub mod mqtt_session;
 pub mod package;
 pub mod records;
 pub mod render;
-pub mod rollout;
+
+pub mod rollouts;
 pub mod routes;
 pub mod service;
-pub mod staged_rollout;
+
 pub mod store;

@@ -14,8 +14,6 @@ use edgefleet_common::reported::ReportedState;
 use edgefleet_common::sealing::SealedSecret;
 use serde::{Deserialize, Serialize};
 
-use crate::staged_rollout::Baseline;
-
 /// A container registry models are pushed to and devices pull from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -141,6 +139,10 @@ pub struct Rollout {
     /// The phase in progress.
     pub current: usize,
 }
+
+/// Inference counters of a device's model modules when its phase started (module -> count,
+/// errors), so the error rate is judged on what the new revision served.
+pub type Baseline = BTreeMap<String, (u64, u64)>;
 
 /// One phase of a staged rollout.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

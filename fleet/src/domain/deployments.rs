@@ -20,7 +20,7 @@ use crate::error::FleetError;
 use crate::image_pin;
 use crate::records::{Deployment, DeviceStatus, Registry, RenderedManifest};
 use crate::render::resolve_model;
-use crate::rollout;
+use crate::rollouts::status as rollout;
 use crate::store::{Batch, kind};
 
 impl Fleet {

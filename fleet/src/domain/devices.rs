@@ -17,7 +17,7 @@ use super::{Affected, Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{Device, DeviceStatus, Registry, RenderedManifest};
 use crate::render::{Catalog, Render, render_device};
-use crate::rollout::is_stale;
+use crate::rollouts::status::is_stale;
 use crate::store::{Batch, kind};
 
 /// How long the service waits for a device to answer a command.

@@ -1,8 +1,6 @@
-//! Staged rollouts, without I/O: which devices form each phase of a deployment's rollout, and
-//! what the devices of a phase say about its health. The fleet service keeps a rollout's state
-//! (`records::Rollout`) and asks these functions what to do next.
-
-use std::collections::BTreeMap;
+//! The parts of a staged rollout's decisions, without I/O: which devices form each phase of a
+//! deployment's rollout, how many may move yet, what a moved device says about its health and
+//! when failures abort. [`super::step`] puts them together into one step of a rollout.
 
 use edgefleet_common::UnixMillis;
 use edgefleet_common::fleet_api::{Growth, RolloutPolicy};
@@ -10,7 +8,7 @@ use edgefleet_common::manifest::ModuleKind;
 use edgefleet_common::reported::{ApplyStatus, RuntimeStatus};
 use sha2::{Digest as _, Sha256};
 
-use crate::records::DeviceStatus;
+use crate::records::{Baseline, DeviceStatus};
 
 /// The order devices join a deployment's rollouts in: a hash of the deployment and device
 /// names, so every rollout of a deployment picks the same canaries.
@@ -68,10 +66,6 @@ pub enum DeviceHealth {
     /// Refused the manifest, a module failed, or a metric over its limit.
     Failed(String),
 }
-
-/// Inference counters of a device's model modules when its phase started (module -> count,
-/// errors), so the error rate is judged on what the new revision served.
-pub type Baseline = BTreeMap<String, (u64, u64)>;
 
 /// The counters of `status`'s model modules now.
 pub fn baseline(status: &DeviceStatus) -> Baseline {
@@ -186,10 +180,8 @@ pub fn aborts(failed: usize, size: usize, policy: &RolloutPolicy) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollouts::fixtures::{model, status};
     use edgefleet_common::fleet_api::PhaseSize;
-    use edgefleet_common::reported::{
-        DesiredOutcome, InferenceStats, ModuleState, OutboxState, ReportedState,
-    };
 
     fn policy() -> RolloutPolicy {
         serde_json::from_str("{}").expect("defaults")
@@ -239,51 +231,6 @@ mod tests {
         canaries.sort();
         assert_eq!(canaries, ["gw-5", "gw-6"]);
         assert_eq!(plan.iter().map(Vec::len).sum::<usize>(), 6);
-    }
-
-    fn status(version: u64, code: ApplyStatus, modules: Vec<(&str, ModuleState)>) -> DeviceStatus {
-        DeviceStatus {
-            last_seen_ms: Some(1_000),
-            reported: Some(ReportedState {
-                schema_version: "1".into(),
-                device_id: "gw".into(),
-                agent_version: "0".into(),
-                applied_version: Some(version),
-                last_desired: Some(DesiredOutcome {
-                    version: Some(version),
-                    status: code,
-                    message: "m".into(),
-                    source: Default::default(),
-                }),
-                modules: modules
-                    .into_iter()
-                    .map(|(n, m)| (n.to_owned(), m))
-                    .collect(),
-                outbox: OutboxState::default(),
-                reported_at_ms: 1_000,
-                fleet_silent_since_ms: None,
-            }),
-        }
-    }
-
-    fn model(count: u64, errors: u64, p99_us: u64) -> ModuleState {
-        ModuleState {
-            kind: ModuleKind::Model,
-            runtime_status: RuntimeStatus::Running,
-            image: "r/m@sha256:0".into(),
-            image_digest: None,
-            restart_count: 0,
-            exit_code: None,
-            last_start_ms: None,
-            last_error: None,
-            warnings: Vec::new(),
-            inference: Some(InferenceStats {
-                count,
-                errors,
-                latency_p50_us: p99_us / 2,
-                latency_p99_us: p99_us,
-            }),
-        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 use serde_json::json;
 
+use super::placeholders::next_placeholder;
 use super::*;
+use edgefleet_common::fleet_api::{ContainerModule, ModelModule};
 use edgefleet_common::manifest::{DesiredStatus, ImagePullPolicy, RestartPolicy};
 
 fn samples_dir() -> std::path::PathBuf {

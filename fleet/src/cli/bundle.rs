@@ -9,7 +9,7 @@ use clap::Subcommand;
 use edgefleet_common::bundle::{BundleIndex, INDEX_PATH, verify_checksum};
 use edgefleet_common::fleet_api::BundleQuery;
 
-use super::CliError;
+use super::error::CliError;
 use crate::client::FleetClient;
 
 #[derive(Debug, Subcommand)]

@@ -9,8 +9,9 @@ use edgefleet_common::fleet_api::TelemetryQuery;
 use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryKind};
 use edgefleet_transport::now_ms;
 
-use super::output::print;
-use super::{CliError, Output};
+use super::error::CliError;
+use super::files::write_new_file;
+use super::output::{Output, print};
 use crate::client::FleetClient;
 
 /// Records asked for per request when paging through a query or an export.
@@ -134,115 +135,149 @@ fn lines(list: &[TelemetryEnvelope]) -> String {
     list.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
+/// Runs one `telemetry` command.
 pub(super) fn run(
     api: &FleetClient,
     output: Output,
     command: TelemetryCommand,
 ) -> Result<(), CliError> {
     match command {
-        TelemetryCommand::Import(ImportArgs { file, receipt }) => {
-            if receipt.exists() {
-                return Err(CliError::refused(format!(
-                    "{} exists; it is not overwritten",
-                    receipt.display()
-                )));
-            }
-            let export = std::fs::read(&file)
-                .map_err(|e| CliError::refused(format!("{}: {e}", file.display())))?;
-            let signed = api.import_telemetry(export)?;
-            let json = serde_json::to_vec_pretty(&signed)
-                .map_err(|e| CliError::refused(format!("the receipt: {e}")))?;
-            super::run::write_new_file(&receipt, &json)?;
-            let r = &signed.receipt;
-            eprintln!(
-                "stored {} record(s) of {} ({} new); committed through seq {}; receipt in {}",
-                r.records,
-                r.device_id,
-                r.new_records,
-                r.committed_seq,
-                receipt.display()
-            );
-        }
+        TelemetryCommand::Import(args) => import(api, args),
         TelemetryCommand::Tail {
             device,
             limit,
             follow,
-        } => {
-            let tail = TelemetryQuery {
-                limit: Some(limit),
-                ..TelemetryQuery::default()
-            };
-            let records = api.telemetry(&device, &tail)?;
-            print(output, &records, |list| lines(list));
-            if follow {
-                let mut after = records.last().map_or(0, |r| r.seq);
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                    let query = TelemetryQuery {
-                        limit: Some(PAGE),
-                        after: Some(after),
-                        ..TelemetryQuery::default()
-                    };
-                    for r in api.telemetry(&device, &query)? {
-                        after = r.seq;
-                        print(output, &r, line);
-                    }
-                }
-            }
-        }
+        } => tail(api, output, &device, limit, follow),
         TelemetryCommand::Query {
             device,
             filter,
             limit,
-        } => {
-            let mut records = Vec::new();
-            let mut after = 0;
-            while records.len() < limit {
-                let page = api.telemetry(
-                    &device,
-                    &filter.query(after, PAGE.min(limit - records.len())),
-                )?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                records.extend(page);
-            }
-            print(output, &records, |list| lines(list));
-        }
+        } => query(api, output, &device, &filter, limit),
         TelemetryCommand::Export {
             devices,
             filter,
             format,
-        } => {
-            let devices = if devices.is_empty() {
-                api.devices()?.into_iter().map(|d| d.id).collect()
-            } else {
-                devices
+        } => export(api, devices, &filter, format),
+    }
+}
+
+/// Stores an outbox export and writes the fleet's signed receipt for it.
+fn import(api: &FleetClient, ImportArgs { file, receipt }: ImportArgs) -> Result<(), CliError> {
+    if receipt.exists() {
+        return Err(CliError::refused(format!(
+            "{} exists; it is not overwritten",
+            receipt.display()
+        )));
+    }
+    let export =
+        std::fs::read(&file).map_err(|e| CliError::refused(format!("{}: {e}", file.display())))?;
+    let signed = api.import_telemetry(export)?;
+    let json = serde_json::to_vec_pretty(&signed)
+        .map_err(|e| CliError::refused(format!("the receipt: {e}")))?;
+    write_new_file(&receipt, &json)?;
+    let r = &signed.receipt;
+    eprintln!(
+        "stored {} record(s) of {} ({} new); committed through seq {}; receipt in {}",
+        r.records,
+        r.device_id,
+        r.new_records,
+        r.committed_seq,
+        receipt.display()
+    );
+    Ok(())
+}
+
+/// Prints the device's newest `limit` records; with `follow`, then every new one as it
+/// arrives (until interrupted).
+fn tail(
+    api: &FleetClient,
+    output: Output,
+    device: &str,
+    limit: usize,
+    follow: bool,
+) -> Result<(), CliError> {
+    let tail = TelemetryQuery {
+        limit: Some(limit),
+        ..TelemetryQuery::default()
+    };
+    let records = api.telemetry(device, &tail)?;
+    print(output, &records, |list| lines(list));
+    if follow {
+        let mut after = records.last().map_or(0, |r| r.seq);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let query = TelemetryQuery {
+                limit: Some(PAGE),
+                after: Some(after),
+                ..TelemetryQuery::default()
             };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let write =
-                |e: std::io::Error| CliError::refused(format!("cannot write the export: {e}"));
-            if format == ExportFormat::Csv {
-                writeln!(out, "deviceId,module,seq,timestampMs,kind,body").map_err(write)?;
+            for r in api.telemetry(device, &query)? {
+                after = r.seq;
+                print(output, &r, line);
             }
-            for device in devices {
-                let mut after = 0;
-                loop {
-                    let page = api.telemetry(&device, &filter.query(after, PAGE))?;
-                    let Some(last) = page.last() else { break };
-                    after = last.seq;
-                    for r in &page {
-                        let text = match format {
-                            ExportFormat::Jsonl => serde_json::to_string(r).unwrap_or_default(),
-                            ExportFormat::Csv => csv_row(r),
-                        };
-                        writeln!(out, "{text}").map_err(write)?;
-                    }
-                }
-            }
-            out.flush().map_err(write)?;
         }
     }
+    Ok(())
+}
+
+/// Prints up to `limit` of the device's records the filter selects, paging through them.
+fn query(
+    api: &FleetClient,
+    output: Output,
+    device: &str,
+    filter: &Filter,
+    limit: usize,
+) -> Result<(), CliError> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    while records.len() < limit {
+        let page = api.telemetry(
+            device,
+            &filter.query(after, PAGE.min(limit - records.len())),
+        )?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        records.extend(page);
+    }
+    print(output, &records, |list| lines(list));
+    Ok(())
+}
+
+/// Writes every record the filter selects of the devices (default: every device) to standard
+/// output, as JSON lines or CSV.
+fn export(
+    api: &FleetClient,
+    devices: Vec<String>,
+    filter: &Filter,
+    format: ExportFormat,
+) -> Result<(), CliError> {
+    let devices = if devices.is_empty() {
+        api.devices()?.into_iter().map(|d| d.id).collect()
+    } else {
+        devices
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let write = |e: std::io::Error| CliError::refused(format!("cannot write the export: {e}"));
+    if format == ExportFormat::Csv {
+        writeln!(out, "deviceId,module,seq,timestampMs,kind,body").map_err(write)?;
+    }
+    for device in devices {
+        let mut after = 0;
+        loop {
+            let page = api.telemetry(&device, &filter.query(after, PAGE))?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in &page {
+                let text = match format {
+                    ExportFormat::Jsonl => serde_json::to_string(r).unwrap_or_default(),
+                    ExportFormat::Csv => csv_row(r),
+                };
+                writeln!(out, "{text}").map_err(write)?;
+            }
+        }
+    }
+    out.flush().map_err(write)?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The fleet's MQTT session: publishes what the domain layer hands it (signed manifests,
 //! retained, and commands), publishes every manifest again on each connect, answers devices'
-//! sync requests, and ingests reported state, telemetry and command results.
+//! sync requests, and ingests reported state, telemetry and command results. The loop never
+//! waits for the store: reads and commits run in tasks of their own while it goes on polling.
 //!
 //! Every publication goes through one [`Publisher`], in order, so that the broker's
 //! acknowledgement of each (PUBACK) reaches whoever waits for it: a render job is finished only
@@ -22,11 +23,15 @@ use edgefleet_common::topics::DeviceTopic;
 use edgefleet_transport::acks::{OrderedAcks, PendingAck};
 use edgefleet_transport::now_ms;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as Sent, Packet, Publish, QoS};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::domain::{Arrived, Fleet, Heard, Outgoing, Publication};
 use crate::error::FleetError;
+
+/// Sync requests answered at once (each reads the store); more wait their turn, so a fleet of
+/// devices reconnecting together does not take every database connection.
+const SYNCS_AT_ONCE: usize = 16;
 
 /// Runs the session until `shutdown` turns true, then commits and acknowledges what arrived.
 pub async fn run(
@@ -42,6 +47,7 @@ pub async fn run(
     // empties: it runs beside the loop.
     let forwarding = tokio::spawn(forward(publisher.clone(), outgoing));
     let acks = OrderedAcks::new(client.clone());
+    let syncs = Arc::new(Semaphore::new(SYNCS_AT_ONCE));
     let mut batch = Batch::default();
     let mut committing: Option<JoinHandle<Committed>> = None;
     let mut backoff = Duration::from_millis(200);
@@ -78,12 +84,9 @@ pub async fn run(
                     ] {
                         let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
                     }
-                    match fleet.all_manifests().await {
-                        Ok(manifests) => publish_all(&publisher, manifests),
-                        Err(e) => tracing::error!(error = %e, "manifests not published again"),
-                    }
+                    republish_manifests(&fleet, &publisher);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &publisher, &acks, p).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => batch.receive(&fleet, &publisher, &syncs, &acks, p),
                 Ok(Event::Outgoing(Sent::Publish(pkid))) => publisher.written(pkid, &mut in_flight),
                 Ok(Event::Incoming(Packet::PubAck(ack))) => in_flight.acknowledged(ack.pkid),
                 Ok(_) => {}
@@ -208,6 +211,40 @@ fn publish_all(publisher: &Publisher, publications: Vec<Publication>) {
     });
 }
 
+/// Publishes every manifest again (after a connect), read in a task of its own.
+fn republish_manifests(fleet: &Arc<Fleet>, publisher: &Publisher) {
+    let (fleet, publisher) = (fleet.clone(), publisher.clone());
+    tokio::spawn(async move {
+        match fleet.all_manifests().await {
+            Ok(manifests) => publish_all(&publisher, manifests),
+            Err(e) => tracing::error!(error = %e, "manifests not published again"),
+        }
+    });
+}
+
+/// Answers device `device_id`'s sync request in a task of its own; the request is
+/// acknowledged to the broker once its answer is queued (or could not be made).
+fn answer_sync(
+    fleet: &Arc<Fleet>,
+    publisher: &Publisher,
+    syncs: &Arc<Semaphore>,
+    device_id: &str,
+    request: PendingAck,
+) {
+    let (fleet, publisher, syncs) = (fleet.clone(), publisher.clone(), syncs.clone());
+    let device_id = device_id.to_owned();
+    tokio::spawn(async move {
+        let _turn = syncs.acquire().await;
+        match fleet.sync(&device_id).await {
+            Ok(answer) => publish_all(&publisher, answer),
+            Err(e) => {
+                tracing::error!(device = %device_id, error = %e, "sync request not answered")
+            }
+        }
+        request.done();
+    });
+}
+
 /// What arrived since the last commit began.
 #[derive(Debug, Default)]
 struct Batch {
@@ -261,10 +298,13 @@ impl Batch {
         })
     }
 
-    async fn receive(
+    /// Takes in one message. Store work is never awaited here: reported state and telemetry
+    /// wait for the batch's commit, a sync request is answered by a task of its own.
+    fn receive(
         &mut self,
-        fleet: &Fleet,
+        fleet: &Arc<Fleet>,
         publisher: &Publisher,
+        syncs: &Arc<Semaphore>,
         acks: &OrderedAcks,
         p: Publish,
     ) {
@@ -319,13 +359,7 @@ impl Batch {
                 return;
             }
             Some(DeviceTopic::Sync { device_id }) => {
-                match fleet.sync(device_id).await {
-                    Ok(answer) => publish_all(publisher, answer),
-                    Err(e) => {
-                        tracing::error!(device = %device_id, error = %e, "sync request not answered")
-                    }
-                }
-                acks.done_now(&p);
+                answer_sync(fleet, publisher, syncs, device_id, acks.received(&p));
                 return;
             }
             None => {

@@ -11,6 +11,7 @@ use edgefleet_common::UnixMillis;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::delivery::{self, Stored};
 use super::{
     Arrivals, Batch, Ingested, StoreError, TelemetryRetention, decode_telemetry, kind, stored_size,
 };
@@ -23,6 +24,9 @@ const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dev
 const TELEMETRY_BYTES: TableDefinition<&str, u64> = TableDefinition::new("telemetry_bytes");
 /// device -> the highest seq up to which the fleet has every record (its acknowledgement).
 const COMMITTED: TableDefinition<&str, u64> = TableDefinition::new("telemetry_committed");
+
+/// Stored seqs read at a time when a device's acknowledgement walks up through its telemetry.
+const PAGE: usize = 1000;
 
 macro_rules! from_redb {
     ($($error:ty),*) => {$(
@@ -228,9 +232,7 @@ impl EmbeddedStore {
         now_ms: UnixMillis,
     ) -> Result<Ingested, StoreError> {
         let txn = self.db.begin_write()?;
-        let mut acks = BTreeMap::new();
-        let mut new_records = 0;
-        {
+        let ingested = {
             let mut table = txn.open_table(RECORDS)?;
             let mut floors = Vec::new();
             for device in arrivals.heard {
@@ -238,58 +240,69 @@ impl EmbeddedStore {
                 let stored = table.get(key.as_str())?.map(|v| v.value().to_vec());
                 let merged = (arrivals.merge_status)(device, stored.as_deref())?;
                 table.insert(key.as_str(), merged.json.as_slice())?;
-                floors.extend(merged.floor.map(|f| (device, f)));
+                floors.extend(merged.floor.map(|f| (device.as_str(), f)));
             }
             let mut telemetry = txn.open_table(TELEMETRY)?;
             let mut bytes = txn.open_table(TELEMETRY_BYTES)?;
             let mut committed = txn.open_table(COMMITTED)?;
-            let mut value = Vec::new();
+            let keys: Vec<(&str, u64)> = arrivals
+                .records
+                .iter()
+                .map(|(device, seq, _)| (device.as_str(), *seq))
+                .collect();
+            let mut stored = BTreeMap::new();
+            for device in delivery::devices(&keys, &floors) {
+                let through = committed.get(device)?.map_or(0, |v| v.value());
+                stored.insert(device, read_above(&telemetry, device, through)?);
+            }
+            for &(device, seq) in &keys {
+                if telemetry.get((device, seq))?.is_some() {
+                    stored.entry(device).or_default().seqs.insert(seq);
+                }
+            }
+            let mut delivery = delivery::deliver(&keys, &floors, &stored);
             let mut added: BTreeMap<&str, u64> = BTreeMap::new();
-            for (device, seq, json) in arrivals.records {
-                acks.entry(device.clone()).or_insert(0);
+            let mut value = Vec::new();
+            // A repeat is not counted again, but redb's insert replaces: this store has always
+            // written a repeat's envelope and accepted time over the stored ones (the last of
+            // the message wins), where PostgreSQL keeps the first.
+            for &i in delivery.insert.iter().chain(&delivery.duplicates) {
+                let (device, seq, json) = &arrivals.records[i];
                 value.clear();
                 value.extend_from_slice(&now_ms.to_be_bytes());
                 value.extend_from_slice(json);
-                // A repeat (a device sending again what the fleet stored) is not stored twice.
-                if telemetry
-                    .insert((device.as_str(), *seq), value.as_slice())?
-                    .is_none()
-                {
-                    *added.entry(device.as_str()).or_default() += stored_size(json);
-                    new_records += 1;
-                }
+                telemetry.insert((device.as_str(), *seq), value.as_slice())?;
+            }
+            for &i in &delivery.insert {
+                let (device, _, json) = &arrivals.records[i];
+                *added.entry(device.as_str()).or_default() += stored_size(json);
             }
             for (device, size) in added {
                 let total = bytes.get(device)?.map_or(0, |v| v.value());
                 bytes.insert(device, total + size)?;
             }
-            for (device, floor) in floors {
-                let current = committed.get(device.as_str())?.map_or(0, |v| v.value());
-                if floor > current {
-                    committed.insert(device.as_str(), floor)?;
+            while !delivery.read_on.is_empty() {
+                let mut pages = BTreeMap::new();
+                for (&device, &through) in &delivery.read_on {
+                    pages.insert(device, read_above(&telemetry, device, through)?);
                 }
-                acks.entry(device.clone()).or_insert(0);
+                delivery.walk_on(&pages);
             }
-            for (device, ack) in acks.iter_mut() {
-                let mut c = committed.get(device.as_str())?.map_or(0, |v| v.value());
-                for entry in
-                    telemetry.range((device.as_str(), c + 1)..=(device.as_str(), u64::MAX))?
-                {
-                    if entry?.0.value().1 != c + 1 {
-                        break;
-                    }
-                    c += 1;
-                }
-                committed.insert(device.as_str(), c)?;
-                *ack = c;
+            for (&device, &through) in &delivery.committed {
+                committed.insert(device, through)?;
                 trim(&mut telemetry, &mut bytes, device, retention, now_ms)?;
             }
-        }
+            Ingested {
+                committed: delivery
+                    .committed
+                    .into_iter()
+                    .map(|(device, through)| (device.to_owned(), through))
+                    .collect(),
+                new_records: delivery.insert.len() as u64,
+            }
+        };
         txn.commit()?;
-        Ok(Ingested {
-            committed: acks,
-            new_records,
-        })
+        Ok(ingested)
     }
 
     /// The render job `name` (or the oldest with `None`), if queued.
@@ -353,6 +366,22 @@ impl EmbeddedStore {
         out.reverse();
         Ok(out)
     }
+}
+
+/// What `telemetry` holds of `device` above `committed`: a page of its seqs.
+fn read_above(
+    telemetry: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    device: &str,
+    committed: u64,
+) -> Result<Stored, StoreError> {
+    let mut seqs = Vec::new();
+    for entry in telemetry
+        .range((device, committed.saturating_add(1))..=(device, u64::MAX))?
+        .take(PAGE)
+    {
+        seqs.push(entry?.0.value().1);
+    }
+    Ok(Stored::above(committed, seqs, PAGE))
 }
 
 /// Drops `device`'s oldest records while they are older than the retention or over its bytes.

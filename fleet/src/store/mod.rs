@@ -5,8 +5,10 @@
 //! Two backends keep the same things with the same meaning: [`embedded`] (one redb file, the
 //! default) and [`postgres`] (`edgefleet serve --database postgres://…`, shared by several
 //! replicas of the service). [`FleetStore`] is what the rest of the fleet uses; it encodes and
-//! decodes records and hands bytes to the backend.
+//! decodes records and hands bytes to the backend. Which telemetry records are stored and what
+//! a device is acknowledged is one rule for both, in [`delivery`].
 
+mod delivery;
 mod embedded;
 mod postgres;
 

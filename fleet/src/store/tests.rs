@@ -215,3 +215,46 @@ async fn retention_drops_the_oldest_records_by_age_and_by_bytes() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_record_filling_a_gap_is_acknowledged_through_more_stored_records_than_a_page() {
+    for (store, _server, _dir) in both_backends().await {
+        let backend = store.backend_name();
+        let keep = TelemetryRetention::default();
+        let ingested = store
+            .ingest(records(&arrived("gw", 2..=2500)), &keep, 0)
+            .await
+            .expect("ingest");
+        assert_eq!(ingested.committed["gw"], 0, "{backend}: 1 is missing");
+        let ingested = store
+            .ingest(records(&arrived("gw", [1, 1, 7])), &keep, 0)
+            .await
+            .expect("ingest");
+        assert_eq!(ingested.committed["gw"], 2500, "{backend}");
+        assert_eq!(ingested.new_records, 1, "{backend}");
+        // A floor past a page of stored records, and a gap after it.
+        store
+            .ingest(
+                records(&arrived("gw", (2502..=4000).chain(4002..=4100))),
+                &keep,
+                0,
+            )
+            .await
+            .expect("ingest");
+        let heard = ["gw".to_owned()];
+        let floor_at = |_: &str, _: Option<&[u8]>| {
+            Ok(MergedStatus {
+                json: b"{}".to_vec(),
+                floor: Some(2501),
+            })
+        };
+        let reported = Arrivals {
+            heard: &heard,
+            merge_status: &floor_at,
+            records: &[],
+        };
+        let ingested = store.ingest(reported, &keep, 0).await.expect("ingest");
+        assert_eq!(ingested.committed["gw"], 4000, "{backend}: 4001 is missing");
+        assert_eq!(store.committed("gw").await.expect("committed"), 4000);
+    }
+}

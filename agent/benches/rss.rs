@@ -46,6 +46,49 @@ fn print_top_mappings(pid: u32) {
     }
 }
 
+/// The manifest that serves the diabetes model pushed as `layout` on `port`.
+fn diabetes_manifest(
+    registry: &Registry,
+    layout: &OciLayout,
+    public_key: &str,
+    port: u16,
+) -> Manifest {
+    let mut manifest = Manifest::new("gw", 1);
+    manifest.registry_credentials.insert(
+        "local".into(),
+        RegistryCredential {
+            address: registry.address(),
+            username: "edge".into(),
+            password: public_key
+                .parse::<edgefleet_common::sealing::DevicePublicKey>()
+                .expect("key")
+                .seal("edge-pass")
+                .expect("seal"),
+        },
+    );
+    manifest.modules.insert(
+        "diabetes".into(),
+        Module::Model(ModelSpec {
+            image: format!(
+                "{}/models/diabetes@{}",
+                registry.address(),
+                layout.manifest_digest
+            ),
+            status: Default::default(),
+            serving: Some(ModelServing {
+                http_port: port,
+                bind_address: "127.0.0.1".into(),
+                auth_key_sha256: vec![],
+                mqtt_input: true,
+                data_collection_ppm: 0,
+            }),
+            session: Default::default(),
+            batch: None,
+        }),
+    );
+    manifest
+}
+
 fn main() {
     let broker = Mosquitto::new()
         .add_user("gw", "pw")
@@ -88,41 +131,8 @@ fn main() {
         "edge-pass",
     )
     .expect("push");
-    let mut manifest = Manifest::new("gw", 1);
-    manifest.registry_credentials.insert(
-        "local".into(),
-        RegistryCredential {
-            address: registry.address(),
-            username: "edge".into(),
-            password: agent
-                .public_key
-                .parse::<edgefleet_common::sealing::DevicePublicKey>()
-                .expect("key")
-                .seal("edge-pass")
-                .expect("seal"),
-        },
-    );
     let port = free_port();
-    manifest.modules.insert(
-        "diabetes".into(),
-        Module::Model(ModelSpec {
-            image: format!(
-                "{}/models/diabetes@{}",
-                registry.address(),
-                layout.manifest_digest
-            ),
-            status: Default::default(),
-            serving: Some(ModelServing {
-                http_port: port,
-                bind_address: "127.0.0.1".into(),
-                auth_key_sha256: vec![],
-                mqtt_input: true,
-                data_collection_ppm: 0,
-            }),
-            session: Default::default(),
-            batch: None,
-        }),
-    );
+    let manifest = diabetes_manifest(&registry, &layout, &agent.public_key, port);
     let topics = DeviceTopics::new("bench", "gw").expect("topics");
     let wire = String::from_utf8(key.sign(&manifest)).expect("utf-8");
     assert!(broker.publish("fleet", "pw", &topics.desired(), &wire, true));

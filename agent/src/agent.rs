@@ -2,7 +2,7 @@
 //! the reporter, the status socket and the image clean-up as tasks of their own, restores what
 //! ran before, and hands over to the [`Supervisor`]'s routing loop until shutdown.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use edgefleet_common::sealing::{DeviceIdentity, SealingError};
 use edgefleet_common::topics::DeviceTopics;
 use tokio::sync::{mpsc, watch};
 
-use crate::images::container_runtime::ContainerRuntime;
+use crate::images::container_runtime::{ContainerRuntime, OwnedContainer};
 use crate::images::disk_budget::DiskBudget;
 use crate::images::puller::{Puller, PullerSettings};
 use crate::images::registry::RegistryAccess;
@@ -59,6 +59,42 @@ pub fn load_identity(config: &AgentConfig) -> Result<DeviceIdentity, AgentError>
     text.parse().map_err(|e: SealingError| fail(e.to_string()))
 }
 
+/// The puller of model images, with the registry settings and the disk budget of `config`.
+fn open_puller(config: &AgentConfig, store: &Store) -> Result<Puller, AgentError> {
+    Ok(Puller::new(
+        PullerSettings {
+            blobs_dir: config.blobs_dir(),
+            registries: RegistryAccess::from_config(config)?,
+            budget: DiskBudget {
+                budget_bytes: config.storage.budget_bytes,
+                min_free_bytes: config.storage.min_free_bytes,
+            },
+        },
+        store.clone(),
+    ))
+}
+
+/// The Docker engine, when it answers, and the containers of the agent's it runs (adopted by
+/// their modules' tasks).
+async fn connect_engine(
+    config: &AgentConfig,
+    topics: &DeviceTopics,
+) -> (Option<ContainerRuntime>, BTreeMap<String, OwnedContainer>) {
+    let runtime =
+        match ContainerRuntime::connect(&config.docker.socket, &config.device_id, topics).await {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::warn!(error = %e, "container modules cannot run");
+                return (None, BTreeMap::new());
+            }
+        };
+    let owned = runtime.owned().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the agent's containers could not be listed");
+        Default::default()
+    });
+    (Some(runtime), owned)
+}
+
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(
     config: AgentConfig,
@@ -83,34 +119,8 @@ pub async fn run(
         config.device_id.clone(),
         config.telemetry.outbox_max_bytes,
     );
-    let registries = RegistryAccess::from_config(&config)?;
-    let puller = Puller::new(
-        PullerSettings {
-            blobs_dir: config.blobs_dir(),
-            registries,
-            budget: DiskBudget {
-                budget_bytes: config.storage.budget_bytes,
-                min_free_bytes: config.storage.min_free_bytes,
-            },
-        },
-        store.clone(),
-    );
-    let containers =
-        match ContainerRuntime::connect(&config.docker.socket, &config.device_id, &topics).await {
-            Ok(runtime) => Some(runtime),
-            Err(e) => {
-                tracing::warn!(error = %e, "container modules cannot run");
-                None
-            }
-        };
-    // Containers found on the engine are adopted by their modules' tasks.
-    let owned = match &containers {
-        Some(runtime) => runtime.owned().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the agent's containers could not be listed");
-            Default::default()
-        }),
-        None => Default::default(),
-    };
+    let puller = open_puller(&config, &store)?;
+    let (containers, owned) = connect_engine(&config, &topics).await;
 
     let board = StatusBoard::default();
     let (events_tx, events) = mpsc::unbounded_channel();

@@ -2,6 +2,11 @@
 //! authentication and real ONNX Runtime. Manifests are signed with the common crate and images
 //! pushed with skopeo, as the fleet and users do.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

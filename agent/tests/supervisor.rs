@@ -3,6 +3,11 @@
 //! state. The real agent binary, a real mosquitto, a real registry behind a throttling proxy
 //! and the real Docker engine.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use std::time::{Duration, Instant};
 
 use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult, DeviceCommand};

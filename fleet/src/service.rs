@@ -78,20 +78,12 @@ pub enum ServeError {
 /// Queued publications (manifests, commands) before the domain layer waits for the session.
 const OUTGOING_QUEUE: usize = 1024;
 
-/// Runs the service on `listener` until `shutdown` resolves.
-pub async fn serve(
-    options: ServeOptions,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    edgefleet_transport::install_crypto_provider();
-    check_name("fleet name", &options.fleet)?;
-    let store = match &options.database {
-        Some(url) => FleetStore::connect_postgres(url).await?,
-        None => FleetStore::open_embedded(&options.data_dir)?,
-    };
-    tracing::info!(store = store.backend_name(), "fleet store open");
-    // Keys are created on first start, by the first replica of a shared database.
+/// The fleet's signing key, the key its secrets are sealed with and the admin token: created
+/// on first start, by the first replica of a shared database.
+async fn keys(
+    store: &FleetStore,
+    options: &ServeOptions,
+) -> Result<(FleetSigningKey, DeviceIdentity, String), ServeError> {
     let key_text = store
         .secret("fleet-signing.key", || {
             FleetSigningKey::generate().to_base64()
@@ -112,14 +104,26 @@ pub async fn serve(
                 .await?
         }
     };
-    let onnx = OnnxRuntime::load(&options.onnx_runtime_library)?;
+    Ok((key, secrets, token))
+}
 
-    let (mqtt_url, login, broker_credentials) = match &options.mqtt_url {
-        Some(url) => (
-            url.clone(),
-            (options.mqtt_username.clone(), options.mqtt_password.clone()),
-            None,
-        ),
+/// The broker the fleet's session connects to.
+struct Broker {
+    url: String,
+    /// The fleet's user name and password there.
+    login: (String, String),
+    /// For the embedded broker (started when no URL is given), the logins it accepts.
+    embedded: Option<embedded_broker::Credentials>,
+}
+
+/// The broker of `options`, starting the embedded one when no URL is given.
+fn broker(options: &ServeOptions) -> Result<Broker, ServeError> {
+    Ok(match &options.mqtt_url {
+        Some(url) => Broker {
+            url: url.clone(),
+            login: (options.mqtt_username.clone(), options.mqtt_password.clone()),
+            embedded: None,
+        },
         None => {
             let user = "edgefleet-fleet".to_owned();
             let password = hex::encode(rand::random::<[u8; 24]>());
@@ -130,9 +134,36 @@ pub async fn serve(
             embedded_broker::start(options.embedded_broker_listen, credentials.clone())?;
             let url = format!("mqtt://{}", options.embedded_broker_listen);
             tracing::info!(%url, "embedded MQTT broker started");
-            (url, (user, password), Some(credentials))
+            Broker {
+                url,
+                login: (user, password),
+                embedded: Some(credentials),
+            }
         }
+    })
+}
+
+/// Runs the service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    options: ServeOptions,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    edgefleet_transport::install_crypto_provider();
+    check_name("fleet name", &options.fleet)?;
+    let store = match &options.database {
+        Some(url) => FleetStore::connect_postgres(url).await?,
+        None => FleetStore::open_embedded(&options.data_dir)?,
     };
+    tracing::info!(store = store.backend_name(), "fleet store open");
+    let (key, secrets, token) = keys(&store, &options).await?;
+    let onnx = OnnxRuntime::load(&options.onnx_runtime_library)?;
+
+    let Broker {
+        url: mqtt_url,
+        login,
+        embedded: broker_credentials,
+    } = broker(&options)?;
     let broker: BrokerUrl = mqtt_url.parse()?;
     // Named replicas (on a shared database) each keep their own persistent MQTT session and
     // share the devices' messages (MQTT shared subscriptions). An unnamed service is the only

@@ -1,6 +1,11 @@
 //! The HTTP API in-process: `serve` on a listener bound to port 0, with a real mosquitto and a
 //! real registry with authentication, called through the same typed client the CLI uses.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -2,6 +2,11 @@
 //! Docker engine and a registry with authentication. Deployments are written as files and
 //! applied with the CLI; no manifest is signed outside the fleet.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

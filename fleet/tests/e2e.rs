@@ -2,6 +2,11 @@
 //! mosquitto enforcing per-device ACLs (docs/mosquitto-acl.conf) and a registry
 //! with authentication.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use std::time::Duration;
 
 use edgefleet_common::sealing::DeviceIdentity;

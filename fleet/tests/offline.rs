@@ -2,6 +2,11 @@
 //! applied by a real agent that can reach neither the broker nor the registry, and its data
 //! carried back by outbox export, telemetry import and trim.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;

@@ -107,6 +107,53 @@ pub fn mqtt_options(config: &Config) -> Result<MqttOptions, LinkError> {
     Ok(options)
 }
 
+/// After a connect: subscribes the device's topics, publishes its reported state and asks the
+/// fleet for its desired state; returns whether the request went out.
+fn announce(
+    client: &AsyncClient,
+    topics: &DeviceTopics,
+    reported: &mut watch::Receiver<Vec<u8>>,
+    delivery: &mut Delivery,
+) -> bool {
+    for topic in [
+        topics.desired(),
+        topics.input("+"),
+        topics.command("+"),
+        topics.acks(),
+    ] {
+        let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
+    }
+    let state = reported.borrow_and_update().clone();
+    if !state.is_empty()
+        && client
+            .try_publish(topics.reported(), QoS::AtLeastOnce, true, state.clone())
+            .is_ok()
+    {
+        delivery.handed(Tag::Other);
+    }
+    request_sync(client, topics, &state, delivery)
+}
+
+/// The fleet's acknowledgement of the telemetry it stored (`TelemetryAck`): the records through
+/// its `committedSeq` leave the outbox when it moves the delivery window on.
+fn on_telemetry_ack(payload: &[u8], delivery: &mut Delivery, store: &Store) {
+    let ack = match serde_json::from_slice::<TelemetryAck>(payload) {
+        Ok(ack) => ack,
+        Err(e) => {
+            tracing::warn!(error = %e, "telemetry acknowledgement not understood");
+            return;
+        }
+    };
+    let moved = if ack.synced {
+        delivery.fleet_synced(ack.committed_seq, Instant::now())
+    } else {
+        delivery.fleet_acked(ack.committed_seq, Instant::now())
+    };
+    if moved && let Err(e) = store.remove_outbox_through(ack.committed_seq) {
+        tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
+    }
+}
+
 /// Runs the session until `shutdown` resolves. `fleet_silent` says since when the fleet has
 /// not answered a [`SyncRequest`] (`None` while it answers).
 #[allow(clippy::too_many_arguments)]
@@ -149,14 +196,7 @@ pub async fn run(
                     acks.connected();
                     delivery.connected(Instant::now());
                     tracing::info!(broker = %config.mqtt.url, "connected to the broker");
-                    for topic in [topics.desired(), topics.input("+"), topics.command("+"), topics.acks()] {
-                        let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
-                    }
-                    let state = reported.borrow_and_update().clone();
-                    if !state.is_empty() && client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state.clone()).is_ok() {
-                        delivery.handed(Tag::Other);
-                    }
-                    if request_sync(&client, &topics, &state, &mut delivery) {
+                    if announce(&client, &topics, &mut reported, &mut delivery) {
                         sync_sent.get_or_insert_with(Instant::now);
                         sync_retry = Instant::now();
                     }
@@ -164,20 +204,7 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if p.topic == topics.acks() {
                         fleet_answered(&mut sync_sent, &fleet_silent);
-                        match serde_json::from_slice::<TelemetryAck>(&p.payload) {
-                            Ok(ack) if ack.synced && delivery.fleet_synced(ack.committed_seq, Instant::now()) => {
-                                if let Err(e) = store.remove_outbox_through(ack.committed_seq) {
-                                    tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
-                                }
-                            }
-                            Ok(ack) if !ack.synced && delivery.fleet_acked(ack.committed_seq, Instant::now()) => {
-                                if let Err(e) = store.remove_outbox_through(ack.committed_seq) {
-                                    tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "telemetry acknowledgement not understood"),
-                        }
+                        on_telemetry_ack(&p.payload, &mut delivery, &store);
                         acks.done_now(&p);
                         continue;
                     }

@@ -25,7 +25,8 @@ pub use crate::telemetry::outbox::record::OutboxRecord;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 const BLOBS: TableDefinition<&str, u64> = TableDefinition::new("blobs");
-/// seq -> 8-byte big-endian acceptance time (ms) followed by the envelope's JSON.
+/// seq -> 8-byte big-endian acceptance time (ms) followed by the framed payload (the module's
+/// name, length first, then the envelope's JSON).
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 const DESIRED: &str = "desired";

@@ -1,6 +1,6 @@
 //! A model module being served: the active model version (swapped atomically on activation,
-//! so requests in flight finish on the version they started with), its serving options, its
-//! and its inference counters.
+//! so requests in flight finish on the version they started with), its serving options, a
+//! count of slow runs in a row, and its inference counters.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

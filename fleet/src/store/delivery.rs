@@ -1,6 +1,7 @@
-//! The telemetry delivery rule, for both backends: which records of a message are stored (a
-//! `(device, seq)` is stored once: a repeat, against the store or earlier in the message, is
-//! not) and each device's acknowledgement, its committed-through `seq`: the highest one up to
+//! The telemetry delivery rule, for both backends: which records of a message are new (a
+//! `(device, seq)` counts once: a repeat, against the store or earlier in the message, is a
+//! duplicate; the embedded backend still writes a duplicate's envelope over the stored one,
+//! PostgreSQL keeps the first) and each device's acknowledgement, its committed-through `seq`: the highest one up to
 //! which the fleet has every record, or knows the device dropped them (a floor it said).
 //!
 //! The rule decides from what a backend read in its transaction and does no I/O, so the

@@ -23,6 +23,7 @@ use crate::modules::status_board::StatusBoard;
 use crate::modules::supervisor::Supervisor;
 use crate::offline::bundle_import::BundleImporter;
 use crate::store::Store;
+use crate::telemetry::authenticity::{Authenticity, AuthenticityError};
 use crate::telemetry::link;
 use crate::telemetry::outbox::Outbox;
 use crate::telemetry::reporter::Reporter;
@@ -40,6 +41,8 @@ pub enum AgentError {
     Topics(#[from] edgefleet_common::topics::TopicNameError),
     #[error(transparent)]
     RegistryCa(#[from] crate::images::registry::CaFileError),
+    #[error(transparent)]
+    Authenticity(#[from] AuthenticityError),
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -114,6 +117,13 @@ pub async fn run(
         source,
     })?;
     let store = Store::open_waiting(&config.store_path(), std::time::Duration::from_secs(10))?;
+    let auth = Authenticity::new(
+        &identity,
+        fleet_key,
+        &config.fleet,
+        &config.device_id,
+        &store,
+    )?;
     let outbox = Outbox::start(
         store.clone(),
         config.device_id.clone(),
@@ -184,6 +194,7 @@ pub async fn run(
     let (stop_link, link_stop) = watch::channel(false);
     let link = tokio::spawn(link::run(
         config.clone(),
+        auth,
         store,
         outbox.clone(),
         reported,

@@ -132,15 +132,18 @@ fn while_one_module_pulls_slowly_commands_inputs_and_reports_of_the_others_go_on
         let request = CommandRequest {
             request_id: request_id.into(),
             module: sensor.clone(),
+            issued_at_ms: edgefleet_transport::now_ms(),
             command: command.clone(),
         };
-        let payload = serde_json::to_string(&request).expect("request");
+        let body = serde_json::to_vec(&request).expect("request");
+        let command_topic = topics.command(command.name());
+        let payload = world.fleet_key.sign_message(&command_topic, &body);
         let sent = Instant::now();
         assert!(world.broker.publish(
             "fleet",
             "fleet-pass",
-            &topics.command(command.name()),
-            &payload,
+            &command_topic,
+            std::str::from_utf8(&payload).expect("JSON"),
             false
         ));
         let result = wait_for_or_log(&agent, request_id, Duration::from_secs(30), || {

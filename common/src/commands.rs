@@ -1,8 +1,14 @@
 //! Commands the fleet sends a device (`commands/<name>`) and the results the device answers
-//! with (`commands/<name>/result`), correlated by `requestId`.
+//! with (`commands/<name>/result`), correlated by `requestId`. A request is signed by the
+//! fleet for its topic (`authenticity`); a device carries out each `requestId` once, and only
+//! within [`COMMAND_WINDOW_MS`] of the time the fleet issued it.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// How far from the device's clock a command's `issuedAtMs` may be: an older one is refused
+/// as a replay, a later one as from a clock that is wrong.
+pub const COMMAND_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// A command for one module of a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -12,6 +18,8 @@ pub struct CommandRequest {
     pub request_id: String,
     /// The module the command is for.
     pub module: String,
+    /// When the fleet issued it (Unix milliseconds).
+    pub issued_at_ms: crate::UnixMillis,
     #[serde(flatten)]
     pub command: DeviceCommand,
 }
@@ -78,14 +86,15 @@ mod tests {
         let request = CommandRequest {
             request_id: "r1".into(),
             module: "sensor".into(),
+            issued_at_ms: 9,
             command: DeviceCommand::Logs { tail: 5, since: 0 },
         };
         assert_eq!(
             serde_json::to_value(&request).expect("json"),
-            json!({"requestId": "r1", "module": "sensor", "command": "logs", "tail": 5, "since": 0})
+            json!({"requestId": "r1", "module": "sensor", "issuedAtMs": 9, "command": "logs", "tail": 5, "since": 0})
         );
         let restart: CommandRequest = serde_json::from_value(
-            json!({"requestId": "r2", "module": "sensor", "command": "restart"}),
+            json!({"requestId": "r2", "module": "sensor", "issuedAtMs": 9, "command": "restart"}),
         )
         .expect("restart");
         assert_eq!(restart.command, DeviceCommand::Restart);

@@ -9,6 +9,7 @@
 //! transport, so both sides and every test can use it without a runtime.
 
 pub mod agent_config;
+pub mod authenticity;
 pub mod broker_url;
 pub mod bundle;
 pub mod commands;

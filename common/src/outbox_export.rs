@@ -32,6 +32,10 @@ pub struct ExportHeader {
     pub fleet: String,
     pub device_id: String,
     pub exported_at_ms: UnixMillis,
+    /// The device incarnation whose `seq`s the records carry (absent in exports of agents
+    /// that predate incarnations: the fleet takes the device's current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
     /// The device's reported state when it exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<ReportedState>,
@@ -57,6 +61,10 @@ pub struct TelemetryReceipt {
     pub new_records: u64,
     /// Every record up to this `seq` is stored: the device may forget them.
     pub committed_seq: u64,
+    /// The incarnation `committed_seq` counts in (a device trims nothing by a receipt for
+    /// another incarnation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
     pub imported_at_ms: UnixMillis,
 }
 
@@ -112,6 +120,7 @@ mod tests {
             records: 10,
             new_records: 7,
             committed_seq: 42,
+            incarnation: Some("0f".into()),
             imported_at_ms: 1,
         }
     }

@@ -81,6 +81,14 @@ impl FromStr for DevicePublicKey {
 }
 
 impl DevicePublicKey {
+    /// The X25519 public point (for agreeing the device's message key with the fleet).
+    pub(crate) fn x25519_public(&self) -> Result<[u8; 32], SealingError> {
+        decode_bech32(&self.0.to_string()).map_err(|reason| SealingError::InvalidPublicKey {
+            key: self.0.to_string(),
+            reason,
+        })
+    }
+
     /// Seals `plaintext` so that only the holder of this key's identity can read it.
     pub fn seal(&self, plaintext: &str) -> Result<SealedSecret, SealingError> {
         Ok(SealedSecret(age::encrypt_and_armor(
@@ -123,11 +131,26 @@ impl DeviceIdentity {
         self.0.to_string().expose_secret().to_owned()
     }
 
+    /// The X25519 secret scalar (for agreeing the device's message key with the fleet).
+    pub(crate) fn x25519_secret(&self) -> Result<[u8; 32], SealingError> {
+        decode_bech32(self.0.to_string().expose_secret()).map_err(SealingError::InvalidIdentity)
+    }
+
     /// Opens a secret sealed to this device.
     pub fn unseal(&self, sealed: &SealedSecret) -> Result<String, SealingError> {
         let plain = age::decrypt(&self.0, sealed.0.as_bytes())?;
         String::from_utf8(plain).map_err(|_| SealingError::NotUtf8)
     }
+}
+
+/// The 32 bytes of an age key in its bech32 text form.
+fn decode_bech32(text: &str) -> Result<[u8; 32], String> {
+    use bech32::FromBase32 as _;
+    let (_, data, _) = bech32::decode(&text.to_lowercase()).map_err(|e| e.to_string())?;
+    let bytes = Vec::<u8>::from_base32(&data).map_err(|e| e.to_string())?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("{} bytes, expected 32", b.len()))
 }
 
 #[cfg(test)]

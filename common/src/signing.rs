@@ -163,6 +163,12 @@ impl FleetSigningKey {
         FleetPublicKey(self.0.verifying_key())
     }
 
+    /// The key's scalar as an X25519 secret: the fleet's half of each device's message key
+    /// (`authenticity`), so devices need nothing but the fleet public key they already trust.
+    pub(crate) fn x25519_secret(&self) -> [u8; 32] {
+        self.0.to_scalar_bytes()
+    }
+
     /// Signs `manifest` and returns the wire bytes of its [`SignedManifest`] envelope.
     pub fn sign(&self, manifest: &Manifest) -> Vec<u8> {
         self.sign_batch(vec![CanonicalManifest::new(manifest)])
@@ -362,6 +368,11 @@ impl FromStr for FleetPublicKey {
 }
 
 impl FleetPublicKey {
+    /// The key as an X25519 public point (the birational map of its Edwards point).
+    pub(crate) fn x25519_public(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
+    }
+
     /// A short, stable name for the key: hex of its first 8 bytes.
     pub fn key_id(&self) -> String {
         self.0.as_bytes()[..8]

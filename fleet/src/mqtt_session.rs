@@ -12,21 +12,17 @@
 //! once its batch is committed, and each device of the batch is then sent its
 //! acknowledgement (`TelemetryAck`), so a record leaves a device only once the fleet has it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgefleet_common::commands::CommandResult;
-use edgefleet_common::reported::ReportedState;
-use edgefleet_common::telemetry::{TelemetryEnvelope, message_envelopes};
 use edgefleet_common::topics::DeviceTopic;
 use edgefleet_transport::acks::{OrderedAcks, PendingAck};
-use edgefleet_transport::now_ms;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as Sent, Packet, Publish, QoS};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::domain::{Arrived, Fleet, Heard, Outgoing, Publication};
+use crate::domain::{Fleet, Outgoing, Publication, Published, Received};
 use crate::error::FleetError;
 
 /// Sync requests answered at once (each reads the store); more wait their turn, so a fleet of
@@ -222,23 +218,22 @@ fn republish_manifests(fleet: &Arc<Fleet>, publisher: &Publisher) {
     });
 }
 
-/// Answers device `device_id`'s sync request in a task of its own; the request is
-/// acknowledged to the broker once its answer is queued (or could not be made).
+/// Answers a device's sync request in a task of its own; the request is acknowledged to the
+/// broker once its answer is queued (or could not be made).
 fn answer_sync(
     fleet: &Arc<Fleet>,
     publisher: &Publisher,
     syncs: &Arc<Semaphore>,
-    device_id: &str,
+    received: Received,
     request: PendingAck,
 ) {
     let (fleet, publisher, syncs) = (fleet.clone(), publisher.clone(), syncs.clone());
-    let device_id = device_id.to_owned();
     tokio::spawn(async move {
         let _turn = syncs.acquire().await;
-        match fleet.sync(&device_id).await {
+        match fleet.answer_sync(&received).await {
             Ok(answer) => publish_all(&publisher, answer),
             Err(e) => {
-                tracing::error!(device = %device_id, error = %e, "sync request not answered")
+                tracing::error!(device = %received.device_id, error = %e, "sync request not answered")
             }
         }
         request.done();
@@ -248,8 +243,8 @@ fn answer_sync(
 /// What arrived since the last commit began.
 #[derive(Debug, Default)]
 struct Batch {
-    heard: BTreeMap<String, Heard>,
-    telemetry: Vec<Arrived>,
+    /// Reported states and telemetry, authenticated and stored by the commit.
+    received: Vec<Received>,
     /// The messages to acknowledge to the broker once the batch is stored.
     messages: Vec<PendingAck>,
 }
@@ -282,24 +277,22 @@ impl Batch {
         self.messages.is_empty()
     }
 
-    /// Writes the batch in its own task; the session goes on receiving meanwhile.
+    /// Authenticates and writes the batch in its own task; the session goes on receiving
+    /// meanwhile.
     fn commit(&mut self, fleet: &Arc<Fleet>) -> JoinHandle<Committed> {
-        let Batch {
-            heard,
-            telemetry,
-            messages,
-        } = std::mem::take(self);
+        let Batch { received, messages } = std::mem::take(self);
         let fleet = fleet.clone();
         tokio::spawn(async move {
             Committed {
-                acks: fleet.ingest(heard, &telemetry).await,
+                acks: fleet.take_in(received).await,
                 messages,
             }
         })
     }
 
-    /// Takes in one message. Store work is never awaited here: reported state and telemetry
-    /// wait for the batch's commit, a sync request is answered by a task of its own.
+    /// Takes in one message. Nothing is believed and no store work is awaited here: reported
+    /// state and telemetry wait for the batch's commit, a sync request and a command result
+    /// are handled by tasks of their own, each authenticated first.
     fn receive(
         &mut self,
         fleet: &Arc<Fleet>,
@@ -308,72 +301,35 @@ impl Batch {
         acks: &OrderedAcks,
         p: Publish,
     ) {
-        match fleet.topics.parse(&p.topic) {
-            Some(DeviceTopic::Reported { device_id }) => {
-                match serde_json::from_slice::<ReportedState>(&p.payload) {
-                    Ok(reported) => self.heard(device_id).reported = Some(reported),
-                    Err(e) => {
-                        tracing::warn!(device = %device_id, error = %e, "reported state not understood")
-                    }
-                }
-            }
-            Some(DeviceTopic::Telemetry { device_id, .. }) => match message_envelopes(&p.payload) {
-                Ok(envelopes) => {
-                    let (before, mut newest) = (self.telemetry.len(), None);
-                    for json in envelopes {
-                        match serde_json::from_str::<TelemetryEnvelope>(json.get()) {
-                            Ok(envelope) => {
-                                newest = newest.max(Some(envelope.timestamp_ms));
-                                self.telemetry.push((
-                                    device_id.to_owned(),
-                                    envelope.seq,
-                                    json.get().as_bytes().to_vec(),
-                                ));
-                            }
-                            Err(e) => {
-                                tracing::warn!(device = %device_id, error = %e, "telemetry record not understood")
-                            }
-                        }
-                    }
-                    metrics::counter!("edgefleet_fleet_telemetry_records_total")
-                        .increment((self.telemetry.len() - before) as u64);
-                    if let Some(newest) = newest {
-                        let lag_ms = edgefleet_transport::now_ms().saturating_sub(newest);
-                        metrics::histogram!("edgefleet_fleet_telemetry_lag_seconds")
-                            .record(lag_ms as f64 / 1000.0);
-                    }
-                    self.heard(device_id);
-                }
-                Err(e) => {
-                    tracing::warn!(device = %device_id, error = %e, "telemetry message not understood")
-                }
-            },
+        let (device_id, what) = match fleet.topics.parse(&p.topic) {
+            Some(DeviceTopic::Reported { device_id }) => (device_id, Published::Reported),
+            Some(DeviceTopic::Telemetry { device_id, .. }) => (device_id, Published::Telemetry),
             Some(DeviceTopic::CommandResult { device_id, .. }) => {
-                match serde_json::from_slice::<CommandResult>(&p.payload) {
-                    Ok(result) => fleet.command_answered(result),
-                    Err(e) => {
-                        tracing::warn!(device = %device_id, error = %e, "command result not understood")
-                    }
-                }
-                acks.done_now(&p);
-                return;
+                (device_id, Published::CommandResult)
             }
-            Some(DeviceTopic::Sync { device_id }) => {
-                answer_sync(fleet, publisher, syncs, device_id, acks.received(&p));
-                return;
-            }
+            Some(DeviceTopic::Sync { device_id }) => (device_id, Published::Sync),
             None => {
                 acks.done_now(&p);
                 return;
             }
+        };
+        let received = Received {
+            device_id: device_id.to_owned(),
+            what,
+            topic: p.topic.clone(),
+            payload: p.payload.to_vec(),
+        };
+        match what {
+            Published::Reported | Published::Telemetry => {
+                self.received.push(received);
+                self.messages.push(acks.received(&p));
+            }
+            Published::Sync => answer_sync(fleet, publisher, syncs, received, acks.received(&p)),
+            Published::CommandResult => {
+                let fleet = fleet.clone();
+                tokio::spawn(async move { fleet.take_command_result(&received).await });
+                acks.done_now(&p);
+            }
         }
-        self.messages.push(acks.received(&p));
-    }
-
-    /// The device was heard from now.
-    fn heard(&mut self, device_id: &str) -> &mut Heard {
-        let heard = self.heard.entry(device_id.to_owned()).or_default();
-        heard.last_seen_ms = now_ms();
-        heard
     }
 }

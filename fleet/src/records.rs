@@ -51,6 +51,18 @@ pub struct Device {
 pub struct DeviceStatus {
     pub last_seen_ms: Option<UnixMillis>,
     pub reported: Option<ReportedState>,
+    /// The incarnation that sent `reported` (its outbox `seq`s count in that incarnation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_incarnation: Option<String>,
+}
+
+/// A device's incarnations (random ids its agent creates with its data directory), oldest
+/// first: the `n`th one's `seq` s is stored as `n·2^40 + s`, so a re-provisioned device's
+/// records never collide with its earlier life's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Incarnations {
+    pub ids: Vec<String>,
 }
 
 /// A deployment: modules for the devices its condition selects.

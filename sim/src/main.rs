@@ -6,6 +6,10 @@
 //! (`telemetry/sim`) and reads the fleet's acknowledgements (`acks`). It runs no module. Every
 //! second it prints one line: devices connected, the manifest versions they applied, records
 //! sent and acknowledged. It is not shipped with the agent.
+//!
+//! Like an agent, every simulated device seals what it publishes with its message key (the
+//! devices share one identity, kept in `--identity`) and takes only acknowledgements the fleet
+//! signed for it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use edgefleet_common::authenticity::{DeviceMessageKey, new_incarnation};
+use edgefleet_common::delivery::TelemetryAck;
 use edgefleet_common::fleet_api::{DeviceImport, DevicesImported, FleetInfo};
 use edgefleet_common::reported::{
     ApplyStatus, DesiredOutcome, ManifestSource, OutboxState, REPORTED_SCHEMA_VERSION,
@@ -56,9 +62,13 @@ struct Args {
     /// Device ids are PREFIX00000, PREFIX00001, ...
     #[arg(long, default_value = "sim-")]
     prefix: String,
-    /// Add the devices to the fleet first (one import), with these tags (KEY=VALUE).
+    /// Add the devices to the fleet first (one import), with these tags (KEY=VALUE); a new
+    /// identity for them is written to `--identity`.
     #[arg(long)]
     add: bool,
+    /// The simulated devices' identity (age X25519): written with `--add`, read without.
+    #[arg(long, default_value = "edgefleet-sim-devices.key")]
+    identity: std::path::PathBuf,
     #[arg(long = "tag")]
     tags: Vec<String>,
     /// Telemetry records per second, all devices together.
@@ -145,9 +155,19 @@ async fn main() -> anyhow::Result<()> {
     let ids: Vec<String> = (0..args.devices)
         .map(|i| format!("{}{i:05}", args.prefix))
         .collect();
-    if args.add {
-        add_devices(&http, &args, &ids).await?;
-    }
+    let identity = if args.add {
+        let identity = DeviceIdentity::generate();
+        std::fs::write(&args.identity, identity.to_secret_string())
+            .with_context(|| format!("writing {}", args.identity.display()))?;
+        add_devices(&http, &args, &ids, &identity).await?;
+        identity
+    } else {
+        std::fs::read_to_string(&args.identity)
+            .with_context(|| format!("{} (run with --add first)", args.identity.display()))?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.identity.display()))?
+    };
+    let incarnation = new_incarnation();
 
     let broker: BrokerUrl = args.mqtt_url.parse()?;
     let counters = Arc::new(Counters::default());
@@ -165,6 +185,8 @@ async fn main() -> anyhow::Result<()> {
         let options = edgefleet_transport::mqtt_options(&broker, &login, &TlsFiles::default())?;
         let device = Device {
             topics: DeviceTopics::new(&info.fleet, id)?,
+            message_key: DeviceMessageKey::for_device(&identity, &key, &info.fleet, id)?,
+            incarnation: incarnation.clone(),
             id: id.clone(),
             key: key.clone(),
             counters: counters.clone(),
@@ -203,8 +225,13 @@ fn raise_open_files_limit() {
 }
 
 /// Adds the devices to the fleet in one import; they share one public key.
-async fn add_devices(http: &reqwest::Client, args: &Args, ids: &[String]) -> anyhow::Result<()> {
-    let public_key = DeviceIdentity::generate().public_key().to_string();
+async fn add_devices(
+    http: &reqwest::Client,
+    args: &Args,
+    ids: &[String],
+    identity: &DeviceIdentity,
+) -> anyhow::Result<()> {
+    let public_key = identity.public_key().to_string();
     let tags: BTreeMap<String, String> = args
         .tags
         .iter()
@@ -242,6 +269,8 @@ async fn add_devices(http: &reqwest::Client, args: &Args, ids: &[String]) -> any
 struct Device {
     id: String,
     topics: DeviceTopics,
+    message_key: DeviceMessageKey,
+    incarnation: String,
     key: Arc<FleetPublicKey>,
     counters: Arc<Counters>,
     /// Telemetry records a second.
@@ -267,7 +296,9 @@ impl Device {
                         owed -= count as f64;
                         let records = self.records(next_seq, count);
                         next_seq += count;
-                        if client.try_publish(self.topics.telemetry("sim"), QoS::AtLeastOnce, false, records).is_ok() {
+                        let topic = self.topics.telemetry("sim");
+                        let message = self.message_key.seal(&topic, &self.incarnation, &records);
+                        if client.try_publish(topic, QoS::AtLeastOnce, false, message).is_ok() {
                             self.counters.records_sent.fetch_add(count, Ordering::Relaxed);
                         }
                     }
@@ -282,10 +313,13 @@ impl Device {
                         let _ = client.try_subscribe(self.topics.acks(), QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == self.topics.acks() => {
-                        let committed = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        let committed = self
+                            .key
+                            .open_message(&p.topic, &p.payload)
                             .ok()
-                            .and_then(|a| a["committedSeq"].as_u64())
-                            .unwrap_or(acknowledged);
+                            .and_then(|body| serde_json::from_slice::<TelemetryAck>(body).ok())
+                            .filter(|ack| ack.incarnation == self.incarnation)
+                            .map_or(acknowledged, |ack| ack.committed_seq);
                         if committed > acknowledged {
                             self.counters
                                 .records_acknowledged
@@ -298,7 +332,9 @@ impl Device {
                             self.counters.applied(applied, manifest.version);
                             applied = Some(manifest.version);
                             let report = self.report(manifest.version, next_seq, acknowledged);
-                            let _ = client.try_publish(self.topics.reported(), QoS::AtLeastOnce, false, report);
+                            let topic = self.topics.reported();
+                            let report = self.message_key.seal(&topic, &self.incarnation, &report);
+                            let _ = client.try_publish(topic, QoS::AtLeastOnce, false, report);
                         }
                         Ok(_) => {}
                         Err(_) => {

@@ -200,7 +200,7 @@ impl DeviceWorld {
             .subscribe("fleet", "fleet-pass", &self.topics.reported(), 1, 2);
         let line = lines.first()?;
         let (_, json) = line.split_once(' ')?;
-        serde_json::from_str(json).ok()
+        serde_json::from_str(&crate::device_body(json)).ok()
     }
 
     /// Waits until the reported state says `version` finished with `status`.

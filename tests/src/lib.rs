@@ -42,7 +42,7 @@ pub use oci_layout::{OciLayout, skopeo_push};
 pub use postgres::{OpenTransaction, Postgres};
 pub use process::{ServiceProcess, free_port, require_program};
 pub use registry::{Registry, RegistryTls};
-pub use subscriber::{Subscriber, telemetry_envelopes};
+pub use subscriber::{Subscriber, device_body, telemetry_envelopes};
 pub use test_ca::TestCa;
 pub use throttled_proxy::ThrottledProxy;
 

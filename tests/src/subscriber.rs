@@ -42,7 +42,7 @@ impl Subscriber {
             for event in connection.iter() {
                 match event {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                        let payload = device_body(&String::from_utf8_lossy(&p.payload));
                         if let Ok(mut m) = sink.lock() {
                             m.push((p.topic.clone(), payload));
                         }
@@ -75,9 +75,28 @@ impl Subscriber {
     }
 }
 
-/// The envelopes a telemetry message carries (a JSON array of them, or one envelope); a payload
-/// that is not one is a test failure.
+/// The body of a message a device sealed with its message key (`{"body":..,"incarnation":..,
+/// "mac":..}`), or `payload` itself when it is not one. Tests that stand in for the fleet read
+/// what the agent said this way; the fleet's own checks of the MAC have tests of their own.
+pub fn device_body(payload: &str) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sealed<'a> {
+        #[serde(borrow)]
+        body: &'a serde_json::value::RawValue,
+        #[allow(dead_code, reason = "part of the wire form")]
+        incarnation: String,
+        #[allow(dead_code, reason = "part of the wire form")]
+        mac: String,
+    }
+    serde_json::from_str::<Sealed<'_>>(payload)
+        .map_or_else(|_| payload.to_owned(), |sealed| sealed.body.get().to_owned())
+}
+
+/// The envelopes a telemetry message carries (a JSON array of them, or one envelope, sealed by
+/// the device or not); a payload that is not one is a test failure.
 pub fn telemetry_envelopes(payload: &str) -> Vec<serde_json::Value> {
+    let payload = &device_body(payload);
     edgefleet_common::telemetry::message_envelopes(payload.as_bytes())
         .unwrap_or_else(|e| panic!("not a telemetry message ({e}): {payload}"))
         .iter()

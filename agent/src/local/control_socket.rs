@@ -114,6 +114,7 @@ async fn export(
         fleet: services.config.fleet.clone(),
         device_id: services.config.device_id.clone(),
         exported_at_ms: edgefleet_transport::now_ms(),
+        incarnation: crate::telemetry::authenticity::stored_incarnation(&services.store),
         reported,
     };
     let mut hasher = Sha256::new();
@@ -164,6 +165,14 @@ fn trim(importer: &BundleImporter, signed: &SignedReceipt) -> ControlAnswer {
         return refuse(format!(
             "the receipt is for device {:?}, this is {:?}",
             receipt.device_id, services.config.device_id
+        ));
+    }
+    let incarnation = crate::telemetry::authenticity::stored_incarnation(&services.store);
+    if receipt.incarnation.is_some() && receipt.incarnation != incarnation {
+        return refuse(format!(
+            "the receipt counts the records of device incarnation {:?}, this device's data directory is incarnation {:?}: it was wiped since the export",
+            receipt.incarnation.clone().unwrap_or_default(),
+            incarnation.unwrap_or_default()
         ));
     }
     match services.store.remove_outbox_through(receipt.committed_seq) {

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgefleet_common::commands::{CommandOutcome, CommandRequest, CommandResult, DeviceCommand};
 use edgefleet_common::manifest::{Manifest, Module, ModuleKind, TelemetrySettings};
 use edgefleet_common::reported::{ApplyStatus, DesiredOutcome, ManifestSource};
 use edgefleet_common::signing::FleetPublicKey;
@@ -24,8 +23,7 @@ use crate::modules::reconciler::{Step, plan};
 use crate::telemetry::link::{Inbound, InputAck};
 use edgefleet_common::create_options;
 
-/// Most bytes of logs one command result carries.
-const COMMAND_RESULT_MAX_BYTES: usize = 64 * 1024;
+mod commands;
 
 /// How long module tasks get to finish when the agent stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -481,100 +479,5 @@ impl Supervisor {
         drop(payload);
         let error = format!("an input for {module:?}, which is not a model module of this device");
         mqtt_input::refuse(&self.services.outbox, &module, error, ack);
-    }
-
-    /// Answers a fleet command: `logs` at once from a task of its own, `restart` through the
-    /// module's task. Results go to `commands/<name>/result`.
-    fn on_command(&self, name: &str, payload: &[u8]) {
-        let request: CommandRequest = match serde_json::from_slice(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(command = %name, error = %e, "malformed command refused");
-                let request_id = serde_json::from_slice::<serde_json::Value>(payload)
-                    .ok()
-                    .and_then(|v| v.get("requestId")?.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let outcome = CommandOutcome::Failed {
-                    error: format!("malformed {name} command: {e}"),
-                };
-                self.answer(name, request_id, String::new(), outcome);
-                return;
-            }
-        };
-        let CommandRequest {
-            request_id,
-            module,
-            command,
-        } = request;
-        let is_container = self
-            .desired
-            .as_ref()
-            .and_then(|(m, _)| m.modules.get(&module))
-            .is_some_and(|m| m.kind() == ModuleKind::Container);
-        let refusal = if command.name() != name {
-            Some(format!(
-                "the {name} topic carried a {} command",
-                command.name()
-            ))
-        } else if !is_container {
-            Some(format!(
-                "{module:?} is not a container module of this device"
-            ))
-        } else if self.services.containers.is_none() {
-            Some(self.services.no_engine().to_string())
-        } else {
-            None
-        };
-        if let Some(error) = refusal {
-            self.answer(name, request_id, module, CommandOutcome::Failed { error });
-            return;
-        }
-        match command {
-            DeviceCommand::Logs { tail, since } => {
-                let services = self.services.clone();
-                tokio::spawn(async move {
-                    let Some(runtime) = &services.containers else {
-                        return;
-                    };
-                    let outcome = match runtime
-                        .logs(&module, tail, since, COMMAND_RESULT_MAX_BYTES)
-                        .await
-                    {
-                        Ok(logs) => CommandOutcome::Logs { logs },
-                        Err(e) => CommandOutcome::Failed {
-                            error: e.to_string(),
-                        },
-                    };
-                    let result = CommandResult {
-                        request_id,
-                        module,
-                        outcome,
-                    };
-                    services.answer("logs", &result);
-                });
-            }
-            DeviceCommand::Restart => {
-                let sent = self.tasks.get(&module).is_some_and(|h| {
-                    h.commands
-                        .send(ModuleCommand::Restart {
-                            request_id: request_id.clone(),
-                        })
-                        .is_ok()
-                });
-                if !sent {
-                    let error = format!("module {module:?} is not running on this device");
-                    self.answer(name, request_id, module, CommandOutcome::Failed { error });
-                }
-            }
-        }
-    }
-
-    fn answer(&self, name: &str, request_id: String, module: String, outcome: CommandOutcome) {
-        let result = CommandResult {
-            request_id,
-            module,
-            outcome,
-        };
-        self.services.answer(name, &result);
     }
 }

@@ -10,10 +10,14 @@
 //! window), so nothing the fleet has not stored is forgotten, whatever the broker keeps.
 //! Inputs are acknowledged to the broker by whoever makes their result durable
 //! ([`InputAck`]). Reconnects back off exponentially between the configured bounds.
+//!
+//! Everything it publishes is sealed with the device's message key, and it takes an
+//! acknowledgement or a command only when [`Authenticity`] finds the fleet's signature on it.
 
 use std::time::{Duration, Instant};
 
 use edgefleet_common::UnixMillis;
+use edgefleet_common::authenticity::Refusal;
 use edgefleet_common::delivery::{SyncRequest, TelemetryAck};
 use edgefleet_common::reported::ReportedState;
 use edgefleet_common::telemetry::MAX_MESSAGE_RECORDS;
@@ -25,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig as Config;
 use crate::store::Store;
+use crate::telemetry::authenticity::{Authenticity, refused};
 use crate::telemetry::delivery::{Delivery, Tag, WINDOW};
 use crate::telemetry::outbox::{Outbox, pack};
 
@@ -50,7 +55,7 @@ pub enum Inbound {
         payload: Vec<u8>,
         ack: InputAck,
     },
-    /// A command from the fleet (`commands/<name>`).
+    /// A command from the fleet (`commands/<name>`), its signature checked: the body.
     Command { name: String, payload: Vec<u8> },
 }
 
@@ -111,10 +116,11 @@ pub fn mqtt_options(config: &Config) -> Result<MqttOptions, LinkError> {
 /// fleet for its desired state; returns whether the request went out.
 fn announce(
     client: &AsyncClient,
-    topics: &DeviceTopics,
+    session: &Session<'_>,
     reported: &mut watch::Receiver<Vec<u8>>,
     delivery: &mut Delivery,
 ) -> bool {
+    let topics = session.topics;
     for topic in [
         topics.desired(),
         topics.input("+"),
@@ -124,24 +130,49 @@ fn announce(
         let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
     }
     let state = reported.borrow_and_update().clone();
-    if !state.is_empty()
-        && client
-            .try_publish(topics.reported(), QoS::AtLeastOnce, true, state.clone())
-            .is_ok()
-    {
+    if !state.is_empty() && session.publish(client, &topics.reported(), true, &state) {
         delivery.handed(Tag::Other);
     }
-    request_sync(client, topics, &state, delivery)
+    request_sync(client, session, &state, delivery)
+}
+
+/// What every publication and every received acknowledgement of one connection needs.
+struct Session<'a> {
+    topics: &'a DeviceTopics,
+    auth: &'a Authenticity,
+    /// The nonce of this connection's sync requests; the fleet's answer carries it back.
+    sync_nonce: String,
+}
+
+impl Session<'_> {
+    /// Publishes `body` sealed with the device's message key; whether the client took it.
+    fn publish(&self, client: &AsyncClient, topic: &str, retain: bool, body: &[u8]) -> bool {
+        let payload = self.auth.seal(topic, body);
+        client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .is_ok()
+    }
 }
 
 /// The fleet's acknowledgement of the telemetry it stored (`TelemetryAck`): the records through
 /// its `committedSeq` leave the outbox when it moves the delivery window on.
-fn on_telemetry_ack(payload: &[u8], delivery: &mut Delivery, store: &Store) {
-    let ack = match serde_json::from_slice::<TelemetryAck>(payload) {
+fn on_telemetry_ack(
+    session: &Session<'_>,
+    p: &rumqttc::Publish,
+    delivery: &mut Delivery,
+    store: &Store,
+) -> bool {
+    let topic = session.topics.acks();
+    let ack: TelemetryAck = match session.auth.open_ack(&topic, &p.payload, &session.sync_nonce) {
         Ok(ack) => ack,
-        Err(e) => {
-            tracing::warn!(error = %e, "telemetry acknowledgement not understood");
-            return;
+        // The broker's retained acknowledgement of an earlier incarnation, sent on subscribe.
+        Err(Refusal::Replayed(why)) if p.retain => {
+            tracing::debug!(%why, "retained acknowledgement not taken");
+            return false;
+        }
+        Err(refusal) => {
+            refused(&topic, "acknowledgement", &refusal);
+            return false;
         }
     };
     let moved = if ack.synced {
@@ -152,6 +183,7 @@ fn on_telemetry_ack(payload: &[u8], delivery: &mut Delivery, store: &Store) {
     if moved && let Err(e) = store.remove_outbox_through(ack.committed_seq) {
         tracing::error!(error = %e, "cannot remove telemetry the fleet stored");
     }
+    true
 }
 
 /// Runs the session until `shutdown` resolves. `fleet_silent` says since when the fleet has
@@ -159,6 +191,7 @@ fn on_telemetry_ack(payload: &[u8], delivery: &mut Delivery, store: &Store) {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
+    auth: Authenticity,
     store: Store,
     outbox: Outbox,
     mut reported: watch::Receiver<Vec<u8>>,
@@ -182,6 +215,11 @@ pub async fn run(
     // When the SyncRequest was last (re)sent; it is sent again every SYNC_TIMEOUT until answered.
     let mut sync_retry = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut session = Session {
+        topics: &topics,
+        auth: &auth,
+        sync_nonce: String::new(),
+    };
 
     loop {
         // Acknowledgements that found the client's queue full go out as it empties.
@@ -196,15 +234,17 @@ pub async fn run(
                     acks.connected();
                     delivery.connected(Instant::now());
                     tracing::info!(broker = %config.mqtt.url, "connected to the broker");
-                    if announce(&client, &topics, &mut reported, &mut delivery) {
+                    session.sync_nonce = edgefleet_common::authenticity::new_incarnation();
+                    if announce(&client, &session, &mut reported, &mut delivery) {
                         sync_sent.get_or_insert_with(Instant::now);
                         sync_retry = Instant::now();
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if p.topic == topics.acks() {
-                        fleet_answered(&mut sync_sent, &fleet_silent);
-                        on_telemetry_ack(&p.payload, &mut delivery, &store);
+                        if on_telemetry_ack(&session, &p, &mut delivery, &store) {
+                            fleet_answered(&mut sync_sent, &fleet_silent);
+                        }
                         acks.done_now(&p);
                         continue;
                     }
@@ -212,7 +252,13 @@ pub async fn run(
                         fleet_answered(&mut sync_sent, &fleet_silent);
                         Some(Inbound::Desired(p.payload.to_vec()))
                     } else if let Some(name) = p.topic.strip_prefix(&commands_prefix) {
-                        Some(Inbound::Command { name: name.to_owned(), payload: p.payload.to_vec() })
+                        match auth.open_command(&p.topic, &p.payload) {
+                            Ok(body) => Some(Inbound::Command { name: name.to_owned(), payload: body.to_vec() }),
+                            Err(refusal) => {
+                                refused(&p.topic, "command", &refusal);
+                                None
+                            }
+                        }
                     } else if let Some(module) = p.topic.strip_prefix(&inputs_prefix) {
                         let message = Inbound::Input {
                             module: module.to_owned(),
@@ -262,20 +308,20 @@ pub async fn run(
                     }
                     // The request may have reached the broker before the fleet subscribed: ask again.
                     if connected {
-                        request_sync(&client, &topics, &reported.borrow(), &mut delivery);
+                        request_sync(&client, &session, &reported.borrow(), &mut delivery);
                     }
                     sync_retry = now;
                 }
             }
             Some(message) = outgoing.recv() => {
-                if connected && client.try_publish(message.topic, QoS::AtLeastOnce, false, message.payload).is_ok() {
+                if connected && session.publish(&client, &message.topic, false, &message.payload) {
                     delivery.handed(Tag::Other);
                 }
             }
             changed = reported.changed(), if connected => {
                 if changed.is_ok() {
                     let state = reported.borrow_and_update().clone();
-                    if client.try_publish(topics.reported(), QoS::AtLeastOnce, true, state).is_ok() {
+                    if session.publish(&client, &topics.reported(), true, &state) {
                         delivery.handed(Tag::Other);
                     }
                 }
@@ -283,7 +329,7 @@ pub async fn run(
         }
 
         if connected {
-            send_telemetry(&client, &topics, &store, &mut delivery);
+            send_telemetry(&client, &session, &store, &mut delivery);
         }
     }
     let _ = client.try_disconnect();
@@ -294,17 +340,19 @@ pub async fn run(
 /// whether it was handed to the client.
 fn request_sync(
     client: &AsyncClient,
-    topics: &DeviceTopics,
+    session: &Session<'_>,
     state: &[u8],
     delivery: &mut Delivery,
 ) -> bool {
     let applied_version = serde_json::from_slice::<ReportedState>(state)
         .ok()
         .and_then(|s| s.applied_version);
-    let request = serde_json::to_vec(&SyncRequest { applied_version }).unwrap_or_default();
-    let handed = client
-        .try_publish(topics.sync(), QoS::AtLeastOnce, false, request)
-        .is_ok();
+    let request = serde_json::to_vec(&SyncRequest {
+        applied_version,
+        nonce: session.sync_nonce.clone(),
+    })
+    .unwrap_or_default();
+    let handed = session.publish(client, &session.topics.sync(), false, &request);
     if handed {
         delivery.handed(Tag::Other);
     }
@@ -324,7 +372,7 @@ fn fleet_answered(
 /// room.
 fn send_telemetry(
     client: &AsyncClient,
-    topics: &DeviceTopics,
+    session: &Session<'_>,
     store: &Store,
     delivery: &mut Delivery,
 ) {
@@ -343,15 +391,8 @@ fn send_telemetry(
     };
     let (messages, through) = pack(&records, room);
     for message in messages {
-        if client
-            .try_publish(
-                topics.telemetry(&message.module),
-                QoS::AtLeastOnce,
-                false,
-                message.payload,
-            )
-            .is_err()
-        {
+        let topic = session.topics.telemetry(&message.module);
+        if !session.publish(client, &topic, false, &message.payload) {
             return;
         }
         delivery.handed(Tag::Telemetry(message.last_seq));

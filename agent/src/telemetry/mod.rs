@@ -4,6 +4,7 @@
 //! acknowledged storing them. The [`reporter`] turns the status board into the reported state
 //! and periodic metrics.
 
+pub mod authenticity;
 pub(crate) mod delivery;
 pub mod link;
 pub mod outbox;

@@ -64,6 +64,9 @@ impl Fleet {
             }
         }
         let _writes = self.store.lock_writes().await?;
+        for id in &ids {
+            self.device_keys.forget(id);
+        }
         let affected = Affected::Devices(ids);
         let mut existing: BTreeMap<String, Device> =
             self.devices_of(&affected).await?.into_iter().collect();
@@ -166,6 +169,7 @@ impl Fleet {
         batch.delete(kind::DEVICE, id);
         batch.delete(kind::STATUS, id);
         self.store.commit(batch).await?;
+        self.device_keys.forget(id);
         let mqtt_login_revoked = match &self.broker_credentials {
             Some(credentials) => {
                 credentials
@@ -228,28 +232,30 @@ impl Fleet {
         let request = CommandRequest {
             request_id: request_id.clone(),
             module: request.module,
+            issued_at_ms: now_ms(),
             command: request.command,
         };
-        let payload = serde_json::to_vec(&request)
+        let body = serde_json::to_vec(&request)
             .map_err(|e| FleetError::invalid(format!("the command cannot be sent: {e}")))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pending().insert(request_id.clone(), tx);
+        let waiting = (id.to_owned(), request_id);
+        self.pending().insert(waiting.clone(), tx);
         let topic = DeviceTopics::new(&self.settings.name, id)?.command(name);
         let published = self
             .publish(Publication {
+                payload: self.key.sign_message(&topic, &body),
                 topic,
-                payload,
                 retain: false,
             })
             .await;
         let answer = match published {
             Ok(()) => tokio::time::timeout(COMMAND_TIMEOUT, rx).await,
             Err(e) => {
-                self.pending().remove(&request_id);
+                self.pending().remove(&waiting);
                 return Err(e);
             }
         };
-        self.pending().remove(&request_id);
+        self.pending().remove(&waiting);
         match answer {
             Ok(Ok(CommandResult {
                 outcome: CommandOutcome::Failed { error },
@@ -266,9 +272,11 @@ impl Fleet {
         }
     }
 
-    /// A device answered a command; the request waiting for it (if any) gets the result.
-    pub(crate) fn command_answered(&self, result: CommandResult) {
-        if let Some(waiter) = self.pending().remove(&result.request_id) {
+    /// Device `id` answered a command; the request waiting for it (if any, and only one sent
+    /// to that device) gets the result.
+    pub(crate) fn command_answered(&self, id: &str, result: CommandResult) {
+        let waiting = (id.to_owned(), result.request_id.clone());
+        if let Some(waiter) = self.pending().remove(&waiting) {
             let _ = waiter.send(result);
         }
     }
@@ -277,7 +285,7 @@ impl Fleet {
         &self,
     ) -> std::sync::MutexGuard<
         '_,
-        std::collections::BTreeMap<String, tokio::sync::oneshot::Sender<CommandResult>>,
+        std::collections::BTreeMap<(String, String), tokio::sync::oneshot::Sender<CommandResult>>,
     > {
         // A waiter map left by a panicking thread is still consistent (inserts and removes).
         self.pending_commands

@@ -6,7 +6,9 @@
 
 mod bundles;
 mod deployments;
+mod device_messages;
 mod devices;
+mod incarnations;
 mod models;
 mod registries;
 pub(crate) mod rendering;
@@ -31,6 +33,7 @@ use crate::error::FleetError;
 use crate::store::FleetStore;
 
 pub use bundles::BundleFor;
+pub use device_messages::{Published, Received};
 pub use rendering::Affected;
 pub use rollouts::{ADVANCE_EVERY, RolloutAction};
 pub use telemetry::{Arrived, Heard, TelemetryFilter};
@@ -82,8 +85,12 @@ pub struct Fleet {
     broker_credentials: Option<embedded_broker::Credentials>,
     /// Serializes model profiles (two at once would measure each other).
     profiling: tokio::sync::Mutex<()>,
-    /// Commands sent to devices, waiting for their result, by request id.
-    pending_commands: Mutex<BTreeMap<String, oneshot::Sender<CommandResult>>>,
+    /// Commands sent to devices, waiting for their result, by device and request id.
+    pending_commands: Mutex<BTreeMap<(String, String), oneshot::Sender<CommandResult>>>,
+    /// The message keys of the devices heard from.
+    device_keys: device_messages::DeviceKeys,
+    /// The incarnations of the devices heard from.
+    incarnations: incarnations::IncarnationCache,
 }
 
 impl Fleet {
@@ -109,6 +116,8 @@ impl Fleet {
             broker_credentials,
             profiling: tokio::sync::Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
+            device_keys: Default::default(),
+            incarnations: Default::default(),
         };
         fleet.refresh_broker_credentials().await?;
         Ok(fleet)

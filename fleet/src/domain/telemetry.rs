@@ -14,6 +14,7 @@ use edgefleet_common::topics::DeviceTopics;
 use edgefleet_transport::now_ms;
 use sha2::{Digest as _, Sha256};
 
+use super::incarnations::{base, device_seq, stored_seq};
 use super::{Fleet, Publication};
 use crate::error::FleetError;
 use crate::records::{DeviceStatus, RenderedManifest};
@@ -50,6 +51,8 @@ pub type Arrived = (String, u64, Vec<u8>);
 pub struct Heard {
     pub last_seen_ms: u64,
     pub reported: Option<edgefleet_common::reported::ReportedState>,
+    /// The incarnation the device spoke as (the one `reported` comes from).
+    pub incarnation: Option<String>,
 }
 
 impl Fleet {
@@ -87,11 +90,14 @@ impl Fleet {
         telemetry: &[Arrived],
     ) -> Result<Vec<Publication>, FleetError> {
         let ingested = self.ingest_batch(heard, telemetry).await?;
-        ingested
-            .committed
-            .into_iter()
-            .map(|(id, committed_seq)| self.ack_publication(&id, committed_seq, false))
-            .collect()
+        let mut acks = Vec::with_capacity(ingested.committed.len());
+        for (id, committed) in ingested.committed {
+            if let Some((index, incarnation)) = self.current_incarnation(&id).await? {
+                let committed_seq = device_seq(index, committed);
+                acks.push(self.ack_publication(&id, committed_seq, &incarnation, None)?);
+            }
+        }
+        Ok(acks)
     }
 
     async fn ingest_batch(
@@ -101,6 +107,10 @@ impl Fleet {
     ) -> Result<Ingested, FleetError> {
         let now = now_ms();
         let devices: Vec<String> = heard.keys().cloned().collect();
+        let mut incarnations = BTreeMap::new();
+        for id in &devices {
+            incarnations.insert(id.clone(), self.incarnation_ids(id).await?);
+        }
         let merge_status = |id: &str, stored: Option<&[u8]>| {
             let mut status: DeviceStatus = match stored {
                 Some(json) => {
@@ -118,16 +128,11 @@ impl Fleet {
                 key: format!("{}/{id}", kind::STATUS),
                 source,
             })?;
-            // Records before the oldest one the device still holds are stored or were dropped
-            // by the device (and counted): the fleet acknowledges past them.
-            let floor = status.reported.as_ref().map(|r| {
-                let outbox = &r.outbox;
-                outbox
-                    .oldest_seq
-                    .unwrap_or(outbox.next_seq)
-                    .saturating_sub(1)
-            });
-            Ok(MergedStatus { json, floor })
+            let ids = incarnations.get(id).map_or(&[][..], Vec::as_slice);
+            Ok(MergedStatus {
+                json,
+                floor: floor(&status, ids),
+            })
         };
         let arrivals = Arrivals {
             heard: &devices,
@@ -148,18 +153,33 @@ impl Fleet {
         let parsed = parse_export(export, &self.settings.name)?;
         let id = parsed.header.device_id.clone();
         self.device_record(&id).await?;
+        // An export of an agent that predates incarnations counts in the current one.
+        let incarnation = match parsed.header.incarnation.clone() {
+            Some(incarnation) => Some(incarnation),
+            None => self.current_incarnation(&id).await?.map(|(_, i)| i),
+        };
+        let index = match &incarnation {
+            Some(incarnation) => self.incarnation_index(&id, incarnation).await?,
+            None => 0,
+        };
+        let records = parsed
+            .records
+            .into_iter()
+            .map(|(device, seq, json)| in_incarnation(index, device, seq, json))
+            .collect::<Result<Vec<Arrived>, FleetError>>()?;
         let heard = BTreeMap::from([(
             id.clone(),
             Heard {
                 last_seen_ms: parsed.header.exported_at_ms,
                 reported: parsed.header.reported,
+                incarnation: incarnation.clone(),
             },
         )]);
         // A file without records still brings the device's state.
-        let batches: Vec<&[Arrived]> = if parsed.records.is_empty() {
+        let batches: Vec<&[Arrived]> = if records.is_empty() {
             vec![&[]]
         } else {
-            parsed.records.chunks(IMPORT_BATCH).collect()
+            records.chunks(IMPORT_BATCH).collect()
         };
         let (mut heard, mut new_records) = (Some(heard), 0);
         for batch in batches {
@@ -168,41 +188,57 @@ impl Fleet {
                 .await?;
             new_records += ingested.new_records;
         }
-        let committed_seq = self.store.committed(&id).await?;
-        self.publish(self.ack_publication(&id, committed_seq, false)?)
-            .await?;
+        let committed_seq = device_seq(index, self.store.committed(&id).await?);
+        if let Some(incarnation) = &incarnation {
+            self.publish(self.ack_publication(&id, committed_seq, incarnation, None)?)
+                .await?;
+        }
         let receipt = TelemetryReceipt {
             fleet: self.settings.name.clone(),
             device_id: id,
-            records: parsed.records.len() as u64,
+            records: records.len() as u64,
             new_records,
             committed_seq,
+            incarnation,
             imported_at_ms: now_ms(),
         };
         Ok(SignedReceipt::sign(receipt, &self.key))
     }
 
+    /// Device `id`'s acknowledgement of incarnation `incarnation`'s records through
+    /// `committed_seq`, signed for its `acks` topic. An answer to a sync request (with its
+    /// `nonce`) is not retained: the retained one stays the newest plain acknowledgement.
     fn ack_publication(
         &self,
         id: &str,
         committed_seq: u64,
-        synced: bool,
+        incarnation: &str,
+        nonce: Option<String>,
     ) -> Result<Publication, FleetError> {
-        let payload = serde_json::to_vec(&TelemetryAck {
+        let synced = nonce.is_some();
+        let body = serde_json::to_vec(&TelemetryAck {
             committed_seq,
             synced,
+            incarnation: incarnation.to_owned(),
+            nonce,
         })
         .map_err(|e| FleetError::invalid(format!("the acknowledgement of {id}: {e}")))?;
+        let topic = DeviceTopics::new(&self.settings.name, id)?.acks();
         Ok(Publication {
-            topic: DeviceTopics::new(&self.settings.name, id)?.acks(),
-            payload,
-            retain: true,
+            payload: self.key.sign_message(&topic, &body),
+            topic,
+            retain: !synced,
         })
     }
 
-    /// The answer to a device's sync request: its manifest (when one is rendered) and its
-    /// telemetry acknowledgement.
-    pub(crate) async fn sync(&self, id: &str) -> Result<Vec<Publication>, FleetError> {
+    /// The answer to a device's sync request (authenticated, from incarnation `incarnation`
+    /// with `nonce`): its manifest (when one is rendered) and its telemetry acknowledgement.
+    pub(crate) async fn sync(
+        &self,
+        id: &str,
+        incarnation: &str,
+        nonce: String,
+    ) -> Result<Vec<Publication>, FleetError> {
         if self
             .store
             .get::<crate::records::Device>(kind::DEVICE, id)
@@ -219,7 +255,9 @@ impl Fleet {
         {
             out.push(self.manifest_publication(&manifest)?);
         }
-        out.push(self.ack_publication(id, self.store.committed(id).await?, true)?);
+        let index = self.incarnation_index(id, incarnation).await?;
+        let committed_seq = device_seq(index, self.store.committed(id).await?);
+        out.push(self.ack_publication(id, committed_seq, incarnation, Some(nonce))?);
         Ok(out)
     }
 
@@ -241,7 +279,52 @@ fn merge(status: &mut DeviceStatus, heard: &Heard) {
     };
     if let Some(reported) = heard.reported.as_ref().filter(newer) {
         status.reported = Some(reported.clone());
+        status.reported_incarnation = heard.incarnation.clone();
     }
+}
+
+/// The stored seq below which device `status` holds nothing any more: the start of its
+/// newest incarnation (`ids`, oldest first), or above it the oldest record its reported outbox
+/// still holds. Records below it are stored or were dropped by the device (and counted): the
+/// fleet acknowledges past them.
+fn floor(status: &DeviceStatus, ids: &[String]) -> Option<u64> {
+    let current = ids.len().saturating_sub(1) as u64;
+    let outbox_floor = status.reported.as_ref().and_then(|r| {
+        let reported_index = match &status.reported_incarnation {
+            Some(id) => ids.iter().position(|i| i == id)? as u64,
+            // A state stored before incarnations were sent: the first incarnation's.
+            None => 0,
+        };
+        let outbox = &r.outbox;
+        let held_from = outbox.oldest_seq.unwrap_or(outbox.next_seq);
+        (reported_index == current).then(|| base(current) + held_from.saturating_sub(1))
+    });
+    match outbox_floor {
+        Some(floor) => Some(floor),
+        None if current > 0 => Some(base(current)),
+        None => None,
+    }
+}
+
+/// Record `seq` of incarnation `index` as stored: its seq in the device's stored sequence,
+/// written into its envelope too beyond the first incarnation.
+pub(super) fn in_incarnation(
+    index: u64,
+    device: String,
+    seq: u64,
+    json: Vec<u8>,
+) -> Result<Arrived, FleetError> {
+    let stored = stored_seq(index, seq)
+        .ok_or_else(|| FleetError::invalid(format!("record seq {seq} of {device} is out of range")))?;
+    if stored == seq {
+        return Ok((device, seq, json));
+    }
+    let mut envelope: TelemetryEnvelope = serde_json::from_slice(&json)
+        .map_err(|e| FleetError::invalid(format!("a record of {device}: {e}")))?;
+    envelope.seq = stored;
+    let json = serde_json::to_vec(&envelope)
+        .map_err(|e| FleetError::invalid(format!("a record of {device}: {e}")))?;
+    Ok((device, stored, json))
 }
 
 /// Records stored per transaction of an import.

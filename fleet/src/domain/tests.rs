@@ -282,6 +282,7 @@ async fn rollout_status_follows_what_devices_report_for_their_manifest() {
             reported_at_ms: 0,
             fleet_silent_since_ms: None,
         }),
+        incarnation: Some("01".into()),
     };
     let statuses = BTreeMap::from([
         (

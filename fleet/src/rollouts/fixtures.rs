@@ -34,6 +34,7 @@ pub(crate) fn status(
             reported_at_ms: 1_000,
             fleet_silent_since_ms: None,
         }),
+        reported_incarnation: None,
     }
 }
 

@@ -71,6 +71,9 @@ pub mod kind {
     pub const MODEL: &str = "model";
     pub const DEVICE: &str = "device";
     pub const STATUS: &str = "status";
+    /// A device's incarnations, oldest first; kept when the device is removed, so a device
+    /// added again under the same id never has its new records taken for old ones.
+    pub const INCARNATIONS: &str = "incarnations";
     pub const DEPLOYMENT: &str = "deployment";
     pub const DEPLOYMENT_REVISION: &str = "deployment-revision";
     pub const MANIFEST: &str = "manifest";

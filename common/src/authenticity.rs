@@ -132,11 +132,9 @@ impl DeviceMessageKey {
         device_id: &str,
     ) -> Result<Self, SealingError> {
         let shared = MontgomeryPoint(device.x25519_public()?).mul_clamped(fleet.x25519_secret());
-        Self::derive(shared, fleet_name, device_id).ok_or_else(|| {
-            SealingError::InvalidPublicKey {
-                key: device.to_string(),
-                reason: "a low-order point agrees on nothing".into(),
-            }
+        Self::derive(shared, fleet_name, device_id).ok_or_else(|| SealingError::InvalidPublicKey {
+            key: device.to_string(),
+            reason: "a low-order point agrees on nothing".into(),
         })
     }
 

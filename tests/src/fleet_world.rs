@@ -118,6 +118,41 @@ impl FleetWorld {
         agent
     }
 
+    /// The port devices reach this world's broker on.
+    pub fn mqtt_port(&self) -> u16 {
+        match (&self.broker, self.embedded_port) {
+            (Some(broker), _) => broker.port(),
+            (None, port) => port.unwrap_or_default(),
+        }
+    }
+
+    /// Device `id`'s MQTT password, as `device config` printed it.
+    pub fn device_password(&self, id: &str) -> String {
+        self.passwords.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Publishes `payload` (QoS 1) on any topic, logged in as `user`.
+    pub fn publish_as(
+        &self,
+        (user, password): (&str, &str),
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+    ) -> bool {
+        let mut command = std::process::Command::new(crate::require_program(
+            "mosquitto_pub",
+            "mosquitto-clients",
+        ));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.mqtt_port().to_string()])
+            .args(["-u", user, "-P", password, "-q", "1", "-t", topic])
+            .args(["-m", &String::from_utf8_lossy(payload)]);
+        if retain {
+            command.arg("-r");
+        }
+        command.status().is_ok_and(|s| s.success())
+    }
+
     /// Publishes `payload` (QoS 1) to `device`'s input topic of `module`.
     pub fn publish_input(&self, device: &str, module: &str, payload: &str) -> bool {
         self.input_publisher().publish(device, module, payload)

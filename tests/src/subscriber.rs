@@ -89,8 +89,10 @@ pub fn device_body(payload: &str) -> String {
         #[allow(dead_code, reason = "part of the wire form")]
         mac: String,
     }
-    serde_json::from_str::<Sealed<'_>>(payload)
-        .map_or_else(|_| payload.to_owned(), |sealed| sealed.body.get().to_owned())
+    serde_json::from_str::<Sealed<'_>>(payload).map_or_else(
+        |_| payload.to_owned(),
+        |sealed| sealed.body.get().to_owned(),
+    )
 }
 
 /// The envelopes a telemetry message carries (a JSON array of them, or one envelope, sealed by

@@ -43,7 +43,10 @@ impl Authenticity {
         store: &Store,
     ) -> Result<Self, AuthenticityError> {
         let key = DeviceMessageKey::for_device(identity, &fleet_key, fleet, device_id)?;
-        let incarnation = match store.get_meta(INCARNATION)?.map(|id| String::from_utf8_lossy(&id).into_owned()) {
+        let incarnation = match store
+            .get_meta(INCARNATION)?
+            .map(|id| String::from_utf8_lossy(&id).into_owned())
+        {
             Some(id) => id,
             None => {
                 let id = new_incarnation();
@@ -209,30 +212,50 @@ mod tests {
             incarnation: incarnation.into(),
             nonce: nonce.map(str::to_owned),
         };
-        let signed = |ack: &TelemetryAck| {
-            fleet.sign_message(topic, &serde_json::to_vec(ack).expect("json"))
-        };
+        let signed =
+            |ack: &TelemetryAck| fleet.sign_message(topic, &serde_json::to_vec(ack).expect("json"));
         let mine = auth.incarnation().to_owned();
         let plain = ack(&mine, false, None);
-        assert_eq!(auth.open_ack(topic, &signed(&plain), "n1"), Ok(plain.clone()));
+        assert_eq!(
+            auth.open_ack(topic, &signed(&plain), "n1"),
+            Ok(plain.clone())
+        );
         let unsigned = serde_json::to_vec(&plain).expect("json");
-        assert!(matches!(auth.open_ack(topic, &unsigned, "n1"), Err(Refusal::Malformed(_))));
+        assert!(matches!(
+            auth.open_ack(topic, &unsigned, "n1"),
+            Err(Refusal::Malformed(_))
+        ));
         let other_device = fleet.sign_message(
             "edgefleet/plant/devices/a/acks",
             &serde_json::to_vec(&plain).expect("json"),
         );
-        assert!(matches!(auth.open_ack(topic, &other_device, "n1"), Err(Refusal::BadSignature { .. })));
+        assert!(matches!(
+            auth.open_ack(topic, &other_device, "n1"),
+            Err(Refusal::BadSignature { .. })
+        ));
         let earlier_life = ack("0f", false, None);
-        assert!(matches!(auth.open_ack(topic, &signed(&earlier_life), "n1"), Err(Refusal::Replayed(_))));
+        assert!(matches!(
+            auth.open_ack(topic, &signed(&earlier_life), "n1"),
+            Err(Refusal::Replayed(_))
+        ));
         let answer = ack(&mine, true, Some("n1"));
-        assert_eq!(auth.open_ack(topic, &signed(&answer), "n1"), Ok(answer.clone()));
+        assert_eq!(
+            auth.open_ack(topic, &signed(&answer), "n1"),
+            Ok(answer.clone())
+        );
         assert!(
-            matches!(auth.open_ack(topic, &signed(&answer), "n2"), Err(Refusal::Replayed(_))),
+            matches!(
+                auth.open_ack(topic, &signed(&answer), "n2"),
+                Err(Refusal::Replayed(_))
+            ),
             "the answer to an earlier connection's sync request"
         );
         let forger = edgefleet_common::signing::FleetSigningKey::generate();
         let forged = forger.sign_message(topic, &serde_json::to_vec(&plain).expect("json"));
-        assert!(matches!(auth.open_ack(topic, &forged, "n1"), Err(Refusal::UnknownKey { .. })));
+        assert!(matches!(
+            auth.open_ack(topic, &forged, "n1"),
+            Err(Refusal::UnknownKey { .. })
+        ));
     }
 
     #[test]

@@ -163,7 +163,10 @@ fn on_telemetry_ack(
     store: &Store,
 ) -> bool {
     let topic = session.topics.acks();
-    let ack: TelemetryAck = match session.auth.open_ack(&topic, &p.payload, &session.sync_nonce) {
+    let ack: TelemetryAck = match session
+        .auth
+        .open_ack(&topic, &p.payload, &session.sync_nonce)
+    {
         Ok(ack) => ack,
         // The broker's retained acknowledgement of an earlier incarnation, sent on subscribe.
         Err(Refusal::Replayed(why)) if p.retain => {

@@ -13,8 +13,8 @@ const TOPIC: &str = "edgefleet/plant/devices/a/telemetry/m";
 #[test]
 fn device_and_fleet_agree_on_the_device_key_and_nobody_else_does() {
     let (fleet, a, b) = keys();
-    let on_device = DeviceMessageKey::for_device(&a, &fleet.public_key(), "plant", "a")
-        .expect("device side");
+    let on_device =
+        DeviceMessageKey::for_device(&a, &fleet.public_key(), "plant", "a").expect("device side");
     let at_fleet =
         DeviceMessageKey::for_fleet(&fleet, &a.public_key(), "plant", "a").expect("fleet side");
     assert_eq!(on_device, at_fleet);
@@ -22,8 +22,8 @@ fn device_and_fleet_agree_on_the_device_key_and_nobody_else_does() {
     assert_ne!(on_device, b_key, "another device's key");
     let renamed = DeviceMessageKey::for_fleet(&fleet, &a.public_key(), "plant", "b").expect("b");
     assert_ne!(on_device, renamed, "the same key under another device id");
-    let other_fleet = DeviceMessageKey::for_device(&a, &fleet.public_key(), "other", "a")
-        .expect("other fleet");
+    let other_fleet =
+        DeviceMessageKey::for_device(&a, &fleet.public_key(), "other", "a").expect("other fleet");
     assert_ne!(on_device, other_fleet);
 }
 
@@ -62,7 +62,12 @@ fn another_device_topic_key_or_altered_byte_is_refused() {
         a_key.open(TOPIC, reincarnated.as_bytes()),
         Err(Refusal::BadMac)
     );
-    for bad in [&b"{"[..], br#"{"seq":1}"#, b"", br#"{"body":1,"incarnation":"","mac":"!"}"#] {
+    for bad in [
+        &b"{"[..],
+        br#"{"seq":1}"#,
+        b"",
+        br#"{"body":1,"incarnation":"","mac":"!"}"#,
+    ] {
         assert!(matches!(a_key.open(TOPIC, bad), Err(Refusal::Malformed(_))));
     }
 }

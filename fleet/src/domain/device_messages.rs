@@ -61,7 +61,9 @@ impl Published {
 pub(crate) struct DeviceKeys(Mutex<HashMap<String, (String, DeviceMessageKey, Instant)>>);
 
 impl DeviceKeys {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, DeviceMessageKey, Instant)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, DeviceMessageKey, Instant)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -102,9 +104,10 @@ impl Fleet {
             },
             None => false,
         };
-        let key = self.read_device_key(id).await.map_err(|e| {
-            Refusal::UnknownDevice(format!("{id}: {e}"))
-        })?;
+        let key = self
+            .read_device_key(id)
+            .await
+            .map_err(|e| Refusal::UnknownDevice(format!("{id}: {e}")))?;
         if refresh {
             tracing::debug!(device = %id, "device key read again after a message did not verify");
         }
@@ -115,9 +118,10 @@ impl Fleet {
         let device: Device = self.device_record(id).await?;
         let public: DevicePublicKey = device.public_key.parse()?;
         let key = DeviceMessageKey::for_fleet(&self.key, &public, &self.settings.name, id)?;
-        self.device_keys
-            .lock()
-            .insert(id.to_owned(), (device.public_key, key.clone(), Instant::now()));
+        self.device_keys.lock().insert(
+            id.to_owned(),
+            (device.public_key, key.clone(), Instant::now()),
+        );
         Ok(key)
     }
 
@@ -129,8 +133,17 @@ impl Fleet {
     ) -> Result<Vec<Publication>, FleetError> {
         let taken = self.authenticate(&received).await;
         let mut telemetry: Vec<Arrived> = Vec::with_capacity(taken.envelopes.len());
+        // A message's records share their device and incarnation: one lookup per run of them.
+        let mut last: Option<(String, String, u64)> = None;
         for (device, incarnation, seq, json) in taken.envelopes {
-            let index = self.incarnation_index(&device, &incarnation).await?;
+            let index = match &last {
+                Some((d, i, index)) if *d == device && *i == incarnation => *index,
+                _ => {
+                    let index = self.incarnation_index(&device, &incarnation).await?;
+                    last = Some((device.clone(), incarnation, index));
+                    index
+                }
+            };
             match in_incarnation(index, device, seq, json) {
                 Ok(arrived) => telemetry.push(arrived),
                 Err(e) => refused("telemetry", "telemetry", &Refusal::Malformed(e.to_string())),

@@ -73,7 +73,12 @@ impl Fleet {
             None => {
                 stored.ids.push(id.to_owned());
                 self.store.put(kind::INCARNATIONS, device, &stored).await?;
-                tracing::info!(device, incarnation = id, index = stored.ids.len() - 1, "a new device incarnation: its records are kept apart from earlier ones");
+                tracing::info!(
+                    device,
+                    incarnation = id,
+                    index = stored.ids.len() - 1,
+                    "a new device incarnation: its records are kept apart from earlier ones"
+                );
                 stored.ids.len() as u64 - 1
             }
         };

@@ -314,8 +314,9 @@ pub(super) fn in_incarnation(
     seq: u64,
     json: Vec<u8>,
 ) -> Result<Arrived, FleetError> {
-    let stored = stored_seq(index, seq)
-        .ok_or_else(|| FleetError::invalid(format!("record seq {seq} of {device} is out of range")))?;
+    let stored = stored_seq(index, seq).ok_or_else(|| {
+        FleetError::invalid(format!("record seq {seq} of {device} is out of range"))
+    })?;
     if stored == seq {
         return Ok((device, seq, json));
     }

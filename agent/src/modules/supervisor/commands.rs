@@ -42,7 +42,8 @@ impl Supervisor {
         match admit_command(&self.services.store, &request_id, issued_at_ms, now_ms()) {
             Ok(Admission::Carry) => {}
             Ok(Admission::Repeat) => {
-                let refusal = Refusal::Replayed(format!("command {request_id} was carried out before"));
+                let refusal =
+                    Refusal::Replayed(format!("command {request_id} was carried out before"));
                 refused(&self.services.topics.command(name), "command", &refusal);
                 return;
             }

@@ -69,9 +69,10 @@ pub struct TokenCreated {
 pub struct TokenView {
     pub name: String,
     pub role: Role,
-    pub created_ms: UnixMillis,
-    /// The name of the token that created it.
-    pub created_by: String,
+    /// Absent for the bootstrap token (it is as old as the fleet's data).
+    pub created_ms: Option<UnixMillis>,
+    /// The name of the token that created it (absent for the bootstrap token).
+    pub created_by: Option<String>,
     /// When a request last came with it (noted at most once a minute per service replica);
     /// absent when never.
     pub last_used_ms: Option<UnixMillis>,

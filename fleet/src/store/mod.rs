@@ -252,6 +252,14 @@ impl FleetStore {
         bytes.map(|b| decode(kind, name, &b)).transpose()
     }
 
+    /// The stored bytes of a record, as they are digested in the audit log.
+    pub async fn get_raw(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.get(kind, name),
+            Backend::Postgres(s) => s.get(kind, name).await,
+        }
+    }
+
     /// The records of `kind` named in `names` that exist, by name (one query).
     pub async fn get_many<T: DeserializeOwned>(
         &self,

@@ -221,10 +221,8 @@ impl PostgresStore {
         let mut txn = self.pool.begin().await?;
         if let Some(scope) = audited {
             let keys = scope.keys_in(batch);
-            let (kinds, names): (Vec<&str>, Vec<&str>) = keys
-                .iter()
-                .map(|(k, n)| (k.as_str(), n.as_str()))
-                .unzip();
+            let (kinds, names): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|(k, n)| (k.as_str(), n.as_str())).unzip();
             let rows: Vec<(String, String, String)> = sqlx::query_as(
                 "SELECT r.kind, r.name, r.value::text FROM records r \
                  JOIN unnest($1::text[], $2::text[]) AS k(kind, name) \

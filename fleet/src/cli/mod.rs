@@ -64,7 +64,9 @@ pub struct Cli {
     )]
     pub server: String,
     /// An API token (`edgefleet token create`; the first admin's is <data-dir>/admin-token).
-    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true, global = true)]
+    /// Given before the command (`edgefleet --token T audit list --token NAME` filters by
+    /// another token's name).
+    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Output format of read commands.
     #[arg(long, short, value_enum, default_value = "text", global = true)]

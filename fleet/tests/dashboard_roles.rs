@@ -3,6 +3,11 @@
 //! may use; the server refuses the rest (and audits the attempt), and revoking a token ends
 //! its sessions. Screenshots go to target/test-artifacts/dashboard-roles/.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "an end-to-end test is one scenario, read from top to bottom"
+)]
+
 use edgefleet_common::fleet_api::{AuditEntry, TokenView};
 use edgefleet_common::sealing::DeviceIdentity;
 use edgefleet_tests::{

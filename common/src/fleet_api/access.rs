@@ -76,7 +76,7 @@ pub struct TokenView {
     /// When a request last came with it (noted at most once a minute per service replica);
     /// absent when never.
     pub last_used_ms: Option<UnixMillis>,
-    /// The token of `<data-dir>/admin-token` (or `--token`): it cannot be revoked through
+    /// The token of `<data-dir>/admin-token` (or `EDGEFLEET_TOKEN` in `edgefleet serve`'s environment): it cannot be revoked through
     /// the API.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bootstrap: bool,

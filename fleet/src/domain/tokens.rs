@@ -2,7 +2,8 @@
 //! listed and revoked through the API (admin only); each request's token is looked up in the
 //! store (read through, no cache), so a token created or revoked on one replica counts on
 //! every replica at its next request. The bootstrap token (`<data-dir>/admin-token`, or
-//! `--token`) is the admin named [`BOOTSTRAP_NAME`]; it is compared in memory.
+//! `EDGEFLEET_TOKEN` in `edgefleet serve`'s environment) is the admin named
+//! [`BOOTSTRAP_NAME`]; it is compared in memory.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -195,7 +196,7 @@ impl Fleet {
     pub async fn revoke_token(&self, name: &str) -> Result<Deleted, FleetError> {
         if name == BOOTSTRAP_NAME {
             return Err(FleetError::invalid(format!(
-                "{BOOTSTRAP_NAME} is the bootstrap token: replace <data-dir>/admin-token (or --token) and restart the service to change it"
+                "{BOOTSTRAP_NAME} is the bootstrap token: change <data-dir>/admin-token (its row of fleet_secrets on PostgreSQL), or EDGEFLEET_TOKEN in the service's environment, and restart the service"
             )));
         }
         let _writes = self.store.lock_writes().await?;

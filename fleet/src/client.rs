@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
+    AuditEntry, AuditQuery, Role, TokenCreated, TokenRequest, TokenView,
+};
+use edgefleet_common::fleet_api::{
     BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
     DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ErrorBody, FleetInfo,
     ManifestView, ModelDetails, ModelVersion, ModuleCommandRequest, Package, PackageRequest,
@@ -19,7 +22,7 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "no admin token: set EDGEFLEET_TOKEN (the fleet service wrote it to <data-dir>/admin-token)"
+        "no token: set EDGEFLEET_TOKEN (a token from `edgefleet token create`; the first admin's is <data-dir>/admin-token)"
     )]
     NoToken,
     #[error("cannot reach the fleet service at {server}: {source} (set EDGEFLEET_SERVER)")]
@@ -30,6 +33,9 @@ pub enum ClientError {
     /// The service refused the token.
     #[error("{0}")]
     Unauthorized(String),
+    /// The token's role may not make the request.
+    #[error("{0}")]
+    Forbidden(String),
     /// The service refused the request; the message is its answer.
     #[error("{message}")]
     Refused {
@@ -42,7 +48,7 @@ pub enum ClientError {
     Setup(#[source] reqwest::Error),
 }
 
-/// The fleet service at `server`, as the admin with `token`.
+/// The fleet service at `server`, as the holder of `token`.
 #[derive(Debug)]
 pub struct FleetClient {
     server: String,
@@ -89,6 +95,8 @@ impl FleetClient {
             .unwrap_or_else(|_| format!("the fleet service answered {status}"));
         Err(if status == reqwest::StatusCode::UNAUTHORIZED {
             ClientError::Unauthorized(message)
+        } else if status == reqwest::StatusCode::FORBIDDEN {
+            ClientError::Forbidden(message)
         } else {
             ClientError::Refused { status, message }
         })
@@ -301,5 +309,27 @@ impl FleetClient {
                 .post(self.url("/v1/telemetry-imports"))
                 .body(export),
         )
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenView>, ClientError> {
+        self.get("/v1/tokens")
+    }
+
+    /// Creates the token `name` with `role`; the answer holds the token, shown this once.
+    pub fn create_token(&self, name: &str, role: Role) -> Result<TokenCreated, ClientError> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/tokens/{name}")))
+                .json(&TokenRequest { role }),
+        )
+    }
+
+    pub fn revoke_token(&self, name: &str) -> Result<Deleted, ClientError> {
+        self.json(self.http.delete(self.url(&format!("/v1/tokens/{name}"))))
+    }
+
+    /// The audit log as `query` asks, newest first.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        self.json(self.http.get(self.url("/v1/audit")).query(query))
     }
 }

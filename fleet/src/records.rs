@@ -249,3 +249,25 @@ fn sources<'de, D: serde::Deserializer<'de>>(
         })
         .collect())
 }
+
+/// An API token (kind `token`, by name). The token itself is never stored: a token is 256
+/// random bits, so its SHA-256 is enough to recognise it and useless to guess it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    pub name: String,
+    pub role: edgefleet_common::fleet_api::Role,
+    /// SHA-256 of the token, hex: the name of its [`TokenHolder`] record.
+    pub sha256: String,
+    pub created_ms: UnixMillis,
+    /// The name of the token that created it.
+    pub created_by: String,
+}
+
+/// Who holds a token (kind `token-hash`, by the token's SHA-256): read on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenHolder {
+    pub name: String,
+    pub role: edgefleet_common::fleet_api::Role,
+}

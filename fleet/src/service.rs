@@ -17,7 +17,7 @@ use rumqttc::AsyncClient;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings};
+use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings, Tokens};
 use crate::store::{FleetStore, TelemetryRetention};
 use crate::{embedded_broker, mqtt_session, routes};
 
@@ -235,8 +235,18 @@ pub async fn serve(
         }
         None => None,
     };
-    let app = routes::router(fleet.clone(), &token)
-        .merge(crate::dashboard::router(fleet.clone(), &token));
+    let tokens = Arc::new(Tokens::new(&token));
+    let dashboard_key = fleet
+        .store
+        .secret("dashboard-session.key", || {
+            hex::encode(rand::random::<[u8; 32]>())
+        })
+        .await?;
+    let app = routes::router(fleet.clone(), tokens.clone()).merge(crate::dashboard::router(
+        fleet.clone(),
+        tokens,
+        &dashboard_key,
+    ));
     let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
     tracing::info!(%listen, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");

@@ -49,9 +49,9 @@ fn the_dashboard_signs_in_with_the_token_and_shows_the_fleet_devices_charts_depl
     let base = world.fleet.url();
     let browser = Browser::new();
     let signed_out = browser.dom(&format!("{base}/ui/devices"));
-    assert!(signed_out.contains("Admin token"), "{signed_out}");
+    assert!(signed_out.contains("API token"), "{signed_out}");
     let wrong = browser.dom(&format!("{base}/ui/login#token=not-the-token"));
-    assert!(wrong.contains("That is not the admin token"), "{wrong}");
+    assert!(wrong.contains("That token is not known here"), "{wrong}");
     // `edgefleet dashboard` prints the link that signs in.
     let link = world.fleet.ok(&["dashboard"]).trim().to_owned();
     assert_eq!(link, format!("{base}/ui/login#token={}", world.fleet.token));
@@ -125,6 +125,6 @@ fn the_dashboard_signs_in_with_the_token_and_shows_the_fleet_devices_charts_depl
         assert!(size > 10_000, "{name}: a {size}-byte screenshot is blank");
     }
     let signed_off = browser.dom(&format!("{base}/ui/logout"));
-    assert!(signed_off.contains("Admin token"), "{signed_off}");
+    assert!(signed_off.contains("API token"), "{signed_off}");
     agent.stop();
 }

@@ -168,11 +168,16 @@ impl FleetProcess {
 
     /// `edgefleet <args>` with `stdin` as standard input.
     pub fn cli_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.cli_as(&self.token, args, stdin)
+    }
+
+    /// `edgefleet <args>` with EDGEFLEET_TOKEN set to `token`, `stdin` as standard input.
+    pub fn cli_as(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write as _;
         let mut child = Command::new(&self.binary)
             .args(args)
             .env("EDGEFLEET_SERVER", self.url())
-            .env("EDGEFLEET_TOKEN", &self.token)
+            .env("EDGEFLEET_TOKEN", token)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -92,9 +92,20 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("HTTP client")
 }
 
-/// A binary of this workspace, built next to the running test (`target/<profile>/<name>`).
-/// scripts/test builds every binary before the tests run.
+/// A binary of this workspace, built next to the running test (`target/<profile>/<name>`),
+/// or in `EDGEFLEET_TEST_BIN_DIR` when set (binaries built elsewhere, or copied aside while
+/// another build writes the target directory). scripts/test builds every binary before the
+/// tests run.
 pub fn workspace_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGEFLEET_TEST_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.exists(),
+            "{} is missing (EDGEFLEET_TEST_BIN_DIR)",
+            path.display()
+        );
+        return path;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()

@@ -5,6 +5,7 @@
 //! The bodies live in a file per resource; this file re-exports them all (every body is named
 //! `fleet_api::X`) and holds the few that belong to no one resource.
 
+mod access;
 mod bundles;
 mod deployment_modules;
 mod deployments;
@@ -16,6 +17,7 @@ mod rollout_policy;
 mod rollouts;
 mod telemetry;
 
+pub use access::{AuditEntry, AuditQuery, Role, TokenCreated, TokenRequest, TokenView};
 pub use bundles::BundleQuery;
 pub use deployment_modules::{ContainerModule, DeploymentModule, ModelModule};
 pub use deployments::{DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView};

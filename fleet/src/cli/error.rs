@@ -17,7 +17,7 @@ pub enum Exit {
     Usage = 2,
     /// The fleet service could not be reached (EDGEFLEET_SERVER).
     Unreachable = 3,
-    /// The admin token is missing or wrong (EDGEFLEET_TOKEN).
+    /// The token is missing, wrong or revoked, or its role may not do this (EDGEFLEET_TOKEN).
     Unauthorized = 4,
     /// `rollout status --wait`: a device failed or the time ran out.
     RolloutFailed = 5,
@@ -48,7 +48,9 @@ impl CliError {
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         let exit = match &e {
-            ClientError::NoToken | ClientError::Unauthorized(_) => Exit::Unauthorized,
+            ClientError::NoToken | ClientError::Unauthorized(_) | ClientError::Forbidden(_) => {
+                Exit::Unauthorized
+            }
             ClientError::Unreachable { .. } => Exit::Unreachable,
             ClientError::Refused { .. } | ClientError::Unexpected(_) | ClientError::Setup(_) => {
                 Exit::Refused

@@ -6,6 +6,7 @@
 //! and carries them out. Below them all: [`Exit`] and [`CliError`] (`error`), the `--output`
 //! formats and printing (`output`), written files (`files`) and shared flag parsers (`parse`).
 
+mod audit;
 mod bundle;
 mod dashboard;
 mod deployment;
@@ -22,6 +23,7 @@ mod registry;
 mod rollout;
 mod serve;
 mod telemetry;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::client::FleetClient;
 
+pub use audit::AuditCommand;
 pub use bundle::BundleCommand;
 pub use deployment::DeploymentCommand;
 pub use device::DeviceCommand;
@@ -42,13 +45,14 @@ pub use registry::RegistryCommand;
 pub use rollout::{RolloutCommand, RolloutFlags};
 pub use serve::ServeArgs;
 pub use telemetry::TelemetryCommand;
+pub use token::TokenCommand;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "edgefleet",
     version,
     about = "Edgefleet fleet service and administrators' CLI",
-    after_help = "Exit codes: 0 success, 1 refused, 2 bad usage, 3 service unreachable, 4 unauthorized, 5 rollout failed."
+    after_help = "Exit codes: 0 success, 1 refused, 2 bad usage, 3 service unreachable, 4 unauthorized (no, wrong or revoked token, or a role that may not), 5 rollout failed."
 )]
 pub struct Cli {
     /// The fleet service.
@@ -59,8 +63,10 @@ pub struct Cli {
         global = true
     )]
     pub server: String,
-    /// The admin token (printed by `edgefleet serve` into <data-dir>/admin-token).
-    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true, global = true)]
+    /// An API token (`edgefleet token create`; the first admin's is <data-dir>/admin-token).
+    /// Given before the command (`edgefleet --token T audit list --token NAME` filters by
+    /// another token's name).
+    #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Output format of read commands.
     #[arg(long, short, value_enum, default_value = "text", global = true)]
@@ -100,6 +106,12 @@ pub enum Command {
     /// Offline bundles for devices that cannot reach the broker or the registry.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// API tokens of administrators and programs, each with a role (admin only).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log: every change made through the API, by whom.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print the link that opens the web dashboard signed in (the token is in the link's
     /// fragment, which the browser keeps to itself).
     Dashboard,
@@ -154,6 +166,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Telemetry(command) => telemetry::run(&api, output, command),
         Command::Module(command) => module::run(&api, output, command),
         Command::Bundle(command) => bundle::run(&api, command),
+        Command::Token(command) => token::run(&api, output, command),
+        Command::Audit(command) => audit::run(&api, output, command),
         Command::Dashboard => dashboard::print_link(&cli.server, cli.token.as_deref()),
         Command::Completions { shell } => {
             generate::completions(shell, Cli::command());

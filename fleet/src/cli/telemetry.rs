@@ -7,11 +7,11 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use edgefleet_common::fleet_api::TelemetryQuery;
 use edgefleet_common::telemetry::{TelemetryEnvelope, TelemetryKind};
-use edgefleet_transport::now_ms;
 
 use super::error::CliError;
 use super::files::write_new_file;
 use super::output::{Output, print};
+use super::parse::parse_time;
 use crate::client::FleetClient;
 
 /// Records asked for per request when paging through a query or an export.
@@ -91,21 +91,6 @@ impl Filter {
 pub enum ExportFormat {
     Jsonl,
     Csv,
-}
-
-/// `90s`, `15m`, `1h`, `7d` ago, or a Unix time in milliseconds.
-fn parse_time(s: &str) -> Result<u64, String> {
-    let unit = |suffix: char, ms: u64| {
-        s.strip_suffix(suffix)
-            .and_then(|n| n.parse::<u64>().ok())
-            .map(|n| now_ms().saturating_sub(n.saturating_mul(ms)))
-    };
-    unit('s', 1000)
-        .or_else(|| unit('m', 60_000))
-        .or_else(|| unit('h', 3_600_000))
-        .or_else(|| unit('d', 86_400_000))
-        .or_else(|| s.parse().ok())
-        .ok_or_else(|| format!("{s:?} is not a duration (90s, 15m, 1h, 7d) or Unix milliseconds"))
 }
 
 fn parse_kind(s: &str) -> Result<TelemetryKind, String> {
@@ -309,6 +294,7 @@ fn csv_row(r: &TelemetryEnvelope) -> String {
 mod tests {
     use super::*;
     use edgefleet_common::telemetry::{EventRecord, TelemetryRecord};
+    use edgefleet_transport::now_ms;
 
     #[test]
     fn times_are_durations_ago_or_unix_milliseconds() {

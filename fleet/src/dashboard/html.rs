@@ -4,6 +4,9 @@
 
 use axum::response::{Html, IntoResponse, Response};
 
+use edgefleet_common::fleet_api::Role;
+
+use crate::domain::Caller;
 use crate::error::FleetError;
 
 /// A page, or the error that kept it from rendering.
@@ -14,6 +17,7 @@ pub(super) fn answer(result: Result<String, FleetError>) -> Response {
             let status = crate::routes::status(&e);
             let body = page(
                 "Error",
+                None,
                 "",
                 &format!(r#"<p class="bad">{}</p>"#, esc(&e.to_string())),
             );
@@ -56,7 +60,8 @@ const STYLE: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2733;background:#f5f7fa}
 nav{background:#1d2733;padding:10px 24px;display:flex;gap:18px;align-items:center}
 nav a{color:#c9d4e0;text-decoration:none}nav a.on,nav a:hover{color:#fff}nav .brand{color:#fff;font-weight:600;margin-right:12px}
-nav .out{margin-left:auto}
+nav .out{margin-left:auto;color:#c9d4e0}
+form.action{display:inline;margin-right:6px}form.action button{padding:3px 10px}
 main{padding:18px 24px;max-width:1200px}
 h1{font-size:22px;margin:6px 0 14px}h2{font-size:17px;margin:22px 0 8px}h3{font-size:15px;margin:10px 0 4px}
 table{border-collapse:collapse;background:#fff;width:100%;box-shadow:0 1px 2px #0001}
@@ -76,22 +81,30 @@ button{padding:7px 14px;background:#2f6fdb;color:#fff;border:0;cursor:pointer}
 code{font-family:ui-monospace,monospace;font-size:12px}
 "#;
 
-/// A whole page with the navigation, `current` marking where the reader is.
-pub(super) fn page(title: &str, current: &str, body: &str) -> String {
+/// A whole page with the navigation for `caller` (the signed-in token's name and role, and
+/// the pages its role may see), `current` marking where the reader is.
+pub(super) fn page(title: &str, caller: Option<&Caller>, current: &str, body: &str) -> String {
     let link = |href: &str, name: &str, label: &str| {
         let on = if name == current { " class=\"on\"" } else { "" };
         format!(r#"<a href="{href}"{on}>{label}</a>"#)
     };
-    let nav = if current.is_empty() {
-        r#"<nav><span class="brand">Edgefleet</span></nav>"#.to_owned()
-    } else {
-        format!(
-            r#"<nav><span class="brand">Edgefleet</span>{}{}{}{}<a class="out" href="/ui/logout">Sign out</a></nav>"#,
+    let nav = match caller {
+        None => r#"<nav><span class="brand">Edgefleet</span></nav>"#.to_owned(),
+        Some(caller) => format!(
+            r#"<nav><span class="brand">Edgefleet</span>{}{}{}{}{}{}<span class="out" id="signed-in">{} ({})</span><a href="/ui/logout">Sign out</a></nav>"#,
             link("/ui/", "overview", "Overview"),
             link("/ui/devices", "devices", "Devices"),
             link("/ui/deployments", "deployments", "Deployments"),
             link("/ui/models", "models", "Models"),
-        )
+            link("/ui/audit", "audit", "Audit log"),
+            if caller.role >= Role::Admin {
+                link("/ui/tokens", "tokens", "Tokens")
+            } else {
+                String::new()
+            },
+            esc(&caller.name),
+            caller.role,
+        ),
     };
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{} · Edgefleet</title><style>{STYLE}</style></head><body>{nav}<main>{body}</main></body></html>"#,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use edgefleet_common::fleet_api::DeviceView;
@@ -14,7 +15,7 @@ use edgefleet_common::telemetry::TelemetryKind;
 use super::Ui;
 use super::charts::charts;
 use super::html::{ago, answer, esc, page};
-use crate::domain::TelemetryFilter;
+use crate::domain::{Caller, TelemetryFilter};
 
 /// A device silent this long is offline, not just stale (`rollouts::status::STALE_AFTER_MS`).
 const OFFLINE_AFTER_MS: u64 = 3600 * 1000;
@@ -51,7 +52,10 @@ fn health(d: &DeviceView) -> (&'static str, &'static str) {
     }
 }
 
-pub(super) async fn overview(State(ui): State<Ui>) -> Response {
+pub(super) async fn overview(
+    State(ui): State<Ui>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     answer(async {
         let devices = ui.fleet.devices().await?;
         let deployments = ui.fleet.deployments().await?;
@@ -98,11 +102,14 @@ pub(super) async fn overview(State(ui): State<Ui>) -> Response {
                 failing.concat()
             );
         }
-        Ok(page("Overview", "overview", &body))
+        Ok(page("Overview", Some(&caller), "overview", &body))
     }.await)
 }
 
-pub(super) async fn devices(State(ui): State<Ui>) -> Response {
+pub(super) async fn devices(
+    State(ui): State<Ui>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     answer(async {
         let mut rows = String::new();
         for d in ui.fleet.devices().await? {
@@ -135,11 +142,15 @@ pub(super) async fn devices(State(ui): State<Ui>) -> Response {
         let body = format!(
             "<h1>Devices</h1><table><tr><th>device</th><th>state</th><th>tags</th><th>modules</th><th>applied / rendered version</th><th>inferences</th><th>last seen</th></tr>{rows}</table>"
         );
-        Ok(page("Devices", "devices", &body))
+        Ok(page("Devices", Some(&caller), "devices", &body))
     }.await)
 }
 
-pub(super) async fn device(State(ui): State<Ui>, Path(id): Path<String>) -> Response {
+pub(super) async fn device(
+    State(ui): State<Ui>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     answer(async {
         let d = ui.fleet.device(&id).await?;
         let (state, class) = health(&d);
@@ -208,11 +219,14 @@ pub(super) async fn device(State(ui): State<Ui>, Path(id): Path<String>) -> Resp
         };
         let inferences = ui.fleet.query_telemetry(&id, &filter, CHART_RECORDS).await?;
         body.push_str(&charts(&inferences));
-        Ok(page(&d.id, "devices", &body))
+        Ok(page(&d.id, Some(&caller), "devices", &body))
     }.await)
 }
 
-pub(super) async fn deployments(State(ui): State<Ui>) -> Response {
+pub(super) async fn deployments(
+    State(ui): State<Ui>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     answer(async {
         let mut body = String::from("<h1>Deployments</h1>");
         let list = ui.fleet.deployments().await?;
@@ -258,14 +272,15 @@ pub(super) async fn deployments(State(ui): State<Ui>) -> Response {
                         .as_deref()
                         .map_or(String::new(), |r| format!(" — {}", esc(r)))
                 );
+                body.push_str(&super::actions::rollout_buttons(&caller, &d.name, staged.state));
             }
             body.push_str("</section>");
         }
-        Ok(page("Deployments", "deployments", &body))
+        Ok(page("Deployments", Some(&caller), "deployments", &body))
     }.await)
 }
 
-pub(super) async fn models(State(ui): State<Ui>) -> Response {
+pub(super) async fn models(State(ui): State<Ui>, Extension(caller): Extension<Caller>) -> Response {
     answer(async {
         let mut rows = String::new();
         for m in ui.fleet.models().await? {
@@ -285,6 +300,6 @@ pub(super) async fn models(State(ui): State<Ui>) -> Response {
         let body = format!(
             "<h1>Model registry</h1><table><tr><th>model</th><th>version</th><th>bytes</th><th>sha256</th><th>image</th><th>registered</th></tr>{rows}</table>"
         );
-        Ok(page("Models", "models", &body))
+        Ok(page("Models", Some(&caller), "models", &body))
     }.await)
 }

@@ -1,6 +1,8 @@
-//! Signing in to the dashboard with the admin token, by the form or by a link whose fragment
-//! carries the token, and out again. The session cookie is derived from the token, so changing
-//! the token ends every session; pages without it redirect to the sign-in page.
+//! Signing in to the dashboard with any API token, by the form or by a link whose fragment
+//! carries the token, and out again. The session cookie is `<token name>.<proof>`, the proof
+//! a digest of the fleet's dashboard key and the token's SHA-256: the store's contents alone
+//! cannot forge one, and revoking the token ends its sessions at their next page. Pages
+//! without a valid cookie redirect to the sign-in page; signed-in pages get the [`Caller`].
 
 use axum::extract::{Form, Request, State};
 use axum::http::{StatusCode, header};
@@ -10,22 +12,48 @@ use sha2::{Digest as _, Sha256};
 
 use super::Ui;
 use super::html::{esc, page};
+use crate::domain::{Caller, token_sha256};
 
 const COOKIE: &str = "edgefleet_session";
 
-pub(super) async fn signed_in(State(ui): State<Ui>, request: Request, next: Next) -> Response {
-    let cookie = request
+/// The cookie of a session of the token `name` whose SHA-256 is `sha256`.
+fn session_cookie(ui: &Ui, name: &str, sha256: &str) -> String {
+    let proof = hex::encode(Sha256::digest(
+        format!("edgefleet dashboard session\n{}\n{sha256}", ui.session_key).as_bytes(),
+    ));
+    format!("{name}.{proof}")
+}
+
+/// The request's session cookie, if it has one.
+fn session_of(request: &Request) -> Option<String> {
+    request
         .headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && value == ui.session);
-    if cookie {
-        next.run(request).await
-    } else {
-        Redirect::to("/ui/login").into_response()
+        .find_map(|(name, value)| (name == COOKIE).then(|| value.to_owned()))
+}
+
+/// Who the session cookie `value` belongs to, if it is valid now.
+async fn session_caller(ui: &Ui, value: Option<String>) -> Option<Caller> {
+    let value = value?;
+    let (name, _) = value.rsplit_once('.')?;
+    let (sha256, role) = ui.tokens.sha256_of(&ui.fleet, name).await.ok()??;
+    (session_cookie(ui, name, &sha256) == value).then(|| Caller {
+        name: name.to_owned(),
+        role,
+    })
+}
+
+pub(super) async fn signed_in(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
+    match session_caller(&ui, session_of(&request)).await {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => Redirect::to("/ui/login").into_response(),
     }
 }
 
@@ -45,14 +73,15 @@ if (t) { history.replaceState(null, "", "/ui/login"); const f = document.forms[0
 </script>"#;
     page(
         "Sign in",
+        None,
         "",
         &format!(
             r#"<h1>Edgefleet</h1>
 <form method="post" action="/ui/login" class="login">
-<label>Admin token <input type="password" name="token" autocomplete="current-password" autofocus></label>
+<label>API token <input type="password" name="token" autocomplete="current-password" autofocus></label>
 <button type="submit">Sign in</button>
 </form>{error}
-<p class="muted">The token is in <code>&lt;data-dir&gt;/admin-token</code> on the fleet host.</p>{script}"#
+<p class="muted">A token from <code>edgefleet token create</code>; the first admin's is in <code>&lt;data-dir&gt;/admin-token</code> on the fleet host.</p>{script}"#
         ),
     )
 }
@@ -63,16 +92,25 @@ pub(super) struct Login {
 }
 
 pub(super) async fn login(State(ui): State<Ui>, Form(login): Form<Login>) -> Response {
-    if Sha256::digest(login.token.as_bytes()).as_slice() != ui.token_sha256 {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(login_html(Some("That is not the admin token."))),
-        )
-            .into_response();
-    }
+    let caller = match ui.tokens.caller(&ui.fleet, &login.token).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) => {
+            tracing::warn!(
+                "dashboard sign-in refused: a token the fleet does not know (wrong or revoked)"
+            );
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(login_html(Some(
+                    "That token is not known here (wrong, or revoked).",
+                ))),
+            )
+                .into_response();
+        }
+        Err(e) => return super::html::answer(Err(e)),
+    };
     let cookie = format!(
         "{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=43200",
-        ui.session
+        session_cookie(&ui, &caller.name, &token_sha256(&login.token))
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/")).into_response()
 }

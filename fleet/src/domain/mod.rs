@@ -16,6 +16,7 @@ mod rollouts;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -37,6 +38,7 @@ pub use device_messages::{Published, Received};
 pub use rendering::Affected;
 pub use rollouts::{ADVANCE_EVERY, RolloutAction};
 pub use telemetry::{Arrived, Heard, TelemetryFilter};
+pub use tokens::{BOOTSTRAP_NAME, Caller, Tokens, token_sha256};
 
 /// A message for the fleet's MQTT session to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,9 @@ use edgefleet_common::UnixMillis;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use edgefleet_common::fleet_api::AuditEntry;
+
+use super::audit::{self, AuditScope};
 use super::delivery::{self, Stored};
 use super::{
     Arrivals, Batch, Ingested, StoreError, TelemetryRetention, decode_telemetry, kind, stored_size,
@@ -24,6 +27,9 @@ const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dev
 const TELEMETRY_BYTES: TableDefinition<&str, u64> = TableDefinition::new("telemetry_bytes");
 /// device -> the highest seq up to which the fleet has every record (its acknowledgement).
 const COMMITTED: TableDefinition<&str, u64> = TableDefinition::new("telemetry_committed");
+
+/// (when, a random number against collisions) -> audit entry JSON.
+const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit_log");
 
 /// Stored seqs read at a time when a device's acknowledgement walks up through its telemetry.
 const PAGE: usize = 1000;
@@ -74,6 +80,7 @@ impl EmbeddedStore {
         txn.open_table(TELEMETRY)?;
         txn.open_table(TELEMETRY_BYTES)?;
         txn.open_table(COMMITTED)?;
+        txn.open_table(AUDIT)?;
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
@@ -188,10 +195,30 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    pub(super) fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// Commits `batch`; with `audited`, its audit entry too (the record's bytes before are
+    /// read in the same write transaction).
+    pub(super) fn commit(
+        &self,
+        batch: &Batch,
+        audited: Option<&AuditScope>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(RECORDS)?;
+            if let Some(scope) = audited {
+                let mut before = BTreeMap::new();
+                for key in scope.keys_in(batch) {
+                    let was = table
+                        .get(record_key(&key.0, &key.1).as_str())?
+                        .map(|v| v.value().to_vec());
+                    before.insert(key, was);
+                }
+                let entry = scope.change_entry(&before, batch, edgefleet_transport::now_ms());
+                txn.open_table(AUDIT)?.insert(
+                    (entry.at_ms, rand::random::<u64>()),
+                    audit::encode(&entry)?.as_slice(),
+                )?;
+            }
             for (kind, name) in &batch.deletes {
                 table.remove(record_key(kind, name).as_str())?;
             }
@@ -201,6 +228,35 @@ impl EmbeddedStore {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    pub(super) fn append_audit(&self, at_ms: UnixMillis, json: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(AUDIT)?
+            .insert((at_ms, rand::random::<u64>()), json)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn audit_entries(
+        &self,
+        since_ms: UnixMillis,
+        token: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in table.range((since_ms, 0)..)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let entry = audit::decode(entry?.1.value())?;
+            if token.is_none_or(|t| t == entry.token) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 
     pub(super) fn next(&self, counter: &str) -> Result<u64, StoreError> {

@@ -8,6 +8,7 @@
 //! decodes records and hands bytes to the backend. Which telemetry records are stored and what
 //! a device is acknowledged is one rule for both, in [`delivery`].
 
+pub mod audit;
 mod delivery;
 mod embedded;
 mod postgres;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgefleet_common::UnixMillis;
+use edgefleet_common::fleet_api::AuditEntry;
 use edgefleet_common::telemetry::TelemetryEnvelope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -81,6 +83,13 @@ pub mod kind {
     pub const ROLLOUT: &str = "rollout";
     /// A re-render queued with the change that causes it, until it is done.
     pub const RENDER_JOB: &str = "render-job";
+    /// An API token by its name: role, who created it and when, its SHA-256.
+    pub const TOKEN: &str = "token";
+    /// An API token by the SHA-256 (hex) of the token: its name and role, read on each request.
+    pub const TOKEN_HASH: &str = "token-hash";
+    /// When a token was last used, by its name (kept apart so the token's record, and its
+    /// audit digests, change only when an administrator changes it).
+    pub const TOKEN_USE: &str = "token-use";
 }
 
 /// The fleet's database, on one of its backends.
@@ -246,6 +255,14 @@ impl FleetStore {
         bytes.map(|b| decode(kind, name, &b)).transpose()
     }
 
+    /// The stored bytes of a record, as they are digested in the audit log.
+    pub async fn get_raw(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.get(kind, name),
+            Backend::Postgres(s) => s.get(kind, name).await,
+        }
+    }
+
     /// The records of `kind` named in `names` that exist, by name (one query).
     pub async fn get_many<T: DeserializeOwned>(
         &self,
@@ -275,10 +292,42 @@ impl FleetStore {
             .collect()
     }
 
+    /// Commits `batch` in one transaction. Within an API request's [`audit::AuditScope`], a
+    /// batch that writes the request's record also writes its audit entry, in the same
+    /// transaction.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let scope = audit::scope_of(&batch);
+        let audited = scope.as_deref();
         match &self.backend {
-            Backend::Embedded(s) => s.commit(&batch),
-            Backend::Postgres(s) => s.commit(&batch).await,
+            Backend::Embedded(s) => s.commit(&batch, audited)?,
+            Backend::Postgres(s) => s.commit(&batch, audited).await?,
+        }
+        if let Some(scope) = audited {
+            scope.mark_recorded();
+        }
+        Ok(())
+    }
+
+    /// Appends `entry` to the audit log on its own (a request that committed no change).
+    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let json = audit::encode(entry)?;
+        match &self.backend {
+            Backend::Embedded(s) => s.append_audit(entry.at_ms, &json),
+            Backend::Postgres(s) => s.append_audit(entry, &json).await,
+        }
+    }
+
+    /// The audit log from `since_ms` on, of the token named `token` if given, newest first,
+    /// at most `limit` entries.
+    pub async fn audit_entries(
+        &self,
+        since_ms: UnixMillis,
+        token: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => s.audit_entries(since_ms, token, limit),
+            Backend::Postgres(s) => s.audit_entries(since_ms, token, limit).await,
         }
     }
 

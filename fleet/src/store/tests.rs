@@ -258,3 +258,160 @@ async fn a_record_filling_a_gap_is_acknowledged_through_more_stored_records_than
         assert_eq!(store.committed("gw").await.expect("committed"), 4000);
     }
 }
+
+fn scope(token: &str, name: Option<&str>) -> std::sync::Arc<audit::AuditScope> {
+    std::sync::Arc::new(audit::AuditScope::new(
+        (token.to_owned(), edgefleet_common::fleet_api::Role::Admin),
+        (
+            "PUT".to_owned(),
+            "/v1/registries/{name}".to_owned(),
+            "/v1/registries/r".to_owned(),
+        ),
+        kind::REGISTRY,
+        name.map(str::to_owned),
+    ))
+}
+
+/// Commits `batch` inside `scope`; returns whether the commit wrote the scope's entry.
+async fn commit_in(
+    store: &FleetStore,
+    scope: std::sync::Arc<audit::AuditScope>,
+    batch: Batch,
+) -> bool {
+    audit::audited(scope.clone(), store.commit(batch))
+        .await
+        .expect("commit");
+    scope.recorded()
+}
+
+#[tokio::test]
+async fn a_change_writes_its_audit_entry_with_the_record_digests_before_and_after() {
+    for (store, _server, _dir) in both_backends().await {
+        let backend = store.backend_name();
+        let digest = |value: &str| audit::digest(&serde_json::to_vec(value).expect("json"));
+        // Created: nothing before.
+        let mut batch = Batch::default();
+        batch.put(kind::REGISTRY, "r", &"one").expect("put");
+        batch
+            .put(kind::DEVICE, "gw", &"not the object")
+            .expect("put");
+        assert!(
+            commit_in(&store, scope("alice", Some("r")), batch).await,
+            "{backend}"
+        );
+        // A commit that does not write the record writes no entry.
+        let mut batch = Batch::default();
+        batch.put(kind::DEVICE, "gw", &"again").expect("put");
+        assert!(
+            !commit_in(&store, scope("alice", Some("r")), batch).await,
+            "{backend}"
+        );
+        // Changed, by another token: before is what the first change left.
+        let mut batch = Batch::default();
+        batch.put(kind::REGISTRY, "r", &"two").expect("put");
+        assert!(
+            commit_in(&store, scope("bob", Some("r")), batch).await,
+            "{backend}"
+        );
+        // Removed: nothing after.
+        let mut batch = Batch::default();
+        batch.delete(kind::REGISTRY, "r");
+        assert!(
+            commit_in(&store, scope("alice", Some("r")), batch).await,
+            "{backend}"
+        );
+        // Outside any scope (the rollout task, ingestion): no entry.
+        store.put(kind::REGISTRY, "r", &"three").await.expect("put");
+
+        let entries = store.audit_entries(0, None, 100).await.expect("audit");
+        let seen: Vec<(&str, &str, Option<String>, Option<String>)> = entries
+            .iter()
+            .rev()
+            .map(|e| {
+                (
+                    e.token.as_str(),
+                    e.object.as_str(),
+                    e.before.clone(),
+                    e.after.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("alice", "registry/r", None, Some(digest("one"))),
+                (
+                    "bob",
+                    "registry/r",
+                    Some(digest("one")),
+                    Some(digest("two"))
+                ),
+                ("alice", "registry/r", Some(digest("two")), None),
+            ],
+            "{backend}"
+        );
+        // The digest is of the bytes as stored.
+        let stored = store
+            .get_raw(kind::REGISTRY, "r")
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(audit::digest(&stored), digest("three"), "{backend}");
+
+        // A request that changed nothing is appended on its own; filters by token and time.
+        let refused = scope("carol", Some("r")).unchanged_entry(403, Some(&stored), u64::MAX / 2);
+        store.append_audit(&refused).await.expect("append");
+        let carol = store
+            .audit_entries(0, Some("carol"), 100)
+            .await
+            .expect("audit");
+        assert_eq!(carol, vec![refused.clone()], "{backend}");
+        assert_eq!(carol[0].before, carol[0].after, "{backend}");
+        let newest = store
+            .audit_entries(u64::MAX / 2, None, 100)
+            .await
+            .expect("audit");
+        assert_eq!(newest, vec![refused], "{backend}: since");
+        let bob = store
+            .audit_entries(0, Some("bob"), 100)
+            .await
+            .expect("audit");
+        assert_eq!(bob.len(), 1, "{backend}");
+        assert_eq!(
+            store.audit_entries(0, None, 2).await.expect("audit").len(),
+            2,
+            "{backend}: limit"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_of_several_records_is_one_entry_naming_the_first_and_how_many_more() {
+    for (store, _server, _dir) in both_backends().await {
+        let backend = store.backend_name();
+        let mut batch = Batch::default();
+        batch.put(kind::REGISTRY, "b", &1).expect("put");
+        batch.put(kind::REGISTRY, "a", &2).expect("put");
+        assert!(
+            commit_in(&store, scope("alice", None), batch).await,
+            "{backend}"
+        );
+        let mut batch = Batch::default();
+        batch.put(kind::REGISTRY, "a", &3).expect("put");
+        batch.put(kind::REGISTRY, "b", &1).expect("put");
+        assert!(
+            commit_in(&store, scope("alice", None), batch).await,
+            "{backend}"
+        );
+        let entries = store.audit_entries(0, None, 10).await.expect("audit");
+        let (second, first) = (&entries[0], &entries[1]);
+        assert_eq!(first.object, "registry/a and 1 more", "{backend}");
+        assert_eq!(
+            first.before.as_deref(),
+            Some(audit::digest(b"a=-\nb=-\n").as_str()),
+            "{backend}"
+        );
+        assert_eq!(second.before, first.after, "{backend}");
+        assert_ne!(second.after, second.before, "{backend}: a changed");
+    }
+}

@@ -12,6 +12,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use edgefleet_common::UnixMillis;
+use edgefleet_common::fleet_api::AuditEntry;
+
+use super::audit::{self, AuditScope};
 use super::{Batch, StoreError, kind};
 pub(super) use render_queue::Claim;
 use render_queue::RENDER_CHANNEL;
@@ -207,11 +211,69 @@ impl PostgresStore {
         Ok(named_bytes(rows))
     }
 
-    pub(super) async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// Commits `batch`; with `audited`, its audit entry too (the record's bytes before are
+    /// read, locked, in the same transaction).
+    pub(super) async fn commit(
+        &self,
+        batch: &Batch,
+        audited: Option<&AuditScope>,
+    ) -> Result<(), StoreError> {
         let mut txn = self.pool.begin().await?;
+        if let Some(scope) = audited {
+            let keys = scope.keys_in(batch);
+            let (kinds, names): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|(k, n)| (k.as_str(), n.as_str())).unzip();
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT r.kind, r.name, r.value::text FROM records r \
+                 JOIN unnest($1::text[], $2::text[]) AS k(kind, name) \
+                 ON r.kind = k.kind AND r.name = k.name FOR UPDATE OF r",
+            )
+            .bind(&kinds)
+            .bind(&names)
+            .fetch_all(&mut *txn)
+            .await?;
+            let mut before: std::collections::BTreeMap<_, _> =
+                keys.into_iter().map(|key| (key, None)).collect();
+            for (kind, name, value) in rows {
+                before.insert((kind, name), Some(value.into_bytes()));
+            }
+            let entry = scope.change_entry(&before, batch, edgefleet_transport::now_ms());
+            insert_audit(&mut txn, &entry, &audit::encode(&entry)?).await?;
+        }
         write_batch(&mut txn, batch).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn append_audit(
+        &self,
+        entry: &AuditEntry,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut txn = self.pool.begin().await?;
+        insert_audit(&mut txn, entry, json).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn audit_entries(
+        &self,
+        since_ms: UnixMillis,
+        token: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT entry::text FROM audit_log WHERE at_ms >= $1 \
+             AND ($2::text IS NULL OR token = $2) ORDER BY at_ms DESC, id DESC LIMIT $3",
+        )
+        .bind(seq_i64(since_ms))
+        .bind(token)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|(json,)| audit::decode(json.as_bytes()))
+            .collect()
     }
 
     pub(super) async fn next(&self, counter: &str) -> Result<u64, StoreError> {
@@ -230,6 +292,20 @@ impl PostgresStore {
             source,
         })
     }
+}
+
+async fn insert_audit(
+    txn: &mut Transaction<'_, Postgres>,
+    entry: &AuditEntry,
+    json: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit_log (at_ms, token, entry) VALUES ($1, $2, $3::json)")
+        .bind(seq_i64(entry.at_ms))
+        .bind(&entry.token)
+        .bind(String::from_utf8_lossy(json))
+        .execute(&mut **txn)
+        .await?;
+    Ok(())
 }
 
 /// Deletes, then puts (one row per key), in `txn`.

@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod embedded_broker;
 pub mod error;
+pub mod https;
 pub mod image_pin;
 pub mod iotedge_import;
 pub mod metrics;

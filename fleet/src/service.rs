@@ -48,6 +48,8 @@ pub struct ServeOptions {
     /// This replica's name among those sharing the database, unique and the same across its
     /// restarts; without it the service is the database's only one.
     pub replica: Option<String>,
+    /// Serve the API and dashboard over HTTPS with this certificate and key; `None`: HTTP.
+    pub tls: Option<crate::https::TlsIdentity>,
 }
 
 /// Why the service could not start or stopped.
@@ -73,6 +75,8 @@ pub enum ServeError {
     Fleet(#[from] crate::error::FleetError),
     #[error("the HTTP API: {0}")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    Https(#[from] crate::https::HttpsError),
 }
 
 /// Queued publications (manifests, commands) before the domain layer waits for the session.
@@ -151,6 +155,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     edgefleet_transport::install_crypto_provider();
     check_name("fleet name", &options.fleet)?;
+    // Read first: a wrong file is told before anything else starts.
+    let https = options
+        .tls
+        .as_ref()
+        .map(crate::https::server_config)
+        .transpose()?;
     let store = match &options.database {
         Some(url) => FleetStore::connect_postgres(url).await?,
         None => FleetStore::open_embedded(&options.data_dir)?,
@@ -239,11 +249,23 @@ pub async fn serve(
         .merge(crate::dashboard::router(fleet.clone(), &token));
     let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
-    tracing::info!(%listen, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Http)?;
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{listen}");
+    tracing::info!(%url, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");
+    match https {
+        Some(config) => {
+            let listener =
+                crate::https::TlsListener::new(listener, config).map_err(ServeError::Http)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServeError::Http)?;
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Http)?,
+    }
     rollouts.abort();
     render_queue.abort();
     if let Some(metrics) = metrics {

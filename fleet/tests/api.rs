@@ -52,6 +52,7 @@ impl InProcessFleet {
             metrics_listen: None,
             database: postgres.as_ref().map(Postgres::url),
             replica: None,
+            tls: None,
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime

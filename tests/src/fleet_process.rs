@@ -1,6 +1,6 @@
 //! The real `edgefleet serve`, and the `edgefleet` CLI pointed at it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::mosquitto::Mosquitto;
@@ -85,6 +85,25 @@ impl FleetProcess {
         Self::spawn(binary, fleet, args, Vec::new())
     }
 
+    /// A fleet service with its embedded MQTT broker on `broker_port`, serving its API over
+    /// HTTPS with the certificate and key `(cert, key)`; [`FleetProcess::url`] is `https://`.
+    pub fn start_embedded_https(
+        binary: PathBuf,
+        broker_port: u16,
+        fleet: &str,
+        (cert, key): (&Path, &Path),
+    ) -> Self {
+        let args = vec![
+            "--embedded-broker-listen".to_owned(),
+            format!("127.0.0.1:{broker_port}"),
+            "--tls-cert".to_owned(),
+            cert.display().to_string(),
+            "--tls-key".to_owned(),
+            key.display().to_string(),
+        ];
+        Self::spawn(binary, fleet, args, Vec::new())
+    }
+
     fn spawn(
         binary: PathBuf,
         fleet: &str,
@@ -157,8 +176,18 @@ impl FleetProcess {
         }
     }
 
+    /// `http://127.0.0.1:<port>`, or `https://` when the service was given a certificate.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.args.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `edgefleet <args>` with EDGEFLEET_SERVER and EDGEFLEET_TOKEN set.

@@ -49,10 +49,11 @@ impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         let exit = match &e {
             ClientError::NoToken | ClientError::Unauthorized(_) => Exit::Unauthorized,
-            ClientError::Unreachable { .. } => Exit::Unreachable,
-            ClientError::Refused { .. } | ClientError::Unexpected(_) | ClientError::Setup(_) => {
-                Exit::Refused
-            }
+            ClientError::Unreachable { .. } | ClientError::Untrusted { .. } => Exit::Unreachable,
+            ClientError::Refused { .. }
+            | ClientError::Unexpected(_)
+            | ClientError::Setup(_)
+            | ClientError::CaFile(_) => Exit::Refused,
         };
         Self {
             exit,

@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// devices' messages). Without it the service is the database's only one.
     #[arg(long, env = "EDGEFLEET_REPLICA")]
     pub replica: Option<String>,
+    /// Serve the API and dashboard over HTTPS with this certificate chain (PEM, the server's
+    /// certificate first); needs --tls-key.
+    #[arg(long, env = "EDGEFLEET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "EDGEFLEET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs the service until it is told to stop.
@@ -100,6 +107,13 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         database: args.database,
         replica: args.replica,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert_file, key_file)| crate::https::TlsIdentity {
+                cert_file,
+                key_file,
+            }),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
 use edgefleet_common::fleet_api::{
-    BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
-    DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ErrorBody, FleetInfo,
-    ManifestView, ModelDetails, ModelVersion, ModuleCommandRequest, Package, PackageRequest,
-    ProfileRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
-    TelemetryQuery,
+    BundleQuery, CredentialsRotation, Deleted, DeploymentRequest, DeploymentRevision,
+    DeploymentSaved, DeploymentView, DeviceImport, DeviceRemoved, DeviceRequest, DeviceView,
+    DevicesImported, ErrorBody, FleetInfo, ManifestView, ModelDetails, ModelVersion,
+    ModuleCommandRequest, Package, PackageRequest, ProfileRequest, RegisterModelQuery,
+    RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
 };
 use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::telemetry::TelemetryEnvelope;
@@ -246,6 +246,13 @@ impl FleetClient {
             .bytes()
             .map_err(ClientError::Unexpected)?;
         Ok(bytes.to_vec())
+    }
+
+    pub fn rotate_credentials(&self, id: &str) -> Result<CredentialsRotation, ClientError> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/devices/{id}/rotate-credentials"))),
+        )
     }
 
     pub fn device_config(&self, id: &str) -> Result<String, ClientError> {

@@ -7,6 +7,7 @@
 //! Errors are [`error::FleetError`]. The [`cli`] talks to the service through the typed
 //! [`client`]; request and response bodies are `edgefleet_common::fleet_api`.
 
+pub mod broker_logins;
 pub mod bundle;
 pub mod cli;
 pub mod client;

@@ -65,6 +65,10 @@ pub fn router(fleet: Arc<Fleet>, token: &str) -> Router {
         .route("/v1/device-imports", post(import_devices))
         .route("/v1/devices/{id}/config", get(device_config))
         .route("/v1/devices/{id}/commands", post(device_command))
+        .route(
+            "/v1/devices/{id}/rotate-credentials",
+            post(rotate_credentials),
+        )
         .route("/v1/deployments", get(list_deployments))
         .route(
             "/v1/deployments/{name}",
@@ -100,6 +104,7 @@ pub fn status(error: &FleetError) -> StatusCode {
         FleetError::Package(_) => StatusCode::BAD_GATEWAY,
         FleetError::DeviceTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         FleetError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        FleetError::BrokerLogin(_) => StatusCode::BAD_GATEWAY,
         FleetError::Store(_)
         | FleetError::Secrets(_)
         | FleetError::File { .. }
@@ -269,6 +274,13 @@ async fn show_device(State(api): State<Api>, Path(id): Path<String>) -> Answer<D
 
 async fn device_config(State(api): State<Api>, Path(id): Path<String>) -> Result<String, ApiError> {
     Ok(api.fleet.device_config(&id).await?)
+}
+
+async fn rotate_credentials(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Answer<edgefleet_common::fleet_api::CredentialsRotation> {
+    Ok(Json(api.fleet.rotate_credentials(&id).await?))
 }
 
 async fn device_command(

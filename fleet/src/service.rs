@@ -17,7 +17,9 @@ use rumqttc::AsyncClient;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings};
+use crate::broker_logins::DeviceLogins;
+use crate::broker_logins::dynsec_client::DynsecClient;
+use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings, ROTATIONS_EVERY};
 use crate::store::{FleetStore, TelemetryRetention};
 use crate::{embedded_broker, mqtt_session, routes};
 
@@ -50,6 +52,9 @@ pub struct ServeOptions {
     pub replica: Option<String>,
     /// Serve the API and dashboard over HTTPS with this certificate and key; `None`: HTTP.
     pub tls: Option<crate::https::TlsIdentity>,
+    /// With an external mosquitto: the login (user, password) allowed to use its dynamic
+    /// security plugin, through which the fleet manages device logins and roles.
+    pub broker_admin: Option<(String, String)>,
 }
 
 /// Why the service could not start or stopped.
@@ -71,6 +76,8 @@ pub enum ServeError {
     BrokerUrl(#[from] edgefleet_transport::BrokerUrlError),
     #[error("--mqtt-ca-file: {0}")]
     Tls(#[from] edgefleet_transport::TlsError),
+    #[error("--broker-admin-user: {0}")]
+    BrokerAdmin(String),
     #[error(transparent)]
     Fleet(#[from] crate::error::FleetError),
     #[error("the HTTP API: {0}")]
@@ -118,6 +125,43 @@ struct Broker {
     login: (String, String),
     /// For the embedded broker (started when no URL is given), the logins it accepts.
     embedded: Option<embedded_broker::Credentials>,
+}
+
+/// Where device logins are managed: the embedded broker's table, mosquitto's dynamic security
+/// through the admin login, or nowhere (another broker).
+fn device_logins(
+    options: &ServeOptions,
+    broker: &BrokerUrl,
+    embedded: Option<embedded_broker::Credentials>,
+) -> Result<DeviceLogins, ServeError> {
+    if let Some(credentials) = embedded {
+        tracing::warn!("{}", crate::broker_logins::EMBEDDED_BROKER_WARNING);
+        return Ok(DeviceLogins::Embedded(credentials));
+    }
+    let Some((username, password)) = &options.broker_admin else {
+        return Ok(DeviceLogins::Unmanaged);
+    };
+    let login = Login {
+        client_id: format!(
+            "edgefleet-fleet-{}-admin-{}",
+            options.fleet,
+            hex::encode(rand::random::<[u8; 4]>())
+        ),
+        username: username.clone(),
+        password: password.clone(),
+        keep_alive: Duration::from_secs(30),
+    };
+    let tls = TlsFiles {
+        ca_file: options.mqtt_ca_file.clone(),
+        ..TlsFiles::default()
+    };
+    let admin = DynsecClient::connect(broker, &login, &tls)
+        .map_err(|e| ServeError::BrokerAdmin(e.to_string()))?;
+    tracing::info!(user = %username, "device logins and roles managed through mosquitto's dynamic security");
+    Ok(DeviceLogins::DynamicSecurity {
+        admin,
+        fleet: options.fleet.clone(),
+    })
 }
 
 /// The broker of `options`, starting the embedded one when no URL is given.
@@ -175,6 +219,7 @@ pub async fn serve(
         embedded: broker_credentials,
     } = broker(&options)?;
     let broker: BrokerUrl = mqtt_url.parse()?;
+    let logins = device_logins(&options, &broker, broker_credentials)?;
     // Named replicas (on a shared database) each keep their own persistent MQTT session and
     // share the devices' messages (MQTT shared subscriptions). An unnamed service is the only
     // one: mosquitto does not queue shared-subscription messages while no member is connected,
@@ -214,18 +259,8 @@ pub async fn serve(
             .is_some()
             .then(|| format!("edgefleet-{}", options.fleet)),
     };
-    let fleet = Arc::new(
-        Fleet::new(
-            settings,
-            store,
-            key,
-            secrets,
-            onnx,
-            outgoing_tx,
-            broker_credentials,
-        )
-        .await?,
-    );
+    let fleet =
+        Arc::new(Fleet::new(settings, store, key, secrets, onnx, outgoing_tx, logins).await?);
     let (stop_session, session_stop) = watch::channel(false);
     let session = tokio::spawn(mqtt_session::run(
         fleet.clone(),
@@ -236,6 +271,7 @@ pub async fn serve(
     ));
 
     let rollouts = tokio::spawn(advance_rollouts(fleet.clone()));
+    let rotations = tokio::spawn(complete_rotations(fleet.clone()));
     let render_queue = tokio::spawn(render_queue(fleet.clone()));
     let metrics = match options.metrics_listen {
         Some(listen) => {
@@ -267,6 +303,7 @@ pub async fn serve(
             .map_err(ServeError::Http)?,
     }
     rollouts.abort();
+    rotations.abort();
     render_queue.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
@@ -291,6 +328,17 @@ async fn render_queue(fleet: Arc<Fleet>) {
             .store
             .render_jobs_queued(&mut wakeups, RENDER_QUEUE_POLL)
             .await;
+    }
+}
+
+/// Completes MQTT password rotations devices confirmed, every [`ROTATIONS_EVERY`].
+async fn complete_rotations(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(ROTATIONS_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = fleet.complete_rotations().await {
+            tracing::error!(error = %e, "MQTT password rotations not completed; trying again");
+        }
     }
 }
 

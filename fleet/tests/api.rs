@@ -53,6 +53,7 @@ impl InProcessFleet {
             database: postgres.as_ref().map(Postgres::url),
             replica: None,
             tls: None,
+            broker_admin: None,
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime

@@ -5,6 +5,7 @@
 //! session as [`Publication`]s.
 
 mod bundles;
+mod credentials;
 mod deployments;
 mod devices;
 mod models;
@@ -26,11 +27,12 @@ use edgefleet_common::topics::FleetTopics;
 use edgefleet_onnx::OnnxRuntime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::embedded_broker;
+use crate::broker_logins::DeviceLogins;
 use crate::error::FleetError;
 use crate::store::FleetStore;
 
 pub use bundles::BundleFor;
+pub use credentials::ROTATIONS_EVERY;
 pub use rendering::Affected;
 pub use rollouts::{ADVANCE_EVERY, RolloutAction};
 pub use telemetry::{Arrived, Heard, TelemetryFilter};
@@ -78,8 +80,8 @@ pub struct Fleet {
     onnx: OnnxRuntime,
     pub(crate) topics: FleetTopics,
     outgoing: mpsc::Sender<Outgoing>,
-    /// Who may connect to the embedded broker (absent with an external broker).
-    broker_credentials: Option<embedded_broker::Credentials>,
+    /// Devices' logins at the broker, where the fleet manages them.
+    pub(crate) logins: DeviceLogins,
     /// Serializes model profiles (two at once would measure each other).
     profiling: tokio::sync::Mutex<()>,
     /// Commands sent to devices, waiting for their result, by request id.
@@ -95,7 +97,7 @@ impl Fleet {
         secrets: DeviceIdentity,
         onnx: OnnxRuntime,
         outgoing: mpsc::Sender<Outgoing>,
-        broker_credentials: Option<embedded_broker::Credentials>,
+        logins: DeviceLogins,
     ) -> Result<Self, FleetError> {
         let topics = FleetTopics::new(&settings.name)?;
         let fleet = Self {
@@ -106,7 +108,7 @@ impl Fleet {
             onnx,
             topics,
             outgoing,
-            broker_credentials,
+            logins,
             profiling: tokio::sync::Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
         };

@@ -78,6 +78,8 @@ pub mod kind {
     pub const ROLLOUT: &str = "rollout";
     /// A re-render queued with the change that causes it, until it is done.
     pub const RENDER_JOB: &str = "render-job";
+    /// A new MQTT password on its way to a device, until the device confirmed it.
+    pub const MQTT_ROTATION: &str = "mqtt-rotation";
 }
 
 /// The fleet's database, on one of its backends.

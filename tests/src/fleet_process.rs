@@ -53,6 +53,34 @@ impl FleetProcess {
         Self::spawn(binary, fleet, args, env)
     }
 
+    /// A fleet service on a mosquitto with dynamic security, connected as `user` and managing
+    /// device logins with the broker's dynamic-security admin login.
+    pub fn start_managing_logins(
+        binary: PathBuf,
+        broker: &Mosquitto,
+        (user, password): (&str, &str),
+        fleet: &str,
+    ) -> Self {
+        let (admin, admin_password) = broker
+            .dynsec_admin()
+            .expect("the broker was started with_dynamic_security");
+        let password_file = broker.dir().join("broker-admin-password");
+        std::fs::write(&password_file, format!("{admin_password}\n"))
+            .expect("write the admin password file");
+        let args = vec![
+            "--mqtt-url".to_owned(),
+            broker.url(),
+            "--mqtt-username".to_owned(),
+            user.to_owned(),
+            "--broker-admin-user".to_owned(),
+            admin.to_owned(),
+            "--broker-admin-password-file".to_owned(),
+            password_file.display().to_string(),
+        ];
+        let env = vec![("EDGEFLEET_MQTT_PASSWORD".to_owned(), password.to_owned())];
+        Self::spawn(binary, fleet, args, env)
+    }
+
     /// One replica of a fleet service on the PostgreSQL database `database`, named `replica`.
     pub fn start_replica(
         binary: PathBuf,

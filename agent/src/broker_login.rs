@@ -57,9 +57,15 @@ impl BrokerLogin {
         }
     }
 
+    /// `options` with the password for the first connection.
+    pub fn applied(&self, mut options: MqttOptions) -> MqttOptions {
+        self.apply(&mut options);
+        options
+    }
+
     /// Sets the password for the next connection on `options` (rumqttc reads them at every
     /// connect). Without a user name the broker takes no login and nothing changes.
-    pub fn apply(&self, options: &mut MqttOptions) {
+    fn apply(&self, options: &mut MqttOptions) {
         if self.username.is_empty() {
             return;
         }
@@ -72,8 +78,14 @@ impl BrokerLogin {
     }
 
     /// A connection ended with `error`: a refused login switches to the other password for
-    /// the next attempt; any other end starts again from the newest.
-    pub fn connection_ended(&mut self, error: &ConnectionError) {
+    /// the next attempt; any other end starts again from the newest. The choice is set on
+    /// `options` (the event loop's, which it reads when it connects again).
+    pub fn connection_ended(&mut self, error: &ConnectionError, options: &mut MqttOptions) {
+        self.choose(error);
+        self.apply(options);
+    }
+
+    fn choose(&mut self, error: &ConnectionError) {
         let refused = matches!(
             error,
             ConnectionError::ConnectionRefused(
@@ -116,7 +128,7 @@ mod tests {
         let mut login = BrokerLogin::new("dev-1", "configured", store.clone());
         assert_eq!(password(&login), "configured");
         // Refused without another password: keep trying the configured one.
-        login.connection_ended(&ConnectionError::ConnectionRefused(
+        login.choose(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::NotAuthorized,
         ));
         assert_eq!(password(&login), "configured");
@@ -126,19 +138,19 @@ mod tests {
         manifest.mqtt_password = Some(identity.public_key().seal("rotated").expect("seal"));
         keep_from_manifest(&manifest, &identity, &store);
         assert_eq!(password(&login), "rotated");
-        login.connection_ended(&ConnectionError::ConnectionRefused(
+        login.choose(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::NotAuthorized,
         ));
         assert_eq!(password(&login), "configured");
-        login.connection_ended(&ConnectionError::ConnectionRefused(
+        login.choose(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword,
         ));
         assert_eq!(password(&login), "rotated");
         // A dropped connection (the broker switched and disconnected us) starts from the newest.
-        login.connection_ended(&ConnectionError::ConnectionRefused(
+        login.choose(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::NotAuthorized,
         ));
-        login.connection_ended(&ConnectionError::RequestsDone);
+        login.choose(&ConnectionError::RequestsDone);
         assert_eq!(password(&login), "rotated");
 
         // A password sealed to another device is not kept.

@@ -1,7 +1,8 @@
 //! The fleet API over HTTPS (`edgefleet serve --tls-cert --tls-key`), with the real service
 //! and the real CLI: the CLI trusts the service through `--ca-file`, refuses it without the
 //! right CA, a plain-HTTP client is told to use https://, and a certificate or key that cannot
-//! be used stops the service at start with a message naming the file.
+//! be used stops the service at start with a message naming the file. The embedded broker's
+//! warning is checked here too (these tests run the service with it).
 
 use std::process::{Command, Output};
 
@@ -94,6 +95,14 @@ fn the_cli_trusts_the_https_fleet_only_through_its_ca_and_plain_http_is_told_to_
     // The service still serves HTTPS after all of that.
     let again = cli(&fleet, &server, &["--ca-file", &ca_file, "device", "list"]);
     assert!(again.status.success(), "{}", text(&again));
+    // Its embedded broker says, once, what it cannot keep apart.
+    let log = fleet.log();
+    assert_eq!(
+        log.matches("the embedded MQTT broker has no per-topic rules").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("url=https://127.0.0.1:"), "{log}");
 }
 
 #[test]

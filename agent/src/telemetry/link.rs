@@ -172,8 +172,7 @@ pub async fn run(
     let inputs_prefix = topics.input("");
     let commands_prefix = topics.command("");
     let mut login = BrokerLogin::new(&config.mqtt.username, &config.mqtt.password, store.clone());
-    let mut options = mqtt_options(&config)?;
-    login.apply(&mut options);
+    let options = login.applied(mqtt_options(&config)?);
     let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 64);
     let acks = OrderedAcks::new(client.clone());
     let min_backoff = Duration::from_millis(config.mqtt.reconnect_min_ms);
@@ -237,8 +236,7 @@ pub async fn run(
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => delivery.published(pkid),
                 Ok(_) => {}
                 Err(e) => {
-                    login.connection_ended(&e);
-                    login.apply(&mut eventloop.mqtt_options);
+                    login.connection_ended(&e, &mut eventloop.mqtt_options);
                     if connected {
                         tracing::warn!(error = %e, "lost the broker connection; telemetry stays in the outbox");
                     } else {

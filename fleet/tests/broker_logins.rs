@@ -262,4 +262,32 @@ fn a_rotated_password_reaches_the_agent_which_reconnects_with_it_and_the_old_one
         "the restarted agent tried the configured (old) password first:\n{}",
         agent.log()
     );
+
+    // `edgefleet-agent check` beside the running agent is told why the broker refuses its own
+    // client id; with the agent stopped it checks the login the agent uses (the rotated
+    // password, the agent's client id) and passes.
+    let broker_check = |agent: &AgentProcess| -> Value {
+        let out = agent
+            .command()
+            .args(["check", "--output", "json"])
+            .output()
+            .expect("run check");
+        let checks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("check JSON");
+        checks
+            .into_iter()
+            .find(|c| c["name"] == "broker")
+            .expect("a broker check")
+    };
+    let beside = broker_check(&agent);
+    assert_eq!(beside["verdict"], "warn", "{beside}");
+    assert!(
+        beside["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent's client id"),
+        "{beside}"
+    );
+    agent.stop();
+    let stopped = broker_check(&agent);
+    assert_eq!(stopped["verdict"], "ok", "{stopped}");
 }

@@ -1,7 +1,9 @@
 //! `edgefleet serve`: the fleet service. It opens the store and the fleet's keys (created on
-//! first start), starts the embedded broker unless an external one is given, and runs the MQTT
-//! session and the HTTP API (on a listener the caller bound, so tests run it in-process on
-//! port 0) until shutdown.
+//! first start), starts the embedded broker unless an external one is given, connects the
+//! broker admin login when device logins are managed on mosquitto, and runs the MQTT session,
+//! the rollout and credential-rotation tasks and the HTTP API, over HTTPS when given a
+//! certificate (on a listener the caller bound, so tests run it in-process on port 0) until
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

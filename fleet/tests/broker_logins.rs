@@ -2,7 +2,7 @@
 //! (`edgefleet serve --broker-admin-user`): `device add` creates a login that may use only the
 //! device's own topics, `device remove` disconnects the device and refuses its login, and
 //! `device rotate-credentials` moves the real agent to a new password while the old one is
-//! refused.
+//! refused (on the embedded broker too).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -290,4 +290,45 @@ fn a_rotated_password_reaches_the_agent_which_reconnects_with_it_and_the_old_one
     agent.stop();
     let stopped = broker_check(&agent);
     assert_eq!(stopped["verdict"], "ok", "{stopped}");
+}
+
+#[test]
+fn on_the_embedded_broker_a_rotated_password_replaces_the_old_one_once_the_agent_has_it() {
+    let port = edgefleet_tests::free_port();
+    let mut world = FleetWorld::embedded(port);
+    let _agent = world.device("dev-e", &[], "127.0.0.42");
+    let config = |world: &FleetWorld| -> AgentConfig {
+        toml::from_str(&world.fleet.ok(&["device", "config", "dev-e"])).expect("config")
+    };
+    let old = config(&world).mqtt.password;
+    wait_for("the agent's first report", Duration::from_secs(30), || {
+        device_json(&world.fleet, "dev-e")["lastSeenMs"].as_u64()
+    });
+    world.fleet.ok(&["device", "rotate-credentials", "dev-e"]);
+    wait_for("the rotation to complete", Duration::from_secs(30), || {
+        device_json(&world.fleet, "dev-e")
+            .get("mqttRotationVersion")
+            .is_none()
+            .then_some(())
+    });
+    let new = config(&world).mqtt.password;
+    assert_ne!(new, old);
+    // rumqttd checks logins as connections come: the old password no longer opens one.
+    let login = |password: &str| {
+        Command::new(require_program("mosquitto_pub", "mosquitto-clients"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-u", "dev-e", "-P", password, "-i", "probe-e"])
+            .args([
+                "-q",
+                "1",
+                "-t",
+                "edgefleet/plant/devices/dev-e/telemetry/p",
+                "-m",
+                "[]",
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(!login(&old), "the old password still opens a connection");
+    assert!(login(&new), "the new password is refused");
 }

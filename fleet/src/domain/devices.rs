@@ -76,12 +76,15 @@ impl Fleet {
         let updated = existing.len();
         for device in devices {
             // An update keeps the device's MQTT password and when it was added; a new key
-            // drops the copy of the password sealed to the old one.
+            // drops the copy of the password sealed to the old one, and a rotation under way
+            // (the device with the new key never got that password).
             let (mqtt_password, added_ms, for_device) = match existing.remove(&device.id) {
                 Some(d) => {
-                    let for_device = d
-                        .mqtt_password_for_device
-                        .filter(|_| d.public_key == device.public_key);
+                    let same_key = d.public_key == device.public_key;
+                    if !same_key {
+                        batch.delete(kind::MQTT_ROTATION, &device.id);
+                    }
+                    let for_device = d.mqtt_password_for_device.filter(|_| same_key);
                     (d.mqtt_password, d.added_ms, for_device)
                 }
                 None => {

@@ -13,6 +13,7 @@ use edgefleet_common::module_image::ImageReference;
 use edgefleet_common::sealing::DeviceIdentity;
 use serde::Serialize;
 
+use crate::broker_login::BrokerLogin;
 use crate::config::AgentConfig;
 use crate::images::pull_error::PullCause;
 use crate::images::registry::RegistryAccess;
@@ -137,11 +138,24 @@ async fn broker(config: &AgentConfig) -> Check {
         Ok(options) => options,
         Err(e) => return not_ok(Verdict::Fail, name, e.to_string(), fix),
     };
-    // Its own client id: the running agent's session is not disturbed.
-    options
-        .set_client_id(format!("edgefleet-{}-check", config.device_id))
-        .set_clean_session(true)
-        .set_manual_acks(false);
+    // A running agent keeps its client id (and its store): the check connects beside it with
+    // a client id of its own. A stopped agent's login is checked as the agent uses it: the
+    // newest password it holds and its client id (mosquitto with dynamic security accepts a
+    // device's login with that id only), resuming its session without acknowledging anything.
+    let running = crate::local::control_socket::connect(
+        &config.control_socket_path(),
+        &ControlRequest::AppliedManifest,
+    )
+    .is_ok();
+    if running {
+        options
+            .set_client_id(format!("edgefleet-{}-check", config.device_id))
+            .set_clean_session(true)
+            .set_manual_acks(false);
+    } else if let Ok(store) = crate::store::Store::open(&config.store_path()) {
+        let m = &config.mqtt;
+        options = BrokerLogin::new(&m.username, &m.password, store).applied(options);
+    }
     let m = &config.mqtt;
     let tls = if url.tls {
         let roots = if m.ca_file.is_empty() {
@@ -177,6 +191,14 @@ async fn broker(config: &AgentConfig) -> Check {
     };
     match connected {
         Ok(Ok(())) => ok(name, format!("{} {tls}: connected {who}", m.url)),
+        Ok(Err(e)) if running && e.contains("NotAuthorized") => not_ok(
+            Verdict::Warn,
+            name,
+            format!("{} {tls}, {who}: {e} for the check's own client id", m.url),
+            "the agent is running: on mosquitto with dynamic security a device's login works \
+             with the agent's client id only, so stop the agent to check its login, or read \
+             its log for `connected to the broker`",
+        ),
         Ok(Err(e)) => not_ok(
             Verdict::Fail,
             name,

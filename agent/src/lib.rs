@@ -8,11 +8,12 @@
 //! - [`offline`]: bundles applied without a network;
 //! - [`local`]: the control and status sockets for programs on the device.
 //!
-//! The [`store`] (one redb file) keeps manifests, served versions, the puller's cache index
-//! and the telemetry outbox. [`cli`] is the command line, [`check`] its `check` command.
+//! The [`store`] (one redb file) keeps manifests, served versions, the puller's cache index,
+//! the telemetry outbox and the newest MQTT password the fleet sent ([`broker_login`]). [`cli`] is the command line, [`check`] its `check` command.
 //! ONNX models are run by `edgefleet-onnx`; MQTT and TLS are set up by `edgefleet-transport`.
 
 pub mod agent;
+pub(crate) mod broker_login;
 pub(crate) mod check;
 pub mod cli;
 pub mod config;

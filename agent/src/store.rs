@@ -36,6 +36,7 @@ const NEXT_SEQ: &str = "next_seq";
 const OUTBOX_BYTES: &str = "outbox_bytes";
 const DROPPED: &str = "dropped";
 const UNUSED_IMAGES: &str = "unused_images";
+const MQTT_PASSWORD: &str = "mqtt_password";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,6 +187,18 @@ impl Store {
 
     pub fn put_desired(&self, wire: &[u8]) -> Result<(), StoreError> {
         self.put_meta(DESIRED, wire)
+    }
+
+    /// The newest MQTT password the fleet sent (see `broker_login`), as readable as the
+    /// configuration file's.
+    pub fn mqtt_password(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_meta(MQTT_PASSWORD)?
+            .and_then(|b| String::from_utf8(b).ok()))
+    }
+
+    pub fn put_mqtt_password(&self, password: &str) -> Result<(), StoreError> {
+        self.put_meta(MQTT_PASSWORD, password.as_bytes())
     }
 
     /// The manifest whose modules are running (wire bytes).

@@ -33,6 +33,12 @@ pub struct Manifest {
     /// How telemetry is buffered while the uplink is down.
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// The device's MQTT password, sealed to its X25519 key, once the fleet has rotated it
+    /// (`edgefleet device rotate-credentials`); absent before the first rotation. The agent
+    /// keeps it and connects with it, falling back to its configured password when the broker
+    /// refuses it (the broker switches only after the device confirmed this manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password: Option<SealedSecret>,
 }
 
 /// Credentials for one container registry.
@@ -307,6 +313,7 @@ impl Manifest {
             registry_credentials: BTreeMap::new(),
             modules: BTreeMap::new(),
             telemetry: TelemetrySettings::default(),
+            mqtt_password: None,
         }
     }
 

@@ -176,6 +176,7 @@ fn main() {
             public_key: identity.public_key().to_string(),
             added_ms: 0,
             mqtt_password: SealedSecret::from_armored(String::new()),
+            mqtt_password_for_device: None,
         })
         .collect();
     let models: BTreeMap<String, Vec<ModelVersion>> = (0..10)

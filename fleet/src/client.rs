@@ -1,6 +1,7 @@
 //! A typed, blocking client of the fleet service's HTTP API: the CLI is built on it, and the
 //! API's tests call the service through it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use edgefleet_common::commands::CommandResult;
@@ -8,14 +9,15 @@ use edgefleet_common::fleet_api::{
     AuditEntry, AuditQuery, Role, TokenCreated, TokenRequest, TokenView,
 };
 use edgefleet_common::fleet_api::{
-    BundleQuery, Deleted, DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView,
-    DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ErrorBody, FleetInfo,
-    ManifestView, ModelDetails, ModelVersion, ModuleCommandRequest, Package, PackageRequest,
-    ProfileRequest, RegisterModelQuery, RegistryRequest, RegistryView, RolloutStatus,
-    TelemetryQuery,
+    BundleQuery, CredentialsRotation, Deleted, DeploymentRequest, DeploymentRevision,
+    DeploymentSaved, DeploymentView, DeviceImport, DeviceRemoved, DeviceRequest, DeviceView,
+    DevicesImported, ErrorBody, FleetInfo, ManifestView, ModelDetails, ModelVersion,
+    ModuleCommandRequest, Package, PackageRequest, ProfileRequest, RegisterModelQuery,
+    RegistryRequest, RegistryView, RolloutStatus, TelemetryQuery,
 };
 use edgefleet_common::model_profile::ModelProfile;
 use edgefleet_common::telemetry::TelemetryEnvelope;
+use edgefleet_transport::TlsFiles;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
@@ -30,6 +32,12 @@ pub enum ClientError {
         server: String,
         source: reqwest::Error,
     },
+    #[error(
+        "the fleet service at {server} presented a certificate this client does not trust ({reason}): give the CA that signed it with --ca-file FILE (or EDGEFLEET_CA_FILE)"
+    )]
+    Untrusted { server: String, reason: String },
+    #[error("--ca-file: {0}")]
+    CaFile(#[source] edgefleet_transport::TlsError),
     /// The service refused the token.
     #[error("{0}")]
     Unauthorized(String),
@@ -57,11 +65,27 @@ pub struct FleetClient {
 }
 
 impl FleetClient {
+    /// A client trusting the system's root certificates for an `https://` server.
     pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
-        edgefleet_transport::install_crypto_provider();
+        Self::with_ca_file(server, token, None)
+    }
+
+    /// A client trusting only the CA certificates in `ca_file` (PEM) for an `https://` server,
+    /// or the system's roots without one.
+    pub fn with_ca_file(
+        server: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let tls = edgefleet_transport::rustls_client_config(&TlsFiles {
+            ca_file: ca_file.map(|p| p.display().to_string()).unwrap_or_default(),
+            ..TlsFiles::default()
+        })
+        .map_err(ClientError::CaFile)?;
         let http = reqwest::blocking::Client::builder()
             // Packaging pushes a whole model; everything else answers in well under this.
             .timeout(Duration::from_secs(600))
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(ClientError::Setup)?;
         Ok(Self {
@@ -77,14 +101,10 @@ impl FleetClient {
 
     fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
         let token = self.token.as_deref().ok_or(ClientError::NoToken)?;
-        let response =
-            request
-                .bearer_auth(token)
-                .send()
-                .map_err(|source| ClientError::Unreachable {
-                    server: self.server.clone(),
-                    source,
-                })?;
+        let response = request
+            .bearer_auth(token)
+            .send()
+            .map_err(|source| self.unreachable(source))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -100,6 +120,20 @@ impl FleetClient {
         } else {
             ClientError::Refused { status, message }
         })
+    }
+
+    /// A request that got no answer; a certificate the client refused is told as such.
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        match certificate_refused(&source) {
+            Some(reason) => ClientError::Untrusted {
+                server: self.server.clone(),
+                reason,
+            },
+            None => ClientError::Unreachable {
+                server: self.server.clone(),
+                source,
+            },
+        }
     }
 
     fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
@@ -222,6 +256,13 @@ impl FleetClient {
         Ok(bytes.to_vec())
     }
 
+    pub fn rotate_credentials(&self, id: &str) -> Result<CredentialsRotation, ClientError> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/devices/{id}/rotate-credentials"))),
+        )
+    }
+
     pub fn device_config(&self, id: &str) -> Result<String, ClientError> {
         let request = self.http.get(self.url(&format!("/v1/devices/{id}/config")));
         self.send(request)?.text().map_err(ClientError::Unexpected)
@@ -332,4 +373,23 @@ impl FleetClient {
     pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
         self.json(self.http.get(self.url("/v1/audit")).query(query))
     }
+}
+
+/// The rustls error in `error`'s chain when the server's certificate was refused. An
+/// `io::Error` hides the error it wraps from `source()`, so each one is opened as well.
+fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(refused @ rustls::Error::InvalidCertificate(_)) =
+            e.downcast_ref::<rustls::Error>()
+        {
+            return Some(refused.to_string());
+        }
+        next = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static))
+            .or_else(|| e.source());
+    }
+    None
 }

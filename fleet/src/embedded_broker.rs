@@ -3,7 +3,9 @@
 //! and the MQTT password `edgefleet device config` prints; the fleet service with an internal
 //! user. rumqttd has no per-topic ACLs and keeps retained messages in memory only (the fleet
 //! publishes every manifest again when it connects), so fleets that need device isolation use
-//! mosquitto with docs/mosquitto-acl.conf.
+//! mosquitto with dynamic security or docs/mosquitto-acl.conf. What a device can reach here is
+//! `broker_logins::EMBEDDED_BROKER_WARNING`, logged at start; `broker_logins::DeviceLogins`
+//! changes the [`Credentials`] table.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -35,6 +35,9 @@ pub enum FleetError {
     /// The fleet's broker session cannot take the message.
     #[error("the fleet's MQTT session is not running: {0}")]
     Broker(String),
+    /// The broker did not take a change to a device's login (see `broker_logins`).
+    #[error("the broker's device logins: {0}")]
+    BrokerLogin(#[from] crate::broker_logins::LoginError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the fleet's secrets key cannot open a stored secret: {0}")]

@@ -7,6 +7,7 @@
 //! Errors are [`error::FleetError`]. The [`cli`] talks to the service through the typed
 //! [`client`]; request and response bodies are `edgefleet_common::fleet_api`.
 
+pub mod broker_logins;
 pub mod bundle;
 pub mod cli;
 pub mod client;
@@ -15,6 +16,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod embedded_broker;
 pub mod error;
+pub mod https;
 pub mod image_pin;
 pub mod iotedge_import;
 pub mod metrics;

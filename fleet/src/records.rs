@@ -43,6 +43,24 @@ pub struct Device {
     /// The device's MQTT password (user name = device id), sealed to the fleet's secrets key;
     /// `edgefleet device config` reveals it to the administrator.
     pub mqtt_password: SealedSecret,
+    /// The newest MQTT password sealed to the device's key, rendered into its manifest; absent
+    /// until the first `edgefleet device rotate-credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password_for_device: Option<SealedSecret>,
+}
+
+/// A new MQTT password on its way to a device (`edgefleet device rotate-credentials`). The
+/// broker keeps the old one until the device reports the manifest carrying the new one, so the
+/// device always holds a password the broker accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttRotation {
+    pub device_id: String,
+    /// The new password, sealed to the fleet's secrets key.
+    pub password: SealedSecret,
+    /// The manifest version that carries it to the device.
+    pub manifest_version: u64,
+    pub started_ms: UnixMillis,
 }
 
 /// What the fleet has heard from a device.

@@ -1,7 +1,9 @@
 //! `edgefleet serve`: the fleet service. It opens the store and the fleet's keys (created on
-//! first start), starts the embedded broker unless an external one is given, and runs the MQTT
-//! session and the HTTP API (on a listener the caller bound, so tests run it in-process on
-//! port 0) until shutdown.
+//! first start), starts the embedded broker unless an external one is given, connects the
+//! broker admin login when device logins are managed on mosquitto, and runs the MQTT session,
+//! the rollout and credential-rotation tasks and the HTTP API, over HTTPS when given a
+//! certificate (on a listener the caller bound, so tests run it in-process on port 0) until
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +19,9 @@ use rumqttc::AsyncClient;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings, Tokens};
+use crate::broker_logins::DeviceLogins;
+use crate::broker_logins::dynsec_client::DynsecClient;
+use crate::domain::{ADVANCE_EVERY, Fleet, FleetSettings, ROTATIONS_EVERY, Tokens};
 use crate::store::{FleetStore, TelemetryRetention};
 use crate::{embedded_broker, mqtt_session, routes};
 
@@ -48,6 +52,11 @@ pub struct ServeOptions {
     /// This replica's name among those sharing the database, unique and the same across its
     /// restarts; without it the service is the database's only one.
     pub replica: Option<String>,
+    /// Serve the API and dashboard over HTTPS with this certificate and key; `None`: HTTP.
+    pub tls: Option<crate::https::TlsIdentity>,
+    /// With an external mosquitto: the login (user, password) allowed to use its dynamic
+    /// security plugin, through which the fleet manages device logins and roles.
+    pub broker_admin: Option<(String, String)>,
 }
 
 /// Why the service could not start or stopped.
@@ -69,10 +78,14 @@ pub enum ServeError {
     BrokerUrl(#[from] edgefleet_transport::BrokerUrlError),
     #[error("--mqtt-ca-file: {0}")]
     Tls(#[from] edgefleet_transport::TlsError),
+    #[error("--broker-admin-user: {0}")]
+    BrokerAdmin(String),
     #[error(transparent)]
     Fleet(#[from] crate::error::FleetError),
     #[error("the HTTP API: {0}")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    Https(#[from] crate::https::HttpsError),
 }
 
 /// Queued publications (manifests, commands) before the domain layer waits for the session.
@@ -116,6 +129,43 @@ struct Broker {
     embedded: Option<embedded_broker::Credentials>,
 }
 
+/// Where device logins are managed: the embedded broker's table, mosquitto's dynamic security
+/// through the admin login, or nowhere (another broker).
+fn device_logins(
+    options: &ServeOptions,
+    broker: &BrokerUrl,
+    embedded: Option<embedded_broker::Credentials>,
+) -> Result<DeviceLogins, ServeError> {
+    if let Some(credentials) = embedded {
+        tracing::warn!("{}", crate::broker_logins::EMBEDDED_BROKER_WARNING);
+        return Ok(DeviceLogins::Embedded(credentials));
+    }
+    let Some((username, password)) = &options.broker_admin else {
+        return Ok(DeviceLogins::Unmanaged);
+    };
+    let login = Login {
+        client_id: format!(
+            "edgefleet-fleet-{}-admin-{}",
+            options.fleet,
+            hex::encode(rand::random::<[u8; 4]>())
+        ),
+        username: username.clone(),
+        password: password.clone(),
+        keep_alive: Duration::from_secs(30),
+    };
+    let tls = TlsFiles {
+        ca_file: options.mqtt_ca_file.clone(),
+        ..TlsFiles::default()
+    };
+    let admin = DynsecClient::connect(broker, &login, &tls)
+        .map_err(|e| ServeError::BrokerAdmin(e.to_string()))?;
+    tracing::info!(user = %username, "device logins and roles managed through mosquitto's dynamic security");
+    Ok(DeviceLogins::DynamicSecurity {
+        admin,
+        fleet: options.fleet.clone(),
+    })
+}
+
 /// The broker of `options`, starting the embedded one when no URL is given.
 fn broker(options: &ServeOptions) -> Result<Broker, ServeError> {
     Ok(match &options.mqtt_url {
@@ -151,6 +201,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     edgefleet_transport::install_crypto_provider();
     check_name("fleet name", &options.fleet)?;
+    // Read first: a wrong file is told before anything else starts.
+    let https = options
+        .tls
+        .as_ref()
+        .map(crate::https::server_config)
+        .transpose()?;
     let store = match &options.database {
         Some(url) => FleetStore::connect_postgres(url).await?,
         None => FleetStore::open_embedded(&options.data_dir)?,
@@ -165,6 +221,7 @@ pub async fn serve(
         embedded: broker_credentials,
     } = broker(&options)?;
     let broker: BrokerUrl = mqtt_url.parse()?;
+    let logins = device_logins(&options, &broker, broker_credentials)?;
     // Named replicas (on a shared database) each keep their own persistent MQTT session and
     // share the devices' messages (MQTT shared subscriptions). An unnamed service is the only
     // one: mosquitto does not queue shared-subscription messages while no member is connected,
@@ -204,18 +261,8 @@ pub async fn serve(
             .is_some()
             .then(|| format!("edgefleet-{}", options.fleet)),
     };
-    let fleet = Arc::new(
-        Fleet::new(
-            settings,
-            store,
-            key,
-            secrets,
-            onnx,
-            outgoing_tx,
-            broker_credentials,
-        )
-        .await?,
-    );
+    let fleet =
+        Arc::new(Fleet::new(settings, store, key, secrets, onnx, outgoing_tx, logins).await?);
     let (stop_session, session_stop) = watch::channel(false);
     let session = tokio::spawn(mqtt_session::run(
         fleet.clone(),
@@ -226,6 +273,7 @@ pub async fn serve(
     ));
 
     let rollouts = tokio::spawn(advance_rollouts(fleet.clone()));
+    let rotations = tokio::spawn(complete_rotations(fleet.clone()));
     let render_queue = tokio::spawn(render_queue(fleet.clone()));
     let metrics = match options.metrics_listen {
         Some(listen) => {
@@ -249,12 +297,25 @@ pub async fn serve(
     ));
     let listen = listener.local_addr().map_err(ServeError::Http)?;
     let info = fleet.info();
-    tracing::info!(%listen, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Http)?;
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{listen}");
+    tracing::info!(%url, fleet = %info.fleet, public_key = %info.public_key, "fleet service ready");
+    match https {
+        Some(config) => {
+            let listener =
+                crate::https::TlsListener::new(listener, config).map_err(ServeError::Http)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServeError::Http)?;
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Http)?,
+    }
     rollouts.abort();
+    rotations.abort();
     render_queue.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
@@ -279,6 +340,17 @@ async fn render_queue(fleet: Arc<Fleet>) {
             .store
             .render_jobs_queued(&mut wakeups, RENDER_QUEUE_POLL)
             .await;
+    }
+}
+
+/// Completes MQTT password rotations devices confirmed, every [`ROTATIONS_EVERY`].
+async fn complete_rotations(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(ROTATIONS_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = fleet.complete_rotations().await {
+            tracing::error!(error = %e, "MQTT password rotations not completed; trying again");
+        }
     }
 }
 

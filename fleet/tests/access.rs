@@ -42,6 +42,7 @@ const EXPECTED: &[(&str, &str, Role)] = &[
     ("POST", "/v1/device-imports", Role::Admin),
     // The device's configuration holds its MQTT password.
     ("GET", "/v1/devices/{id}/config", Role::Admin),
+    ("POST", "/v1/devices/{id}/rotate-credentials", Role::Admin),
     ("POST", "/v1/devices/{id}/commands", Role::Operator),
     ("GET", "/v1/deployments", Role::Viewer),
     ("GET", "/v1/deployments/{name}", Role::Viewer),

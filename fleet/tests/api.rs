@@ -52,6 +52,8 @@ impl InProcessFleet {
             metrics_listen: None,
             database: postgres.as_ref().map(Postgres::url),
             replica: None,
+            tls: None,
+            broker_admin: None,
         };
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime

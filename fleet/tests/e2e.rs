@@ -559,7 +559,7 @@ fn with_its_embedded_broker_the_fleet_alone_deploys_to_an_agent_and_removing_the
     assert!(
         removed.status.success()
             && said.contains("manifest 2 (empty, retained) stops and removes its modules")
-            && said.contains("the embedded broker refuses its login"),
+            && said.contains("the broker refuses its login"),
         "{said}"
     );
     wait_for("the model to stop serving", Duration::from_secs(30), || {

@@ -1,6 +1,6 @@
 //! The real `edgefleet serve`, and the `edgefleet` CLI pointed at it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::mosquitto::Mosquitto;
@@ -53,6 +53,34 @@ impl FleetProcess {
         Self::spawn(binary, fleet, args, env)
     }
 
+    /// A fleet service on a mosquitto with dynamic security, connected as `user` and managing
+    /// device logins with the broker's dynamic-security admin login.
+    pub fn start_managing_logins(
+        binary: PathBuf,
+        broker: &Mosquitto,
+        (user, password): (&str, &str),
+        fleet: &str,
+    ) -> Self {
+        let (admin, admin_password) = broker
+            .dynsec_admin()
+            .expect("the broker was started with_dynamic_security");
+        let password_file = broker.dir().join("broker-admin-password");
+        std::fs::write(&password_file, format!("{admin_password}\n"))
+            .expect("write the admin password file");
+        let args = vec![
+            "--mqtt-url".to_owned(),
+            broker.url(),
+            "--mqtt-username".to_owned(),
+            user.to_owned(),
+            "--broker-admin-user".to_owned(),
+            admin.to_owned(),
+            "--broker-admin-password-file".to_owned(),
+            password_file.display().to_string(),
+        ];
+        let env = vec![("EDGEFLEET_MQTT_PASSWORD".to_owned(), password.to_owned())];
+        Self::spawn(binary, fleet, args, env)
+    }
+
     /// One replica of a fleet service on the PostgreSQL database `database`, named `replica`.
     pub fn start_replica(
         binary: PathBuf,
@@ -81,6 +109,25 @@ impl FleetProcess {
         let args = vec![
             "--embedded-broker-listen".to_owned(),
             format!("127.0.0.1:{broker_port}"),
+        ];
+        Self::spawn(binary, fleet, args, Vec::new())
+    }
+
+    /// A fleet service with its embedded MQTT broker on `broker_port`, serving its API over
+    /// HTTPS with the certificate and key `(cert, key)`; [`FleetProcess::url`] is `https://`.
+    pub fn start_embedded_https(
+        binary: PathBuf,
+        broker_port: u16,
+        fleet: &str,
+        (cert, key): (&Path, &Path),
+    ) -> Self {
+        let args = vec![
+            "--embedded-broker-listen".to_owned(),
+            format!("127.0.0.1:{broker_port}"),
+            "--tls-cert".to_owned(),
+            cert.display().to_string(),
+            "--tls-key".to_owned(),
+            key.display().to_string(),
         ];
         Self::spawn(binary, fleet, args, Vec::new())
     }
@@ -157,8 +204,18 @@ impl FleetProcess {
         }
     }
 
+    /// `http://127.0.0.1:<port>`, or `https://` when the service was given a certificate.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.args.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `edgefleet <args>` with EDGEFLEET_SERVER and EDGEFLEET_TOKEN set.

@@ -50,6 +50,22 @@ impl FleetWorld {
         Self::with(Some(broker), None, fleet)
     }
 
+    /// A fleet `plant` on mosquitto with dynamic security: the fleet creates each device's
+    /// login and role itself (docs/operations.md).
+    pub fn dynamic_security() -> Self {
+        let broker = Mosquitto::new()
+            .with_dynamic_security("broker-admin", "broker-admin-pass")
+            .start();
+        broker.dynsec_fleet_login("plant", "fleet", "fleet-pass");
+        let fleet = FleetProcess::start_managing_logins(
+            workspace_binary("edgefleet"),
+            &broker,
+            ("fleet", "fleet-pass"),
+            "plant",
+        );
+        Self::with(Some(broker), None, fleet)
+    }
+
     /// A fleet `plant` with its embedded broker on `broker_port`.
     pub fn embedded(broker_port: u16) -> Self {
         let fleet =
@@ -109,7 +125,10 @@ impl FleetWorld {
             .map(|p| p.trim_matches('"').to_owned())
             .expect("the config holds the MQTT password");
         if let Some(broker) = &mut self.broker {
-            broker.add_user_live(id, &password);
+            // With dynamic security the fleet created the login itself.
+            if broker.dynsec_admin().is_none() {
+                broker.add_user_live(id, &password);
+            }
             agent.set_env("EDGEFLEET_MQTT_URL", &broker.url());
         }
         self.passwords.insert(id.to_owned(), password);

@@ -18,8 +18,13 @@ pub struct Mosquitto {
     tls: Option<MosquittoTls>,
     /// `max_inflight_messages` (mosquitto's default is 20).
     max_inflight: Option<u32>,
+    /// The dynamic security plugin's admin login, when the plugin is loaded.
+    dynsec: Option<(String, String)>,
     process: Option<ServiceProcess>,
 }
+
+/// Where Debian's mosquitto 2.0 installs the dynamic security plugin.
+const DYNSEC_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
 
 /// The TLS listener's test CA and whether clients must present a certificate from it.
 #[derive(Debug)]
@@ -39,8 +44,68 @@ impl Mosquitto {
             acl: None,
             tls: None,
             max_inflight: None,
+            dynsec: None,
             process: None,
         }
+    }
+
+    /// Loads mosquitto's dynamic security plugin with a configuration file of its own, made by
+    /// `mosquitto_ctrl dynsec init` with the admin login `admin`/`password`. Clients and roles
+    /// are then created over `$CONTROL/dynamic-security/v1` ([`Mosquitto::dynsec`]).
+    pub fn with_dynamic_security(mut self, admin: &str, password: &str) -> Self {
+        assert!(
+            Path::new(DYNSEC_PLUGIN).exists(),
+            "{DYNSEC_PLUGIN} is missing: install Debian's mosquitto (2.0 ships the plugin)"
+        );
+        let file = self.dir.path().join("dynamic-security.json");
+        let status = Command::new(require_program("mosquitto_ctrl", "mosquitto-clients"))
+            .args(["dynsec", "init"])
+            .arg(&file)
+            .args([admin, password])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run mosquitto_ctrl dynsec init");
+        assert!(status.success(), "mosquitto_ctrl dynsec init failed");
+        self.dynsec = Some((admin.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// The dynamic security admin login, when the plugin is loaded.
+    pub fn dynsec_admin(&self) -> Option<(&str, &str)> {
+        self.dynsec
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password.as_str()))
+    }
+
+    /// Runs `mosquitto_ctrl ... dynsec <args>` as the admin against the running broker.
+    pub fn dynsec(&self, args: &[&str]) {
+        let (admin, password) = self
+            .dynsec_admin()
+            .expect("the broker was started with_dynamic_security");
+        let out = Command::new(require_program("mosquitto_ctrl", "mosquitto-clients"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-u", admin, "-P", password, "dynsec"])
+            .args(args)
+            .output()
+            .expect("run mosquitto_ctrl");
+        assert!(
+            out.status.success(),
+            "mosquitto_ctrl dynsec {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A dynamic-security login for the fleet service of `fleet`: every topic of the fleet,
+    /// as docs/operations.md tells operators to create it.
+    pub fn dynsec_fleet_login(&self, fleet: &str, user: &str, password: &str) {
+        let role = format!("edgefleet-fleet-{fleet}");
+        let topics = format!("edgefleet/{fleet}/#");
+        self.dynsec(&["createRole", &role]);
+        self.dynsec(&["addRoleACL", &role, "publishClientSend", &topics, "allow"]);
+        self.dynsec(&["addRoleACL", &role, "subscribePattern", &topics, "allow"]);
+        self.dynsec(&["createClient", user, "-p", password]);
+        self.dynsec(&["addClientRole", user, &role]);
     }
 
     /// How many QoS 1 messages the broker sends a client before it acknowledges them.
@@ -139,6 +204,12 @@ impl Mosquitto {
                 dir.join("broker.crt").display(),
                 dir.join("broker.key").display(),
                 tls.require_client_certificate
+            ));
+        }
+        if self.dynsec.is_some() {
+            conf.push_str(&format!(
+                "plugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {}\n",
+                dir.join("dynamic-security.json").display()
             ));
         }
         if let Some(messages) = self.max_inflight {

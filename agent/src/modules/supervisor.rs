@@ -14,6 +14,7 @@ use edgefleet_common::reported::{ApplyStatus, DesiredOutcome, ManifestSource};
 use edgefleet_common::signing::FleetPublicKey;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::broker_login;
 use crate::modules::apply_progress::{ApplyProgress, Verdict};
 use crate::modules::container_task;
 use crate::modules::model_task;
@@ -210,6 +211,8 @@ impl Supervisor {
             self.answer_waiting(manifest.version, ApplyStatus::Invalid, message, source);
             return;
         }
+        // Kept before any outcome is reported: the fleet switches the broker on that report.
+        broker_login::keep_from_manifest(&manifest, &self.services.identity, &self.services.store);
         let unchanged = self.desired.as_ref().is_some_and(|(_, w)| *w == wire);
         if unchanged && self.applied_version == Some(manifest.version) {
             let message = "already applied".to_owned();

@@ -27,6 +27,7 @@ use edgefleet_transport::{Login, TlsFiles, now_ms};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
+use crate::broker_login::BrokerLogin;
 use crate::config::AgentConfig as Config;
 use crate::store::Store;
 use crate::telemetry::authenticity::{Authenticity, refused};
@@ -206,7 +207,9 @@ pub async fn run(
     let topics = DeviceTopics::new(&config.fleet, &config.device_id)?;
     let inputs_prefix = topics.input("");
     let commands_prefix = topics.command("");
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&config)?, WINDOW * 2 + 64);
+    let mut login = BrokerLogin::new(&config.mqtt.username, &config.mqtt.password, store.clone());
+    let options = login.applied(mqtt_options(&config)?);
+    let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 64);
     let acks = OrderedAcks::new(client.clone());
     let min_backoff = Duration::from_millis(config.mqtt.reconnect_min_ms);
     let max_backoff = Duration::from_millis(config.mqtt.reconnect_max_ms);
@@ -282,6 +285,7 @@ pub async fn run(
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => delivery.published(pkid),
                 Ok(_) => {}
                 Err(e) => {
+                    login.connection_ended(&e, &mut eventloop.mqtt_options);
                     if connected {
                         tracing::warn!(error = %e, "lost the broker connection; telemetry stays in the outbox");
                     } else {

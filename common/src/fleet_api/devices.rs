@@ -48,9 +48,24 @@ pub struct DeviceRemoved {
     /// The version of the empty manifest published (retained) to the device, which stops and
     /// removes its modules; absent when the device never had a manifest.
     pub retraction_version: Option<u64>,
-    /// The fleet's embedded broker refuses the device's login from now on. With an external
-    /// broker the administrator removes the device's user there.
+    /// The broker refuses the device's login from now on (the embedded broker, or mosquitto
+    /// with dynamic security, which also disconnected it). With another external broker the
+    /// administrator removes the device's user there.
     pub mqtt_login_revoked: bool,
+}
+
+/// `POST /v1/devices/{id}/rotate-credentials`: a new MQTT password on its way to the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRotation {
+    pub device: String,
+    /// The manifest carrying the new password, sealed to the device's key. The broker switches
+    /// to the new password once the device reports this version (or a later one), and the
+    /// old password is refused from then on.
+    pub manifest_version: u64,
+    /// Whether the broker's login is changed by the fleet (embedded broker, mosquitto with
+    /// dynamic security); otherwise the administrator sets the new password at the broker.
+    pub broker_managed: bool,
 }
 
 /// A device as the API shows it (`GET /v1/devices`, `GET /v1/devices/{id}`).
@@ -67,6 +82,10 @@ pub struct DeviceView {
     pub stale: bool,
     /// What the device last reported.
     pub reported: Option<ReportedState>,
+    /// The manifest version carrying a new MQTT password the device has not confirmed yet
+    /// (`edgefleet device rotate-credentials`); absent when no rotation is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_rotation_version: Option<u64>,
 }
 
 /// `POST /v1/devices/{id}/commands`: a command for one module of the device; the answer is

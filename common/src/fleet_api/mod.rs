@@ -22,7 +22,8 @@ pub use bundles::BundleQuery;
 pub use deployment_modules::{ContainerModule, DeploymentModule, ModelModule};
 pub use deployments::{DeploymentRequest, DeploymentRevision, DeploymentSaved, DeploymentView};
 pub use devices::{
-    DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported, ModuleCommandRequest,
+    CredentialsRotation, DeviceImport, DeviceRemoved, DeviceRequest, DeviceView, DevicesImported,
+    ModuleCommandRequest,
 };
 pub use manifests::{ManifestView, ModuleSource};
 pub use models::{

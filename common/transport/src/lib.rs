@@ -15,7 +15,7 @@ use std::time::Duration;
 use edgefleet_common::UnixMillis;
 pub use edgefleet_common::broker_url::{BrokerUrl, BrokerUrlError};
 use rumqttc::{MqttOptions, Transport};
-pub use tls::{TlsError, TlsFiles, install_crypto_provider};
+pub use tls::{TlsError, TlsFiles, install_crypto_provider, rustls_client_config};
 
 /// Resolves on SIGTERM or SIGINT: how both binaries are asked to stop gracefully.
 pub async fn shutdown_signal() {

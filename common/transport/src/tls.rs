@@ -42,8 +42,15 @@ pub enum TlsError {
     ClientCertificate(#[source] rustls::Error),
 }
 
-/// The rustls configuration for `files`.
+/// The MQTT client's TLS configuration for `files`.
 pub fn client_config(files: &TlsFiles) -> Result<TlsConfiguration, TlsError> {
+    Ok(TlsConfiguration::Rustls(Arc::new(rustls_client_config(
+        files,
+    )?)))
+}
+
+/// The rustls client configuration for `files`, for any TLS client (MQTT, HTTPS).
+pub fn rustls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
     install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     if files.ca_file.is_empty() {
@@ -100,5 +107,5 @@ pub fn client_config(files: &TlsFiles) -> Result<TlsConfiguration, TlsError> {
             .with_client_auth_cert(certs, key)
             .map_err(TlsError::ClientCertificate)?
     };
-    Ok(TlsConfiguration::Rustls(Arc::new(client)))
+    Ok(client)
 }

@@ -37,10 +37,16 @@ pub enum DeviceCommand {
     Config {
         id: String,
     },
-    /// Remove a device: an empty manifest stops its modules, and the embedded broker refuses
-    /// its login.
+    /// Remove a device: an empty manifest stops its modules, and the broker refuses its login
+    /// (the embedded broker, or mosquitto with dynamic security, which also disconnects it).
     #[command(alias = "delete")]
     Remove {
+        id: String,
+    },
+    /// Give the device a new MQTT password. It travels in the device's next manifest, sealed
+    /// to its key; once the device reports that manifest, the broker accepts only the new
+    /// password and the agent reconnects with it (`device show` says while it is pending).
+    RotateCredentials {
         id: String,
     },
 }
@@ -96,6 +102,23 @@ pub(super) fn run(
         }
         DeviceCommand::Remove { id } => remove(api, &id)?,
         DeviceCommand::Config { id } => print!("{}", api.device_config(&id)?),
+        DeviceCommand::RotateCredentials { id } => {
+            let rotation = api.rotate_credentials(&id)?;
+            if output != Output::Text {
+                print(output, &rotation, |_| String::new());
+            }
+            let broker = if rotation.broker_managed {
+                "the broker switches to it once the device reports that manifest".to_owned()
+            } else {
+                format!(
+                    "set it for user {id:?} at your broker once the device reports that manifest (`edgefleet device config {id}` shows it then)"
+                )
+            };
+            eprintln!(
+                "new MQTT password for device {id} sent in manifest {}, sealed to its key; {broker}",
+                rotation.manifest_version
+            );
+        }
     }
     Ok(())
 }
@@ -108,7 +131,7 @@ fn remove(api: &FleetClient, id: &str) -> Result<(), CliError> {
         None => "it had no manifest".to_owned(),
     };
     let login = if removed.mqtt_login_revoked {
-        "the embedded broker refuses its login".to_owned()
+        "the broker refuses its login".to_owned()
     } else {
         format!("remove its MQTT user {id:?} from your broker's password file and ACL")
     };
@@ -156,6 +179,11 @@ fn device_text(v: &DeviceView) -> String {
         or_dash(v.manifest_version),
         if v.stale { "STALE" } else { "online" }
     );
+    if let Some(version) = v.mqtt_rotation_version {
+        out.push_str(&format!(
+            "\nMQTT password rotation pending: waiting for the device to report manifest {version}"
+        ));
+    }
     let Some(reported) = &v.reported else {
         return out;
     };

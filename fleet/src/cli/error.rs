@@ -51,10 +51,11 @@ impl From<ClientError> for CliError {
             ClientError::NoToken | ClientError::Unauthorized(_) | ClientError::Forbidden(_) => {
                 Exit::Unauthorized
             }
-            ClientError::Unreachable { .. } => Exit::Unreachable,
-            ClientError::Refused { .. } | ClientError::Unexpected(_) | ClientError::Setup(_) => {
-                Exit::Refused
-            }
+            ClientError::Unreachable { .. } | ClientError::Untrusted { .. } => Exit::Unreachable,
+            ClientError::Refused { .. }
+            | ClientError::Unexpected(_)
+            | ClientError::Setup(_)
+            | ClientError::CaFile(_) => Exit::Refused,
         };
         Self {
             exit,

@@ -68,6 +68,10 @@ pub struct Cli {
     /// another token's name).
     #[arg(long, env = "EDGEFLEET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The CA certificate(s) (PEM) an https:// server's certificate must chain to; without
+    /// it, the system's root certificates.
+    #[arg(long, env = "EDGEFLEET_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Output format of read commands.
     #[arg(long, short, value_enum, default_value = "text", global = true)]
     pub output: Output,
@@ -153,7 +157,7 @@ pub fn main() -> ExitCode {
 
 /// Runs one CLI command (all but `serve`) through the typed client.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let api = FleetClient::new(&cli.server, cli.token.clone())?;
+    let api = FleetClient::with_ca_file(&cli.server, cli.token.clone(), cli.ca_file.as_deref())?;
     let output = cli.output;
     match cli.command {
         Command::Serve(_) => Err(CliError::refused("`serve` runs the service")),

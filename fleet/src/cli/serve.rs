@@ -68,6 +68,30 @@ pub struct ServeArgs {
     /// devices' messages). Without it the service is the database's only one.
     #[arg(long, env = "EDGEFLEET_REPLICA")]
     pub replica: Option<String>,
+    /// Serve the API and dashboard over HTTPS with this certificate chain (PEM, the server's
+    /// certificate first); needs --tls-key.
+    #[arg(long, env = "EDGEFLEET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// With a mosquitto --mqtt-url: the user allowed to use mosquitto's dynamic security plugin
+    /// (`mosquitto_ctrl dynsec init` creates one). The fleet then creates each device's login and
+    /// role on `device add`/`import`, deletes it on `device remove`, and changes it on `device
+    /// rotate-credentials` (docs/operations.md).
+    #[arg(
+        long,
+        env = "EDGEFLEET_BROKER_ADMIN_USER",
+        requires = "broker_admin_password_file"
+    )]
+    pub broker_admin_user: Option<String>,
+    /// The file holding --broker-admin-user's password (one line).
+    #[arg(
+        long,
+        env = "EDGEFLEET_BROKER_ADMIN_PASSWORD_FILE",
+        requires = "broker_admin_user"
+    )]
+    pub broker_admin_password_file: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "EDGEFLEET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs the service until it is told to stop.
@@ -78,6 +102,27 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let broker_admin = match (args.broker_admin_user, &args.broker_admin_password_file) {
+        (Some(user), Some(file)) => {
+            if args.mqtt_url.is_none() {
+                anyhow::bail!(
+                    "--broker-admin-user manages logins at an external mosquitto: give its --mqtt-url too (the embedded broker's logins are the fleet's own)"
+                );
+            }
+            let password = std::fs::read_to_string(file).map_err(|e| {
+                anyhow::anyhow!("--broker-admin-password-file {}: {e}", file.display())
+            })?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            if password.is_empty() {
+                anyhow::bail!(
+                    "--broker-admin-password-file {} is empty: write the admin user's password into it",
+                    file.display()
+                );
+            }
+            Some((user, password))
+        }
+        _ => None,
+    };
     let options = ServeOptions {
         data_dir: args.data_dir,
         fleet: args.fleet,
@@ -100,6 +145,14 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         database: args.database,
         replica: args.replica,
+        broker_admin,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert_file, key_file)| crate::https::TlsIdentity {
+                cert_file,
+                key_file,
+            }),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

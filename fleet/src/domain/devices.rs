@@ -14,11 +14,15 @@ use edgefleet_common::topics::{DeviceTopics, check_name};
 use edgefleet_transport::now_ms;
 
 use super::{Affected, Fleet, Publication};
+use crate::broker_logins::DeviceLogins;
 use crate::error::FleetError;
-use crate::records::{Device, DeviceStatus, Registry, RenderedManifest};
+use crate::records::{Device, DeviceStatus, MqttRotation, Registry, RenderedManifest};
 use crate::render::{Catalog, Render, render_device};
 use crate::rollouts::status::is_stale;
 use crate::store::{Batch, kind};
+
+/// How long removing a device waits for the broker to take its retraction.
+const RETRACTION_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the service waits for a device to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,14 +78,23 @@ impl Fleet {
         let mut new_logins = Vec::new();
         let updated = existing.len();
         for device in devices {
-            // An update keeps the device's MQTT password and when it was added.
-            let (mqtt_password, added_ms) = match existing.remove(&device.id) {
-                Some(d) => (d.mqtt_password, d.added_ms),
+            // An update keeps the device's MQTT password and when it was added; a new key
+            // drops the copy of the password sealed to the old one, and a rotation under way
+            // (the device with the new key never got that password).
+            let (mqtt_password, added_ms, for_device) = match existing.remove(&device.id) {
+                Some(d) => {
+                    let same_key = d.public_key == device.public_key;
+                    if !same_key {
+                        batch.delete(kind::MQTT_ROTATION, &device.id);
+                    }
+                    let for_device = d.mqtt_password_for_device.filter(|_| same_key);
+                    (d.mqtt_password, d.added_ms, for_device)
+                }
                 None => {
                     let password = hex::encode(rand::random::<[u8; 18]>());
                     let sealed = self.secrets.public_key().seal(&password)?;
                     new_logins.push((device.id.clone(), password));
-                    (sealed, now_ms())
+                    (sealed, now_ms(), None)
                 }
             };
             let record = Device {
@@ -89,18 +102,15 @@ impl Fleet {
                 public_key: device.public_key,
                 added_ms,
                 mqtt_password,
+                mqtt_password_for_device: for_device,
                 id: device.id,
             };
             batch.put(kind::DEVICE, &record.id, &record)?;
         }
         let added = new_logins.len();
+        // The broker first: a device the API says was added can log in.
+        self.logins.add(&new_logins).await?;
         let manifests_changed = self.commit_and_render(batch, affected).await?;
-        if let Some(credentials) = &self.broker_credentials {
-            credentials
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend(new_logins);
-        }
         Ok(DevicesImported {
             added,
             updated,
@@ -118,6 +128,12 @@ impl Fleet {
             .into_iter()
             .map(|(id, m)| (id, m.version))
             .collect();
+        let mut rotations: BTreeMap<String, MqttRotation> = self
+            .store
+            .list(kind::MQTT_ROTATION)
+            .await?
+            .into_iter()
+            .collect();
         Ok(self
             .store
             .list::<Device>(kind::DEVICE)
@@ -125,7 +141,8 @@ impl Fleet {
             .into_iter()
             .map(|(id, d)| {
                 let status = statuses.remove(&id).unwrap_or_default();
-                view(d, status, versions.remove(&id))
+                let rotation = rotations.remove(&id).map(|r| r.manifest_version);
+                view(d, status, versions.remove(&id), rotation)
             })
             .collect())
     }
@@ -134,7 +151,13 @@ impl Fleet {
         let device = self.device_record(id).await?;
         let status: DeviceStatus = self.store.get(kind::STATUS, id).await?.unwrap_or_default();
         let manifest: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id).await?;
-        Ok(view(device, status, manifest.map(|m| m.version)))
+        let rotation: Option<MqttRotation> = self.store.get(kind::MQTT_ROTATION, id).await?;
+        Ok(view(
+            device,
+            status,
+            manifest.map(|m| m.version),
+            rotation.map(|r| r.manifest_version),
+        ))
     }
 
     pub(crate) async fn device_record(&self, id: &str) -> Result<Device, FleetError> {
@@ -146,40 +169,46 @@ impl Fleet {
     }
 
     /// Removes device `id`: an empty manifest (the next version, signed, retained) stops and
-    /// removes its modules, its record and status go, and the embedded broker refuses its
-    /// login. The retraction stays stored, so a device added again under the same id gets
-    /// versions above it (an agent never applies a lower one). Its telemetry stays until the
-    /// retention drops it.
+    /// removes its modules, its record and status go, and the broker refuses its login (the
+    /// embedded broker, or mosquitto with dynamic security, which also disconnects it). The
+    /// login goes once the broker has the retraction, so a connected device receives it first.
+    /// The retraction stays stored, so a device added again under the same id gets versions
+    /// above it (an agent never applies a lower one). Its telemetry stays until the retention
+    /// drops it.
     pub async fn remove_device(&self, id: &str) -> Result<DeviceRemoved, FleetError> {
         let _writes = self.store.lock_writes().await?;
         let device = self.device_record(id).await?;
         let previous: Option<RenderedManifest> = self.store.get(kind::MANIFEST, id).await?;
         let mut retraction_version = previous.as_ref().map(|p| p.version);
+        let mut published = Vec::new();
         if let Some(previous) = &previous
             && let Render::Changed(draft) =
                 render_device(&device, &Catalog::default(), Some(previous))
                     .map_err(|e| FleetError::invalid(e.to_string()))?
         {
             retraction_version = Some(draft.version);
-            // A removed device has no render job: its retraction is published and not waited for.
-            self.sign_store_publish(vec![draft], &mut Vec::new())
-                .await?;
+            // A removed device has no render job: its retraction is published, and awaited at
+            // the broker (for a while: the session may be reconnecting) before the login goes.
+            self.sign_store_publish(vec![draft], &mut published).await?;
         }
         let mut batch = Batch::default();
         batch.delete(kind::DEVICE, id);
         batch.delete(kind::STATUS, id);
+        batch.delete(kind::MQTT_ROTATION, id);
         self.store.commit(batch).await?;
         self.device_keys.forget(id);
-        let mqtt_login_revoked = match &self.broker_credentials {
-            Some(credentials) => {
-                credentials
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(id);
-                true
+        for acknowledged in published {
+            if tokio::time::timeout(RETRACTION_WAIT, acknowledged)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    device = id,
+                    "the broker has not acknowledged the retraction; removing the login anyway"
+                );
             }
-            None => false,
-        };
+        }
+        let mqtt_login_revoked = self.logins.remove(id).await?;
         Ok(DeviceRemoved {
             removed: id.to_owned(),
             retraction_version,
@@ -293,19 +322,17 @@ impl Fleet {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Lets every device of the store connect to the embedded broker with its password.
+    /// Lets every device of the store connect to the embedded broker with its password (it
+    /// keeps no users of its own across restarts). mosquitto keeps its logins itself.
     pub(crate) async fn refresh_broker_credentials(&self) -> Result<(), FleetError> {
-        let Some(credentials) = &self.broker_credentials else {
+        if !matches!(self.logins, DeviceLogins::Embedded(_)) {
             return Ok(());
-        };
+        }
         let mut passwords = Vec::new();
         for (id, device) in self.store.list::<Device>(kind::DEVICE).await? {
             passwords.push((id, self.secrets.unseal(&device.mqtt_password)?));
         }
-        let mut c = credentials
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.extend(passwords);
+        self.logins.add(&passwords).await?;
         Ok(())
     }
 }
@@ -338,7 +365,12 @@ impl Fleet {
     }
 }
 
-fn view(device: Device, status: DeviceStatus, manifest_version: Option<u64>) -> DeviceView {
+fn view(
+    device: Device,
+    status: DeviceStatus,
+    manifest_version: Option<u64>,
+    mqtt_rotation_version: Option<u64>,
+) -> DeviceView {
     DeviceView {
         stale: is_stale(&status, now_ms()),
         id: device.id,
@@ -347,5 +379,6 @@ fn view(device: Device, status: DeviceStatus, manifest_version: Option<u64>) -> 
         manifest_version,
         last_seen_ms: status.last_seen_ms,
         reported: status.reported,
+        mqtt_rotation_version,
     }
 }

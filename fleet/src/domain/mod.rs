@@ -5,6 +5,7 @@
 //! session as [`Publication`]s.
 
 mod bundles;
+mod credentials;
 mod deployments;
 mod device_messages;
 mod devices;
@@ -29,11 +30,12 @@ use edgefleet_common::topics::FleetTopics;
 use edgefleet_onnx::OnnxRuntime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::embedded_broker;
+use crate::broker_logins::DeviceLogins;
 use crate::error::FleetError;
 use crate::store::FleetStore;
 
 pub use bundles::BundleFor;
+pub use credentials::ROTATIONS_EVERY;
 pub use device_messages::{Published, Received};
 pub use rendering::Affected;
 pub use rollouts::{ADVANCE_EVERY, RolloutAction};
@@ -83,8 +85,8 @@ pub struct Fleet {
     onnx: OnnxRuntime,
     pub(crate) topics: FleetTopics,
     outgoing: mpsc::Sender<Outgoing>,
-    /// Who may connect to the embedded broker (absent with an external broker).
-    broker_credentials: Option<embedded_broker::Credentials>,
+    /// Devices' logins at the broker, where the fleet manages them.
+    pub(crate) logins: DeviceLogins,
     /// Serializes model profiles (two at once would measure each other).
     profiling: tokio::sync::Mutex<()>,
     /// Commands sent to devices, waiting for their result, by device and request id.
@@ -104,7 +106,7 @@ impl Fleet {
         secrets: DeviceIdentity,
         onnx: OnnxRuntime,
         outgoing: mpsc::Sender<Outgoing>,
-        broker_credentials: Option<embedded_broker::Credentials>,
+        logins: DeviceLogins,
     ) -> Result<Self, FleetError> {
         let topics = FleetTopics::new(&settings.name)?;
         let fleet = Self {
@@ -115,7 +117,7 @@ impl Fleet {
             onnx,
             topics,
             outgoing,
-            broker_credentials,
+            logins,
             profiling: tokio::sync::Mutex::new(()),
             pending_commands: Mutex::new(BTreeMap::new()),
             device_keys: Default::default(),

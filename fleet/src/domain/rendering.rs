@@ -228,9 +228,12 @@ impl Fleet {
             for (id, device) in devices {
                 let previous = previous.get(id);
                 match render_device(device, &catalog, previous) {
-                    // A device that never had a manifest gets none until it has a module.
+                    // A device that never had a manifest gets none until it has a module (or
+                    // an MQTT password to carry).
                     Ok(Render::Changed(draft))
-                        if !(draft.sources.is_empty() && previous.is_none()) =>
+                        if !(draft.sources.is_empty()
+                            && previous.is_none()
+                            && device.mqtt_password_for_device.is_none()) =>
                     {
                         drafts.push(draft);
                     }

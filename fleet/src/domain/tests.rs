@@ -61,7 +61,7 @@ impl World {
             DeviceIdentity::generate(),
             onnx,
             outgoing,
-            None,
+            crate::broker_logins::DeviceLogins::Unmanaged,
         )
         .await
         .expect("fleet");

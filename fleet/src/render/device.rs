@@ -49,6 +49,9 @@ pub fn render_device(
     previous: Option<&RenderedManifest>,
 ) -> Result<Render, RenderError> {
     let mut manifest = Manifest::new(&device.id, 0);
+    manifest
+        .mqtt_password
+        .clone_from(&device.mqtt_password_for_device);
     let mut sources = BTreeMap::new();
     let mut sealed_passwords = BTreeMap::new();
     for (module_name, deployment) in winners(device, catalog) {

@@ -90,6 +90,7 @@ fn device(id: &str, tags: &[(&str, &str)], identity: &DeviceIdentity) -> Device 
         public_key: identity.public_key().to_string(),
         added_ms: 0,
         mqtt_password: SealedSecret::from_armored(String::new()),
+        mqtt_password_for_device: None,
     }
 }
 

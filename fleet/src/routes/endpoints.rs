@@ -159,6 +159,13 @@ pub(super) fn routed() -> Vec<(Endpoint, MethodRouter<Api>)> {
         ),
         row!(
             POST,
+            "/v1/devices/{id}/rotate-credentials",
+            Admin,
+            named(kind::MQTT_ROTATION, "id"),
+            h::rotate_credentials
+        ),
+        row!(
+            POST,
             "/v1/devices/{id}/commands",
             Operator,
             named(kind::DEVICE, "id"),

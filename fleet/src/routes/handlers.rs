@@ -157,6 +157,13 @@ pub(super) async fn device_config(
     Ok(api.fleet.device_config(&id).await?)
 }
 
+pub(super) async fn rotate_credentials(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Answer<edgefleet_common::fleet_api::CredentialsRotation> {
+    Ok(Json(api.fleet.rotate_credentials(&id).await?))
+}
+
 pub(super) async fn device_command(
     State(api): State<Api>,
     Path(id): Path<String>,

@@ -55,7 +55,7 @@ pub fn status(error: &FleetError) -> StatusCode {
         FleetError::Package(
             crate::package::PackageError::Sample(_) | crate::package::PackageError::NoSample(_),
         ) => StatusCode::BAD_REQUEST,
-        FleetError::Package(_) => StatusCode::BAD_GATEWAY,
+        FleetError::Package(_) | FleetError::BrokerLogin(_) => StatusCode::BAD_GATEWAY,
         FleetError::DeviceTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         FleetError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
         FleetError::Store(_)

@@ -90,6 +90,8 @@ pub mod kind {
     /// When a token was last used, by its name (kept apart so the token's record, and its
     /// audit digests, change only when an administrator changes it).
     pub const TOKEN_USE: &str = "token-use";
+    /// A new MQTT password on its way to a device, until the device confirmed it.
+    pub const MQTT_ROTATION: &str = "mqtt-rotation";
 }
 
 /// The fleet's database, on one of its backends.

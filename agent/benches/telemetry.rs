@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use edgefleet_agent::config::AgentConfig;
 use edgefleet_agent::store::Store;
+use edgefleet_agent::telemetry::authenticity::Authenticity;
 use edgefleet_agent::telemetry::outbox::{Outbox, OutboxError};
+use edgefleet_common::fleet_api::{DeviceImport, FleetInfo};
+use edgefleet_common::sealing::DeviceIdentity;
+use edgefleet_common::signing::FleetPublicKey;
 use edgefleet_common::telemetry::{
     InferenceRecord, InputSource, TelemetryEnvelope, TelemetryRecord,
 };
@@ -105,9 +109,46 @@ async fn plain_rumqttc(port: u16, devices: usize) -> f64 {
     (per_device * devices) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The fleet's devices `bench-<devices>-<n>`, added with one identity they all use.
+struct Devices {
+    identity: DeviceIdentity,
+    fleet_key: FleetPublicKey,
+}
+
+impl Devices {
+    fn add(fleet: &FleetProcess, devices: usize) -> Self {
+        let http = edgefleet_tests::http_client();
+        let info: FleetInfo = http
+            .get(format!("{}/v1/fleet", fleet.url()))
+            .bearer_auth(&fleet.token)
+            .send()
+            .and_then(|r| r.json())
+            .expect("the fleet's key");
+        let identity = DeviceIdentity::generate();
+        let imports: Vec<DeviceImport> = (0..devices)
+            .map(|d| DeviceImport {
+                id: format!("bench-{devices}-{d}"),
+                tags: Default::default(),
+                public_key: identity.public_key().to_string(),
+            })
+            .collect();
+        let added = http
+            .post(format!("{}/v1/device-imports", fleet.url()))
+            .bearer_auth(&fleet.token)
+            .json(&imports)
+            .send()
+            .expect("add the devices");
+        assert!(added.status().is_success(), "{:?}", added.text());
+        Self {
+            identity,
+            fleet_key: info.public_key.parse().expect("the fleet's key"),
+        }
+    }
+}
+
 /// `devices` outboxes and links (one process), each accepting `RECORDS / devices` records;
 /// returns (records accepted per second, records acknowledged by the fleet per second).
-async fn end_to_end(port: u16, devices: usize) -> (f64, f64) {
+async fn end_to_end(port: u16, devices: usize, keys: &Devices) -> (f64, f64) {
     let per_device = RECORDS / devices;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut outboxes = Vec::new();
@@ -117,6 +158,8 @@ async fn end_to_end(port: u16, devices: usize) -> (f64, f64) {
         std::fs::create_dir_all(&data).expect("data dir");
         let store = Store::open(&data.join("agent.redb")).expect("store");
         let outbox = Outbox::start(store.clone(), id.clone(), 1 << 30);
+        let auth = Authenticity::new(&keys.identity, keys.fleet_key, "bench", &id, &store)
+            .expect("the device's keys");
         let mut config = AgentConfig {
             device_id: id,
             fleet: "bench".into(),
@@ -132,6 +175,7 @@ async fn end_to_end(port: u16, devices: usize) -> (f64, f64) {
         let (fleet_silent_tx, _fleet_silent) = watch::channel(None);
         tokio::spawn(edgefleet_agent::telemetry::link::run(
             config,
+            auth,
             store.clone(),
             outbox.clone(),
             reported_rx,
@@ -176,7 +220,7 @@ fn main() {
         .add_user("bench", "bench")
         .add_user("fleet", "fleet-pass");
     broker = broker.with_max_inflight(1000).start();
-    let _fleet = FleetProcess::start(
+    let fleet = FleetProcess::start(
         workspace_binary("edgefleet"),
         &broker,
         "fleet",
@@ -185,8 +229,9 @@ fn main() {
     );
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     for devices in [1, 100] {
+        let keys = Devices::add(&fleet, devices);
         let plain = runtime.block_on(plain_rumqttc(broker.port(), devices));
-        let (accepted, acknowledged) = runtime.block_on(end_to_end(broker.port(), devices));
+        let (accepted, acknowledged) = runtime.block_on(end_to_end(broker.port(), devices, &keys));
         println!(
             "{}",
             json!({"variant": "rumqttc QoS1, no persistence, acknowledged by the broker", "devices": devices, "records": RECORDS, "acknowledged_per_s": plain.round()})

@@ -51,6 +51,8 @@ impl Sim {
                 &devices.to_string(),
             ])
             .args(["--add", "--tag", "site=sim"])
+            .arg("--identity")
+            .arg(std::env::temp_dir().join(format!("edgefleet-sim-{}.key", std::process::id())))
             .args(["--records-per-second", &rate.to_string()])
             .env("EDGEFLEET_TOKEN", &fleet.token)
             .env("EDGEFLEET_MQTT_PASSWORD", "fleet-pass")

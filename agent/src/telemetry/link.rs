@@ -205,8 +205,6 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
     let topics = DeviceTopics::new(&config.fleet, &config.device_id)?;
-    let inputs_prefix = topics.input("");
-    let commands_prefix = topics.command("");
     let mut login = BrokerLogin::new(&config.mqtt.username, &config.mqtt.password, store.clone());
     let options = login.applied(mqtt_options(&config)?);
     let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2 + 64);
@@ -254,32 +252,18 @@ pub async fn run(
                         acks.done_now(&p);
                         continue;
                     }
-                    let message = if p.topic == topics.desired() {
+                    if p.topic == topics.desired() {
                         fleet_answered(&mut sync_sent, &fleet_silent);
-                        Some(Inbound::Desired(p.payload.to_vec()))
-                    } else if let Some(name) = p.topic.strip_prefix(&commands_prefix) {
-                        match auth.open_command(&p.topic, &p.payload) {
-                            Ok(body) => Some(Inbound::Command { name: name.to_owned(), payload: body.to_vec() }),
-                            Err(refusal) => {
-                                refused(&p.topic, "command", &refusal);
-                                None
-                            }
-                        }
-                    } else if let Some(module) = p.topic.strip_prefix(&inputs_prefix) {
-                        let message = Inbound::Input {
-                            module: module.to_owned(),
-                            payload: p.payload.to_vec(),
-                            ack: InputAck(acks.received(&p)),
-                        };
-                        let _ = inbound.send(message).await;
-                        continue;
-                    } else {
-                        None
-                    };
+                    }
+                    let message = received_message(&session, &acks, &p);
+                    // An input is acknowledged once its result is durable, the rest now.
+                    let held = matches!(message, Some(Inbound::Input { .. }));
                     if let Some(message) = message {
                         let _ = inbound.send(message).await;
                     }
-                    acks.done_now(&p);
+                    if !held {
+                        acks.done_now(&p);
+                    }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => delivery.broker_acked(ack.pkid),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => delivery.published(pkid),
@@ -341,6 +325,37 @@ pub async fn run(
     }
     let _ = client.try_disconnect();
     Ok(())
+}
+
+/// What a publication on the desired, commands or inputs topics brings the agent: `None` for
+/// a command the fleet did not sign for this device (refused and counted) or another topic.
+fn received_message(
+    session: &Session<'_>,
+    acks: &OrderedAcks,
+    p: &rumqttc::Publish,
+) -> Option<Inbound> {
+    let topics = session.topics;
+    if p.topic == topics.desired() {
+        return Some(Inbound::Desired(p.payload.to_vec()));
+    }
+    if let Some(name) = p.topic.strip_prefix(&topics.command("")) {
+        return match session.auth.open_command(&p.topic, &p.payload) {
+            Ok(body) => Some(Inbound::Command {
+                name: name.to_owned(),
+                payload: body.to_vec(),
+            }),
+            Err(refusal) => {
+                refused(&p.topic, "command", &refusal);
+                None
+            }
+        };
+    }
+    let module = p.topic.strip_prefix(&topics.input(""))?;
+    Some(Inbound::Input {
+        module: module.to_owned(),
+        payload: p.payload.to_vec(),
+        ack: InputAck(acks.received(p)),
+    })
 }
 
 /// Publishes a [`SyncRequest`] carrying the applied version of the reported `state`; returns

@@ -24,9 +24,21 @@ pub fn parse(data: &[u8]) {
     let _ = condition.matches("gw-07", &tags);
 }
 
-/// The condition as text, or `None` when a string holds both quote characters (the grammar
-/// has no escapes, so such a string cannot be written).
+/// The condition as text, with parentheses only where precedence needs them (so a chain of
+/// a hundred ORs stays flat, within the parser's nesting limit), or `None` when a string holds
+/// both quote characters (the grammar has no escapes, so such a string cannot be written).
 fn write(condition: &Condition) -> Option<String> {
+    write_within(condition, OR)
+}
+
+/// Binding strength: OR < AND < NOT < a comparison.
+const OR: u8 = 1;
+const AND: u8 = 2;
+const NOT: u8 = 3;
+const COMPARISON: u8 = 4;
+
+/// `condition` as an operand where at least `strength` binds without parentheses.
+fn write_within(condition: &Condition, strength: u8) -> Option<String> {
     let field = |f: &Field| match f {
         Field::DeviceId => "deviceId".to_owned(),
         Field::Tag(t) => format!("tags.{t}"),
@@ -40,15 +52,27 @@ fn write(condition: &Condition) -> Option<String> {
             None
         }
     };
-    Some(match condition {
-        Condition::Eq(f, v) => format!("{} = {}", field(f), string(v)?),
-        Condition::Ne(f, v) => format!("{} != {}", field(f), string(v)?),
+    // Both operators group to the left: a right operand of the same operator needs parentheses.
+    let (own, text) = match condition {
+        Condition::Eq(f, v) => (COMPARISON, format!("{} = {}", field(f), string(v)?)),
+        Condition::Ne(f, v) => (COMPARISON, format!("{} != {}", field(f), string(v)?)),
         Condition::In(f, vs) => {
             let vs = vs.iter().map(|v| string(v)).collect::<Option<Vec<_>>>()?;
-            format!("{} IN [{}]", field(f), vs.join(", "))
+            (COMPARISON, format!("{} IN [{}]", field(f), vs.join(", ")))
         }
-        Condition::Not(c) => format!("NOT ({})", write(c)?),
-        Condition::And(a, b) => format!("({}) AND ({})", write(a)?, write(b)?),
-        Condition::Or(a, b) => format!("({}) OR ({})", write(a)?, write(b)?),
+        Condition::Not(c) => (NOT, format!("NOT {}", write_within(c, NOT)?)),
+        Condition::And(a, b) => (
+            AND,
+            format!("{} AND {}", write_within(a, AND)?, write_within(b, NOT)?),
+        ),
+        Condition::Or(a, b) => (
+            OR,
+            format!("{} OR {}", write_within(a, OR)?, write_within(b, AND)?),
+        ),
+    };
+    Some(if own < strength {
+        format!("({text})")
+    } else {
+        text
     })
 }

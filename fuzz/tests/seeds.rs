@@ -229,6 +229,18 @@ fn write_seed_inputs() {
         FleetSigningKey::from_base64("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").expect("key");
     let image = image();
 
+    manifest_seeds(&key, &other, &image);
+    bundle_seeds(&key, &other, &image);
+    iotedge_seeds();
+    scoring_seeds();
+    telemetry_seeds(&key, &other);
+    journal_seeds();
+    config_seeds(&key);
+    oci_seeds(&image);
+    condition_seeds();
+}
+
+fn manifest_seeds(key: &FleetSigningKey, other: &FleetSigningKey, image: &Image) {
     // Manifests.
     let pinned = format!("127.0.0.1:5000/models/iris@{}", digest(&image.manifest));
     let full = manifest(modules(), &pinned);
@@ -250,14 +262,16 @@ fn write_seed_inputs() {
         "empty",
         serde_json::to_vec(&empty).expect("json"),
     );
+}
 
+fn bundle_seeds(key: &FleetSigningKey, other: &FleetSigningKey, image: &Image) {
     // Bundles.
-    let body = bundle_body(&key, false);
+    let body = bundle_body(key, false);
     for by_index in [false, true] {
         let path = std::env::temp_dir().join(format!("seed-{}.bundle", std::process::id()));
         std::fs::write(
             &path,
-            edgefleet_fuzz::sealed_bundle(&bundle_body(&key, by_index)),
+            edgefleet_fuzz::sealed_bundle(&bundle_body(key, by_index)),
         )
         .expect("write");
         let verified =
@@ -266,8 +280,8 @@ fn write_seed_inputs() {
         assert!(verified.is_ok(), "the seed bundle is refused: {verified:?}");
     }
     seed("bundle_import", "image", &body);
-    seed("bundle_import", "index", bundle_body(&key, true));
-    seed("bundle_import", "other-key", bundle_body(&other, false));
+    seed("bundle_import", "index", bundle_body(key, true));
+    seed("bundle_import", "other-key", bundle_body(other, false));
     let whole = edgefleet_fuzz::sealed_bundle(&body);
     seed("bundle_index", "whole-bundle", &whole);
     seed("bundle_index", "trailer", &whole[whole.len() - 2048..]);
@@ -277,7 +291,7 @@ fn write_seed_inputs() {
         created_at_ms: 1,
         devices: [("gw-01".to_owned(), 4), ("gw-02".to_owned(), 9)].into(),
         images: vec![BundleImage {
-            reference: pinned.clone(),
+            reference: format!("127.0.0.1:5000/models/iris@{}", digest(&image.manifest)),
             digest: digest(&image.manifest),
             size: 77,
         }],
@@ -297,7 +311,9 @@ fn write_seed_inputs() {
         "reference",
         "127.0.0.1:5000/plant/sensor:1.2@sha256:".to_owned() + &"0".repeat(64),
     );
+}
 
+fn iotedge_seeds() {
     // IoT Edge deployment files, from the shared sample set.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/iotedge-samples");
     for entry in std::fs::read_dir(&samples)
@@ -313,7 +329,9 @@ fn write_seed_inputs() {
             );
         }
     }
+}
 
+fn scoring_seeds() {
     // Scoring bodies, as the tests post them.
     seed(
         "scoring_body",
@@ -336,7 +354,9 @@ fn write_seed_inputs() {
         r#"{"text": ["a", "b"], "pixels": [[[0, 255], [1, 2]]], "i8": [-128, 127], "u16": [65535], "i16": [-1], "i32": [3.0], "u32": [7], "u64": [18446744073709551615]}"#,
     );
     seed("scoring_body", "map", r#"{"probabilities": [{"0": 0.5}]}"#);
+}
 
+fn telemetry_seeds(key: &FleetSigningKey, other: &FleetSigningKey) {
     // Telemetry messages, exports and receipts.
     let all = envelopes();
     for e in &all {
@@ -388,16 +408,18 @@ fn write_seed_inputs() {
     seed(
         "outbox_receipt",
         "signed",
-        serde_json::to_vec(&SignedReceipt::sign(receipt.clone(), &key)).expect("json"),
+        serde_json::to_vec(&SignedReceipt::sign(receipt.clone(), key)).expect("json"),
     );
     seed(
         "outbox_receipt",
         "other-key",
-        serde_json::to_vec(&SignedReceipt::sign(receipt, &other)).expect("json"),
+        serde_json::to_vec(&SignedReceipt::sign(receipt, other)).expect("json"),
     );
+}
 
+fn journal_seeds() {
     // Journal files: two frames that follow each other, then a torn third.
-    let json = serde_json::to_vec(&all[0]).expect("json");
+    let json = serde_json::to_vec(&envelopes()[0]).expect("json");
     let mut journal = frame(1, &[(1000, "model", &json), (1001, "model", b"{}")]);
     journal.extend(frame(3, &[(1002, "sensor", &json)]));
     seed("outbox_journal", "two-frames", &journal);
@@ -405,7 +427,9 @@ fn write_seed_inputs() {
     let third = frame(4, &[(1003, "model", &json)]);
     torn.extend_from_slice(&third[..third.len() / 2]);
     seed("outbox_journal", "torn", &torn);
+}
 
+fn config_seeds(key: &FleetSigningKey) {
     // Agent configuration: the shipped default and one as `edgefleet-agent init` fills it.
     seed(
         "agent_config",
@@ -422,7 +446,9 @@ fn write_seed_inputs() {
     )
     .expect("the seed configuration is accepted");
     seed("agent_config", "filled", filled);
+}
 
+fn oci_seeds(image: &Image) {
     // OCI documents.
     for doc in [&image.manifest, &image.index] {
         edgefleet_agent::parsers::read_oci_document(doc).expect("the seed OCI document reads");
@@ -433,7 +459,9 @@ fn write_seed_inputs() {
         "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
         "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                        "digest": digest(b"x"), "size": 1, "platform": {"architecture": "arm", "os": "linux", "variant": "v7"}}]})).expect("json"));
+}
 
+fn condition_seeds() {
     // Target conditions, from the grammar's documentation and tests.
     seed(
         "condition",

@@ -10,6 +10,7 @@
 //!
 //! The [`store`] (one redb file) keeps manifests, served versions, the puller's cache index,
 //! the telemetry outbox and the newest MQTT password the fleet sent ([`broker_login`]). [`cli`] is the command line, [`check`] its `check` command.
+//! [`parsers`] gathers the readers of outside bytes for the fuzz targets (`fuzz/`).
 //! ONNX models are run by `edgefleet-onnx`; MQTT and TLS are set up by `edgefleet-transport`.
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub(crate) mod local;
 pub(crate) mod metrics;
 pub(crate) mod modules;
 pub(crate) mod offline;
+pub mod parsers;
 pub(crate) mod serving;
 pub mod store;
 pub mod telemetry;

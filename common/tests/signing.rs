@@ -322,3 +322,26 @@ fn keys_round_trip_through_base64() {
             .is_err()
     );
 }
+
+/// Found by `scripts/fuzz manifest` (fuzz/regressions/manifest/ keeps the input): serde_json's
+/// default float parsing is not correctly rounded, so a number in a container's createOptions
+/// such as 550555555555555555555550 (beyond u64, read as a float) came back on the device as a
+/// neighbouring float, its canonical bytes differed from what the fleet signed, and the device
+/// refused the fleet's own manifest. The workspace turns on serde_json's `float_roundtrip`.
+#[test]
+fn a_manifest_holding_a_float_the_fleet_wrote_verifies_on_the_device() {
+    let text = r#"{"schemaVersion": "2", "deviceId": "gw-01", "version": 1, "modules": {
+        "sensor": {"kind": "container", "image": "127.0.0.1:5000/sensor@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                   "createOptions": {"HostConfig": {"NanoCpus": 550555555555555555555550, "Ratio": 0.30000000000000004}}}}}"#;
+    let m: Manifest = serde_json::from_str(text).expect("manifest");
+    let key = fleet_key();
+    assert_eq!(key.public_key().verify(&key.sign(&m)), Ok(m));
+    let value: serde_json::Value =
+        serde_json::from_str("550555555555555555555550").expect("number");
+    let canonical = edgefleet_common::signing::canonical_json(&value);
+    let reread: serde_json::Value = serde_json::from_slice(&canonical).expect("canonical");
+    assert_eq!(
+        edgefleet_common::signing::canonical_json(&reread),
+        canonical
+    );
+}

@@ -7,7 +7,8 @@
 //! Operators: `=`, `!=`, `IN [...]`, `AND`, `OR`, `NOT` (keywords in any case) and
 //! parentheses; strings in single or double quotes. A tag the device lacks equals nothing
 //! (so `tags.x != 'v'` holds for a device without tag `x`). A parse error names the column
-//! and what was expected there.
+//! and what was expected there. At most [`MAX_NESTING`] parentheses and `NOT`s are open at
+//! once, so no text makes the parser recurse without bound.
 
 use std::collections::BTreeMap;
 
@@ -128,9 +129,16 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ConditionError> {
     Ok(out)
 }
 
+/// Most parentheses and `NOT`s open at once. The parser descends once per level, so a
+/// condition from an API request must not choose how deep it goes: 50,000 parentheses
+/// overflowed the stack of the thread parsing it.
+pub const MAX_NESTING: usize = 64;
+
 struct Parser {
     tokens: Vec<(usize, Token)>,
     at: usize,
+    /// Parentheses and `NOT`s open at `at`.
+    depth: usize,
 }
 
 impl Parser {
@@ -175,22 +183,36 @@ impl Parser {
         Ok(left)
     }
 
+    /// Enters one more level of nesting at the current token, or refuses to.
+    fn nest(&mut self) -> Result<(), ConditionError> {
+        if self.depth == MAX_NESTING {
+            return self.error("at most 64 nested parentheses and NOTs (simplify the condition)");
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     fn not(&mut self) -> Result<Condition, ConditionError> {
         if self.keyword("NOT") {
+            self.nest()?;
             self.next();
-            return Ok(Condition::Not(Box::new(self.not()?)));
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Condition::Not(Box::new(inner)));
         }
         self.primary()
     }
 
     fn primary(&mut self) -> Result<Condition, ConditionError> {
         if self.peek().1 == Token::LParen {
+            self.nest()?;
             self.next();
             let inner = self.or()?;
             if self.peek().1 != Token::RParen {
                 return self.error("')'");
             }
             self.next();
+            self.depth -= 1;
             return Ok(inner);
         }
         let field = match &self.peek().1 {
@@ -250,6 +272,7 @@ impl std::str::FromStr for Condition {
         let mut parser = Parser {
             tokens: tokenize(text)?,
             at: 0,
+            depth: 0,
         };
         let condition = parser.or()?;
         if parser.peek().1 != Token::End {
@@ -344,5 +367,32 @@ mod tests {
         assert!(err.to_string().contains("')'"), "{err}");
         let err = "tags.a = 'x".parse::<Condition>().expect_err("bad");
         assert!(err.to_string().contains("closing quote"), "{err}");
+    }
+
+    /// A condition nested 50,000 deep overflowed the stack of the thread parsing it, which in
+    /// the fleet service is a request handler (fuzz/regressions/condition/ keeps such inputs).
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_with_its_column_instead_of_overflowing() {
+        let nested = |n: usize| format!("{}deviceId = 'a'{}", "(".repeat(n), ")".repeat(n));
+        assert!(eval(&nested(MAX_NESTING), "a", &[]));
+        let err = nested(MAX_NESTING + 1)
+            .parse::<Condition>()
+            .expect_err("too deep");
+        assert_eq!(err.column, MAX_NESTING + 1);
+        assert!(
+            err.to_string().contains(&format!(
+                "at most {MAX_NESTING} nested parentheses and NOTs"
+            )),
+            "{err}"
+        );
+        let err = nested(50_000).parse::<Condition>().expect_err("too deep");
+        assert_eq!(err.column, MAX_NESTING + 1);
+        let nots = |n: usize| format!("{}deviceId = 'a'", "NOT ".repeat(n));
+        assert!(eval(&nots(MAX_NESTING), "a", &[]));
+        let err = nots(20_000).parse::<Condition>().expect_err("too deep");
+        assert!(
+            err.to_string().contains("nested parentheses and NOTs"),
+            "{err}"
+        );
     }
 }

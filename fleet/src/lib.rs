@@ -5,7 +5,8 @@
 //! ONNX Runtime, [`package`]d as OCI images), devices, deployments with target [`condition`]s,
 //! per-device manifests ([`render`]) and [`rollouts`], over the [`records`] it stores.
 //! Errors are [`error::FleetError`]. The [`cli`] talks to the service through the typed
-//! [`client`]; request and response bodies are `edgefleet_common::fleet_api`.
+//! [`client`]; request and response bodies are `edgefleet_common::fleet_api`. [`parsers`]
+//! gathers the readers of outside bytes for the fuzz targets (`fuzz/`).
 
 pub mod broker_logins;
 pub mod bundle;
@@ -22,6 +23,7 @@ pub mod iotedge_import;
 pub mod metrics;
 pub mod mqtt_session;
 pub mod package;
+pub mod parsers;
 pub mod records;
 pub mod render;
 

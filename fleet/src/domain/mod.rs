@@ -14,7 +14,7 @@ mod models;
 mod registries;
 pub(crate) mod rendering;
 mod rollouts;
-mod telemetry;
+pub(crate) mod telemetry;
 #[cfg(test)]
 mod tests;
 mod tokens;

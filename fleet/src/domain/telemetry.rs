@@ -333,12 +333,12 @@ const IMPORT_BATCH: usize = 4096;
 
 /// An outbox export, checked.
 #[derive(Debug)]
-struct ParsedExport {
-    header: ExportHeader,
-    records: Vec<Arrived>,
+pub(crate) struct ParsedExport {
+    pub(crate) header: ExportHeader,
+    pub(crate) records: Vec<Arrived>,
 }
 
-fn parse_export(export: &[u8], fleet: &str) -> Result<ParsedExport, FleetError> {
+pub(crate) fn parse_export(export: &[u8], fleet: &str) -> Result<ParsedExport, FleetError> {
     let bad = |what: String| FleetError::invalid(format!("the outbox export {what}"));
     let body = export.strip_suffix(b"\n").unwrap_or(export);
     let end_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);

@@ -65,8 +65,9 @@ pub(super) struct Placeholder<'t> {
 
 /// The text before the first placeholder of `text`, the placeholder, and the text after it.
 pub(super) fn next_placeholder(text: &str) -> Option<(&str, Placeholder<'_>, &str)> {
-    let bytes = text.as_bytes();
-    for start in 0..bytes.len() {
+    // Every placeholder syntax starts with an ASCII character, so only character starts are
+    // tried: slicing inside a multi-byte character would panic.
+    for (start, _) in text.char_indices() {
         let rest = &text[start..];
         let found = if let Some(inner) = rest.strip_prefix("${") {
             inner.find('}').map(|end| (2 + end + 1, &inner[..end]))
@@ -101,7 +102,6 @@ pub(super) fn next_placeholder(text: &str) -> Option<(&str, Placeholder<'_>, &st
         };
         if let Some((len, name)) = found
             && !name.is_empty()
-            && text.is_char_boundary(start)
         {
             return Some((
                 &text[..start],

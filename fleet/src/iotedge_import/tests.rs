@@ -467,3 +467,46 @@ fn placeholders_of_every_template_syntax_are_found() {
     );
     assert!(names("plain text, $5 and <> and {{}}").is_empty());
 }
+
+/// Found by `scripts/fuzz iotedge_import` (fuzz/regressions/iotedge_import/ keeps the input):
+/// the placeholder search sliced the text at every byte, so any value with a character beyond
+/// ASCII (`/usr/libО...`, a Cyrillic O) panicked the importer instead of being read.
+#[test]
+fn values_with_characters_beyond_ascii_are_searched_for_placeholders_without_a_panic() {
+    let names = |text: &str| {
+        let mut rest = text;
+        let mut found = Vec::new();
+        while let Some((before, p, after)) = next_placeholder(rest) {
+            found.push((before.to_owned(), p.name.to_owned()));
+            rest = after;
+        }
+        found
+    };
+    assert_eq!(
+        names("/usr/lib\u{41e}arch64 Grüße ${NAME}€$VAR"),
+        [
+            ("/usr/lib\u{41e}arch64 Grüße ".to_owned(), "NAME".to_owned()),
+            ("€".to_owned(), "VAR".to_owned()),
+        ]
+    );
+    let file = json!({"modulesContent": {"$edgeAgent": {"properties.desired": {
+        "schemaVersion": "1.1",
+        "runtime": {"type": "docker", "settings": {}},
+        "systemModules": {},
+        "modules": {"sensor": {"type": "docker", "status": "running", "restartPolicy": "always",
+            "settings": {"image": "${ACR}/sensor:1", "createOptions": "{}"},
+            "env": {"GREETING": {"value": "Grüße aus Köln, ${ACR} 😀"}}}}}}}});
+    let result = import(
+        &file.to_string(),
+        "unicode",
+        &settings(Some("tags.a = 'b'"), &[("ACR", "127.0.0.1:5000")]),
+    );
+    let env = match &result {
+        Ok(imported) => container(imported, "sensor").env.clone(),
+        Err(failure) => panic!("{:?}", failure.problems),
+    };
+    assert_eq!(
+        env.get("GREETING").map(String::as_str),
+        Some("Grüße aus Köln, 127.0.0.1:5000 😀")
+    );
+}

@@ -87,12 +87,11 @@ impl Journal {
         }
         records.retain(|r| r.seq >= from_seq);
         records.sort_by_key(|r| r.seq);
-        let first = records.first().map_or(0, |r| r.seq);
-        let run = (first..)
-            .zip(&records)
-            .take_while(|(seq, r)| r.seq == *seq)
+        let run = records
+            .windows(2)
+            .take_while(|pair| pair[0].seq.checked_add(1) == Some(pair[1].seq))
             .count();
-        records.truncate(run);
+        records.truncate(run + 1);
         Ok(records)
     }
 
@@ -160,6 +159,7 @@ fn read_half(file: &File, start: u64, end: u64, records: &mut Vec<OutboxRecord>)
         if next_seq.is_some_and(|next| next != frame.first_seq) {
             break;
         }
+        // read_payload checked that the frame's `seq`s fit in a u64.
         next_seq = Some(frame.first_seq + frame.records.len() as u64);
         records.extend(frame.records);
         at += (HEADER + payload.len()) as u64;
@@ -190,9 +190,11 @@ fn read_payload(payload: &[u8]) -> Option<Frame> {
     };
     let first_seq = u64_at(0)?;
     let count = u32_at(8)? as usize;
+    // A frame whose `seq`s would pass u64::MAX was not written by the outbox.
+    first_seq.checked_add(count as u64)?;
     let mut records = Vec::with_capacity(count.min(payload.len() / 12));
     let mut at = 12;
-    for seq in (first_seq..).take(count) {
+    for seq in (0..count as u64).map(|i| first_seq + i) {
         let accepted_ms = u64_at(at)?;
         let len = u32_at(at + 8)? as usize;
         records.push(OutboxRecord {
@@ -316,5 +318,34 @@ mod tests {
         assert!(journal.fits(&small));
         journal.end += 1;
         assert!(!journal.fits(&small));
+    }
+
+    /// Found by `scripts/fuzz outbox_journal` (fuzz/regressions/outbox_journal/ keeps the
+    /// input): a frame with a valid CRC whose first `seq` is u64::MAX made recovery overflow,
+    /// a panic at start in a debug build and a wrapped `seq` in a release one. Such a frame
+    /// is not the outbox's and ends the half like a corrupt one.
+    #[test]
+    fn a_frame_whose_seqs_pass_the_largest_seq_ends_the_journal_without_a_panic() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("outbox.journal");
+        let record = |seq: u64| OutboxRecord {
+            seq,
+            accepted_ms: 1,
+            payload: b"x".to_vec(),
+        };
+        let mut journal = Journal::open(&path).expect("open");
+        journal.append(&[record(u64::MAX)]).expect("append");
+        assert!(Journal::recover(&path, 0).expect("recover").is_empty());
+
+        let mut journal = Journal::open(&path).expect("open");
+        journal
+            .append(&[record(u64::MAX - 2), record(u64::MAX - 1)])
+            .expect("append");
+        let seqs: Vec<u64> = Journal::recover(&path, 0)
+            .expect("recover")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [u64::MAX - 2, u64::MAX - 1]);
     }
 }

@@ -289,7 +289,10 @@ fn attempts_on_another_device_change_nothing(mut world: FleetWorld, attacker_is_
     // After the whole run, neither side keeps the registry password or the admin token in
     // clear: not in a log, a store file, an outbox or a journal.
     let fleet_dir = world.fleet.data_dir();
-    let fleet_log = fleet_dir.parent().expect("the fleet's directory").join("fleet.log");
+    let fleet_log = fleet_dir
+        .parent()
+        .expect("the fleet's directory")
+        .join("fleet.log");
     for dir in [fleet_dir.as_path(), a.dir(), b.dir()] {
         for file in files_under(dir) {
             let bytes = std::fs::read(&file).unwrap_or_default();
@@ -302,7 +305,10 @@ fn attempts_on_another_device_change_nothing(mut world: FleetWorld, attacker_is_
             }
         }
     }
-    assert!(!contains(&std::fs::read(fleet_log).unwrap_or_default(), b"edge-pass"));
+    assert!(!contains(
+        &std::fs::read(fleet_log).unwrap_or_default(),
+        b"edge-pass"
+    ));
 }
 
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

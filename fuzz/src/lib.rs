@@ -11,6 +11,7 @@
 //! A new parser gets a target by writing its function and adding one line to [`TARGETS`]
 //! (and a directory of seed inputs under `corpus/`).
 
+mod authenticity;
 mod bundle;
 mod condition;
 mod config;
@@ -53,6 +54,8 @@ pub const TARGETS: &[Target] = &[
     Target::new("agent_config", config::agent_config),
     Target::new("oci_manifest", oci::manifest),
     Target::new("condition", condition::parse),
+    Target::new("device_message", authenticity::device_message),
+    Target::new("fleet_message", authenticity::fleet_message),
 ];
 
 /// The target named `name`.
@@ -60,6 +63,7 @@ pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)
 }
 
+pub use authenticity::{ACKS_TOPIC, DEVICE_TOPIC, device_identity, device_key};
 pub use bundle::sealed as sealed_bundle;
 
 /// The fleet key the signed seed inputs are signed with (a fixed seed, so committed corpus

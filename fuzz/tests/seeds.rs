@@ -238,6 +238,32 @@ fn write_seed_inputs() {
     config_seeds(&key);
     oci_seeds(&image);
     condition_seeds();
+    authenticity_seeds(&key, &other);
+}
+
+fn authenticity_seeds(key: &FleetSigningKey, other: &FleetSigningKey) {
+    use edgefleet_fuzz::{ACKS_TOPIC, DEVICE_TOPIC, device_key};
+    let records = serde_json::to_vec(&envelopes()).expect("json");
+    let sealed = device_key().seal(DEVICE_TOPIC, "0f0f", &records);
+    assert!(
+        device_key().open(DEVICE_TOPIC, &sealed).is_ok(),
+        "the seed opens"
+    );
+    seed("device_message", "telemetry", &sealed);
+    seed("device_message", "unsealed", &records);
+    let ack = br#"{"committedSeq":3,"incarnation":"0f0f"}"#;
+    seed("fleet_message", "ack", key.sign_message(ACKS_TOPIC, ack));
+    let command = br#"{"requestId":"r","module":"m","issuedAtMs":1,"command":"logs","tail":5}"#;
+    seed(
+        "fleet_message",
+        "command",
+        key.sign_message(ACKS_TOPIC, command),
+    );
+    seed(
+        "fleet_message",
+        "other-key",
+        other.sign_message(ACKS_TOPIC, ack),
+    );
 }
 
 fn manifest_seeds(key: &FleetSigningKey, other: &FleetSigningKey, image: &Image) {
@@ -378,6 +404,7 @@ fn telemetry_seeds(key: &FleetSigningKey, other: &FleetSigningKey) {
         fleet: FLEET.into(),
         device_id: DEVICE.into(),
         exported_at_ms: 1_700_000_000_000,
+        incarnation: Some("0f0f".into()),
         reported: None,
     };
     let mut export = serde_json::to_vec(&header).expect("header");
@@ -403,6 +430,7 @@ fn telemetry_seeds(key: &FleetSigningKey, other: &FleetSigningKey) {
         records: 4,
         new_records: 3,
         committed_seq: 4,
+        incarnation: Some("0f0f".into()),
         imported_at_ms: 1_700_000_000_000,
     };
     seed(

@@ -111,13 +111,7 @@ fn an_agent_without_broker_or_registry_applies_a_bundle_refuses_damaged_or_older
     };
     docker::build_sensor_sim_image(&image_tag);
     let mut world = FleetWorld::new();
-    let metrics_port = free_port();
-    world.fleet.stop();
-    world.fleet.set_env(
-        "EDGEFLEET_METRICS_LISTEN",
-        &format!("127.0.0.1:{metrics_port}"),
-    );
-    world.fleet.launch();
+    let metrics_port = world.fleet.serve_metrics();
     let pinned = docker::push_docker_image(&image_tag, &world.registry, "modules/sensor-sim");
     // The engine keeps what a bundle brought under a tag named after the digest.
     let loaded = edgefleet_common::bundle::loaded_image_tag(&pinned).expect("pinned");

@@ -158,6 +158,15 @@ impl FleetProcess {
         fleet
     }
 
+    /// Restarts the service serving its Prometheus metrics; returns their port.
+    pub fn serve_metrics(&mut self) -> u16 {
+        let port = free_port();
+        self.stop();
+        self.set_env("EDGEFLEET_METRICS_LISTEN", &format!("127.0.0.1:{port}"));
+        self.launch();
+        port
+    }
+
     /// Starts the service (again), on the same port and data.
     /// An environment variable for the next [`FleetProcess::launch`].
     pub fn set_env(&mut self, key: &str, value: &str) {

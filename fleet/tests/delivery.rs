@@ -43,22 +43,6 @@ fn seqs(records: &[Value]) -> Vec<u64> {
     records.iter().filter_map(|r| r["seq"].as_u64()).collect()
 }
 
-/// A device with the diabetes model on `bind:port`, its first manifest applied.
-fn deployed(world: &mut FleetWorld, ids: &[(&str, &str)]) -> (Vec<AgentProcess>, u16) {
-    assert_eq!(world.fleet.register("diabetes", "diabetes"), "diabetes:1");
-    world.fleet.package("diabetes:1", "models/diabetes");
-    let agents = ids
-        .iter()
-        .map(|(id, bind)| world.device(id, &["site=plant1"], bind))
-        .collect();
-    let port = free_port();
-    world
-        .fleet
-        .deploy("d", "tags.site = 'plant1'", "diabetes:latest", port);
-    world.wait_rollout("d");
-    (agents, port)
-}
-
 /// Sends `/score` requests to every device and, every fifth round, an MQTT input to each,
 /// until `stop`; counts the inputs it published.
 fn traffic(
@@ -105,7 +89,7 @@ fn explain(world: &FleetWorld, agent: &AgentProcess) -> String {
 
 fn restarts_lose_nothing(mut world: FleetWorld) {
     let devices = [("gw-1", "127.0.0.2"), ("gw-2", "127.0.0.3")];
-    let (agents, port) = deployed(&mut world, &devices);
+    let (agents, port) = world.deployed_diabetes(&devices);
     let stop = Arc::new(AtomicBool::new(false));
     let inputs = Arc::new(AtomicU64::new(0));
     let ids: Vec<(String, String)> = devices
@@ -179,7 +163,7 @@ fn the_fleet_restarted_three_times_and_killed_once_loses_no_record_with_its_embe
 #[test]
 fn inputs_published_while_the_agent_is_stopped_are_all_scored_when_it_returns() {
     let mut world = FleetWorld::new();
-    let (mut agents, _) = deployed(&mut world, &[("gw-in", "127.0.0.4")]);
+    let (mut agents, _) = world.deployed_diabetes(&[("gw-in", "127.0.0.4")]);
     let agent = &mut agents[0];
     agent.stop();
     for _ in 0..100 {
@@ -335,7 +319,7 @@ fn with_the_fleet_down_past_the_outbox_cap_the_oldest_records_are_dropped_counte
 #[test]
 fn with_the_broker_down_an_agent_killed_and_restarted_ten_times_under_traffic_loses_no_record() {
     let mut world = FleetWorld::new();
-    let (mut agents, port) = deployed(&mut world, &[("gw-off", "127.0.0.7")]);
+    let (mut agents, port) = world.deployed_diabetes(&[("gw-off", "127.0.0.7")]);
     let agent = &mut agents[0];
     let broker = world.broker.as_mut().expect("mosquitto");
     broker.stop();

@@ -75,25 +75,9 @@ fn fleet_key(agent: &AgentProcess) -> FleetPublicKey {
         .expect("the config names the fleet key")
 }
 
-/// Devices `(id, bind)` serving the diabetes model on the returned port, their rollout done.
-fn deployed(world: &mut FleetWorld, devices: &[(&str, &str)]) -> (Vec<AgentProcess>, u16) {
-    assert_eq!(world.fleet.register("diabetes", "diabetes"), "diabetes:1");
-    world.fleet.package("diabetes:1", "models/diabetes");
-    let agents = devices
-        .iter()
-        .map(|(id, bind)| world.device(id, &["site=plant1"], bind))
-        .collect();
-    let port = free_port();
-    world
-        .fleet
-        .deploy("d", "tags.site = 'plant1'", "diabetes:latest", port);
-    world.wait_rollout("d");
-    (agents, port)
-}
-
 fn attempts_on_another_device_change_nothing(mut world: FleetWorld, attacker_is_a: bool) {
     let metrics_port = world.fleet.serve_metrics();
-    let (mut agents, port) = deployed(&mut world, &[("a", "127.0.0.21"), ("b", "127.0.0.22")]);
+    let (mut agents, port) = world.deployed_diabetes(&[("a", "127.0.0.21"), ("b", "127.0.0.22")]);
     let (b, a) = (agents.pop().expect("b"), agents.pop().expect("a"));
     for _ in 0..3 {
         score_at("127.0.0.22", port);
@@ -344,7 +328,7 @@ fn on_mosquitto_even_the_brokers_operator_cannot_write_as_a_device_nor_speak_for
 #[test]
 fn a_device_whose_data_directory_was_wiped_and_that_was_added_again_has_every_new_record_stored() {
     let mut world = FleetWorld::embedded(free_port());
-    let (mut agents, port) = deployed(&mut world, &[("gw", "127.0.0.23")]);
+    let (mut agents, port) = world.deployed_diabetes(&[("gw", "127.0.0.23")]);
     let mut agent = agents.pop().expect("gw");
     for _ in 0..5 {
         score_at("127.0.0.23", port);

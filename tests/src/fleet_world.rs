@@ -137,6 +137,22 @@ impl FleetWorld {
         agent
     }
 
+    /// Devices `(id, bind)` tagged `site=plant1`, serving the diabetes model (registered and
+    /// packaged here) on the returned port, their rollout of deployment `d` done.
+    pub fn deployed_diabetes(&mut self, devices: &[(&str, &str)]) -> (Vec<AgentProcess>, u16) {
+        assert_eq!(self.fleet.register("diabetes", "diabetes"), "diabetes:1");
+        self.fleet.package("diabetes:1", "models/diabetes");
+        let agents = devices
+            .iter()
+            .map(|(id, bind)| self.device(id, &["site=plant1"], bind))
+            .collect();
+        let port = crate::free_port();
+        self.fleet
+            .deploy("d", "tags.site = 'plant1'", "diabetes:latest", port);
+        self.wait_rollout("d");
+        (agents, port)
+    }
+
     /// The port devices reach this world's broker on.
     pub fn mqtt_port(&self) -> u16 {
         match (&self.broker, self.embedded_port) {
